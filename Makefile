@@ -1,0 +1,34 @@
+# weir: the two commands a newcomer needs are `make run` and `make test`.
+# Both call `make setup` first (idempotent; needs root on Debian 12).
+PY := .venv/bin/python
+SRC := api operator node-agent cli
+
+.PHONY: setup run test lint typecheck contracts crds unit help
+
+help:
+	@echo "make run    - start the node agent on examples/policies (standalone, no Kubernetes)"
+	@echo "make test   - the whole suite: lint, types, layer contracts, generated-file drift, tests"
+	@echo "make crds   - regenerate crds/ from the API models"
+	@echo "make setup  - install packages, mount tracefs/bpffs, create .venv (run by the others)"
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	$(PY) -m weir_cli.main agent --policies examples/policies
+
+lint: setup
+	$(PY) -m ruff check $(SRC) tests
+	$(PY) -m ruff format --check $(SRC) tests
+
+typecheck: setup
+	$(PY) -m mypy $(SRC)
+
+contracts: setup
+	.venv/bin/lint-imports
+
+crds: setup
+	$(PY) -m weir_cli.main crds --out crds
+
+test: lint typecheck contracts
+	$(PY) -m pytest

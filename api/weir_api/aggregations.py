@@ -1,0 +1,157 @@
+"""AggregationRule: fold a policy's matches into in-kernel maps, export series.
+
+Instead of one event per match, the kernel keeps a bounded map keyed by what
+people ask questions about (namespace, pod, container, workload, node, binary,
+an argument's value, the class of an address) and holds a count, a sum or a
+histogram per key. The agent reads the map at scrape time and exports one
+Prometheus metric named by the rule. When ``maxSeries`` keys exist, further
+keys fold into a single overflow series that is counted and reported, never
+silently lost.
+
+groupBy entries are plain words (``namespace``, ``pod``, ``container``,
+``workload``, ``node``, ``binary``) or refer to an argument by its label:
+``arg:LABEL`` (the value itself) or ``addressClass:LABEL`` (loopback, private,
+link_local, multicast or public, for a sock/sockaddr argument's destination).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from weir_api import API_VERSION, limits
+from weir_api.meta import Model, cel
+from weir_api.policies import ObjectMeta
+from weir_api.statuses import AggregationRuleStatus
+
+METADATA_KEYS = ("namespace", "pod", "container", "workload", "node", "binary")
+# The keys that come from the cgroup id (resolved in user space at scrape time).
+CGROUP_KEYS = frozenset({"namespace", "pod", "container", "workload"})
+ADDRESS_CLASSES = ("loopback", "private", "link_local", "multicast", "public")
+GROUP_BY_PATTERN = (
+    r"^(namespace|pod|container|workload|node|binary|(arg|addressClass):[a-z_][a-z0-9_]*)$"
+)
+METRIC_NAME_PATTERN = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
+RESERVED_SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
+
+GroupKey = Annotated[str, Field(max_length=80, pattern=GROUP_BY_PATTERN)]
+
+
+class PolicyRef(Model):
+    """The TracingPolicy whose matches this rule aggregates."""
+
+    name: str = Field(max_length=limits.MAX_NAME, description="The TracingPolicy's name.")
+
+
+class Buckets(Model):
+    """Histogram buckets."""
+
+    model_config = {
+        "json_schema_extra": cel(
+            (
+                "self.type != 'explicit' || (has(self.bounds) && size(self.bounds) > 0)",
+                "explicit buckets need bounds",
+            ),
+            (
+                "self.type == 'explicit' || !has(self.bounds) || size(self.bounds) == 0",
+                "bounds apply to explicit buckets only",
+            ),
+        )
+    }
+
+    type: Literal["exp2", "explicit"] = Field(
+        default="exp2",
+        description="exp2: powers of two (1, 2, 4, ... 2^63), computed in the kernel with no "
+        "loop. explicit: the upper bounds in `bounds`.",
+    )
+    bounds: list[int] = Field(
+        default_factory=list,
+        max_length=limits.MAX_BUCKETS,
+        description="explicit only: strictly increasing upper bounds (le), +Inf is implied.",
+    )
+
+
+class Value(Model):
+    """What each series holds."""
+
+    model_config = {
+        "json_schema_extra": cel(
+            ("self.type == 'count' || has(self.arg)", "sum and histogram need arg"),
+            ("self.type == 'histogram' || !has(self.buckets)", "buckets apply to histogram only"),
+        )
+    }
+
+    type: Literal["count", "sum", "histogram"] = Field(
+        default="count",
+        description="count: matches. sum: total of an integer arg. histogram: distribution of "
+        "an integer arg.",
+    )
+    arg: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=r"^[a-z_][a-z0-9_]*$",
+        description="The label of the integer arg to sum or bucket (e.g. bytes).",
+    )
+    buckets: Buckets | None = Field(default=None, description="Histogram buckets (exp2 default).")
+
+
+class Metric(Model):
+    """The Prometheus metric this rule exports."""
+
+    name: str = Field(
+        max_length=200,
+        pattern=METRIC_NAME_PATTERN,
+        description="Base name, e.g. weir_egress_bytes; counters get `_total` appended, "
+        "histograms `_bucket`/`_sum`/`_count`.",
+    )
+    help: str = Field(default="", max_length=1024, description="The metric's HELP text.")
+
+
+class AggregationRuleSpec(Model):
+    """Which matches to aggregate, keyed by what, holding what, exported as what."""
+
+    policy_ref: PolicyRef = Field(description="The TracingPolicy to aggregate.")
+    hook: str | None = Field(
+        default=None,
+        max_length=4200,
+        description="Only this hook of the policy, by id: kprobe:CALL, kretprobe:CALL, "
+        "tracepoint:SUBSYSTEM:EVENT, uprobe:PATH:SYMBOL. Unset: every hook.",
+    )
+    group_by: list[GroupKey] = Field(
+        default_factory=list,
+        max_length=limits.MAX_GROUP_BY,
+        description="Keys of each series: namespace, pod, container, workload, node, binary, "
+        "arg:LABEL, addressClass:LABEL. Empty: one series.",
+    )
+    value: Value = Field(default_factory=Value, description="count, sum or histogram.")
+    metric: Metric = Field(description="The exported metric.")
+    max_series: int = Field(
+        default=limits.MAX_SERIES_DEFAULT,
+        ge=1,
+        le=limits.MAX_SERIES_LIMIT,
+        description="Bound on distinct keys in the kernel map; beyond it, events fold into one "
+        "overflow series (label values `__overflow__`) and are counted in status.",
+    )
+
+
+class AggregationRule(Model):
+    """An AggregationRule object (cluster-scoped)."""
+
+    api_version: Literal["weir.dev/v1alpha1"] = API_VERSION
+    kind: Literal["AggregationRule"] = "AggregationRule"
+    metadata: ObjectMeta
+    spec: AggregationRuleSpec
+    status: AggregationRuleStatus | None = None
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+def exported_names(rule: AggregationRuleSpec) -> list[str]:
+    """Every sample name this rule's metric produces."""
+    base = rule.metric.name
+    if rule.value.type == "histogram":
+        return [f"{base}_bucket", f"{base}_sum", f"{base}_count"]
+    return [f"{base}_total"]

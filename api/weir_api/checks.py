@@ -1,0 +1,249 @@
+"""Semantic checks beyond the schema: the rules a JSON schema cannot say.
+
+The pydantic models (and the CRD schema generated from them) check shapes,
+enums and bounds. These checks need context: an operator must fit the type of
+the argument it tests, values must parse for that operator, references between
+fields and objects must resolve. Each yields ``Problem``s with the field path
+and what to do; an empty list means the object is valid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from weir_api import aggregations, limits, values
+from weir_api.aggregations import AggregationRuleSpec
+from weir_api.policies import Hook, KProbe, MatchArg, Tracepoint, TracingPolicySpec, UProbe
+from weir_api.problems import PathPart, Problem, at
+
+MAX_FUNCTION_ARG = 5  # x86-64 and arm64 pass six arguments in registers
+
+
+def check_policy(spec: TracingPolicySpec) -> list[Problem]:
+    return list(_policy(spec, ("spec",)))
+
+
+def _policy(spec: TracingPolicySpec, path: Sequence[PathPart]) -> Iterator[Problem]:
+    hooks = spec.hooks()
+    if not hooks:
+        yield at(path, "a policy needs at least one of kprobes, tracepoints or uprobes")
+    if len(hooks) > limits.MAX_HOOKS:
+        yield at(path, f"{len(hooks)} hooks; at most {limits.MAX_HOOKS} per policy, split it")
+    seen: dict[str, str] = {}
+    groups: list[tuple[str, Sequence[KProbe | Tracepoint | UProbe]]] = [
+        ("kprobes", spec.kprobes),
+        ("tracepoints", spec.tracepoints),
+        ("uprobes", spec.uprobes),
+    ]
+    for kind, items in groups:
+        for index, hook in enumerate(items):
+            hook_path = (*path, kind, index)
+            hook_id = hook.hook_id()
+            if hook_id in seen:
+                yield at(
+                    hook_path,
+                    f"{hook_id} is already hooked at {seen[hook_id]}; merge "
+                    "their selectors into one entry",
+                )
+            seen.setdefault(hook_id, ".".join(str(p) for p in hook_path))
+            yield from _hook(hook, hook_path)
+
+
+def _hook(hook: KProbe | Tracepoint | UProbe, path: Sequence[PathPart]) -> Iterator[Problem]:
+    labels: dict[str, int] = {}
+    indexes: dict[int, int] = {}
+    for number, arg in enumerate(hook.args):
+        arg_path = (*path, "args", number)
+        if isinstance(hook, Tracepoint):
+            if arg.field is not None and arg.index is not None:
+                yield at(arg_path, "give field or index, not both")
+            if arg.type == "char_buf":
+                yield at(
+                    (*arg_path, "type"),
+                    "char_buf is for kprobes/uprobes; on a tracepoint "
+                    "use string (a __data_loc or char[] field) or filename (a user pointer)",
+                )
+        else:
+            if arg.field is not None:
+                yield at(
+                    (*arg_path, "field"),
+                    "field names tracepoint fields; kprobes and "
+                    "uprobes take index (the argument's position, 0-5)",
+                )
+            if arg.index is None:
+                yield at((*arg_path, "index"), "required: the argument's position (0-5)")
+            elif arg.index > MAX_FUNCTION_ARG:
+                yield at(
+                    (*arg_path, "index"),
+                    f"is {arg.index}; functions pass at most six arguments in registers (0-5)",
+                )
+        if arg.index is not None:
+            if arg.index in indexes:
+                yield at(
+                    (*arg_path, "index"),
+                    f"index {arg.index} is already read by "
+                    f"args[{indexes[arg.index]}]; give each argument once",
+                )
+            indexes.setdefault(arg.index, number)
+        name = arg.name()
+        if name in labels:
+            yield at(
+                arg_path,
+                f"label {name!r} is already used by args[{labels[name]}]; labels "
+                "must be unique within a hook",
+            )
+        labels.setdefault(name, number)
+        if arg.type == "char_buf":
+            if arg.size_arg_index is None:
+                yield at(
+                    (*arg_path, "sizeArgIndex"),
+                    "char_buf needs sizeArgIndex: the "
+                    "position of the argument that holds the buffer's length",
+                )
+        elif arg.size_arg_index is not None:
+            yield at((*arg_path, "sizeArgIndex"), "applies to char_buf only; remove it")
+    if isinstance(hook, KProbe) and hook.return_arg is not None:
+        if not hook.return_:
+            yield at((*path, "returnArg"), "needs return: true (a kretprobe)")
+        if hook.return_arg.type not in values.INTEGER_TYPES:
+            yield at(
+                (*path, "returnArg", "type"),
+                "return values are read as integers; use int, long, size_t, ...",
+            )
+    for number, selector in enumerate(hook.selectors):
+        sel_path = (*path, "selectors", number)
+        for m_number, match in enumerate(selector.match_args):
+            yield from _match_arg(hook, match, (*sel_path, "matchArgs", m_number))
+        for b_number, binary in enumerate(selector.match_binaries):
+            b_path = (*sel_path, "matchBinaries", b_number)
+            for v_number, text in enumerate(binary.values):
+                try:
+                    values.parse_string(text)
+                except ValueError as error:
+                    yield at((*b_path, "values", v_number), str(error))
+                    continue
+                if not text.startswith("/"):
+                    yield at(
+                        (*b_path, "values", v_number),
+                        f"{text!r} is not an absolute path; "
+                        "write the executable's full path, e.g. /usr/bin/curl",
+                    )
+        for a_number, action in enumerate(selector.match_actions):
+            a_path = (*sel_path, "matchActions", a_number)
+            if action.rate_limit is not None:
+                if action.action != "Post":
+                    yield at((*a_path, "rateLimit"), "applies to Post only; remove it")
+                try:
+                    values.parse_duration_ns(action.rate_limit)
+                except ValueError as error:
+                    yield at((*a_path, "rateLimit"), str(error))
+            if action.action != "Post" and (action.user_stack_trace or action.kernel_stack_trace):
+                yield at(a_path, "stack traces are taken for Post only; use action: Post")
+
+
+def _match_arg(hook: Hook, match: MatchArg, path: Sequence[PathPart]) -> Iterator[Problem]:
+    arg = hook.arg_by_ref(match.index, match.label)
+    if arg is None:
+        ref = f"label {match.label!r}" if match.label is not None else f"index {match.index}"
+        known = ", ".join(a.name() for a in hook.args) or "none"
+        yield at(
+            path,
+            f"no arg with {ref} in this hook's args (declared: {known}); declare it in args first",
+        )
+        return
+    allowed = values.operators_for(arg.type)
+    if match.operator not in allowed:
+        yield at(
+            (*path, "operator"),
+            f"{match.operator} does not apply to {arg.name()!r} of "
+            f"type {arg.type}; use one of {', '.join(sorted(allowed))}",
+        )
+        return
+    if match.operator in values.SINGLE_VALUE_OPERATORS and len(match.values) != 1:
+        yield at(
+            (*path, "values"), f"{match.operator} takes exactly one value, got {len(match.values)}"
+        )
+    try:
+        values.parse_match_values(match.operator, arg.type, match.values)
+    except values.IndexedValueError as error:
+        yield at((*path, "values", error.index), str(error))
+
+
+def check_rule(rule: AggregationRuleSpec, policy: TracingPolicySpec | None) -> list[Problem]:
+    """Check a rule on its own, and against its policy when that is known."""
+    return list(_rule(rule, policy, ("spec",)))
+
+
+def _rule(
+    rule: AggregationRuleSpec, policy: TracingPolicySpec | None, path: Sequence[PathPart]
+) -> Iterator[Problem]:
+    name = rule.metric.name
+    if name.endswith(aggregations.RESERVED_SUFFIXES):
+        yield at(
+            (*path, "metric", "name"),
+            f"{name!r} ends in a suffix weir adds itself "
+            f"({', '.join(aggregations.RESERVED_SUFFIXES)}); drop it",
+        )
+    if len(set(rule.group_by)) != len(rule.group_by):
+        yield at((*path, "groupBy"), "lists a key twice; give each key once")
+    buckets = rule.value.buckets
+    if buckets is not None and buckets.type == "explicit":
+        if not buckets.bounds:
+            yield at((*path, "value", "buckets", "bounds"), "explicit buckets need bounds")
+        if any(b >= c for b, c in zip(buckets.bounds, buckets.bounds[1:], strict=False)):
+            yield at((*path, "value", "buckets", "bounds"), "must be strictly increasing")
+    if rule.value.type != "count" and rule.value.arg is None:
+        yield at(
+            (*path, "value", "arg"),
+            f"{rule.value.type} needs arg: the label of an integer argument",
+        )
+    if policy is None:
+        return
+    hooks = policy.hooks()
+    if rule.hook is not None:
+        hooks = [h for h in hooks if h.hook_id() == rule.hook]
+        if not hooks:
+            known = ", ".join(h.hook_id() for h in policy.hooks())
+            yield at(
+                (*path, "hook"),
+                f"policy {rule.policy_ref.name!r} has no hook "
+                f"{rule.hook!r}; its hooks are: {known}",
+            )
+            return
+    for index, key in enumerate(rule.group_by):
+        kind, _, label = key.partition(":")
+        if not label:
+            continue
+        for hook in hooks:
+            arg = hook.arg_by_ref(None, label)
+            if arg is None:
+                yield at(
+                    (*path, "groupBy", index),
+                    f"hook {hook.hook_id()} has no arg labelled "
+                    f"{label!r}; declare it in the policy or set hook:",
+                )
+            elif kind == "addressClass" and arg.type not in values.ADDRESS_TYPES:
+                yield at(
+                    (*path, "groupBy", index),
+                    f"addressClass needs a sock or sockaddr arg; {label!r} is {arg.type}",
+                )
+            elif kind == "arg" and arg.type in values.STRING_TYPES | values.ADDRESS_TYPES:
+                yield at(
+                    (*path, "groupBy", index),
+                    f"grouping by the {arg.type} arg {label!r} "
+                    "is not supported (unbounded values); group by an integer arg, or by "
+                    "addressClass for addresses",
+                )
+    if rule.value.arg is not None:
+        for hook in hooks:
+            arg = hook.arg_by_ref(None, rule.value.arg)
+            if arg is None:
+                yield at(
+                    (*path, "value", "arg"),
+                    f"hook {hook.hook_id()} has no arg labelled {rule.value.arg!r}",
+                )
+            elif arg.type not in values.INTEGER_TYPES:
+                yield at(
+                    (*path, "value", "arg"),
+                    f"{rule.value.type} needs an integer arg; {rule.value.arg!r} is {arg.type}",
+                )

@@ -1,0 +1,24 @@
+"""Generous, documented bounds on what a policy may ask for.
+
+Tetragon allows 5 selectors per hook and 4 values per matchArgs because its
+values live in the program. weir keeps value sets in BPF maps seeded after load,
+so the only real costs are map memory and verifier complexity; the limits below
+keep both bounded while leaving room for real policies. They are exported to the
+CRD schema (maxItems, maxLength) so the API server enforces them as well.
+"""
+
+MAX_HOOKS = 32  # kprobes + tracepoints + uprobes in one policy
+MAX_ARGS = 8  # args per hook
+MAX_SELECTORS = 8  # selectors per hook (Tetragon: 5)
+MAX_MATCH_ARGS = 8  # matchArgs per selector
+MAX_MATCH_BINARIES = 4  # matchBinaries per selector
+MAX_VALUES = 1024  # values per matchArgs / matchBinaries (kept in maps, not code)
+MAX_STRING = 255  # bytes of a string value (and of a string read in the kernel)
+MAX_NAME = 253  # names and symbols
+MAX_GROUP_BY = 6  # groupBy keys of one AggregationRule
+MAX_SERIES_DEFAULT = 10_000
+MAX_SERIES_LIMIT = 1_000_000
+MAX_BUCKETS = 64
+MAX_FAILING_NODES = 10  # failing nodes listed in a policy's status
+MAX_VERIFIER_LOG = 4096  # bytes of verifier log kept per program in reports
+MAX_MESSAGE = 32_768  # condition messages (metav1.Condition)

@@ -1,0 +1,390 @@
+"""TracingPolicy: what to hook, how to filter in the kernel, what to do with a match.
+
+The shape follows Tetragon's TracingPolicy so a Tetragon user can read it at a
+glance: ``kprobes``, ``tracepoints`` and ``uprobes``, each with ``args`` and
+``selectors``; a selector ANDs its ``matchArgs`` and ``matchBinaries`` and
+carries ``matchActions``; the selectors of a hook are ORed and the first that
+matches decides the action. A hook with no selectors matches every call.
+
+What weir adds: ``podSelector``/``namespaceSelector``/``nodeSelector`` to scope a
+policy to workloads and nodes, and AggregationRules (see ``aggregations``) that
+fold matches into in-kernel maps instead of streaming them.
+
+The models check shapes; ``checks`` adds the semantic rules (operator fits the
+argument type, values parse, references resolve).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from weir_api import API_VERSION, limits, values
+from weir_api.meta import LabelSelector, Model, cel
+from weir_api.statuses import TracingPolicyStatus
+
+ArgType = Literal[
+    "int",
+    "uint",
+    "int8",
+    "uint8",
+    "int16",
+    "uint16",
+    "int32",
+    "uint32",
+    "int64",
+    "uint64",
+    "long",
+    "ulong",
+    "size_t",
+    "string",
+    "filename",
+    "char_buf",
+    "sock",
+    "sockaddr",
+]
+assert set(ArgType.__args__) == set(values.ARG_TYPES)  # type: ignore[attr-defined]
+
+MatchArgOperator = Literal[
+    "Equal",
+    "NotEqual",
+    "Prefix",
+    "NotPrefix",
+    "Postfix",
+    "NotPostfix",
+    "GT",
+    "LT",
+    "Mask",
+    "InRange",
+    "DAddr",
+    "NotDAddr",
+    "SAddr",
+    "NotSAddr",
+    "DPort",
+    "NotDPort",
+    "SPort",
+    "NotSPort",
+]
+
+LABEL_PATTERN = r"^[a-z_][a-z0-9_]*$"
+ValueString = Annotated[str, Field(max_length=1024)]
+SYMBOL_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*$"
+
+
+class Arg(Model):
+    """An argument the hook reads; only the arguments a policy declares are read."""
+
+    model_config = {
+        "json_schema_extra": cel(
+            ("has(self.index) || has(self.field)", "an arg needs index or field"),
+            (
+                "self.type != 'char_buf' || has(self.sizeArgIndex)",
+                "a char_buf arg needs sizeArgIndex: the index of the argument holding its length",
+            ),
+        )
+    }
+
+    index: int | None = Field(
+        default=None,
+        ge=0,
+        le=63,
+        description="kprobes/uprobes: the function argument's position (0-5). Tracepoints: "
+        "the position among the event's own fields in its tracefs format (common_* excluded).",
+    )
+    field: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Tracepoints only: the name of the field in the event's tracefs format, "
+        "e.g. `filename` for syscalls/sys_enter_openat.",
+    )
+    type: ArgType = Field(
+        description="How to read and compare the value: integers (int, uint, int8..uint64, "
+        "long, ulong, size_t), string (kernel char *), filename (user-space path pointer, as "
+        "syscalls take), char_buf (user buffer, length in sizeArgIndex), sock (struct sock *), "
+        "sockaddr (struct sockaddr *)."
+    )
+    label: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=LABEL_PATTERN,
+        description="A name for the value in events and metrics labels (e.g. `bytes`); "
+        "defaults to the field name or `arg<index>`.",
+    )
+    size_arg_index: int | None = Field(
+        default=None,
+        ge=0,
+        le=5,
+        description="char_buf only: position of the argument that holds the buffer's length.",
+    )
+
+    def name(self) -> str:
+        """The label this arg is known by in events and metrics."""
+        if self.label:
+            return self.label
+        if self.field:
+            return self.field
+        return f"arg{self.index}"
+
+
+class MatchArg(Model):
+    """A filter on one argument, evaluated in the kernel."""
+
+    model_config = {
+        "json_schema_extra": cel(
+            (
+                "has(self.index) || has(self.label)",
+                "matchArgs needs index or label of a declared arg",
+            ),
+            (
+                "!(self.operator in ['GT', 'LT', 'Mask']) || size(self.values) == 1",
+                "GT, LT and Mask take exactly one value",
+            ),
+        )
+    }
+
+    index: int | None = Field(
+        default=None, ge=0, le=63, description="The `index` of the arg to test, as in `args`."
+    )
+    label: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=LABEL_PATTERN,
+        description="Alternatively, the arg's label (for tracepoint args named by field).",
+    )
+    operator: MatchArgOperator = Field(
+        description="Integers: Equal, NotEqual, GT, LT, Mask (any bit set), InRange (LOW:HIGH). "
+        "Strings: Equal, NotEqual, Prefix, NotPrefix, Postfix, NotPostfix. sock/sockaddr: "
+        "DAddr, NotDAddr, SAddr, NotSAddr (CIDRs), DPort, NotDPort, SPort, NotSPort (ports or "
+        "LOW:HIGH ranges)."
+    )
+    values: list[ValueString] = Field(
+        min_length=1,
+        max_length=limits.MAX_VALUES,
+        description="Values as strings; a positive operator matches when any value matches, a "
+        "Not* operator when none does. Kept in BPF maps, never in program text.",
+    )
+
+
+class MatchBinary(Model):
+    """A filter on the executable of the current process."""
+
+    operator: Literal["In", "NotIn", "Prefix", "NotPrefix"] = Field(
+        description="In/NotIn: exact executable paths. Prefix/NotPrefix: path prefixes."
+    )
+    values: list[ValueString] = Field(
+        min_length=1,
+        max_length=limits.MAX_VALUES,
+        description="Absolute paths (or path prefixes) of executables, e.g. /usr/bin/curl.",
+    )
+
+
+class MatchAction(Model):
+    """What to do when a selector matches."""
+
+    model_config = {
+        "json_schema_extra": cel(
+            ("self.action == 'Post' || !has(self.rateLimit)", "rateLimit applies to Post only"),
+            (
+                "self.action == 'Post' || !(self.userStackTrace || self.kernelStackTrace)",
+                "stack traces are taken for Post only",
+            ),
+        )
+    }
+
+    action: Literal["Post", "NoPost"] = Field(
+        description="Post: send the event to user space (a JSON line). NoPost: count and "
+        "aggregate only, nothing leaves the kernel per event."
+    )
+    rate_limit: str | None = Field(
+        default=None,
+        max_length=16,
+        description="Post at most one event per this window (e.g. 10s, 1m) per policy, hook, "
+        "selector and process (tgid); the rest are counted as dropped (reason rate_limit).",
+    )
+    user_stack_trace: bool = Field(
+        default=False, description="Attach the user-space stack, symbolised, to the event."
+    )
+    kernel_stack_trace: bool = Field(
+        default=False, description="Attach the kernel stack, symbolised, to the event."
+    )
+
+
+class Selector(Model):
+    """Filters ANDed together, and the action taken when all match."""
+
+    match_args: list[MatchArg] = Field(
+        default_factory=list, max_length=limits.MAX_MATCH_ARGS, description="Argument filters."
+    )
+    match_binaries: list[MatchBinary] = Field(
+        default_factory=list,
+        max_length=limits.MAX_MATCH_BINARIES,
+        description="Executable filters.",
+    )
+    match_actions: list[MatchAction] = Field(
+        default_factory=list,
+        max_length=1,
+        description="The action on a match; none means Post (as in Tetragon).",
+    )
+
+    def action(self) -> MatchAction:
+        return self.match_actions[0] if self.match_actions else MatchAction(action="Post")
+
+
+class Hook(Model):
+    """Fields every hook kind shares."""
+
+    args: list[Arg] = Field(
+        default_factory=list, max_length=limits.MAX_ARGS, description="Arguments to read."
+    )
+    selectors: list[Selector] = Field(
+        default_factory=list,
+        max_length=limits.MAX_SELECTORS,
+        description="ORed in order, first match decides; none means every call matches and "
+        "is posted.",
+    )
+
+    def hook_id(self) -> str:
+        raise NotImplementedError
+
+    def arg_by_ref(self, index: int | None, label: str | None) -> Arg | None:
+        for arg in self.args:
+            if label is not None and arg.name() == label:
+                return arg
+            if label is None and index is not None and arg.index == index:
+                return arg
+        return None
+
+
+class KProbe(Hook):
+    """A kernel function entry (or return) probe."""
+
+    call: str = Field(
+        max_length=limits.MAX_NAME,
+        pattern=SYMBOL_PATTERN,
+        description="The kernel function, e.g. tcp_sendmsg (or a syscall name with syscall: true).",
+    )
+    return_: bool = Field(
+        default=False, alias="return", description="Probe the return (kretprobe) instead."
+    )
+    syscall: bool = Field(
+        default=False,
+        description="`call` names a syscall (e.g. openat); the architecture's symbol prefix "
+        "is added.",
+    )
+    return_arg: Arg | None = Field(
+        default=None, description="With return: true, the return value to read (integer)."
+    )
+
+    def hook_id(self) -> str:
+        return f"{'kretprobe' if self.return_ else 'kprobe'}:{self.call}"
+
+
+class Tracepoint(Hook):
+    """A kernel tracepoint (stable ABI; argument layouts come from tracefs)."""
+
+    subsystem: str = Field(
+        max_length=64, pattern=r"^[a-z0-9_]+$", description="e.g. syscalls, sock, signal."
+    )
+    event: str = Field(
+        max_length=128,
+        pattern=r"^[a-z0-9_]+$",
+        description="e.g. sys_enter_openat, sock_send_length, signal_generate.",
+    )
+
+    def hook_id(self) -> str:
+        return f"tracepoint:{self.subsystem}:{self.event}"
+
+
+class UProbe(Hook):
+    """A user-space function probe in one executable or library."""
+
+    path: str = Field(
+        max_length=4096,
+        pattern=r"^/",
+        description="Absolute path of the executable or shared library on the node.",
+    )
+    symbol: str = Field(
+        max_length=limits.MAX_NAME,
+        pattern=r"^[A-Za-z_.$][A-Za-z0-9_.$@]*$",
+        description="The function symbol, e.g. readline (mangled names for C++).",
+    )
+    return_: bool = Field(
+        default=False, alias="return", description="Probe the return (uretprobe) instead."
+    )
+
+    def hook_id(self) -> str:
+        return f"{'uretprobe' if self.return_ else 'uprobe'}:{self.path}:{self.symbol}"
+
+
+class TracingPolicySpec(Model):
+    """What to hook, how to filter in the kernel and what to do on a match."""
+
+    model_config = {
+        "json_schema_extra": cel(
+            (
+                "(has(self.kprobes) && size(self.kprobes) > 0)"
+                " || (has(self.tracepoints) && size(self.tracepoints) > 0)"
+                " || (has(self.uprobes) && size(self.uprobes) > 0)",
+                "a policy needs at least one of kprobes, tracepoints or uprobes",
+            ),
+        )
+    }
+
+    kprobes: list[KProbe] = Field(
+        default_factory=list, max_length=limits.MAX_HOOKS, description="Kernel function probes."
+    )
+    tracepoints: list[Tracepoint] = Field(
+        default_factory=list, max_length=limits.MAX_HOOKS, description="Kernel tracepoints."
+    )
+    uprobes: list[UProbe] = Field(
+        default_factory=list, max_length=limits.MAX_HOOKS, description="User function probes."
+    )
+    pod_selector: LabelSelector | None = Field(
+        default=None,
+        description="Only events from pods whose labels match (enforced in the kernel by "
+        "cgroup id); unset: every process, pods and host alike.",
+    )
+    namespace_selector: LabelSelector | None = Field(
+        default=None, description="Only events from pods in namespaces whose labels match."
+    )
+    node_selector: LabelSelector | None = Field(
+        default=None, description="Only nodes whose labels match load this policy."
+    )
+
+    def hooks(self) -> list[KProbe | Tracepoint | UProbe]:
+        return [*self.kprobes, *self.tracepoints, *self.uprobes]
+
+
+class ObjectMeta(Model):
+    """The part of metav1.ObjectMeta weir reads; everything else passes through."""
+
+    model_config = {"extra": "allow", "alias_generator": None}
+
+    name: str = Field(max_length=limits.MAX_NAME, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    generation: int = 1
+    uid: str | None = None
+
+
+class TracingPolicy(Model):
+    """A TracingPolicy object (cluster-scoped)."""
+
+    api_version: Literal["weir.dev/v1alpha1"] = API_VERSION
+    kind: Literal["TracingPolicy"] = "TracingPolicy"
+    metadata: ObjectMeta
+    spec: TracingPolicySpec
+    status: TracingPolicyStatus | None = None
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+def hook_kind(hook: KProbe | Tracepoint | UProbe) -> str:
+    return hook.hook_id().split(":", 1)[0]
+
+
+def spec_digest_input(spec: TracingPolicySpec) -> dict[str, Any]:
+    """The normalised spec: what a digest of the policy is computed over."""
+    return spec.to_wire()

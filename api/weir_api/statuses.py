@@ -1,0 +1,112 @@
+"""Status shapes: what weir writes back onto the objects users applied.
+
+They follow Kubernetes conventions so ``kubectl wait --for=condition=Ready``,
+Flux (kstatus) and Argo CD health checks can read them: ``observedGeneration``,
+``conditions`` (Ready, Reconciling, Stalled, Degraded), plus node counts, a
+bounded list of failing nodes with the verifier's own words, and savings totals.
+Per-node data lives in NodeReports (one per node, one writer each); these
+statuses are the operator's roll-up and have a single writer.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from weir_api import limits
+from weir_api.meta import Condition, Model
+
+FailurePhase = Literal["compile", "verify", "attach"]
+
+
+def _conditions_field() -> list[Condition]:
+    return Field(
+        default_factory=list,
+        max_length=8,
+        description="Ready, Reconciling, Stalled, Degraded (Kubernetes condition conventions).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+
+
+class Savings(Model):
+    """How much data the kernel held back. See docs/savings.md for the exact definitions."""
+
+    observed: int = Field(default=0, ge=0, description="Hook invocations seen.")
+    matched: int = Field(default=0, ge=0, description="Invocations that passed the selectors.")
+    posted: int = Field(default=0, ge=0, description="Events sent to user space.")
+    aggregated: int = Field(default=0, ge=0, description="Events folded into in-kernel maps.")
+    dropped: int = Field(
+        default=0, ge=0, description="Events lost: full ring buffer, map overflow, rate limit."
+    )
+    raw_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="What a per-event JSON exporter would have emitted: observed * this "
+        "policy's event size.",
+    )
+    exported_bytes: int = Field(
+        default=0, ge=0, description="What weir actually emitted (event lines, metric samples)."
+    )
+    saved_ratio: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="1 - exportedBytes / rawBytes (0 when raw is 0)."
+    )
+    saved: str = Field(
+        default="", max_length=16, description="savedRatio as a percentage, for display."
+    )
+
+
+class NodeCounts(Model):
+    """How many nodes run this object's current generation."""
+
+    targeted: int = Field(default=0, ge=0, description="Nodes the policy applies to.")
+    ready: int = Field(default=0, ge=0, description="Nodes running the current generation.")
+    failed: int = Field(default=0, ge=0, description="Nodes where a program failed.")
+    pending: int = Field(default=0, ge=0, description="Nodes not yet on the current generation.")
+    summary: str = Field(default="", max_length=32, description="ready/targeted, for display.")
+
+
+class FailingNode(Model):
+    """One node where the program did not run, in the verifier's (or compiler's) own words."""
+
+    node: str = Field(max_length=limits.MAX_NAME, description="The node's name.")
+    hook: str = Field(default="", max_length=4200, description="The hook that failed.")
+    phase: FailurePhase = Field(description="compile, verify or attach.")
+    message: str = Field(default="", max_length=limits.MAX_MESSAGE, description="The error.")
+    verifier_log: str = Field(
+        default="",
+        max_length=limits.MAX_VERIFIER_LOG,
+        description="The last lines of the verifier log.",
+    )
+
+
+class TracingPolicyStatus(Model):
+    """The operator's roll-up of every node's report for this policy."""
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The generation this status describes."
+    )
+    conditions: list[Condition] = _conditions_field()
+    nodes: NodeCounts = Field(default_factory=NodeCounts, description="Node counts.")
+    failing_nodes: list[FailingNode] = Field(
+        default_factory=list,
+        max_length=limits.MAX_FAILING_NODES,
+        description=f"At most {limits.MAX_FAILING_NODES} failing nodes, with the reason.",
+    )
+    savings: Savings = Field(default_factory=Savings, description="Totals over all nodes.")
+
+
+class AggregationRuleStatus(Model):
+    """The operator's roll-up for an AggregationRule."""
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The generation this status describes."
+    )
+    conditions: list[Condition] = _conditions_field()
+    nodes: NodeCounts = Field(default_factory=NodeCounts, description="Node counts.")
+    series: int = Field(default=0, ge=0, description="Series currently held, over all nodes.")
+    overflow_events: int = Field(
+        default=0,
+        ge=0,
+        description="Events folded into the overflow series because maxSeries was reached.",
+    )

@@ -1,0 +1,187 @@
+"""Parsing of matchArgs / matchBinaries values, from the strings users write.
+
+Values in a policy are strings (as in Tetragon). Before anything reaches the
+kernel each is parsed here into a plain integer, an (inclusive) integer range,
+an IP network or a byte string, and checked against the argument's type. The
+code generator and the map seeder use these same functions, so what the
+validator accepted is exactly what the kernel gets. A ``ValueError`` message
+says what was expected, with an example.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+
+from weir_api import limits
+
+# Integer argument types: name → (bits, signed).
+INTEGER_TYPES: dict[str, tuple[int, bool]] = {
+    "int": (32, True),
+    "uint": (32, False),
+    "int8": (8, True),
+    "uint8": (8, False),
+    "int16": (16, True),
+    "uint16": (16, False),
+    "int32": (32, True),
+    "uint32": (32, False),
+    "int64": (64, True),
+    "uint64": (64, False),
+    "long": (64, True),
+    "ulong": (64, False),
+    "size_t": (64, False),
+}
+# Strings: ``string`` is a kernel char *, ``filename`` a path passed from user
+# space (a syscall's ``const char __user *``), ``char_buf`` a user buffer whose
+# length is another argument (``sizeArgIndex``).
+STRING_TYPES = frozenset({"string", "filename", "char_buf"})
+# Addresses read from a ``struct sock *`` or a ``struct sockaddr *``.
+ADDRESS_TYPES = frozenset({"sock", "sockaddr"})
+ARG_TYPES = tuple(INTEGER_TYPES) + tuple(sorted(STRING_TYPES)) + tuple(sorted(ADDRESS_TYPES))
+
+INTEGER_OPERATORS = frozenset({"Equal", "NotEqual", "GT", "LT", "Mask", "InRange"})
+STRING_OPERATORS = frozenset({"Equal", "NotEqual", "Prefix", "NotPrefix", "Postfix", "NotPostfix"})
+ADDRESS_OPERATORS = frozenset({"DAddr", "NotDAddr", "SAddr", "NotSAddr"})
+PORT_OPERATORS = frozenset({"DPort", "NotDPort", "SPort", "NotSPort"})
+SINGLE_VALUE_OPERATORS = frozenset({"GT", "LT", "Mask"})
+NEGATED_OPERATORS = frozenset(
+    {"NotEqual", "NotPrefix", "NotPostfix", "NotDAddr", "NotSAddr", "NotDPort", "NotSPort"}
+)
+
+
+def operators_for(arg_type: str) -> frozenset[str]:
+    if arg_type in INTEGER_TYPES:
+        return INTEGER_OPERATORS
+    if arg_type in STRING_TYPES:
+        return STRING_OPERATORS
+    if arg_type in ADDRESS_TYPES:
+        return ADDRESS_OPERATORS | PORT_OPERATORS
+    return frozenset()
+
+
+_INT_RE = re.compile(r"^[+-]?(0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|[0-9]+)$")
+
+
+def parse_int(text: str, arg_type: str = "int64") -> int:
+    """A decimal, 0x, 0o or 0b integer that fits ``arg_type``."""
+    cleaned = text.strip().replace("_", "")
+    if not _INT_RE.match(cleaned):
+        raise ValueError(f"{text!r} is not an integer; write e.g. 42, -1 or 0x1f")
+    value = int(cleaned, 0)
+    bits, signed = INTEGER_TYPES.get(arg_type, (64, True))
+    low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if not low <= value <= high:
+        raise ValueError(f"{text!r} does not fit type {arg_type} (range {low}..{high})")
+    return value
+
+
+def parse_int_range(text: str, arg_type: str = "int64") -> tuple[int, int]:
+    """``"LOW:HIGH"`` (inclusive), as Tetragon's InRange."""
+    low_text, sep, high_text = text.partition(":")
+    if not sep:
+        raise ValueError(f"{text!r} is not a range; write LOW:HIGH, e.g. 1024:65535")
+    low, high = parse_int(low_text, arg_type), parse_int(high_text, arg_type)
+    if low > high:
+        raise ValueError(f"range {text!r} is empty: {low} > {high}")
+    return low, high
+
+
+def parse_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An address or CIDR (IPv4 or IPv6): ``10.0.0.0/8``, ``127.0.0.1``, ``fd00::/8``."""
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not an IP address or CIDR; write e.g. 10.0.0.0/8 or 192.168.1.1"
+        ) from None
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """A port ``443`` or an inclusive range ``8000:8080``."""
+    low_text, sep, high_text = text.strip().partition(":")
+    try:
+        low = int(low_text, 10)
+        high = int(high_text, 10) if sep else low
+    except ValueError:
+        raise ValueError(f"{text!r} is not a port; write e.g. 443 or 8000:8080") from None
+    if not (0 <= low <= 65535 and 0 <= high <= 65535):
+        raise ValueError(f"{text!r}: ports are 0..65535")
+    if low > high:
+        raise ValueError(f"port range {text!r} is empty: {low} > {high}")
+    return low, high
+
+
+def parse_string(text: str) -> bytes:
+    """A string value as the kernel will compare it: UTF-8, no NUL, bounded."""
+    if "\x00" in text:
+        raise ValueError("contains a NUL byte, which a kernel string can never hold; remove it")
+    data = text.encode("utf-8")
+    if not data:
+        raise ValueError("is empty; an empty string matches nothing useful, remove the value")
+    if len(data) > limits.MAX_STRING:
+        raise ValueError(
+            f"is {len(data)} bytes; the kernel compares at most {limits.MAX_STRING} bytes"
+        )
+    return data
+
+
+_DURATION_RE = re.compile(r"^([0-9]+)(ms|s|m|h)$")
+_DURATION_NS = {"ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
+
+
+def parse_duration_ns(text: str) -> int:
+    """``500ms``, ``10s``, ``1m``, ``1h`` → nanoseconds (at least 1 ms, at most 24 h)."""
+    match = _DURATION_RE.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration; write e.g. 500ms, 10s, 1m or 1h")
+    value = int(match.group(1)) * _DURATION_NS[match.group(2)]
+    if not _DURATION_NS["ms"] <= value <= 24 * _DURATION_NS["h"]:
+        raise ValueError(f"{text!r} is out of range; use between 1ms and 24h")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class ParsedValues:
+    """The values of one matchArgs entry, parsed for its operator."""
+
+    integers: tuple[int, ...] = ()
+    ranges: tuple[tuple[int, int], ...] = ()
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    strings: tuple[bytes, ...] = ()
+
+
+def parse_match_values(operator: str, arg_type: str, values: list[str]) -> ParsedValues:
+    """Parse every value of a matchArgs entry; raises ``ValueError`` naming the index."""
+    parsed = ParsedValues()
+    for index, text in enumerate(values):
+        try:
+            if operator in ADDRESS_OPERATORS:
+                parsed = dataclasses.replace(
+                    parsed, networks=(*parsed.networks, parse_network(text))
+                )
+            elif operator in PORT_OPERATORS:
+                parsed = dataclasses.replace(
+                    parsed, ranges=(*parsed.ranges, parse_port_range(text))
+                )
+            elif operator == "InRange":
+                parsed = dataclasses.replace(
+                    parsed, ranges=(*parsed.ranges, parse_int_range(text, arg_type))
+                )
+            elif arg_type in STRING_TYPES:
+                parsed = dataclasses.replace(parsed, strings=(*parsed.strings, parse_string(text)))
+            else:
+                parsed = dataclasses.replace(
+                    parsed, integers=(*parsed.integers, parse_int(text, arg_type))
+                )
+        except ValueError as error:
+            raise IndexedValueError(index, str(error)) from None
+    return parsed
+
+
+class IndexedValueError(ValueError):
+    """A value error that knows which value (by position) caused it."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(message)
+        self.index = index

@@ -1,0 +1,1 @@
+"""The ``weir`` command: one console script, one subcommand per role."""

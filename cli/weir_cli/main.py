@@ -1,0 +1,74 @@
+"""``weir``: the one console script, with a subcommand per role.
+
+The parser is built when ``main`` runs, never at import. Each subcommand
+imports its package only when chosen, so ``weir crds`` needs no bcc and
+``weir operator`` never loads the agent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="weir",
+        description="Kubernetes-native eBPF observability: filter and aggregate in the kernel, "
+        "and report how much was held back.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    agent = sub.add_parser("agent", help="run the node agent (standalone or in Kubernetes)")
+    agent.add_argument("--policies", type=Path, help="directory of policy YAML (standalone)")
+    agent.add_argument("--metrics-addr", default="127.0.0.1:9400", help="HOST:PORT for /metrics")
+    agent.add_argument("--report-file", type=Path, help="write the NodeReport JSON here")
+    agent.add_argument("--events-file", help="write JSON event lines here (- for stdout)")
+    agent.add_argument("--node-name", help="this node's name (default: the hostname)")
+    agent.add_argument("--interval", type=float, default=2.0, help="refresh seconds")
+    agent.add_argument(
+        "--no-table", action="store_true", help="log lines instead of the live table"
+    )
+
+    check = sub.add_parser(
+        "check", help="validate, generate, compile and verify policies on this kernel"
+    )
+    check.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    check.add_argument(
+        "--no-kernel", action="store_true", help="validate and generate only; load nothing"
+    )
+
+    render = sub.add_parser("render", help="print the C generated for a policy")
+    render.add_argument("file", type=Path, metavar="FILE")
+
+    operator = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
+    operator.add_argument("--namespace", default="weir-system", help="where ConfigMaps go")
+
+    crds = sub.add_parser("crds", help="write the CRDs generated from the API models")
+    crds.add_argument("--out", type=Path, default=Path("crds"), help="directory to write")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "crds":
+        from weir_cli import crds_command
+
+        return crds_command.run(out=args.out)
+    if args.command in {"agent", "check", "render"}:
+        from weir_agent import commands
+
+        return commands.run(args)
+    if args.command == "operator":
+        print(
+            "weir operator: arrives with the operator issue (#6); not available yet",
+            file=sys.stderr,
+        )
+        return 2
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

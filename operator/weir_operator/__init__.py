@@ -1,0 +1,1 @@
+"""The weir operator: validates policies, renders ConfigMaps, rolls node reports up into status."""

@@ -1,0 +1,53 @@
+"""Shared fixtures.
+
+Kernel tests need root and a working bpf(). On a machine without them they
+skip with the reason, except when ``WEIR_REQUIRE_KERNEL=1`` (CI sets it): then
+a missing capability is a failure, so a green CI always means the BPF tests ran.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "policies"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip (or fail, under WEIR_REQUIRE_KERNEL=1) when ``condition`` is false."""
+    if condition:
+        return
+    if os.environ.get("WEIR_REQUIRE_KERNEL") == "1":
+        pytest.fail(f"WEIR_REQUIRE_KERNEL=1 but {reason}")
+    pytest.skip(reason)
+
+
+def kernel_unavailable_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root to load BPF programs"
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        return "bcc (python3-bpfcc) is not importable; run `make setup`"
+    if not Path("/sys/kernel/tracing/events").is_dir():
+        return "tracefs is not mounted at /sys/kernel/tracing; run `make setup`"
+    return None
+
+
+@pytest.fixture
+def kernel() -> None:
+    """Use in every test that loads BPF programs."""
+    reason = kernel_unavailable_reason()
+    require(reason is None, reason or "")
+
+
+@pytest.fixture
+def examples() -> list[Path]:
+    files = sorted(EXAMPLES.glob("*.yaml"))
+    assert files, f"no examples under {EXAMPLES}"
+    return files

@@ -1,0 +1,188 @@
+"""The CRDs in crds/ are generated from the models, stay in sync, and are what
+the Kubernetes API server accepts."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from kube_schema import apply_defaults, cel_failures, structural_errors, validations
+from weir_cli import crds_command
+
+CRD_DIR = ROOT / "crds"
+
+
+def load_crds() -> dict[str, dict[str, Any]]:
+    return {p.name: yaml.safe_load(p.read_text()) for p in sorted(CRD_DIR.glob("*.yaml"))}
+
+
+def schema_of(kind: str) -> dict[str, Any]:
+    for crd in load_crds().values():
+        if crd["spec"]["names"]["kind"] == kind:
+            return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]  # type: ignore[no-any-return]
+    raise KeyError(kind)
+
+
+def test_crds_directory_matches_the_models() -> None:
+    expected = crds_command.render_all()
+    on_disk = {p.name: p.read_text() for p in CRD_DIR.glob("*.yaml")}
+    assert sorted(on_disk) == sorted(expected), "run `make crds`"
+    for name, text in expected.items():
+        assert on_disk[name] == text, f"crds/{name} is stale: run `make crds` and commit"
+
+
+@pytest.mark.parametrize("name", sorted(crds_command.render_all()))
+def test_crd_schema_is_structural(name: str) -> None:
+    crd = load_crds()[name]
+    version = crd["spec"]["versions"][0]
+    assert structural_errors(version["schema"]["openAPIV3Schema"]) == []
+    assert version["subresources"] == {"status": {}}
+    assert crd["spec"]["scope"] == "Cluster"
+    assert crd["spec"]["names"]["categories"] == ["weir"]
+    assert crd["metadata"]["name"] == f"{crd['spec']['names']['plural']}.weir.dev"
+
+
+def test_structural_checker_catches_what_the_api_server_rejects() -> None:
+    # The checker above must be able to fail: each of these is refused by Kubernetes.
+    assert structural_errors({"type": "object", "properties": {"a": {"$ref": "#/x"}}})
+    assert structural_errors({"type": "object", "properties": {"a": {"description": "untyped"}}})
+    assert structural_errors(
+        {"type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": False}
+    )
+    assert structural_errors({"anyOf": [{"type": "string"}, {"type": "integer"}]})
+
+
+def test_names_short_names_and_printer_columns() -> None:
+    crds = {c["spec"]["names"]["plural"]: c for c in load_crds().values()}
+    assert set(crds) == {"tracingpolicies", "aggregationrules", "nodereports"}
+    assert crds["tracingpolicies"]["spec"]["names"]["shortNames"] == ["wtp"]
+    assert crds["aggregationrules"]["spec"]["names"]["shortNames"] == ["war"]
+    columns = crds["tracingpolicies"]["spec"]["versions"][0]["additionalPrinterColumns"]
+    visible = [c["name"] for c in columns if c.get("priority", 0) == 0]
+    assert visible == ["Ready", "Nodes", "Saved", "Age"]
+    ready = next(c for c in columns if c["name"] == "Ready")
+    assert ready["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
+
+
+def test_every_cel_rule_compiles() -> None:
+    import celpy
+
+    env = celpy.Environment()
+    rules = [
+        r for kind in ("TracingPolicy", "AggregationRule") for r in validations(schema_of(kind))
+    ]
+    assert len(rules) >= 8
+    for path, rule in rules:
+        env.compile(rule["rule"])  # raises on a syntax error
+        assert rule["message"], path
+
+
+def example_objects() -> list[dict[str, Any]]:
+    objects = []
+    for path in sorted((ROOT / "examples" / "policies").glob("*.yaml")):
+        objects.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
+    return objects
+
+
+def test_examples_pass_every_cel_rule() -> None:
+    objects = example_objects()
+    assert len(objects) == 8
+    for obj in objects:
+        schema = schema_of(obj["kind"])
+        assert cel_failures(schema, apply_defaults(schema, obj)) == [], obj["metadata"]["name"]
+
+
+def _segfaults() -> dict[str, Any]:
+    return copy.deepcopy(next(o for o in example_objects() if o["metadata"]["name"] == "segfaults"))
+
+
+CEL_CASES = [
+    (
+        "policy without hooks",
+        "TracingPolicy",
+        lambda o: o["spec"].update(tracepoints=[]),
+        "a policy needs at least one of kprobes, tracepoints or uprobes",
+    ),
+    (
+        "arg with neither index nor field",
+        "TracingPolicy",
+        lambda o: o["spec"]["tracepoints"][0]["args"][0].pop("field"),
+        "an arg needs index or field",
+    ),
+    (
+        "GT with two values",
+        "TracingPolicy",
+        lambda o: o["spec"]["tracepoints"][0]["selectors"][0]["matchArgs"][0].update(
+            operator="GT", values=["1", "2"]
+        ),
+        "GT, LT and Mask take exactly one value",
+    ),
+    (
+        "stack trace on NoPost",
+        "TracingPolicy",
+        lambda o: o["spec"]["tracepoints"][0]["selectors"][0]["matchActions"][0].update(
+            action="NoPost", rateLimit=None
+        ),
+        "stack traces are taken for Post only",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "kind", "mutate", "message"), CEL_CASES, ids=[c[0] for c in CEL_CASES]
+)
+def test_cel_rules_reject_cross_field_mistakes(
+    case: str, kind: str, mutate: Any, message: str
+) -> None:
+    obj = _segfaults()
+    mutate(obj)
+    obj = _drop_nones(obj)
+    schema = schema_of(kind)
+    failures = cel_failures(schema, apply_defaults(schema, obj))
+    assert any(f.endswith(message) for f in failures), failures
+
+
+def test_cel_rules_on_aggregation_rules() -> None:
+    schema = schema_of("AggregationRule")
+    rule = next(o for o in example_objects() if o["kind"] == "AggregationRule")
+    bad = copy.deepcopy(rule)
+    bad["spec"]["value"] = {"type": "histogram"}
+    assert any(
+        f.endswith("sum and histogram need arg")
+        for f in cel_failures(schema, apply_defaults(schema, bad))
+    )
+    bad["spec"]["value"] = {"type": "histogram", "arg": "bytes", "buckets": {"type": "explicit"}}
+    assert any(
+        f.endswith("explicit buckets need bounds")
+        for f in cel_failures(schema, apply_defaults(schema, bad))
+    )
+
+
+def _drop_nones(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_nones(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nones(v) for v in value]
+    return value
+
+
+def test_generated_schema_rejects_unknown_top_level_spec_fields_by_pruning() -> None:
+    # Structural schemas prune what they do not declare: a spec field we forgot to
+    # declare would silently vanish on a real cluster. Every model field is declared.
+    spec = schema_of("TracingPolicy")["properties"]["spec"]["properties"]
+    assert {
+        "kprobes",
+        "tracepoints",
+        "uprobes",
+        "podSelector",
+        "namespaceSelector",
+        "nodeSelector",
+    } == set(spec)
+    selector = spec["kprobes"]["items"]["properties"]["selectors"]["items"]["properties"]
+    assert set(selector) == {"matchArgs", "matchBinaries", "matchActions"}
+    assert Path(CRD_DIR).is_dir()

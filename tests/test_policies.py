@@ -1,0 +1,288 @@
+"""TracingPolicy and AggregationRule validation: every problem has a field path
+and says what to do; valid neighbours are unaffected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from weir_api import documents
+from weir_api.aggregations import AggregationRule
+from weir_api.policies import TracingPolicy
+
+
+def test_every_example_parses_and_cross_checks(examples: list[Path]) -> None:
+    parsed = []
+    for path in examples:
+        parsed.extend(documents.parse_text(path.read_text(), source=path.name))
+    parsed = documents.cross_check(parsed)
+    assert [p.problems for p in parsed] == [()] * len(parsed)
+    kinds = sorted((p.kind, p.name) for p in parsed)
+    assert kinds == [
+        ("AggregationRule", "egress-bytes"),
+        ("AggregationRule", "egress-bytes-kprobe"),
+        ("AggregationRule", "file-opens-etc"),
+        ("AggregationRule", "segfaults"),
+        ("TracingPolicy", "egress-bytes"),
+        ("TracingPolicy", "egress-bytes-kprobe"),
+        ("TracingPolicy", "file-opens-etc"),
+        ("TracingPolicy", "segfaults"),
+    ]
+
+
+def policy(**hook: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "subsystem": "syscalls",
+        "event": "sys_enter_openat",
+        "args": [
+            {"field": "filename", "type": "filename", "label": "path"},
+            {"field": "flags", "type": "int"},
+        ],
+        "selectors": [
+            {"matchArgs": [{"label": "path", "operator": "Prefix", "values": ["/etc/"]}]}
+        ],
+    }
+    base.update(hook)
+    return {
+        "apiVersion": "weir.dev/v1alpha1",
+        "kind": "TracingPolicy",
+        "metadata": {"name": "p"},
+        "spec": {"tracepoints": [base]},
+    }
+
+
+def problems_of(document: dict[str, Any]) -> list[str]:
+    return [str(p) for p in documents.parse_object(document, source="t").problems]
+
+
+def test_valid_policy_has_no_problems() -> None:
+    assert problems_of(policy()) == []
+
+
+def match(operator: str, values: list[str], label: str = "path") -> list[dict[str, Any]]:
+    return [{"matchArgs": [{"label": label, "operator": operator, "values": values}]}]
+
+
+@pytest.mark.parametrize(
+    ("hook", "expected"),
+    [
+        (
+            {"selectors": match("GT", ["1"])},
+            "spec.tracepoints[0].selectors[0].matchArgs[0].operator: GT does not apply to 'path' "
+            "of type filename; use one of Equal, NotEqual, NotPostfix, NotPrefix, Postfix, Prefix",
+        ),
+        (
+            {"selectors": match("Equal", ["x", "a\x00b"])},
+            "spec.tracepoints[0].selectors[0].matchArgs[0].values[1]: contains a NUL byte, which "
+            "a kernel string can never hold; remove it",
+        ),
+        (
+            {"selectors": match("Equal", ["ten"], label="flags")},
+            "spec.tracepoints[0].selectors[0].matchArgs[0].values[0]: 'ten' is not an integer; "
+            "write e.g. 42, -1 or 0x1f",
+        ),
+        (
+            {"selectors": match("Equal", ["1"], label="nope")},
+            "spec.tracepoints[0].selectors[0].matchArgs[0]: no arg with label 'nope' in this "
+            "hook's args (declared: path, flags); declare it in args first",
+        ),
+        (
+            {"selectors": match("Prefix", ["x" * 300])},
+            "spec.tracepoints[0].selectors[0].matchArgs[0].values[0]: is 300 bytes; the kernel "
+            "compares at most 255 bytes",
+        ),
+        (
+            {
+                "args": [
+                    {"field": "filename", "type": "filename", "label": "path"},
+                    {"field": "flags", "type": "int", "label": "path"},
+                ]
+            },
+            "spec.tracepoints[0].args[1]: label 'path' is already used by args[0]; labels must be "
+            "unique within a hook",
+        ),
+        (
+            {"selectors": [{"matchActions": [{"action": "Post", "rateLimit": "soon"}]}]},
+            "spec.tracepoints[0].selectors[0].matchActions[0].rateLimit: 'soon' is not a duration; "
+            "write e.g. 500ms, 10s, 1m or 1h",
+        ),
+        (
+            {"selectors": [{"matchBinaries": [{"operator": "In", "values": ["curl"]}]}]},
+            "spec.tracepoints[0].selectors[0].matchBinaries[0].values[0]: 'curl' is not an "
+            "absolute path; write the executable's full path, e.g. /usr/bin/curl",
+        ),
+        (
+            {"event": "Sys-Enter"},
+            "spec.tracepoints[0].event: String should match pattern '^[a-z0-9_]+$'",
+        ),
+        (
+            {"selector": []},
+            "spec.tracepoints[0].selector: unknown field; check the spelling against "
+            "`kubectl explain` or docs/api.md",
+        ),
+        (
+            {"args": [{"field": "sk", "type": "socket"}]},
+            "spec.tracepoints[0].args[0].type: must be one of 'int', 'uint', 'int8', 'uint8', "
+            "'int16', 'uint16', 'int32', 'uint32', 'int64', 'uint64', 'long', 'ulong', 'size_t', "
+            "'string', 'filename', 'char_buf', 'sock' or 'sockaddr', got 'socket'",
+        ),
+    ],
+)
+def test_problems_name_the_field_and_the_fix(hook: dict[str, Any], expected: str) -> None:
+    assert expected in problems_of(policy(**hook))
+
+
+def test_kprobe_rules() -> None:
+    doc = {
+        "apiVersion": "weir.dev/v1alpha1",
+        "kind": "TracingPolicy",
+        "metadata": {"name": "k"},
+        "spec": {
+            "kprobes": [
+                {
+                    "call": "tcp_sendmsg",
+                    "args": [
+                        {"index": 0, "type": "sock"},
+                        {"field": "size", "type": "size_t"},
+                        {"index": 7, "type": "int"},
+                        {"index": 1, "type": "char_buf"},
+                    ],
+                    "selectors": [
+                        {
+                            "matchArgs": [
+                                {
+                                    "index": 0,
+                                    "operator": "NotDAddr",
+                                    "values": ["10.0.0.0/8", "300.1.1.1"],
+                                },
+                                {"index": 0, "operator": "Prefix", "values": ["x"]},
+                            ]
+                        }
+                    ],
+                }
+            ]
+        },
+    }
+    found = problems_of(doc)
+    assert found == [
+        "spec.kprobes[0].args[1].field: field names tracepoint fields; kprobes and uprobes take "
+        "index (the argument's position, 0-5)",
+        "spec.kprobes[0].args[1].index: required: the argument's position (0-5)",
+        "spec.kprobes[0].args[2].index: is 7; functions pass at most six arguments in registers "
+        "(0-5)",
+        "spec.kprobes[0].args[3].sizeArgIndex: char_buf needs sizeArgIndex: the position of the "
+        "argument that holds the buffer's length",
+        "spec.kprobes[0].selectors[0].matchArgs[0].values[1]: '300.1.1.1' is not an IP address "
+        "or CIDR; write e.g. 10.0.0.0/8 or 192.168.1.1",
+        "spec.kprobes[0].selectors[0].matchArgs[1].operator: Prefix does not apply to 'arg0' of "
+        "type sock; use one of DAddr, DPort, NotDAddr, NotDPort, NotSAddr, NotSPort, SAddr, SPort",
+    ]
+
+
+def test_duplicate_hooks_and_empty_policy() -> None:
+    doc = policy()
+    doc["spec"]["tracepoints"].append(doc["spec"]["tracepoints"][0])
+    assert problems_of(doc) == [
+        "spec.tracepoints[1]: tracepoint:syscalls:sys_enter_openat is already hooked at "
+        "spec.tracepoints.0; merge their selectors into one entry"
+    ]
+    doc["spec"] = {}
+    assert problems_of(doc) == [
+        "spec: a policy needs at least one of kprobes, tracepoints or uprobes"
+    ]
+
+
+def test_wrong_kind_and_api_version_and_yaml() -> None:
+    assert problems_of(
+        {
+            "apiVersion": "cilium.io/v1alpha1",
+            "kind": "TracingPolicy",
+            "metadata": {"name": "x"},
+            "spec": {},
+        }
+    )[0] == ("apiVersion: is 'cilium.io/v1alpha1'; weir objects are weir.dev/v1alpha1")
+    assert problems_of({"apiVersion": "weir.dev/v1alpha1", "kind": "Nope"}) == [
+        "kind: is 'Nope'; expected one of TracingPolicy, AggregationRule, NodeReport"
+    ]
+    broken = documents.parse_text("a: [1, 2\n", source="f.yaml")
+    assert len(broken) == 1 and "not valid YAML" in str(broken[0].problems[0])
+
+
+def test_a_broken_document_does_not_hide_its_neighbours() -> None:
+    good = policy()
+    bad = policy(event="BAD")
+    bad["metadata"]["name"] = "bad"
+    text = yaml.safe_dump_all([good, bad, good | {"metadata": {"name": "q"}}])
+    parsed = documents.parse_text(text, source="mixed.yaml")
+    assert [(p.name, p.ok) for p in parsed] == [("p", True), ("bad", False), ("q", True)]
+    assert parsed[1].source == "mixed.yaml#1"
+
+
+def rule(**spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "policyRef": {"name": "p"},
+        "groupBy": ["namespace", "pod"],
+        "metric": {"name": "weir_opens"},
+    }
+    base.update(spec)
+    return {
+        "apiVersion": "weir.dev/v1alpha1",
+        "kind": "AggregationRule",
+        "metadata": {"name": "r"},
+        "spec": base,
+    }
+
+
+def cross(rule_doc: dict[str, Any]) -> list[str]:
+    parsed = documents.cross_check(
+        [documents.parse_object(policy(), source="p"), documents.parse_object(rule_doc, source="r")]
+    )
+    return [str(p) for p in parsed[1].problems]
+
+
+def test_aggregation_rule_checks() -> None:
+    assert cross(rule()) == []
+    assert cross(rule(value={"type": "sum", "arg": "path"})) == [
+        "spec.value.arg: sum needs an integer arg; 'path' is filename"
+    ]
+    assert cross(rule(value={"type": "sum", "arg": "bytes"})) == [
+        "spec.value.arg: hook tracepoint:syscalls:sys_enter_openat has no arg labelled 'bytes'"
+    ]
+    assert cross(rule(hook="kprobe:nope")) == [
+        "spec.hook: policy 'p' has no hook 'kprobe:nope'; its hooks are: "
+        "tracepoint:syscalls:sys_enter_openat"
+    ]
+    assert cross(rule(groupBy=["addressClass:flags"])) == [
+        "spec.groupBy[0]: addressClass needs a sock or sockaddr arg; 'flags' is int"
+    ]
+    assert cross(rule(groupBy=["pod", "pod"])) == [
+        "spec.groupBy: lists a key twice; give each key once"
+    ]
+    assert cross(rule(metric={"name": "weir_opens_total"})) == [
+        "spec.metric.name: 'weir_opens_total' ends in a suffix weir adds itself (_total, _bucket, "
+        "_count, _sum, _created); drop it"
+    ]
+    assert "spec.groupBy[0]: String should match pattern" in cross(rule(groupBy=["cluster"]))[0]
+    assert cross(rule(maxSeries=0)) == [
+        "spec.maxSeries: Input should be greater than or equal to 1"
+    ]
+    assert cross(
+        rule(
+            value={
+                "type": "histogram",
+                "arg": "flags",
+                "buckets": {"type": "explicit", "bounds": [10, 5]},
+            }
+        )
+    ) == ["spec.value.buckets.bounds: must be strictly increasing"]
+
+
+def test_models_round_trip_on_the_wire(examples: list[Path]) -> None:
+    for path in examples:
+        for item in documents.parse_text(path.read_text(), source=path.name):
+            assert isinstance(item.obj, TracingPolicy | AggregationRule)
+            again = type(item.obj).model_validate(item.obj.to_wire())
+            assert again == item.obj
