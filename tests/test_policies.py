@@ -92,7 +92,7 @@ def match(operator: str, values: list[str], label: str = "path") -> list[dict[st
         (
             {"selectors": match("Prefix", ["x" * 300])},
             "spec.tracepoints[0].selectors[0].matchArgs[0].values[0]: is 300 bytes; the kernel "
-            "compares at most 255 bytes",
+            "compares at most 247 bytes",
         ),
         (
             {

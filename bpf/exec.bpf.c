@@ -1,0 +1,37 @@
+/* exec.bpf.c: records each process's executable at exec, for matchBinaries and
+ * groupBy binary. Loaded once per agent; policy programs read weir_exes through
+ * an extern declaration. The agent seeds it from /proc/PID/exe at start, so
+ * processes that began before the agent are known too. */
+#include "weir.h"
+
+BPF_TABLE_SHARED("lru_hash", u32, struct weir_exe, weir_exes, 65536);
+BPF_PERCPU_ARRAY(exe_scratch, struct weir_exe, 1);
+
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+    u32 zero = 0;
+    struct weir_exe *exe = exe_scratch.lookup(&zero);
+    if (!exe)
+        return 0;
+    u64 *words = (u64 *)exe->path.s;
+#pragma unroll
+    for (int i = 0; i < WEIR_MAX_STR / 8; i++)
+        words[i] = 0;
+    unsigned short loc = args->data_loc_filename & 0xffff;
+    bpf_probe_read_kernel_str(exe->path.s, WEIR_MAX_STR, (void *)args + loc);
+    /* FNV-1a 64 over the bytes up to the NUL, as weir_agent.abi.fnv1a64. */
+    u64 hash = 0xcbf29ce484222325ULL;
+    for (int i = 0; i < WEIR_MAX_STR; i++) {
+        u8 c = exe->path.s[i];
+        if (c == 0)
+            break;
+        hash ^= c;
+        hash *= 0x100000001b3ULL;
+    }
+    exe->hash = hash;
+    exe->path.prefixlen = 0;
+    exe->path.matcher = 0;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    weir_exes.update(&tgid, exe);
+    return 0;
+}

@@ -1,0 +1,503 @@
+/* hook.bpf.c: the one program every weir hook runs, specialised by -D flags.
+ *
+ * The agent (weir_agent/codegen.py) compiles this file once per hook with
+ * integer flags only: which arguments to read and how (ARGn_*), which matchers
+ * each selector runs (Ss_Mm_*, Ss_Bb_*), and which aggregations to fold into
+ * (AGGn_*). Every flag is always given, so the compiler folds the unused
+ * branches away and the program does only the work its policy asks for.
+ * Strings, CIDRs and value sets are never part of the program: they are keys
+ * of the maps below, written after load.
+ *
+ * Flow: count observed -> read args -> selectors (AND within, OR across, first
+ * match decides) -> count matched -> fold into aggregations -> post (later).
+ * A permanent stub per hook (stub.bpf.c) tail-calls this program, so a new
+ * version replaces it atomically.
+ */
+#include <uapi/linux/ptrace.h>
+#include <linux/socket.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#if USE_SOCK
+#include <net/sock.h> /* large: only programs reading a struct sock pay for it */
+#endif
+#include "weir.h"
+
+BPF_PERCPU_ARRAY(weir_scratch, struct weir_scratch, 1);
+BPF_PERCPU_ARRAY(stats, u64, STAT_COUNT);
+BPF_LPM_TRIE(str_lpm, struct weir_strkey, u8, STR_LPM_MAX);
+BPF_LPM_TRIE(addr_lpm, struct weir_addrkey, u8, ADDR_LPM_MAX);
+BPF_LPM_TRIE(class_lpm, struct weir_classkey, u32, 64);
+BPF_HASH(int_set, struct weir_intkey, u8, INT_SET_MAX);
+BPF_ARRAY(ranges, struct weir_range, 64 * WEIR_MAX_RANGES);
+BPF_ARRAY(bounds, s64, 4 * WEIR_MAX_BOUNDS);
+#if USE_EXE
+BPF_TABLE("extern", u32, struct weir_exe, weir_exes, 65536);
+#endif
+
+/* All aggregations of this program share one map per value shape; the key's
+ * slot says which AggregationRule an entry belongs to. series[slot] counts the
+ * keys of each slot so maxSeries holds exactly (the map is sized to the sum). */
+struct weir_hist_val {
+    u64 count;
+    u64 sum;
+    u64 buckets[WEIR_MAX_BOUNDS + 2];
+};
+BPF_HASH(agg, struct weir_agg_key, struct weir_agg_val, AGG_PLAIN_MAX);
+BPF_HASH(hist, struct weir_agg_key, struct weir_hist_val, AGG_HIST_MAX);
+BPF_ARRAY(series, u64, 4);
+BPF_PERCPU_ARRAY(hist_zero, struct weir_hist_val, 1);
+
+/* Per-argument flags, folded to constants by slot number. */
+#define PICK(prefix, suffix, i)                                                \
+    ((i) == 0 ? prefix##0##suffix : (i) == 1 ? prefix##1##suffix               \
+   : (i) == 2 ? prefix##2##suffix : (i) == 3 ? prefix##3##suffix               \
+   : (i) == 4 ? prefix##4##suffix : (i) == 5 ? prefix##5##suffix               \
+   : (i) == 6 ? prefix##6##suffix : prefix##7##suffix)
+#define ARG_KIND(i) PICK(ARG, _KIND, i)
+#define ARG_SIGNED(i) PICK(ARG, _SIGNED, i)
+#define ARG_SLOT(i) PICK(ARG, _SLOT, i)
+
+static __always_inline void stat_add(u32 index)
+{
+    u64 *value = stats.lookup(&index);
+    if (value)
+        *value += 1;
+}
+
+/* The raw 64-bit value of an argument source: a tracepoint field, a register
+ * or the return value. */
+static __always_inline u64 read_source(void *ctx, int from, int src, int size, int is_signed)
+{
+    u64 value = 0;
+    if (from == SRC_FIELD) {
+        if (size == 1)
+            value = is_signed ? (u64)(s64)*(s8 *)(ctx + src) : *(u8 *)(ctx + src);
+        else if (size == 2)
+            value = is_signed ? (u64)(s64)*(s16 *)(ctx + src) : *(u16 *)(ctx + src);
+        else if (size == 4)
+            value = is_signed ? (u64)(s64)*(s32 *)(ctx + src) : *(u32 *)(ctx + src);
+        else
+            value = *(u64 *)(ctx + src);
+        return value;
+    }
+    struct pt_regs *regs = ctx;
+    if (from == SRC_RET) {
+        value = PT_REGS_RC(regs);
+    } else if (SYSCALL_WRAPPER) {
+        /* __x64_sys_* / __arm64_sys_* take the user registers as one argument. */
+        struct pt_regs *inner = (struct pt_regs *)PT_REGS_PARM1(regs);
+#ifdef CONFIG_X86_64
+        if (src == 0) bpf_probe_read_kernel(&value, 8, &inner->di);
+        else if (src == 1) bpf_probe_read_kernel(&value, 8, &inner->si);
+        else if (src == 2) bpf_probe_read_kernel(&value, 8, &inner->dx);
+        else if (src == 3) bpf_probe_read_kernel(&value, 8, &inner->r10);
+        else if (src == 4) bpf_probe_read_kernel(&value, 8, &inner->r8);
+        else bpf_probe_read_kernel(&value, 8, &inner->r9);
+#else
+        bpf_probe_read_kernel(&value, 8, &inner->regs[src & 7]);
+#endif
+    } else {
+        if (src == 0) value = PT_REGS_PARM1(regs);
+        else if (src == 1) value = PT_REGS_PARM2(regs);
+        else if (src == 2) value = PT_REGS_PARM3(regs);
+        else if (src == 3) value = PT_REGS_PARM4(regs);
+        else if (src == 4) value = PT_REGS_PARM5(regs);
+        else value = PT_REGS_PARM6(regs);
+    }
+    if (size == 1) value = is_signed ? (u64)(s64)(s8)value : (u8)value;
+    else if (size == 2) value = is_signed ? (u64)(s64)(s16)value : (u16)value;
+    else if (size == 4) value = is_signed ? (u64)(s64)(s32)value : (u32)value;
+    return value;
+}
+
+static __always_inline void zero_str(struct weir_strkey *key)
+{
+    u64 *words = (u64 *)key->s;
+#pragma unroll
+    for (int i = 0; i < WEIR_MAX_STR / 8; i++)
+        words[i] = 0;
+}
+
+static __always_inline void mapped_v4(u8 *out, u32 addr)
+{
+    __builtin_memset(out, 0, 10);
+    out[10] = 0xff;
+    out[11] = 0xff;
+    __builtin_memcpy(out + 12, &addr, 4);
+}
+
+#if USE_SOCK
+static __always_inline void read_sock(struct weir_addr *a, struct sock *sk)
+{
+    __builtin_memset(a, 0, sizeof(*a));
+    u16 family = 0;
+    bpf_probe_read_kernel(&family, sizeof(family), &sk->__sk_common.skc_family);
+    a->family = family;
+    u16 dport = 0, sport = 0;
+    bpf_probe_read_kernel(&dport, sizeof(dport), &sk->__sk_common.skc_dport);
+    bpf_probe_read_kernel(&sport, sizeof(sport), &sk->__sk_common.skc_num);
+    a->dport = bpf_ntohs(dport);
+    a->sport = sport;
+    if (family == AF_INET) {
+        u32 d = 0, s = 0;
+        bpf_probe_read_kernel(&d, 4, &sk->__sk_common.skc_daddr);
+        bpf_probe_read_kernel(&s, 4, &sk->__sk_common.skc_rcv_saddr);
+        mapped_v4(a->daddr, d);
+        mapped_v4(a->saddr, s);
+        a->valid = 1;
+    } else if (family == AF_INET6) {
+        bpf_probe_read_kernel(a->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+        bpf_probe_read_kernel(a->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+        a->valid = 1;
+    }
+}
+#else
+#define read_sock(a, sk)
+#endif
+
+static __always_inline void read_sockaddr(struct weir_addr *a, void *ptr, int user)
+{
+    __builtin_memset(a, 0, sizeof(*a));
+    struct sockaddr_in6 sa = {};
+    if (user)
+        bpf_probe_read_user(&sa, sizeof(sa), ptr);
+    else
+        bpf_probe_read_kernel(&sa, sizeof(sa), ptr);
+    a->family = sa.sin6_family;
+    a->dport = bpf_ntohs(sa.sin6_port);
+    if (sa.sin6_family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)&sa;
+        mapped_v4(a->daddr, in->sin_addr.s_addr);
+        a->valid = 1;
+    } else if (sa.sin6_family == AF_INET6) {
+        __builtin_memcpy(a->daddr, &sa.sin6_addr, 16);
+        a->valid = 1;
+    }
+}
+
+/* Read argument slot i into scratch, as its -D flags say. */
+#define READ_ARG(i)                                                             \
+    if (ARG##i##_KIND != KIND_NONE) {                                           \
+        u64 raw = read_source(ctx, ARG##i##_FROM, ARG##i##_SRC, ARG##i##_SIZE, \
+                              ARG##i##_SIGNED);                                 \
+        if (ARG##i##_KIND == KIND_INT) {                                        \
+            sc->ints[i] = raw;                                                  \
+        } else if (ARG##i##_KIND == KIND_STR_PTR) {                             \
+            struct weir_strkey *k = &sc->str[ARG##i##_SLOT & 1];                \
+            zero_str(k);                                                        \
+            long n = ARG##i##_USER                                              \
+                ? bpf_probe_read_user_str(k->s, WEIR_MAX_STR, (void *)raw)      \
+                : bpf_probe_read_kernel_str(k->s, WEIR_MAX_STR, (void *)raw);   \
+            sc->ints[i] = n > 0 ? n : 0;                                        \
+        } else if (ARG##i##_KIND == KIND_STR_DATALOC) {                         \
+            struct weir_strkey *k = &sc->str[ARG##i##_SLOT & 1];                \
+            zero_str(k);                                                        \
+            u32 loc = *(u32 *)(ctx + ARG##i##_SRC);                             \
+            long n = bpf_probe_read_kernel_str(k->s, WEIR_MAX_STR,              \
+                                               ctx + (loc & 0xffff));           \
+            sc->ints[i] = n > 0 ? n : 0;                                        \
+        } else if (ARG##i##_KIND == KIND_STR_INLINE) {                          \
+            struct weir_strkey *k = &sc->str[ARG##i##_SLOT & 1];                \
+            zero_str(k);                                                        \
+            long n = bpf_probe_read_kernel_str(k->s, ARG##i##_SIZE,             \
+                                               ctx + ARG##i##_SRC);             \
+            sc->ints[i] = n > 0 ? n : 0;                                        \
+        } else if (ARG##i##_KIND == KIND_CHAR_BUF) {                            \
+            struct weir_strkey *k = &sc->str[ARG##i##_SLOT & 1];                \
+            zero_str(k);                                                        \
+            u32 len = sc->ints[ARG##i##_LEN_ARG & 7];                           \
+            if (len > WEIR_MAX_STR - 1)                                         \
+                len = WEIR_MAX_STR - 1;                                         \
+            bpf_probe_read_user(k->s, len, (void *)raw);                        \
+            sc->ints[i] = len + 1;                                              \
+        } else if (ARG##i##_KIND == KIND_SOCK) {                                \
+            read_sock(&sc->addr[ARG##i##_SLOT & 1], (struct sock *)raw);        \
+        } else if (ARG##i##_KIND == KIND_SOCKADDR) {                            \
+            read_sockaddr(&sc->addr[ARG##i##_SLOT & 1], (void *)raw,            \
+                          ARG##i##_USER);                                       \
+        }                                                                       \
+    }
+
+static __always_inline int in_ranges(u32 matcher, u64 value, int nranges, int is_signed)
+{
+#pragma unroll
+    for (int i = 0; i < WEIR_MAX_RANGES; i++) {
+        if (i >= nranges)
+            break;
+        u32 index = matcher * WEIR_MAX_RANGES + i;
+        struct weir_range *r = ranges.lookup(&index);
+        if (!r)
+            break;
+        if (is_signed ? ((s64)value >= r->low && (s64)value <= r->high)
+                      : (value >= (u64)r->low && value <= (u64)r->high))
+            return 1;
+    }
+    return 0;
+}
+
+static __always_inline int str_hit(struct weir_strkey *k, u32 matcher)
+{
+    k->prefixlen = 32 + 8 * WEIR_MAX_STR;
+    k->matcher = bpf_htonl(matcher);
+    return str_lpm.lookup(k) != NULL;
+}
+
+static __always_inline int postfix_hit(struct weir_scratch *sc, struct weir_strkey *k,
+                                       u64 len, u32 matcher)
+{
+    /* len counts the NUL; reverse the len - 1 characters into sc->rev. */
+    u32 n = len > 0 ? (u32)(len - 1) : 0;
+    for (u32 i = 0; i < WEIR_MAX_STR; i++) {
+        u32 j = n - 1 - i;
+        sc->rev.s[i] = (i < n && j < WEIR_MAX_STR) ? k->s[j] : 0;
+    }
+    return str_hit(&sc->rev, matcher);
+}
+
+static __always_inline int addr_hit(struct weir_scratch *sc, u8 *addr, u32 matcher)
+{
+    sc->akey.prefixlen = 32 + 128;
+    sc->akey.matcher = bpf_htonl(matcher);
+    __builtin_memcpy(sc->akey.addr, addr, 16);
+    return addr_lpm.lookup(&sc->akey) != NULL;
+}
+
+/* One matchArgs entry; op, neg, arg, value and nranges are constants here. */
+static __always_inline int match_arg(struct weir_scratch *sc, int op, int neg, int arg,
+                                     s64 value, int nranges, u32 matcher)
+{
+    int hit = 0;
+    u64 v = sc->ints[arg & 7];
+    if (op == OP_INT_SET) {
+        struct weir_intkey key = {.matcher = matcher, .value = v};
+        hit = int_set.lookup(&key) != NULL;
+    } else if (op == OP_GT) {
+        hit = ARG_SIGNED(arg) ? (s64)v > value : v > (u64)value;
+    } else if (op == OP_LT) {
+        hit = ARG_SIGNED(arg) ? (s64)v < value : v < (u64)value;
+    } else if (op == OP_MASK) {
+        hit = (v & (u64)value) != 0;
+    } else if (op == OP_RANGE) {
+        hit = in_ranges(matcher, v, nranges, ARG_SIGNED(arg));
+    } else if (op == OP_STR) {
+        hit = str_hit(&sc->str[ARG_SLOT(arg) & 1], matcher);
+    } else if (op == OP_STR_POSTFIX) {
+        hit = postfix_hit(sc, &sc->str[ARG_SLOT(arg) & 1], v, matcher);
+    } else {
+        struct weir_addr *a = &sc->addr[ARG_SLOT(arg) & 1];
+        /* Address and port operators never match a non-IP socket. */
+        if (!a->valid)
+            return 0;
+        if (op == OP_DADDR)
+            hit = addr_hit(sc, a->daddr, matcher);
+        else if (op == OP_SADDR)
+            hit = addr_hit(sc, a->saddr, matcher);
+        else if (op == OP_DPORT)
+            hit = in_ranges(matcher, a->dport, nranges, 0);
+        else if (op == OP_SPORT)
+            hit = in_ranges(matcher, a->sport, nranges, 0);
+    }
+    return neg ? !hit : hit;
+}
+
+#if USE_EXE
+static __always_inline struct weir_exe *current_exe(void)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    return weir_exes.lookup(&tgid);
+}
+
+static __always_inline int match_binary(struct weir_scratch *sc, int neg, u32 matcher)
+{
+    struct weir_exe *exe = current_exe();
+    int hit = 0;
+    if (exe) {
+        __builtin_memcpy(sc->exe.s, exe->path.s, WEIR_MAX_STR);
+        hit = str_hit(&sc->exe, matcher);
+    }
+    return neg ? !hit : hit;
+}
+
+static __always_inline u64 binary_hash(void)
+{
+    struct weir_exe *exe = current_exe();
+    return exe ? exe->hash : 0;
+}
+#else
+static __always_inline int match_binary(struct weir_scratch *sc, int neg, u32 matcher) { return 0; }
+static __always_inline u64 binary_hash(void) { return 0; }
+#endif
+
+#define MATCH(s, m)                                                            \
+    if (ok && S##s##_M##m##_OP != OP_NONE)                                     \
+        ok = match_arg(sc, S##s##_M##m##_OP, S##s##_M##m##_NEG,                \
+                       S##s##_M##m##_ARG, S##s##_M##m##_VAL,                   \
+                       S##s##_M##m##_NRANGES, (s) * 8 + (m));
+#define BINARY(s, b)                                                           \
+    if (ok && S##s##_B##b##_OP != OP_NONE)                                     \
+        ok = match_binary(sc, S##s##_B##b##_NEG, 64 + (s) * 4 + (b));
+#define SELECTOR(s)                                                            \
+    if (action < 0 && NUM_SELECTORS > (s)) {                                   \
+        int ok = 1;                                                            \
+        MATCH(s, 0) MATCH(s, 1) MATCH(s, 2) MATCH(s, 3)                        \
+        MATCH(s, 4) MATCH(s, 5) MATCH(s, 6) MATCH(s, 7)                        \
+        BINARY(s, 0) BINARY(s, 1) BINARY(s, 2) BINARY(s, 3)                    \
+        if (ok) {                                                              \
+            action = S##s##_ACTION;                                            \
+            selector = (s);                                                    \
+        }                                                                      \
+    }
+
+static __always_inline u32 address_class(struct weir_scratch *sc, int arg)
+{
+    struct weir_addr *a = &sc->addr[ARG_SLOT(arg) & 1];
+    if (!a->valid)
+        return ACLASS_NONE;
+    sc->ckey.prefixlen = 128;
+    __builtin_memcpy(sc->ckey.addr, a->daddr, 16);
+    u32 *cls = class_lpm.lookup(&sc->ckey);
+    return cls ? *cls : ACLASS_PUBLIC;
+}
+
+static __always_inline u32 explicit_bucket(int slot, s64 value, int nbounds)
+{
+    u32 bucket = nbounds;
+#pragma unroll
+    for (int i = 0; i < WEIR_MAX_BOUNDS; i++) {
+        if (i >= nbounds)
+            break;
+        u32 index = slot * WEIR_MAX_BOUNDS + i;
+        s64 *bound = bounds.lookup(&index);
+        if (bound && value <= *bound) {
+            bucket = i;
+            break;
+        }
+    }
+    return bucket;
+}
+
+/* Claim a new series in slot n, or say the slot is full. */
+static __always_inline int claim_series(u32 slot, u64 max_series)
+{
+    u64 *count = series.lookup(&slot);
+    if (!count)
+        return 0;
+    if (__sync_fetch_and_add(count, 1) >= max_series) {
+        __sync_fetch_and_add(count, -1);
+        return 0;
+    }
+    return 1;
+}
+
+static __always_inline void release_series(u32 slot)
+{
+    u64 *count = series.lookup(&slot);
+    if (count)
+        __sync_fetch_and_add(count, -1);
+}
+
+/* Returns 1 when the event went to the slot's overflow entry. */
+static __always_inline int fold_plain(struct weir_agg_key *key, u64 v, u64 max_series)
+{
+    int overflowed = 0;
+    struct weir_agg_val *val = agg.lookup(key);
+    if (!val) {
+        if (claim_series(key->slot, max_series)) {
+            struct weir_agg_val zero = {};
+            if (agg.insert(key, &zero) != 0)
+                release_series(key->slot); /* another CPU inserted it first */
+            val = agg.lookup(key);
+        }
+        if (!val) {
+            struct weir_agg_key of = {.slot = key->slot, .overflow = 1};
+            val = agg.lookup(&of);
+            overflowed = 1;
+        }
+    }
+    if (val) {
+        __sync_fetch_and_add(&val->count, 1);
+        __sync_fetch_and_add(&val->sum, v);
+    }
+    return overflowed;
+}
+
+static __always_inline int fold_hist(struct weir_agg_key *key, u64 v, u32 bucket,
+                                     u64 max_series)
+{
+    int overflowed = 0;
+    struct weir_hist_val *val = hist.lookup(key);
+    if (!val) {
+        if (claim_series(key->slot, max_series)) {
+            u32 z = 0;
+            struct weir_hist_val *zero = hist_zero.lookup(&z);
+            if (zero && hist.insert(key, zero) != 0)
+                release_series(key->slot);
+            val = hist.lookup(key);
+        }
+        if (!val) {
+            struct weir_agg_key of = {.slot = key->slot, .overflow = 1};
+            val = hist.lookup(&of);
+            overflowed = 1;
+        }
+    }
+    if (val) {
+        __sync_fetch_and_add(&val->count, 1);
+        __sync_fetch_and_add(&val->sum, v);
+        if (bucket < WEIR_MAX_BOUNDS + 2)
+            __sync_fetch_and_add(&val->buckets[bucket], 1);
+    }
+    return overflowed;
+}
+
+/* Fold the event into aggregation slot n. */
+#define AGGREGATE(n)                                                           \
+    if (AGG##n##_ON) {                                                         \
+        struct weir_agg_key key = {.slot = n};                                 \
+        if (AGG##n##_CGROUP) key.cgroup = bpf_get_current_cgroup_id();         \
+        if (AGG##n##_BINARY) key.binary = binary_hash();                       \
+        if (AGG##n##_KARG0 >= 0) key.arg0 = sc->ints[AGG##n##_KARG0 & 7];      \
+        if (AGG##n##_KARG1 >= 0) key.arg1 = sc->ints[AGG##n##_KARG1 & 7];      \
+        if (AGG##n##_ACLASS >= 0) key.aclass = address_class(sc, AGG##n##_ACLASS); \
+        u64 v = AGG##n##_VARG >= 0 ? sc->ints[AGG##n##_VARG & 7] : 1;          \
+        if (AGG##n##_VALUE == VAL_HIST_EXP2)                                   \
+            overflowed |= fold_hist(&key, v, v ? bpf_log2l(v) + 1 : 0,         \
+                                    AGG##n##_MAX);                             \
+        else if (AGG##n##_VALUE == VAL_HIST_EXPLICIT)                          \
+            overflowed |= fold_hist(&key, v,                                   \
+                                    explicit_bucket(n, (s64)v, AGG##n##_NBOUNDS), \
+                                    AGG##n##_MAX);                             \
+        else                                                                   \
+            overflowed |= fold_plain(&key, v, AGG##n##_MAX);                   \
+    }
+
+int weir_program(void *ctx)
+{
+    u32 zero = 0;
+    struct weir_scratch *sc = weir_scratch.lookup(&zero);
+    if (!sc)
+        return 0;
+    stat_add(STAT_OBSERVED);
+
+    READ_ARG(0) READ_ARG(1) READ_ARG(2) READ_ARG(3)
+    READ_ARG(4) READ_ARG(5) READ_ARG(6) READ_ARG(7)
+
+    int action = -1;
+    int selector = -1;
+    if (NUM_SELECTORS == 0) {
+        action = ACTION_POST; /* no selectors: every call matches (as Tetragon) */
+        selector = 0;
+    }
+    SELECTOR(0) SELECTOR(1) SELECTOR(2) SELECTOR(3)
+    SELECTOR(4) SELECTOR(5) SELECTOR(6) SELECTOR(7)
+    if (action < 0)
+        return 0;
+    stat_add(STAT_MATCHED);
+
+    int overflowed = 0;
+    AGGREGATE(0) AGGREGATE(1) AGGREGATE(2) AGGREGATE(3)
+    if (AGG0_ON || AGG1_ON || AGG2_ON || AGG3_ON)
+        stat_add(STAT_AGGREGATED);
+    if (overflowed)
+        stat_add(STAT_OVERFLOW);
+    return 0;
+}

@@ -1,0 +1,151 @@
+"""The contract between the agent and bpf/*.c: enumerations and map layouts.
+
+Every enumeration the C code uses (argument kinds, operators, actions, stat
+indexes, value kinds, address classes) is defined here once and handed to the
+compiler as ``-DNAME=value`` flags; the C files never define them. Struct
+layouts live in bpf/weir.h and are read back through the ctypes types bcc
+derives from them, by field name, so there is one definition of each fact.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+
+from weir_api import limits
+
+MAX_ARGS = 8
+STR_SLOTS = 2
+ADDR_SLOTS = 2
+MAX_SELECTORS = 8
+MAX_MATCHERS = 8  # matchArgs per selector in the program's unrolled layout
+MAX_BINARIES = 4
+MAX_AGGREGATIONS = 4  # AggregationRules folded by one hook
+MAX_GROUP_ARGS = 2  # arg:LABEL keys per AggregationRule
+MAX_RANGES = 16
+MAX_BOUNDS = 64
+MAX_STR = limits.MAX_STRING + 1  # bytes read of a string, NUL included
+EXP2_BUCKETS = 65
+
+
+class Kind(enum.IntEnum):
+    NONE = 0
+    INT = 1
+    STR_PTR = 2
+    STR_DATALOC = 3
+    STR_INLINE = 4
+    CHAR_BUF = 5
+    SOCK = 6
+    SOCKADDR = 7
+
+
+class Source(enum.IntEnum):
+    FIELD = 0
+    REG = 1
+    RET = 2
+
+
+class Op(enum.IntEnum):
+    NONE = 0
+    INT_SET = 1
+    GT = 2
+    LT = 3
+    MASK = 4
+    RANGE = 5
+    STR = 6
+    STR_POSTFIX = 7
+    DADDR = 8
+    SADDR = 9
+    DPORT = 10
+    SPORT = 11
+
+
+class Action(enum.IntEnum):
+    POST = 1
+    NOPOST = 2
+
+
+class Stat(enum.IntEnum):
+    """Per-program counters (a per-CPU array indexed by these)."""
+
+    OBSERVED = 0
+    MATCHED = 1
+    POSTED = 2
+    AGGREGATED = 3
+    OVERFLOW = 4
+    RATE_LIMITED = 5
+    RINGBUF_FULL = 6
+    COUNT = 8
+
+
+class ValueKind(enum.IntEnum):
+    COUNT = 1
+    SUM = 2
+    HIST_EXP2 = 3
+    HIST_EXPLICIT = 4
+
+
+class AddressClass(enum.IntEnum):
+    NONE = 0
+    LOOPBACK = 1
+    PRIVATE = 2
+    LINK_LOCAL = 3
+    MULTICAST = 4
+    PUBLIC = 5
+
+
+ADDRESS_CLASS_NETWORKS: dict[AddressClass, tuple[str, ...]] = {
+    AddressClass.LOOPBACK: ("127.0.0.0/8", "::1/128"),
+    AddressClass.PRIVATE: (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "fc00::/7",
+    ),
+    AddressClass.LINK_LOCAL: ("169.254.0.0/16", "fe80::/10"),
+    AddressClass.MULTICAST: ("224.0.0.0/4", "ff00::/8"),
+}
+
+
+def enum_flags() -> dict[str, int]:
+    """Every enumeration as the C code names it (e.g. OP_GT, STAT_OBSERVED)."""
+    flags: dict[str, int] = {}
+    prefixes: list[tuple[str, type[enum.IntEnum]]] = [
+        ("KIND", Kind),
+        ("SRC", Source),
+        ("OP", Op),
+        ("ACTION", Action),
+        ("STAT", Stat),
+        ("VAL", ValueKind),
+        ("ACLASS", AddressClass),
+    ]
+    for prefix, members in prefixes:
+        for member in members:
+            flags[f"{prefix}_{member.name}"] = int(member)
+    flags["WEIR_MAX_STR"] = MAX_STR
+    return flags
+
+
+def fnv1a64(data: bytes) -> int:
+    """FNV-1a 64 of an executable path, as exec.bpf.c computes it."""
+    value = 0xCBF29CE484222325
+    for byte in data[: MAX_STR - 1]:
+        value ^= byte
+        value = (value * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return value
+
+
+def mapped16(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[bytes, int]:
+    """An address network as the 16 bytes and prefix length the kernel compares
+    (IPv4 becomes IPv4-mapped IPv6)."""
+    if network.version == 4:
+        return b"\x00" * 10 + b"\xff\xff" + network.network_address.packed, 96 + network.prefixlen
+    return network.network_address.packed, network.prefixlen
+
+
+def address_from16(data: bytes) -> str:
+    """The text form of a 16-byte address as read by the kernel."""
+    address = ipaddress.IPv6Address(bytes(data))
+    mapped = address.ipv4_mapped
+    return str(mapped) if mapped is not None else str(address)

@@ -1,0 +1,620 @@
+"""Policy → programs: the flags and map seeds that specialise bpf/hook.bpf.c.
+
+Pure. For every hook of a policy this produces a ``Program``: the integer -D
+flags that say which arguments to read and how, which matchers each selector
+runs and which aggregations to fold into, plus the ``Seeds`` (strings, CIDRs,
+integer sets, ranges, bucket bounds) written into the maps after load. No
+user-supplied string is ever placed in C text or in a flag: flags are built
+from parsed integers and enumerations only, which ``Program.flags`` enforces.
+
+Limits of the unrolled program (8 args, 2 string and 2 address args, 8
+selectors of 8 matchArgs, 4 aggregations per hook, 16 ranges per matcher)
+that the API schema does not already enforce come back as ``Problem``s with
+field paths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from weir_agent import abi
+from weir_agent.abi import Action, Kind, Op, Source, ValueKind
+from weir_agent.formats import Field
+from weir_api import aggregations as agg_api
+from weir_api import values
+from weir_api.aggregations import AggregationRule
+from weir_api.policies import Arg, KProbe, Tracepoint, TracingPolicy, UProbe
+from weir_api.problems import PathPart, Problem, at
+
+BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
+HOOK_SOURCE = "hook.bpf.c"
+STUB_SOURCE = "stub.bpf.c"
+EXEC_SOURCE = "exec.bpf.c"
+MASK64 = (1 << 64) - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ArgPlan:
+    """How one argument is read and what it is called."""
+
+    slot: int
+    name: str
+    type: str
+    kind: Kind
+
+
+@dataclasses.dataclass(frozen=True)
+class AggSlot:
+    """One AggregationRule folded by this program (map ``agg<slot>``)."""
+
+    slot: int
+    rule: str
+    metric: str
+    help: str
+    value: ValueKind
+    group_by: tuple[str, ...]
+    # groupBy key → the weir_agg_key field holding it ("cgroup", "binary", "arg0", ...).
+    key_fields: tuple[tuple[str, str], ...]
+    bounds: tuple[int, ...]
+    max_series: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Seeds:
+    """What goes into the maps after load."""
+
+    strings: tuple[tuple[int, bytes, int], ...] = ()  # matcher, bytes, prefix bits after header
+    addresses: tuple[tuple[int, bytes, int], ...] = ()  # matcher, 16 bytes, prefix bits
+    integers: tuple[tuple[int, int], ...] = ()  # matcher, value (u64)
+    ranges: tuple[tuple[int, int, int], ...] = ()  # index, low, high
+    bounds: tuple[tuple[int, int], ...] = ()  # index, bound
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """Everything needed to load one hook of one policy."""
+
+    policy: str
+    hook: str  # the hook id, e.g. tracepoint:syscalls:sys_enter_openat
+    kind: str  # tracepoint, kprobe, kretprobe, uprobe, uretprobe
+    target: tuple[str, ...]  # ("sub:event",), (symbol,), (path, symbol)
+    flags: tuple[tuple[str, int | str], ...]
+    seeds: Seeds
+    args: tuple[ArgPlan, ...]
+    aggregations: tuple[AggSlot, ...]
+    selector_actions: tuple[Action, ...]
+
+    def cflags(self) -> list[str]:
+        return [f"-I{BPF_DIR}", *(f"-D{name}={value}" for name, value in self.flags)]
+
+    def digest(self) -> str:
+        """Identifies what is loaded: same digest, same program and seeds."""
+        text = json.dumps(
+            [
+                self.kind,
+                self.target,
+                self.flags,
+                dataclasses.asdict(self.seeds),
+                [dataclasses.asdict(a) for a in self.aggregations],
+            ],
+            default=lambda b: b.hex() if isinstance(b, bytes) else str(b),
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclasses.dataclass(frozen=True)
+class Generated:
+    programs: tuple[Program, ...]
+    problems: tuple[Problem, ...]
+
+
+def _int_literal(value: int) -> str:
+    # Hex with ULL suffix: any 64-bit pattern, negative values as two's complement.
+    return f"{value & MASK64:#x}ULL"
+
+
+class _Flags:
+    """Collects -D flags; values must be ints or literals built from ints here."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, int | str] = {}
+
+    def set(self, name: str, value: int | str) -> None:
+        if isinstance(value, str) and not value.startswith("0x"):
+            raise ValueError(f"flag {name}: only integers become flags")
+        self.items[name] = value
+
+
+def generate(
+    policy: TracingPolicy,
+    rules: Sequence[AggregationRule],
+    *,
+    layouts: Mapping[str, list[Field] | None],
+    syscall_prefix: str = "__x64_sys_",
+) -> Generated:
+    """All programs of a policy. ``layouts`` maps tracepoint hook ids to their fields
+    (None: no such tracepoint on this kernel)."""
+    programs: list[Program] = []
+    problems: list[Problem] = []
+    groups: list[tuple[str, Sequence[KProbe | Tracepoint | UProbe]]] = [
+        ("kprobes", policy.spec.kprobes),
+        ("tracepoints", policy.spec.tracepoints),
+        ("uprobes", policy.spec.uprobes),
+    ]
+    for group, hooks in groups:
+        for index, hook in enumerate(hooks):
+            path: tuple[PathPart, ...] = ("spec", group, index)
+            hook_rules = [r for r in rules if r.spec.hook in (None, hook.hook_id())]
+            program, found = _program(
+                policy.name, hook, hook_rules, path, layouts.get(hook.hook_id()), syscall_prefix
+            )
+            problems.extend(found)
+            if program is not None and not found:
+                programs.append(program)
+    return Generated(programs=tuple(programs), problems=tuple(problems))
+
+
+def _program(
+    policy_name: str,
+    hook: KProbe | Tracepoint | UProbe,
+    rules: Sequence[AggregationRule],
+    path: tuple[PathPart, ...],
+    fields: list[Field] | None,
+    syscall_prefix: str,
+) -> tuple[Program | None, list[Problem]]:
+    problems: list[Problem] = []
+    flags = _Flags()
+    for name, value in abi.enum_flags().items():
+        flags.set(name, value)
+    hook_id = hook.hook_id()
+    kind = hook_id.split(":", 1)[0]
+    syscall = isinstance(hook, KProbe) and hook.syscall
+    flags.set("SYSCALL_WRAPPER", int(syscall))
+    if isinstance(hook, Tracepoint):
+        if fields is None:
+            return None, [
+                at(
+                    path,
+                    f"this kernel has no tracepoint {hook.subsystem}:{hook.event} "
+                    "(see /sys/kernel/tracing/events)",
+                )
+            ]
+        target: tuple[str, ...] = (f"{hook.subsystem}:{hook.event}",)
+    elif isinstance(hook, KProbe):
+        target = (f"{syscall_prefix}{hook.call}" if syscall else hook.call,)
+    else:
+        target = (hook.path, hook.symbol)
+
+    # --- arguments -> slots
+    declared = list(hook.args)
+    if isinstance(hook, KProbe) and hook.return_arg is not None:
+        declared.append(hook.return_arg)
+    if kind in {"kretprobe", "uretprobe"} and hook.args:
+        problems.append(
+            at(
+                (*path, "args"),
+                f"a {kind} sees only the return value; move args to "
+                "an entry probe or use returnArg",
+            )
+        )
+    arg_plans: list[ArgPlan] = []
+    slots: dict[int, int] = {}  # id(arg) -> slot
+    string_slots = address_slots = 0
+    for slot in range(abi.MAX_ARGS):
+        prefix = f"ARG{slot}"
+        for suffix in ("KIND", "FROM", "SRC", "SIZE", "SIGNED", "SLOT", "USER", "LEN_ARG"):
+            flags.set(f"{prefix}_{suffix}", 0)
+    for slot, arg in enumerate(declared):
+        arg_path = (*path, "args", slot) if slot < len(hook.args) else (*path, "returnArg")
+        is_return = isinstance(hook, KProbe) and arg is hook.return_arg
+        plan, found = _arg(arg, slot, arg_path, hook, fields, is_return)
+        problems.extend(found)
+        if plan is None:
+            continue
+        sub_slot = 0
+        if plan.kind in {Kind.STR_PTR, Kind.STR_DATALOC, Kind.STR_INLINE, Kind.CHAR_BUF}:
+            sub_slot, string_slots = string_slots, string_slots + 1
+            if string_slots > abi.STR_SLOTS:
+                problems.append(
+                    at(arg_path, f"at most {abi.STR_SLOTS} string arguments per hook; drop one")
+                )
+        elif plan.kind in {Kind.SOCK, Kind.SOCKADDR}:
+            sub_slot, address_slots = address_slots, address_slots + 1
+            if address_slots > abi.ADDR_SLOTS:
+                problems.append(
+                    at(
+                        arg_path,
+                        f"at most {abi.ADDR_SLOTS} sock/sockaddr arguments per hook; drop one",
+                    )
+                )
+        for name, value in plan.flags.items():
+            flags.set(f"ARG{slot}_{name}", value)
+        flags.set(f"ARG{slot}_SLOT", sub_slot)
+        slots[id(arg)] = slot
+        arg_plans.append(ArgPlan(slot=slot, name=arg.name(), type=arg.type, kind=plan.kind))
+    for slot, arg in enumerate(declared):
+        if arg.type == "char_buf" and arg.size_arg_index is not None:
+            length = next((a for a in declared if a.index == arg.size_arg_index), None)
+            if length is None or length.type not in values.INTEGER_TYPES:
+                problems.append(
+                    at(
+                        (*path, "args", slot, "sizeArgIndex"),
+                        "must name an integer "
+                        "argument that is also declared in args (read before it)",
+                    )
+                )
+            else:
+                flags.set(f"ARG{slot}_LEN_ARG", slots.get(id(length), 0))
+
+    # --- selectors -> matchers
+    seeds = _SeedBuilder()
+    actions: list[Action] = []
+    uses_exe = False
+    flags.set("NUM_SELECTORS", len(hook.selectors))
+    for s in range(abi.MAX_SELECTORS):
+        flags.set(f"S{s}_ACTION", 0)
+        for m in range(abi.MAX_MATCHERS):
+            for suffix in ("OP", "NEG", "ARG", "VAL", "NRANGES"):
+                flags.set(f"S{s}_M{m}_{suffix}", 0)
+        for b in range(abi.MAX_BINARIES):
+            flags.set(f"S{s}_B{b}_OP", 0)
+            flags.set(f"S{s}_B{b}_NEG", 0)
+    for s, selector in enumerate(hook.selectors):
+        sel_path = (*path, "selectors", s)
+        action = Action.POST if selector.action().action == "Post" else Action.NOPOST
+        actions.append(action)
+        flags.set(f"S{s}_ACTION", int(action))
+        for m, match in enumerate(selector.match_args):
+            arg = hook.arg_by_ref(match.index, match.label)
+            if arg is None or id(arg) not in slots:
+                continue  # reported by weir_api.checks
+            matcher = s * abi.MAX_MATCHERS + m
+            found = _matcher(
+                flags,
+                seeds,
+                f"S{s}_M{m}",
+                matcher,
+                match.operator,
+                match.values,
+                arg,
+                slots[id(arg)],
+                (*sel_path, "matchArgs", m),
+            )
+            problems.extend(found)
+        for b, binary in enumerate(selector.match_binaries):
+            uses_exe = True
+            matcher = 64 + s * abi.MAX_BINARIES + b
+            flags.set(f"S{s}_B{b}_OP", 1)
+            flags.set(f"S{s}_B{b}_NEG", int(binary.operator.startswith("Not")))
+            exact = binary.operator in {"In", "NotIn"}
+            for text in binary.values:
+                data = values.parse_string(text)
+                seeds.string(matcher, data + b"\0" if exact else data)
+
+    # --- aggregations
+    agg_slots: list[AggSlot] = []
+    for n in range(abi.MAX_AGGREGATIONS):
+        for suffix in ("ON", "VALUE", "CGROUP", "BINARY", "NBOUNDS"):
+            flags.set(f"AGG{n}_{suffix}", 0)
+        for suffix in ("KARG0", "KARG1", "ACLASS", "VARG"):
+            flags.set(f"AGG{n}_{suffix}", -1)
+        flags.set(f"AGG{n}_MAX", 1)
+    if len(rules) > abi.MAX_AGGREGATIONS:
+        names = ", ".join(r.name for r in rules)
+        problems.append(
+            at(
+                path,
+                f"{len(rules)} AggregationRules fold this hook ({names}); at "
+                f"most {abi.MAX_AGGREGATIONS}",
+            )
+        )
+    by_label = {plan.name: plan for plan in arg_plans}
+    for n, rule in enumerate(rules[: abi.MAX_AGGREGATIONS]):
+        slot_plan, found = _aggregation(flags, seeds, n, rule, by_label)
+        problems.extend(found)
+        if slot_plan is not None:
+            agg_slots.append(slot_plan)
+            uses_exe = uses_exe or "binary" in slot_plan.group_by
+    flags.set("USE_EXE", int(uses_exe))
+    flags.set("USE_SOCK", int(any(plan.kind == Kind.SOCK for plan in arg_plans)))
+    # One map per value shape; each slot's series plus its pre-seeded overflow entry.
+    plain = [a.max_series + 1 for a in agg_slots if a.value < ValueKind.HIST_EXP2]
+    hists = [a.max_series + 1 for a in agg_slots if a.value >= ValueKind.HIST_EXP2]
+    flags.set("AGG_PLAIN_MAX", max(1, sum(plain)))
+    flags.set("AGG_HIST_MAX", max(1, sum(hists)))
+    built = seeds.build()
+    flags.set("STR_LPM_MAX", max(1, len(built.strings)))
+    flags.set("ADDR_LPM_MAX", max(1, len(built.addresses)))
+    flags.set("INT_SET_MAX", max(1, len(built.integers)))
+    program = Program(
+        policy=policy_name,
+        hook=hook_id,
+        kind=kind,
+        target=target,
+        flags=tuple(sorted(flags.items.items())),
+        seeds=built,
+        args=tuple(arg_plans),
+        aggregations=tuple(agg_slots),
+        selector_actions=tuple(actions),
+    )
+    return program, problems
+
+
+@dataclasses.dataclass
+class _ArgFlags:
+    kind: Kind
+    flags: dict[str, int]
+
+
+def _arg(
+    arg: Arg,
+    slot: int,
+    path: tuple[PathPart, ...],
+    hook: KProbe | Tracepoint | UProbe,
+    fields: list[Field] | None,
+    is_return: bool,
+) -> tuple[_ArgFlags | None, list[Problem]]:
+    bits, signed = values.INTEGER_TYPES.get(arg.type, (64, False))
+    if isinstance(hook, Tracepoint):
+        assert fields is not None
+        field = _field(arg, fields)
+        if field is None:
+            known = ", ".join(f.name for f in fields)
+            ref = f"field {arg.field!r}" if arg.field else f"index {arg.index}"
+            return None, [
+                at(path, f"{hook.subsystem}:{hook.event} has no {ref}; its fields are: {known}")
+            ]
+        user = hook.subsystem == "syscalls"
+        base = {"FROM": int(Source.FIELD), "SRC": field.offset, "SIZE": field.size}
+        if arg.type in values.INTEGER_TYPES:
+            if field.size not in (1, 2, 4, 8) or field.is_data_loc or field.inline_array:
+                return None, [
+                    at(path, f"field {field.name} is {field.type}, not an integer; use type string")
+                ]
+            return _ArgFlags(Kind.INT, {**base, "SIGNED": int(signed)}), []
+        if arg.type in {"string", "filename"}:
+            if field.is_data_loc:
+                return _ArgFlags(Kind.STR_DATALOC, base), []
+            if field.inline_array is not None:
+                size = min(field.inline_array, abi.MAX_STR)
+                return _ArgFlags(Kind.STR_INLINE, {**base, "SIZE": size}), []
+            if field.is_pointer:
+                is_user = int(user or arg.type == "filename")
+                return _ArgFlags(Kind.STR_PTR, {**base, "USER": is_user}), []
+            return None, [
+                at(
+                    path,
+                    f"field {field.name} is {field.type}; a string needs a char "
+                    "pointer, char[N] or __data_loc char[] field",
+                )
+            ]
+        if not field.is_pointer:
+            return None, [
+                at(path, f"field {field.name} is {field.type}; {arg.type} needs a pointer field")
+            ]
+        kind = Kind.SOCK if arg.type == "sock" else Kind.SOCKADDR
+        return _ArgFlags(kind, {**base, "USER": int(user)}), []
+    # kprobes and uprobes: registers
+    user = isinstance(hook, UProbe) or (isinstance(hook, KProbe) and hook.syscall)
+    source = Source.RET if is_return else Source.REG
+    base = {"FROM": int(source), "SRC": arg.index or 0, "SIZE": 8}
+    if arg.type in values.INTEGER_TYPES:
+        return _ArgFlags(Kind.INT, {**base, "SIZE": bits // 8, "SIGNED": int(signed)}), []
+    if arg.type == "string":
+        return _ArgFlags(Kind.STR_PTR, {**base, "USER": int(user)}), []
+    if arg.type == "filename":
+        return _ArgFlags(Kind.STR_PTR, {**base, "USER": 1}), []
+    if arg.type == "char_buf":
+        return _ArgFlags(Kind.CHAR_BUF, {**base, "USER": 1}), []
+    if arg.type == "sock":
+        return _ArgFlags(Kind.SOCK, base), []
+    return _ArgFlags(Kind.SOCKADDR, {**base, "USER": int(user)}), []
+
+
+def _field(arg: Arg, fields: list[Field]) -> Field | None:
+    if arg.field is not None:
+        return next((f for f in fields if f.name == arg.field), None)
+    if arg.index is not None and arg.index < len(fields):
+        return fields[arg.index]
+    return None
+
+
+class _SeedBuilder:
+    def __init__(self) -> None:
+        self.strings: list[tuple[int, bytes, int]] = []
+        self.addresses: list[tuple[int, bytes, int]] = []
+        self.integers: list[tuple[int, int]] = []
+        self.ranges: list[tuple[int, int, int]] = []
+        self.bounds: list[tuple[int, int]] = []
+
+    def string(self, matcher: int, data: bytes) -> None:
+        self.strings.append((matcher, data, 32 + 8 * len(data)))
+
+    def build(self) -> Seeds:
+        return Seeds(
+            strings=tuple(dict.fromkeys(self.strings)),
+            addresses=tuple(dict.fromkeys(self.addresses)),
+            integers=tuple(dict.fromkeys(self.integers)),
+            ranges=tuple(self.ranges),
+            bounds=tuple(self.bounds),
+        )
+
+
+_STRING_OPS = {
+    "Equal": (Op.STR, False),
+    "NotEqual": (Op.STR, True),
+    "Prefix": (Op.STR, False),
+    "NotPrefix": (Op.STR, True),
+    "Postfix": (Op.STR_POSTFIX, False),
+    "NotPostfix": (Op.STR_POSTFIX, True),
+}
+_ADDRESS_OPS = {
+    "DAddr": (Op.DADDR, False),
+    "NotDAddr": (Op.DADDR, True),
+    "SAddr": (Op.SADDR, False),
+    "NotSAddr": (Op.SADDR, True),
+    "DPort": (Op.DPORT, False),
+    "NotDPort": (Op.DPORT, True),
+    "SPort": (Op.SPORT, False),
+    "NotSPort": (Op.SPORT, True),
+}
+
+
+def _matcher(
+    flags: _Flags,
+    seeds: _SeedBuilder,
+    prefix: str,
+    matcher: int,
+    operator: str,
+    texts: list[str],
+    arg: Arg,
+    slot: int,
+    path: tuple[PathPart, ...],
+) -> list[Problem]:
+    try:
+        parsed = values.parse_match_values(operator, arg.type, texts)
+    except values.IndexedValueError:
+        return []  # reported by weir_api.checks
+    flags.set(f"{prefix}_ARG", slot)
+    negated = operator in values.NEGATED_OPERATORS
+    if arg.type in values.STRING_TYPES:
+        op, negated = _STRING_OPS[operator]
+        for data in parsed.strings:
+            if operator in {"Equal", "NotEqual"}:
+                seeds.string(matcher, data + b"\0")
+            elif op == Op.STR_POSTFIX:
+                seeds.string(matcher, data[::-1])
+            else:
+                seeds.string(matcher, data)
+    elif operator in _ADDRESS_OPS:
+        op, negated = _ADDRESS_OPS[operator]
+        if arg.type == "sockaddr" and op in {Op.SADDR, Op.SPORT}:
+            return [
+                at(
+                    (*path, "operator"),
+                    f"{operator} needs a sock argument; a sockaddr holds "
+                    "only the destination (DAddr, DPort)",
+                )
+            ]
+        for network in parsed.networks:
+            data, bits = abi.mapped16(network)
+            seeds.addresses.append((matcher, data, 32 + bits))
+        _ranges(seeds, matcher, parsed.ranges)
+    elif operator in {"Equal", "NotEqual"}:
+        op = Op.INT_SET
+        for value in parsed.integers:
+            seeds.integers.append((matcher, value & MASK64))
+    elif operator in {"GT", "LT", "Mask"}:
+        op = {"GT": Op.GT, "LT": Op.LT, "Mask": Op.MASK}[operator]
+        flags.set(f"{prefix}_VAL", _int_literal(parsed.integers[0]))
+    else:  # InRange
+        op = Op.RANGE
+        _ranges(seeds, matcher, parsed.ranges)
+    if len(parsed.ranges) > abi.MAX_RANGES:
+        return [
+            at(
+                (*path, "values"),
+                f"{len(parsed.ranges)} ranges; at most {abi.MAX_RANGES} "
+                "per matchArgs entry (split it across selectors)",
+            )
+        ]
+    flags.set(f"{prefix}_OP", int(op))
+    flags.set(f"{prefix}_NEG", int(negated))
+    flags.set(f"{prefix}_NRANGES", len(parsed.ranges))
+    return []
+
+
+def _ranges(seeds: _SeedBuilder, matcher: int, ranges: tuple[tuple[int, int], ...]) -> None:
+    for index, (low, high) in enumerate(ranges[: abi.MAX_RANGES]):
+        seeds.ranges.append((matcher * abi.MAX_RANGES + index, low, high))
+
+
+def _aggregation(
+    flags: _Flags,
+    seeds: _SeedBuilder,
+    n: int,
+    rule: AggregationRule,
+    by_label: Mapping[str, ArgPlan],
+) -> tuple[AggSlot | None, list[Problem]]:
+    spec = rule.spec
+    path: tuple[PathPart, ...] = ("aggregationrules", rule.name, "spec")
+    problems: list[Problem] = []
+    key_fields: list[tuple[str, str]] = []
+    group_args = 0
+    for index, key in enumerate(spec.group_by):
+        kind, _, label = key.partition(":")
+        if kind in agg_api.CGROUP_KEYS:
+            flags.set(f"AGG{n}_CGROUP", 1)
+            key_fields.append((key, "cgroup"))
+        elif kind == "binary":
+            flags.set(f"AGG{n}_BINARY", 1)
+            key_fields.append((key, "binary"))
+        elif kind == "node":
+            key_fields.append((key, "node"))
+        elif label not in by_label:
+            problems.append(at((*path, "groupBy", index), f"no arg labelled {label!r} here"))
+        elif kind == "arg":
+            if group_args >= abi.MAX_GROUP_ARGS:
+                problems.append(
+                    at(
+                        (*path, "groupBy", index),
+                        f"at most {abi.MAX_GROUP_ARGS} arg: keys per rule",
+                    )
+                )
+                continue
+            flags.set(f"AGG{n}_KARG{group_args}", by_label[label].slot)
+            key_fields.append((key, f"arg{group_args}"))
+            group_args += 1
+        else:  # addressClass
+            flags.set(f"AGG{n}_ACLASS", by_label[label].slot)
+            key_fields.append((key, "aclass"))
+    value = spec.value
+    bounds: tuple[int, ...] = ()
+    if value.type == "count":
+        kind_value = ValueKind.COUNT
+    elif value.type == "sum":
+        kind_value = ValueKind.SUM
+    elif value.buckets is not None and value.buckets.type == "explicit":
+        kind_value = ValueKind.HIST_EXPLICIT
+        bounds = tuple(value.buckets.bounds)
+        if len(bounds) > abi.MAX_BOUNDS:
+            problems.append(at((*path, "value", "buckets", "bounds"), f"at most {abi.MAX_BOUNDS}"))
+        for i, bound in enumerate(bounds[: abi.MAX_BOUNDS]):
+            seeds.bounds.append((n * abi.MAX_BOUNDS + i, bound))
+    else:
+        kind_value = ValueKind.HIST_EXP2
+    if value.arg is not None:
+        if value.arg not in by_label:
+            problems.append(at((*path, "value", "arg"), f"no arg labelled {value.arg!r} here"))
+        else:
+            flags.set(f"AGG{n}_VARG", by_label[value.arg].slot)
+    flags.set(f"AGG{n}_ON", 1)
+    flags.set(f"AGG{n}_VALUE", int(kind_value))
+    flags.set(f"AGG{n}_NBOUNDS", len(bounds))
+    flags.set(f"AGG{n}_MAX", spec.max_series)
+    slot = AggSlot(
+        slot=n,
+        rule=rule.name,
+        metric=spec.metric.name,
+        help=spec.metric.help,
+        value=kind_value,
+        group_by=tuple(spec.group_by),
+        key_fields=tuple(key_fields),
+        bounds=bounds,
+        max_series=spec.max_series,
+    )
+    return slot, problems
+
+
+def base_cflags() -> list[str]:
+    """Flags every weir program needs: the include path and the enumerations."""
+    return [f"-I{BPF_DIR}", *(f"-D{name}={value}" for name, value in abi.enum_flags().items())]
+
+
+def source_text(name: str) -> str:
+    """A file of bpf/ (the C is never generated, only specialised by flags)."""
+    return (BPF_DIR / name).read_text()

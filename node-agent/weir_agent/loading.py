@@ -1,0 +1,430 @@
+"""Compile, verify, attach, swap, seed and read: the only module that imports bcc.
+
+Each hook gets a permanent stub (bpf/stub.bpf.c) attached once; each version of
+a policy's program is compiled from bpf/hook.bpf.c with its flags, loaded
+through the verifier (whose log is captured, not printed), seeded, and put in
+the stub's prog-array slot. Replacing the slot is atomic, so an update loses
+no event and counts none twice.
+
+bcc writes compiler diagnostics and the verifier log to file descriptor 2;
+``_captured_stderr`` redirects it to a temporary file for the duration of a
+compile or load, so the agent can report the verifier's own words.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import ipaddress
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bcc import BPF
+
+from weir_agent import abi, codegen
+from weir_agent.codegen import Program
+
+_PROCESSED = re.compile(r"processed (\d+) insns")
+LOG_TAIL_LINES = 40
+LOG_TAIL_BYTES = 4000
+
+
+class LoadError(Exception):
+    """A program failed in one phase; ``log`` holds the compiler's or verifier's words."""
+
+    def __init__(self, phase: str, message: str, log: str = "") -> None:
+        super().__init__(message)
+        self.phase = phase
+        self.message = message
+        self.log = log
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[list[str]]:
+    """Collect what C code writes to fd 2 while the block runs."""
+    sys.stderr.flush()
+    out: list[str] = []
+    with tempfile.TemporaryFile() as sink:
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield out
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            out.append(sink.read().decode(errors="replace"))
+
+
+def log_tail(text: str) -> str:
+    """The verifier's last lines (where it says why), bounded for reports."""
+    lines = [line for line in text.splitlines() if not line.startswith("Running from kernel")]
+    tail = "\n".join(lines[-LOG_TAIL_LINES:])
+    return tail[-LOG_TAIL_BYTES:]
+
+
+def headers_state() -> str:
+    """matching, fallback (another version's headers linked in) or missing."""
+    modules = Path("/lib/modules") / platform.release()
+    if not (modules / "build" / "include").exists():
+        return "missing"
+    if (modules / ".weir-fallback-headers").exists():
+        return "fallback"
+    return "matching"
+
+
+# --- bpf(BPF_OBJ_GET_INFO_BY_FD) for sizes, instruction counts and bpf_stats ----------------
+class _ProgInfo(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("tag", ctypes.c_uint8 * 8),
+        ("jited_prog_len", ctypes.c_uint32),
+        ("xlated_prog_len", ctypes.c_uint32),
+        ("jited_prog_insns", ctypes.c_uint64),
+        ("xlated_prog_insns", ctypes.c_uint64),
+        ("load_time", ctypes.c_uint64),
+        ("created_by_uid", ctypes.c_uint32),
+        ("nr_map_ids", ctypes.c_uint32),
+        ("map_ids", ctypes.c_uint64),
+        ("name", ctypes.c_char * 16),
+        ("ifindex", ctypes.c_uint32),
+        ("gpl_compatible", ctypes.c_uint32),
+        ("netns_dev", ctypes.c_uint64),
+        ("netns_ino", ctypes.c_uint64),
+        ("nr_jited_ksyms", ctypes.c_uint32),
+        ("nr_jited_func_lens", ctypes.c_uint32),
+        ("jited_ksyms", ctypes.c_uint64),
+        ("jited_func_lens", ctypes.c_uint64),
+        ("btf_id", ctypes.c_uint32),
+        ("func_info_rec_size", ctypes.c_uint32),
+        ("func_info", ctypes.c_uint64),
+        ("nr_func_info", ctypes.c_uint32),
+        ("nr_line_info", ctypes.c_uint32),
+        ("line_info", ctypes.c_uint64),
+        ("jited_line_info", ctypes.c_uint64),
+        ("nr_jited_line_info", ctypes.c_uint32),
+        ("line_info_rec_size", ctypes.c_uint32),
+        ("jited_line_info_rec_size", ctypes.c_uint32),
+        ("nr_prog_tags", ctypes.c_uint32),
+        ("prog_tags", ctypes.c_uint64),
+        ("run_time_ns", ctypes.c_uint64),
+        ("run_cnt", ctypes.c_uint64),
+        ("recursion_misses", ctypes.c_uint64),
+        ("verified_insns", ctypes.c_uint32),
+        ("attach_btf_obj_id", ctypes.c_uint32),
+        ("attach_btf_id", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+    ]
+
+
+class _InfoAttr(ctypes.Structure):
+    _fields_ = [
+        ("bpf_fd", ctypes.c_uint32),
+        ("info_len", ctypes.c_uint32),
+        ("info", ctypes.c_uint64),
+    ]
+
+
+_SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
+_BPF_OBJ_GET_INFO_BY_FD = 15
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def prog_info(fd: int) -> _ProgInfo:
+    info = _ProgInfo()
+    attr = _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
+    result = _libc.syscall(
+        _SYS_BPF, _BPF_OBJ_GET_INFO_BY_FD, ctypes.byref(attr), ctypes.sizeof(attr)
+    )
+    if result != 0:
+        raise OSError(ctypes.get_errno(), "BPF_OBJ_GET_INFO_BY_FD")
+    return info
+
+
+@dataclasses.dataclass
+class Loaded:
+    """One loaded (verified) version of a hook's program."""
+
+    program: Program
+    module: Any  # bcc.BPF
+    fd: int
+    prog_id: int
+    instructions: int
+    translated_bytes: int
+    jited_bytes: int
+    compile_ms: float
+    load_ms: float
+    verifier_summary: str
+
+    def close(self) -> None:
+        self.module.cleanup()
+
+
+_PROG_TYPES = {
+    "tracepoint": BPF.TRACEPOINT,
+    "kprobe": BPF.KPROBE,
+    "kretprobe": BPF.KPROBE,
+    "uprobe": BPF.KPROBE,
+    "uretprobe": BPF.KPROBE,
+}
+
+
+def compile_and_load(program: Program) -> Loaded:
+    """Compile with the program's flags and load through the verifier; raises LoadError."""
+    source = str(codegen.BPF_DIR / codegen.HOOK_SOURCE)
+    started = time.monotonic()
+    with _captured_stderr() as compile_log:
+        try:
+            module = BPF(src_file=source.encode(), cflags=program.cflags(), debug=abi_debug())
+        except Exception as error:  # bcc raises bare Exception
+            failure: Exception | None = error
+        else:
+            failure = None
+    if failure is not None:
+        raise LoadError("compile", str(failure).splitlines()[0][:500], log_tail(compile_log[0]))
+    compiled = time.monotonic()
+    with _captured_stderr() as verifier_log:
+        try:
+            function = module.load_func(b"weir_program", _PROG_TYPES[program.kind])
+        except Exception as error:
+            failure = error
+    loaded = time.monotonic()
+    if failure is not None:
+        module.cleanup()
+        raise LoadError("verify", str(failure), log_tail(verifier_log[0]))
+    info = prog_info(function.fd)
+    processed = _PROCESSED.findall(verifier_log[0])
+    result = Loaded(
+        program=program,
+        module=module,
+        fd=function.fd,
+        prog_id=info.id,
+        instructions=int(processed[-1]) if processed else int(info.verified_insns),
+        translated_bytes=int(info.xlated_prog_len),
+        jited_bytes=int(info.jited_prog_len),
+        compile_ms=(compiled - started) * 1000,
+        load_ms=(loaded - compiled) * 1000,
+        verifier_summary=log_tail(verifier_log[0]),
+    )
+    try:
+        seed(result)
+    except Exception as error:
+        result.close()
+        raise LoadError("verify", f"seeding maps failed: {error}") from error
+    return result
+
+
+def abi_debug() -> int:
+    """bcc's DEBUG_BPF: have the kernel return the verifier log (we capture it)."""
+    return 0x2
+
+
+def _be32(value: int) -> int:
+    return int.from_bytes(value.to_bytes(4, "big"), sys.byteorder)
+
+
+def seed(loaded: Loaded) -> None:
+    """Write the program's strings, CIDRs, sets, ranges and bounds into its maps."""
+    module, seeds = loaded.module, loaded.program.seeds
+    strings = module[b"str_lpm"]
+    for matcher, data, bits in seeds.strings:
+        key = strings.Key()
+        key.prefixlen, key.matcher = bits, _be32(matcher)
+        ctypes.memmove(ctypes.addressof(key) + 8, data, len(data))
+        strings[key] = ctypes.c_uint8(1)
+    addresses = module[b"addr_lpm"]
+    for matcher, data, bits in seeds.addresses:
+        key = addresses.Key()
+        key.prefixlen, key.matcher = bits, _be32(matcher)
+        ctypes.memmove(ctypes.addressof(key) + 8, data, 16)
+        addresses[key] = ctypes.c_uint8(1)
+    classes = module[b"class_lpm"]
+    for cls, networks in abi.ADDRESS_CLASS_NETWORKS.items():
+        for text in networks:
+            data, bits = abi.mapped16(ipaddress.ip_network(text))
+            key = classes.Key()
+            key.prefixlen = bits
+            ctypes.memmove(ctypes.addressof(key) + 4, data, 16)
+            classes[key] = ctypes.c_uint32(int(cls))
+    integers = module[b"int_set"]
+    for matcher, value in seeds.integers:
+        key = integers.Key()
+        key.matcher, key.value = matcher, value
+        integers[key] = ctypes.c_uint8(1)
+    ranges = module[b"ranges"]
+    for index, low, high in seeds.ranges:
+        leaf = ranges.Leaf()
+        leaf.low, leaf.high = _s64(low), _s64(high)
+        ranges[ctypes.c_int(index)] = leaf
+    bounds = module[b"bounds"]
+    for index, bound in seeds.bounds:
+        bounds[ctypes.c_int(index)] = ctypes.c_int64(_s64(bound))
+    for agg in loaded.program.aggregations:
+        table = module[_agg_table(agg)]
+        key = table.Key()
+        key.slot, key.overflow = agg.slot, 1
+        table[key] = table.Leaf()
+
+
+def _agg_table(agg: codegen.AggSlot) -> bytes:
+    return b"hist" if agg.value >= abi.ValueKind.HIST_EXP2 else b"agg"
+
+
+def _s64(value: int) -> int:
+    value &= (1 << 64) - 1
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+@dataclasses.dataclass
+class Stub:
+    """The permanent program on a hook."""
+
+    module: Any
+    slot: Any
+
+    def swap(self, loaded: Loaded) -> None:
+        self.slot[ctypes.c_int(0)] = ctypes.c_int(loaded.fd)
+
+    def close(self) -> None:
+        self.module.cleanup()
+
+
+def attach_stub(program: Program, first: Loaded) -> Stub:
+    """Attach the hook's stub with ``first`` already in its slot; raises LoadError."""
+    source = str(codegen.BPF_DIR / codegen.STUB_SOURCE)
+    with _captured_stderr() as log:
+        try:
+            module = BPF(src_file=source.encode())
+        except Exception as error:
+            failure: Exception | None = error
+        else:
+            failure = None
+    if failure is not None:
+        raise LoadError("compile", f"stub: {failure}", log_tail(log[0]))
+    stub = Stub(module=module, slot=module[b"slot"])
+    stub.swap(first)
+    kind, target = program.kind, program.target
+    with _captured_stderr() as log:
+        try:
+            if kind == "tracepoint":
+                module.attach_tracepoint(tp=target[0].encode(), fn_name=b"weir_stub")
+            elif kind == "kprobe":
+                module.attach_kprobe(event=target[0].encode(), fn_name=b"weir_stub")
+            elif kind == "kretprobe":
+                module.attach_kretprobe(event=target[0].encode(), fn_name=b"weir_stub")
+            elif kind == "uprobe":
+                module.attach_uprobe(
+                    name=target[0].encode(), sym=target[1].encode(), fn_name=b"weir_stub"
+                )
+            else:
+                module.attach_uretprobe(
+                    name=target[0].encode(), sym=target[1].encode(), fn_name=b"weir_stub"
+                )
+        except Exception as error:
+            failure = error
+    if failure is not None:
+        module.cleanup()
+        raise LoadError("attach", str(failure), log_tail(log[0]))
+    return stub
+
+
+def stub_program_ids(stub: Stub) -> list[int]:
+    return [int(prog_info(fn.fd).id) for fn in stub.module.funcs.values()]
+
+
+# --- reading ---------------------------------------------------------------------------
+def read_stats(loaded: Loaded) -> dict[abi.Stat, int]:
+    table = loaded.module[b"stats"]
+    return {
+        stat: int(table.sum(ctypes.c_int(int(stat))).value)
+        for stat in abi.Stat
+        if stat != abi.Stat.COUNT
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class AggEntry:
+    """One key of an aggregation map, decoded to plain values."""
+
+    cgroup: int
+    binary: int
+    arg0: int
+    arg1: int
+    aclass: int
+    overflow: bool
+    count: int
+    sum: int
+    buckets: tuple[int, ...]
+
+
+def read_aggregation(loaded: Loaded, agg: codegen.AggSlot) -> list[AggEntry]:
+    table = loaded.module[_agg_table(agg)]
+    entries = []
+    for key, leaf in table.items():
+        if key.slot != agg.slot:
+            continue
+        buckets = tuple(int(b) for b in leaf.buckets) if hasattr(leaf, "buckets") else ()
+        entries.append(
+            AggEntry(
+                cgroup=int(key.cgroup),
+                binary=int(key.binary),
+                arg0=int(key.arg0),
+                arg1=int(key.arg1),
+                aclass=int(key.aclass),
+                overflow=bool(key.overflow),
+                count=int(leaf.count),
+                sum=int(leaf.sum),
+                buckets=buckets,
+            )
+        )
+    return entries
+
+
+# --- executables (matchBinaries, groupBy binary) ---------------------------------------
+@dataclasses.dataclass
+class ExecTracker:
+    module: Any
+
+    def paths(self) -> dict[int, str]:
+        """binary hash → path, for the processes the kernel has seen exec."""
+        table = self.module[b"weir_exes"]
+        return {
+            int(leaf.hash): bytes(leaf.path.s).split(b"\0", 1)[0].decode(errors="replace")
+            for _, leaf in table.items()
+        }
+
+    def close(self) -> None:
+        self.module.cleanup()
+
+
+def start_exec_tracker(*, proc: Path = Path("/proc")) -> ExecTracker:
+    """Load exec.bpf.c (shared table weir_exes) and seed it from /proc/PID/exe."""
+    source = str(codegen.BPF_DIR / codegen.EXEC_SOURCE)
+    with _captured_stderr() as log:
+        try:
+            module = BPF(src_file=source.encode(), cflags=codegen.base_cflags())
+        except Exception as error:
+            raise LoadError("compile", f"exec tracker: {error}", log_tail(log[0])) from None
+    table = module[b"weir_exes"]
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            path = os.readlink(entry / "exe").encode()
+        except OSError:
+            continue
+        path = path[: abi.MAX_STR - 1]
+        leaf = table.Leaf()
+        leaf.hash = abi.fnv1a64(path)
+        ctypes.memmove(ctypes.addressof(leaf.path) + 8, path, len(path))
+        table[ctypes.c_uint32(int(entry.name))] = leaf
+    return ExecTracker(module=module)
