@@ -62,6 +62,10 @@ class AggSlot:
     bounds: tuple[int, ...]
     max_series: int
 
+    def layout(self) -> tuple[object, ...]:
+        """What a series means: entries carry across versions while this is unchanged."""
+        return (self.value, self.group_by, self.key_fields, self.bounds)
+
 
 @dataclasses.dataclass(frozen=True)
 class Seeds:
@@ -233,6 +237,7 @@ def _program(
                 )
         for name, value in plan.flags.items():
             flags.set(f"ARG{slot}_{name}", value)
+        flags.set(f"ARG{slot}_KIND", int(plan.kind))
         flags.set(f"ARG{slot}_SLOT", sub_slot)
         slots[id(arg)] = slot
         arg_plans.append(ArgPlan(slot=slot, name=arg.name(), type=arg.type, kind=plan.kind))

@@ -1,0 +1,74 @@
+"""cgroup id → cgroup path → container id and pod uid.
+
+``bpf_get_current_cgroup_id()`` returns the id of the task's cgroup v2
+directory, which is that directory's inode number. The index walks the cgroup2
+mount once and again only when it meets an id it does not know (at most once
+per ``rescan_seconds``). The parsing of paths into container ids and pod uids
+is pure and covers the runtimes' layouts (containerd, CRI-O, Docker, systemd
+and cgroupfs drivers).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from pathlib import Path
+
+_CONTAINER = re.compile(r"(?:^|[/-])([0-9a-f]{64})(?:\.scope)?(?:/|$)")
+_POD = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})")
+
+
+def container_id(path: str) -> str | None:
+    """The 64-hex container id in a cgroup path, if any."""
+    matches = _CONTAINER.findall(path)
+    return matches[-1] if matches else None
+
+
+def pod_uid(path: str) -> str | None:
+    """The pod uid in a kubepods cgroup path (systemd escapes '-' as '_')."""
+    match = _POD.search(path)
+    return match.group(1).replace("_", "-") if match else None
+
+
+def cgroup2_mount(mounts: str) -> Path | None:
+    """Where the cgroup v2 hierarchy is mounted, from /proc/mounts text."""
+    for line in mounts.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[2] == "cgroup2":
+            return Path(parts[1])
+    return None
+
+
+class CgroupIndex:
+    """Maps cgroup ids to paths relative to the cgroup2 root."""
+
+    def __init__(self, *, root: Path | None = None, rescan_seconds: float = 1.0) -> None:
+        if root is None:
+            root = cgroup2_mount(Path("/proc/mounts").read_text()) or Path("/sys/fs/cgroup")
+        self.root = root
+        self.rescan_seconds = rescan_seconds
+        self._paths: dict[int, str] = {}
+        self._scanned_at = 0.0
+        self._lock = threading.Lock()
+
+    def path(self, cgroup_id: int) -> str | None:
+        with self._lock:
+            if cgroup_id not in self._paths and (
+                time.monotonic() - self._scanned_at >= self.rescan_seconds
+            ):
+                self._scan()
+            return self._paths.get(cgroup_id)
+
+    def _scan(self) -> None:
+        self._scanned_at = time.monotonic()
+        paths: dict[int, str] = {}
+        for directory, _, _ in os.walk(self.root):
+            try:
+                inode = os.stat(directory).st_ino
+            except OSError:
+                continue
+            relative = "/" + os.path.relpath(directory, self.root)
+            paths[inode] = "/" if relative == "/." else relative
+        self._paths = paths

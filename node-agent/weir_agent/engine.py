@@ -1,0 +1,345 @@
+"""The agent's engine: desired policies in, running programs and their numbers out.
+
+``apply`` takes the parsed documents of a policy source (a directory or the
+ConfigMaps) and makes the kernel match them: per policy it generates the
+programs, compiles and verifies every new or changed one *before* touching
+what runs, then attaches new hooks and swaps changed ones through their stubs.
+If anything fails to generate, compile or verify, the previous version keeps
+running and the failure is recorded in the verifier's own words.
+
+Counters survive swaps: after a slot swap the old program's counters and
+aggregation entries are harvested (after a grace period in which in-flight
+runs finish) into a carried total, so nothing is lost or counted twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import platform
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+from weir_agent import abi, codegen, formats, loading, plans, savings
+from weir_agent.codegen import AggSlot, Program
+from weir_api import documents
+from weir_api.aggregations import AggregationRule
+from weir_api.policies import TracingPolicy
+from weir_api.problems import Problem
+from weir_api.reports import ProgramReport
+
+log = logging.getLogger("weir.agent")
+SWAP_GRACE_SECONDS = 0.05
+SeriesKey = tuple[int, int, int, int, int, bool]  # cgroup, binary, arg0, arg1, aclass, overflow
+
+
+@dataclasses.dataclass
+class SeriesValue:
+    count: int = 0
+    sum: int = 0
+    buckets: tuple[int, ...] = ()
+
+    def add(self, other: SeriesValue) -> SeriesValue:
+        width = max(len(self.buckets), len(other.buckets))
+        mine = self.buckets + (0,) * (width - len(self.buckets))
+        theirs = other.buckets + (0,) * (width - len(other.buckets))
+        return SeriesValue(
+            self.count + other.count,
+            self.sum + other.sum,
+            tuple(a + b for a, b in zip(mine, theirs, strict=True)),
+        )
+
+
+@dataclasses.dataclass
+class HookState:
+    program: Program
+    loaded: loading.Loaded
+    stub: loading.Stub
+    event_size: int
+    carried_stats: Counter[abi.Stat] = dataclasses.field(default_factory=Counter)
+    carried_series: dict[tuple[str, SeriesKey], SeriesValue] = dataclasses.field(
+        default_factory=dict
+    )
+
+
+@dataclasses.dataclass
+class PolicyState:
+    name: str
+    generation: int = 0  # the latest generation seen
+    running_generation: int = 0  # the generation whose programs run
+    problems: tuple[Problem, ...] = ()
+    failures: dict[str, ProgramReport] = dataclasses.field(default_factory=dict)
+    hooks: dict[str, HookState] = dataclasses.field(default_factory=dict)
+    rules: tuple[AggregationRule, ...] = ()
+    exported_metric_bytes: int = 0
+    exported_event_bytes: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class HookSnapshot:
+    policy: str
+    hook: str
+    stats: dict[abi.Stat, int]
+    aggregations: tuple[tuple[AggSlot, dict[SeriesKey, SeriesValue]], ...]
+    event_size: int
+    report: ProgramReport
+    run_time_ns: int
+    run_count: int
+
+
+Layouts = Callable[[str, str], "list[formats.Field] | None"]
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        node_name: str,
+        layouts: Layouts = formats.read_format,
+        syscall_prefix: str | None = None,
+    ) -> None:
+        self.node_name = node_name
+        self.layouts = layouts
+        machine = platform.machine()
+        self.syscall_prefix = syscall_prefix or (
+            "__arm64_sys_" if machine == "aarch64" else "__x64_sys_"
+        )
+        self.policies: dict[str, PolicyState] = {}
+        self.lock = threading.RLock()
+        self.exec_tracker: loading.ExecTracker | None = None
+
+    # --- desired state --------------------------------------------------------------
+    def apply(self, parsed: Sequence[documents.Parsed]) -> None:
+        """Make the kernel match these documents (everything not in them is unloaded)."""
+        parsed = documents.cross_check(list(parsed))
+        wanted: dict[str, documents.Parsed] = {}
+        rules: dict[str, list[AggregationRule]] = {}
+        rule_problems: dict[str, list[Problem]] = {}
+        for item in parsed:
+            if item.kind == "TracingPolicy" and item.name:
+                wanted[item.name] = item
+            elif item.kind == "AggregationRule" and isinstance(item.obj, AggregationRule):
+                target = item.obj.spec.policy_ref.name
+                if item.problems:
+                    rule_problems.setdefault(target, []).extend(
+                        Problem(f"aggregationrule {item.name}: {p.path}", p.message)
+                        for p in item.problems
+                    )
+                else:
+                    rules.setdefault(target, []).append(item.obj)
+        with self.lock:
+            for name in sorted(set(self.policies) - set(wanted)):
+                self._unload_policy(name)
+            for name, item in sorted(wanted.items()):
+                self._apply_policy(item, rules.get(name, []), rule_problems.get(name, []))
+
+    def _apply_policy(
+        self, item: documents.Parsed, rules: list[AggregationRule], rule_problems: list[Problem]
+    ) -> None:
+        state = self.policies.setdefault(item.name, PolicyState(name=item.name))
+        policy = item.obj if isinstance(item.obj, TracingPolicy) else None
+        state.generation = policy.metadata.generation if policy else state.generation + 1
+        state.failures = {}
+        state.problems = tuple(item.problems) + tuple(rule_problems)
+        if policy is None or item.problems:
+            log.warning(
+                "policy %s is invalid; keeping what runs: %s",
+                item.name,
+                "; ".join(map(str, item.problems)),
+            )
+            return
+        layouts = {t.hook_id(): self.layouts(t.subsystem, t.event) for t in policy.spec.tracepoints}
+        generated = codegen.generate(
+            policy, rules, layouts=layouts, syscall_prefix=self.syscall_prefix
+        )
+        if generated.problems:
+            state.problems += generated.problems
+            log.warning(
+                "policy %s cannot be generated: %s",
+                item.name,
+                "; ".join(map(str, generated.problems)),
+            )
+            return
+        desired = {(p.policy, p.hook): p for p in generated.programs}
+        running = {(item.name, h): s.program.digest() for h, s in state.hooks.items()}
+        plan = plans.plan(desired, running)
+        self._ensure_exec_tracker(plan)
+        # Phase 1: compile and verify everything new before touching what runs.
+        fresh: dict[str, loading.Loaded] = {}
+        for program in plan.load + plan.replace:
+            try:
+                fresh[program.hook] = loading.compile_and_load(program)
+            except loading.LoadError as error:
+                state.failures[program.hook] = _failure(program.hook, error)
+        if state.failures:
+            for loaded in fresh.values():
+                loaded.close()
+            log.warning(
+                "policy %s generation %d failed; previous version keeps running",
+                item.name,
+                state.generation,
+            )
+            return
+        # Phase 2: attach new hooks, swap changed ones, drop removed ones.
+        for program in plan.load:
+            loaded = fresh[program.hook]
+            try:
+                stub = loading.attach_stub(program, loaded)
+            except loading.LoadError as error:
+                loaded.close()
+                state.failures[program.hook] = _failure(program.hook, error, loaded)
+                continue
+            size = savings.event_size(program.policy, program.hook, program.args)
+            state.hooks[program.hook] = HookState(program, loaded, stub, size)
+        swapped: list[tuple[HookState, loading.Loaded]] = []
+        for program in plan.replace:
+            hook = state.hooks[program.hook]
+            hook.stub.swap(fresh[program.hook])
+            swapped.append((hook, hook.loaded))
+            hook.loaded = fresh[program.hook]
+        if swapped:
+            time.sleep(SWAP_GRACE_SECONDS)  # let runs of the old programs finish
+            for hook, old in swapped:
+                self._harvest(hook, old)
+                hook.program = hook.loaded.program
+                old.close()
+        for _, hook_id in plan.unload:
+            self._unload_hook(state, hook_id)
+        state.rules = tuple(rules)
+        state.running_generation = state.generation
+        log.info(
+            "policy %s generation %d: %d loaded, %d replaced, %d unloaded, %d kept",
+            item.name,
+            state.generation,
+            len(plan.load),
+            len(plan.replace),
+            len(plan.unload),
+            len(plan.keep),
+        )
+
+    def _ensure_exec_tracker(self, plan: plans.Plan) -> None:
+        needs = any(dict(p.flags).get("USE_EXE") for p in plan.load + plan.replace)
+        if needs and self.exec_tracker is None:
+            self.exec_tracker = loading.start_exec_tracker()
+
+    def _harvest(self, hook: HookState, old: loading.Loaded) -> None:
+        """Fold a retired program's final counts into the hook's carried totals."""
+        hook.carried_stats.update(loading.read_stats(old))
+        new_layout = {a.rule: a for a in hook.loaded.program.aggregations}
+        for agg in old.program.aggregations:
+            same = new_layout.get(agg.rule)
+            if same is None or same.layout() != agg.layout():
+                continue  # the rule's shape changed: its series start afresh
+            for entry in loading.read_aggregation(old, agg):
+                key = (agg.rule, _series_key(entry))
+                value = SeriesValue(entry.count, entry.sum, entry.buckets)
+                hook.carried_series[key] = hook.carried_series.get(key, SeriesValue()).add(value)
+        stale = {r for r, _ in hook.carried_series} - set(new_layout)
+        for key in [k for k in hook.carried_series if k[0] in stale]:
+            del hook.carried_series[key]
+
+    def _unload_hook(self, state: PolicyState, hook_id: str) -> None:
+        hook = state.hooks.pop(hook_id)
+        hook.stub.close()
+        hook.loaded.close()
+
+    def _unload_policy(self, name: str) -> None:
+        state = self.policies.pop(name)
+        for hook_id in list(state.hooks):
+            self._unload_hook(state, hook_id)
+        log.info("policy %s unloaded", name)
+
+    def close(self) -> None:
+        with self.lock:
+            for name in list(self.policies):
+                self._unload_policy(name)
+            if self.exec_tracker is not None:
+                self.exec_tracker.close()
+                self.exec_tracker = None
+
+    # --- reading --------------------------------------------------------------------
+    def snapshot(self) -> list[HookSnapshot]:
+        """Every running hook's counters and aggregation series, read now."""
+        with self.lock:
+            out = []
+            for state in self.policies.values():
+                for hook_id, hook in sorted(state.hooks.items()):
+                    stats = Counter(hook.carried_stats)
+                    stats.update(loading.read_stats(hook.loaded))
+                    aggregations = []
+                    for agg in hook.loaded.program.aggregations:
+                        series: dict[SeriesKey, SeriesValue] = {
+                            key: value
+                            for (rule, key), value in hook.carried_series.items()
+                            if rule == agg.rule
+                        }
+                        for entry in loading.read_aggregation(hook.loaded, agg):
+                            key = _series_key(entry)
+                            live = SeriesValue(entry.count, entry.sum, entry.buckets)
+                            series[key] = series.get(key, SeriesValue()).add(live)
+                        aggregations.append((agg, series))
+                    info = loading.prog_info(hook.loaded.fd)
+                    out.append(
+                        HookSnapshot(
+                            policy=state.name,
+                            hook=hook_id,
+                            stats=dict(stats),
+                            aggregations=tuple(aggregations),
+                            event_size=hook.event_size,
+                            report=_running(hook),
+                            run_time_ns=int(info.run_time_ns),
+                            run_count=int(info.run_cnt),
+                        )
+                    )
+            return out
+
+    def binary_paths(self) -> dict[int, str]:
+        return self.exec_tracker.paths() if self.exec_tracker is not None else {}
+
+    def program_ids(self) -> dict[tuple[str, str], list[int]]:
+        """(policy, hook) → ids of the kernel programs (stub and current) it runs."""
+        with self.lock:
+            return {
+                (state.name, hook_id): [*loading.stub_program_ids(hook.stub), hook.loaded.prog_id]
+                for state in self.policies.values()
+                for hook_id, hook in state.hooks.items()
+            }
+
+
+def _series_key(entry: loading.AggEntry) -> SeriesKey:
+    return (entry.cgroup, entry.binary, entry.arg0, entry.arg1, entry.aclass, entry.overflow)
+
+
+def _running(hook: HookState) -> ProgramReport:
+    loaded = hook.loaded
+    return ProgramReport(
+        hook=hook.program.hook,
+        state="attached",
+        verifier_log=loaded.verifier_summary,
+        instructions=loaded.instructions,
+        translated_bytes=loaded.translated_bytes,
+        jited_bytes=loaded.jited_bytes,
+        compile_ms=round(loaded.compile_ms, 1),
+        load_ms=round(loaded.load_ms, 1),
+    )
+
+
+def _failure(
+    hook: str, error: loading.LoadError, loaded: loading.Loaded | None = None
+) -> ProgramReport:
+    report = ProgramReport(
+        hook=hook,
+        state="failed",
+        failure_phase=error.phase,  # type: ignore[arg-type]
+        message=error.message[:4000],
+        verifier_log=error.log,
+    )
+    if loaded is not None:
+        report.instructions = loaded.instructions
+        report.translated_bytes = loaded.translated_bytes
+        report.jited_bytes = loaded.jited_bytes
+        report.compile_ms = round(loaded.compile_ms, 1)
+        report.load_ms = round(loaded.load_ms, 1)
+    return report

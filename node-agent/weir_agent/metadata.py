@@ -1,0 +1,40 @@
+"""Who an aggregation key belongs to: cgroup id → namespace, pod, container, workload.
+
+Standalone, only the cgroup path is known: the container label is the
+container id found in it (first 12 characters, as ``docker ps`` shows), and
+namespace, pod and workload are empty. In a cluster the agent's pod watch
+fills the rest (the Kubernetes-mode resolver plugs into the same Protocol).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol
+
+from weir_agent import cgroups
+
+
+@dataclasses.dataclass(frozen=True)
+class Labels:
+    namespace: str = ""
+    pod: str = ""
+    container: str = ""
+    workload: str = ""
+
+
+class Resolver(Protocol):
+    def labels(self, cgroup_id: int) -> Labels: ...
+
+
+class CgroupResolver:
+    """Standalone: labels from the cgroup path alone."""
+
+    def __init__(self, index: cgroups.CgroupIndex) -> None:
+        self.index = index
+
+    def labels(self, cgroup_id: int) -> Labels:
+        path = self.index.path(cgroup_id)
+        if path is None:
+            return Labels()
+        found = cgroups.container_id(path)
+        return Labels(container=found[:12] if found else "")

@@ -1,0 +1,42 @@
+"""What to load, replace and unload: desired programs against running ones. Pure.
+
+A program is identified by (policy, hook) and its content by its digest
+(flags, seeds, aggregation layout). Same digest: keep it, even when the
+policy's generation moved (an edit to a comment or another hook changes
+nothing in the kernel). Different digest: replace it through the stub's slot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from weir_agent.codegen import Program
+
+HookKey = tuple[str, str]  # (policy, hook id)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    load: tuple[Program, ...] = ()
+    replace: tuple[Program, ...] = ()
+    unload: tuple[HookKey, ...] = ()
+    keep: tuple[HookKey, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.load or self.replace or self.unload)
+
+
+def plan(desired: Mapping[HookKey, Program], running: Mapping[HookKey, str]) -> Plan:
+    """``running`` maps each loaded hook to the digest of what runs there."""
+    load, replace, keep = [], [], []
+    for key, program in sorted(desired.items()):
+        if key not in running:
+            load.append(program)
+        elif running[key] != program.digest():
+            replace.append(program)
+        else:
+            keep.append(key)
+    unload = sorted(key for key in running if key not in desired)
+    return Plan(load=tuple(load), replace=tuple(replace), unload=tuple(unload), keep=tuple(keep))
