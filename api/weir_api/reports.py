@@ -59,7 +59,15 @@ class PolicyReport(Model):
     """One policy on this node."""
 
     name: str = Field(max_length=limits.MAX_NAME, description="The TracingPolicy's name.")
-    generation: int = Field(default=0, ge=0, description="The policy generation running.")
+    generation: int = Field(
+        default=0, ge=0, description="The latest generation this node has seen."
+    )
+    running_generation: int = Field(
+        default=0,
+        ge=0,
+        description="The generation whose programs run; lags generation when the latest "
+        "failed (the previous version keeps running).",
+    )
     digest: str = Field(default="", max_length=128, description="Digest of what was loaded.")
     state: Literal["Ready", "Failed", "Pending", "NotTargeted"] = Field(
         description="Ready: every program attached. Failed: some program failed (the previous "

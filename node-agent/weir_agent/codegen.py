@@ -274,8 +274,8 @@ def _program(
         actions.append(action)
         flags.set(f"S{s}_ACTION", int(action))
         for m, match in enumerate(selector.match_args):
-            arg = hook.arg_by_ref(match.index, match.label)
-            if arg is None or id(arg) not in slots:
+            found_arg = hook.arg_by_ref(match.index, match.label)
+            if found_arg is None or id(found_arg) not in slots:
                 continue  # reported by weir_api.checks
             matcher = s * abi.MAX_MATCHERS + m
             found = _matcher(
@@ -285,8 +285,8 @@ def _program(
                 matcher,
                 match.operator,
                 match.values,
-                arg,
-                slots[id(arg)],
+                found_arg,
+                slots[id(found_arg)],
                 (*sel_path, "matchArgs", m),
             )
             problems.extend(found)

@@ -1,37 +1,326 @@
-"""The agent's subcommands: ``agent``, ``check`` and ``render``."""
+"""The agent's subcommands: ``agent``, ``check`` and ``render``.
+
+``weir agent --policies DIR`` runs the engine on one host with no Kubernetes:
+it loads every policy in DIR, reloads when files change, serves /metrics,
+writes its NodeReport to a file when it changed, shows a live table on a
+terminal (plain log lines otherwise), and on SIGTERM/SIGINT detaches every
+program before it exits.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
+import platform
+import signal
+import socket
 import sys
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from weir_api import documents, problems
+from weir_api.reports import NodeReport
+
+log = logging.getLogger("weir.agent")
 
 
 def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.command == "check":
-        return check(files=args.files)
-    print(f"weir {args.command}: arrives with the node agent issue (#3)", file=sys.stderr)
-    return 2
+        return check(files=args.files, kernel=not args.no_kernel)
+    if args.command == "render":
+        return render(file=args.file)
+    if args.policies is None:
+        print(
+            "weir agent: give --policies DIR (Kubernetes mode arrives with the operator)",
+            file=sys.stderr,
+        )
+        return 2
+    return agent(
+        policies=args.policies,
+        metrics_addr=args.metrics_addr,
+        report_file=args.report_file,
+        node=args.node_name or socket.gethostname(),
+        interval=args.interval,
+        table=sys.stdout.isatty() and not args.no_table,
+    )
 
 
-def check(*, files: list[Path]) -> int:
-    failed = 0
+def _read(files: list[Path]) -> tuple[list[documents.Parsed], int]:
     parsed: list[documents.Parsed] = []
+    unreadable = 0
     for path in files:
         try:
-            text = path.read_text()
+            parsed.extend(documents.parse_text(path.read_text(), source=str(path)))
         except OSError as error:
             print(f"{path}: cannot read: {error.strerror}", file=sys.stderr)
-            failed += 1
-            continue
-        parsed.extend(documents.parse_text(text, source=str(path)))
-    for item in documents.cross_check(parsed):
+            unreadable += 1
+    return documents.cross_check(parsed), unreadable
+
+
+def check(*, files: list[Path], kernel: bool = True) -> int:
+    """Validate, generate, compile and verify (never attach); non-zero on any failure."""
+    parsed, failed = _read(files)
+    rules = [p.obj for p in parsed if p.ok and p.kind == "AggregationRule"]
+    for item in parsed:
         label = f"{item.source}: {item.kind or '?'} {item.name or '?'}"
-        if item.ok:
-            print(f"{label}: valid")
-        else:
+        if not item.ok:
             failed += 1
             print(f"{label}: invalid\n{problems.render(item.problems)}", file=sys.stderr)
+            continue
+        if item.kind != "TracingPolicy":
+            print(f"{label}: valid")
+            continue
+        failed += _check_policy(item, rules, label, kernel=kernel)
     return 1 if failed else 0
+
+
+def _check_policy(
+    item: documents.Parsed, rules: Sequence[object], label: str, *, kernel: bool
+) -> int:
+    from weir_agent import codegen, formats
+    from weir_api.aggregations import AggregationRule
+    from weir_api.policies import TracingPolicy
+
+    policy = item.obj
+    assert isinstance(policy, TracingPolicy)
+    mine = [
+        r for r in rules if isinstance(r, AggregationRule) and r.spec.policy_ref.name == policy.name
+    ]
+    layouts = {
+        t.hook_id(): formats.read_format(t.subsystem, t.event) for t in policy.spec.tracepoints
+    }
+    generated = codegen.generate(policy, mine, layouts=layouts)
+    if generated.problems:
+        print(f"{label}: cannot generate\n{problems.render(generated.problems)}", file=sys.stderr)
+        return 1
+    if not kernel:
+        print(f"{label}: valid ({len(generated.programs)} programs generated)")
+        return 0
+    from weir_agent import loading
+
+    failed = 0
+    tracker = None
+    if any(dict(p.flags).get("USE_EXE") for p in generated.programs):
+        tracker = loading.start_exec_tracker()
+    for program in generated.programs:
+        try:
+            loaded = loading.compile_and_load(program)
+        except loading.LoadError as error:
+            failed = 1
+            print(
+                f"{label}: {program.hook}: {error.phase} failed: {error.message}\n{error.log}",
+                file=sys.stderr,
+            )
+            continue
+        print(
+            f"{label}: {program.hook}: verified, {loaded.instructions} instructions, "
+            f"{loaded.translated_bytes} bytes, compile {loaded.compile_ms:.0f} ms"
+        )
+        loaded.close()
+    if tracker is not None:
+        tracker.close()
+    headers = loading.headers_state()
+    if headers != "matching" and policy.spec.kprobes:
+        print(
+            f"{label}: warning: kernel headers are {headers}; kprobe programs reading kernel "
+            "structs (sock) may see another kernel's layout",
+            file=sys.stderr,
+        )
+    return failed
+
+
+def render(*, file: Path) -> int:
+    """Print the C source and, per hook, the flags and map seeds that specialise it."""
+    from weir_agent import abi, codegen, formats
+    from weir_api.aggregations import AggregationRule
+    from weir_api.policies import TracingPolicy
+
+    parsed, failed = _read([file])
+    bad = [p for p in parsed if not p.ok]
+    if failed or bad:
+        for item in bad:
+            print(f"{item.source}: invalid\n{problems.render(item.problems)}", file=sys.stderr)
+        return 1
+    rules = [p.obj for p in parsed if isinstance(p.obj, AggregationRule)]
+    print(f"/* {codegen.HOOK_SOURCE}: the program every hook runs, specialised below */")
+    print(codegen.source_text(codegen.HOOK_SOURCE))
+    status = 0
+    for item in parsed:
+        if not isinstance(item.obj, TracingPolicy):
+            continue
+        policy = item.obj
+        layouts = {
+            t.hook_id(): formats.read_format(t.subsystem, t.event) for t in policy.spec.tracepoints
+        }
+        generated = codegen.generate(
+            policy, [r for r in rules if r.spec.policy_ref.name == policy.name], layouts=layouts
+        )
+        for problem in generated.problems:
+            print(f"{item.source}: {problem}", file=sys.stderr)
+            status = 1
+        for program in generated.programs:
+            print(f"\n/* ---- {policy.name} {program.hook} ----")
+            print(" * cflags (integers only):")
+            enums = set(abi.enum_flags())
+            for name, value in program.flags:
+                if name not in enums:
+                    print(f" *   -D{name}={value}")
+            print(" * map seeds (written after load, never part of the program):")
+            for matcher, data, bits in program.seeds.strings:
+                print(f" *   str_lpm matcher={matcher} prefix_bits={bits} bytes={data!r}")
+            for matcher, data, bits in program.seeds.addresses:
+                print(f" *   addr_lpm matcher={matcher} prefix_bits={bits} addr={data.hex()}")
+            for matcher, value in program.seeds.integers:
+                print(f" *   int_set matcher={matcher} value={value}")
+            for index, low, high in program.seeds.ranges:
+                print(f" *   ranges[{index}] = {low}..{high}")
+            for index, bound in program.seeds.bounds:
+                print(f" *   bounds[{index}] = {bound}")
+            print(" */")
+    return status
+
+
+def agent(
+    *,
+    policies: Path,
+    metrics_addr: str,
+    report_file: Path | None,
+    node: str,
+    interval: float,
+    table: bool,
+) -> int:
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from weir_agent import (
+        cgroups,
+        engine,
+        exporting,
+        loading,
+        metadata,
+        reporting,
+        sources,
+        version,
+    )
+    from weir_agent import table as tables
+
+    if not policies.is_dir():
+        print(f"weir agent: {policies} is not a directory", file=sys.stderr)
+        return 2
+    headers = loading.headers_state()
+    if headers != "matching":
+        log.warning(
+            "kernel headers are %s for %s: tracepoint and uprobe programs are fine; "
+            "kprobe programs reading kernel structs may see another layout",
+            headers,
+            platform.release(),
+        )
+    core = engine.Engine(node_name=node)
+    resolver = metadata.CgroupResolver(cgroups.CgroupIndex())
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(
+        exporting.WeirCollector(
+            engine=core,
+            resolver=resolver,
+            node=node,
+            headers=headers,
+        )
+    )
+    host, _, port = metrics_addr.rpartition(":")
+    server, thread = start_http_server(int(port), addr=host or "0.0.0.0", registry=registry)
+    log.info("serving metrics on http://%s/metrics", metrics_addr)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %d: detaching and exiting", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    previous: NodeReport | None = None
+    seen: tuple[tuple[str, int, int], ...] | None = None
+    try:
+        while not stop.is_set():
+            current = sources.fingerprint(policies)
+            if current != seen:
+                seen = current
+                parsed = sources.read_directory(policies)
+                for item in parsed:
+                    if not item.ok:
+                        log.warning(
+                            "%s: %s %s invalid:\n%s",
+                            item.source,
+                            item.kind,
+                            item.name,
+                            problems.render(item.problems),
+                        )
+                core.apply(parsed)
+            snapshots = core.snapshot()
+            report = reporting.build(
+                node=node,
+                kernel=platform.release(),
+                headers=headers,
+                agent_version=version.VERSION,
+                states=core.policies,
+                snapshots=snapshots,
+                totals=core.savings(snapshots),
+                previous=previous,
+            )
+            if report != previous:
+                if report_file is not None:
+                    _write_atomically(report_file, json.dumps(report.to_wire(), indent=2))
+                if not table:
+                    _log_changes(previous, report)
+                previous = report
+            if table:
+                screen = tables.render(report, failures=tables.failure_lines(report))
+                sys.stdout.write(
+                    "\x1b[H\x1b[2J" + f"weir agent on {node} — {policies} — "
+                    f"metrics http://{metrics_addr}/metrics\n\n" + screen + "\n"
+                )
+                sys.stdout.flush()
+            stop.wait(interval)
+    finally:
+        core.close()
+        server.shutdown()
+        thread.join(timeout=5)
+    log.info("stopped; all programs detached")
+    return 0
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text + "\n")
+    os.replace(temporary, path)
+
+
+def _log_changes(previous: NodeReport | None, report: NodeReport) -> None:
+    before = {
+        p.name: (p.state, p.running_generation)
+        for p in (previous.status.policies if previous and previous.status else [])
+    }
+    assert report.status is not None
+    for policy in report.status.policies:
+        now = (policy.state, policy.running_generation)
+        if before.get(policy.name) != now:
+            log.info(
+                "policy %s: %s, generation %d running (latest %d), %d programs",
+                policy.name,
+                policy.state,
+                policy.running_generation,
+                policy.generation,
+                len(policy.programs),
+            )
+            for program in policy.programs:
+                if program.state == "failed":
+                    log.warning(
+                        "  %s: %s failed: %s\n%s",
+                        program.hook,
+                        program.failure_phase,
+                        program.message,
+                        program.verifier_log,
+                    )

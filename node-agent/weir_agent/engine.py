@@ -29,6 +29,7 @@ from weir_api.aggregations import AggregationRule
 from weir_api.policies import TracingPolicy
 from weir_api.problems import Problem
 from weir_api.reports import ProgramReport
+from weir_api.statuses import Savings
 
 log = logging.getLogger("weir.agent")
 SWAP_GRACE_SECONDS = 0.05
@@ -81,6 +82,7 @@ class PolicyState:
 class HookSnapshot:
     policy: str
     hook: str
+    args: tuple[codegen.ArgPlan, ...]
     stats: dict[abi.Stat, int]
     aggregations: tuple[tuple[AggSlot, dict[SeriesKey, SeriesValue]], ...]
     event_size: int
@@ -208,15 +210,17 @@ class Engine:
         for _, hook_id in plan.unload:
             self._unload_hook(state, hook_id)
         state.rules = tuple(rules)
-        state.running_generation = state.generation
+        if not state.failures:
+            state.running_generation = state.generation
         log.info(
-            "policy %s generation %d: %d loaded, %d replaced, %d unloaded, %d kept",
+            "policy %s generation %d: %d loaded, %d replaced, %d unloaded, %d kept, %d failed",
             item.name,
             state.generation,
-            len(plan.load),
+            len(plan.load) - len(state.failures),
             len(plan.replace),
             len(plan.unload),
             len(plan.keep),
+            len(state.failures),
         )
 
     def _ensure_exec_tracker(self, plan: plans.Plan) -> None:
@@ -285,6 +289,7 @@ class Engine:
                         HookSnapshot(
                             policy=state.name,
                             hook=hook_id,
+                            args=hook.loaded.program.args,
                             stats=dict(stats),
                             aggregations=tuple(aggregations),
                             event_size=hook.event_size,
@@ -293,6 +298,27 @@ class Engine:
                             run_count=int(info.run_cnt),
                         )
                     )
+            return out
+
+    def add_exported(self, policy: str, *, metrics: int = 0, events: int = 0) -> None:
+        """Count bytes user space emitted for a policy (scrapes, event lines)."""
+        with self.lock:
+            state = self.policies.get(policy)
+            if state is not None:
+                state.exported_metric_bytes += metrics
+                state.exported_event_bytes += events
+
+    def failures(self) -> dict[str, dict[str, ProgramReport]]:
+        with self.lock:
+            return {name: dict(s.failures) for name, s in self.policies.items() if s.failures}
+
+    def savings(self, snapshots: Sequence[HookSnapshot]) -> dict[str, PolicyTotals]:
+        """Per policy: kernel counters summed over hooks, bytes, and the saved ratio."""
+        with self.lock:
+            out = {}
+            for name, state in self.policies.items():
+                hooks = [s for s in snapshots if s.policy == name]
+                out[name] = totals(hooks, state.exported_metric_bytes, state.exported_event_bytes)
             return out
 
     def binary_paths(self) -> dict[int, str]:
@@ -306,6 +332,41 @@ class Engine:
                 for state in self.policies.values()
                 for hook_id, hook in state.hooks.items()
             }
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyTotals:
+    savings: Savings
+    exported_metric_bytes: int
+    exported_event_bytes: int
+
+
+def totals(
+    hooks: Sequence[HookSnapshot], exported_metric_bytes: int, exported_event_bytes: int
+) -> PolicyTotals:
+    """A policy's savings from its hooks' counters and the bytes user space emitted."""
+
+    def stat(*which: abi.Stat) -> int:
+        return sum(h.stats.get(s, 0) for h in hooks for s in which)
+
+    raw = sum(h.stats.get(abi.Stat.OBSERVED, 0) * h.event_size for h in hooks)
+    exported = exported_metric_bytes + exported_event_bytes
+    ratio = savings.saved_ratio(raw, exported)
+    return PolicyTotals(
+        savings=Savings(
+            observed=stat(abi.Stat.OBSERVED),
+            matched=stat(abi.Stat.MATCHED),
+            posted=stat(abi.Stat.POSTED),
+            aggregated=stat(abi.Stat.AGGREGATED),
+            dropped=stat(abi.Stat.OVERFLOW, abi.Stat.RATE_LIMITED, abi.Stat.RINGBUF_FULL),
+            raw_bytes=raw,
+            exported_bytes=exported,
+            saved_ratio=round(ratio, 6),
+            saved=savings.percent(ratio) if raw else "",
+        ),
+        exported_metric_bytes=exported_metric_bytes,
+        exported_event_bytes=exported_event_bytes,
+    )
 
 
 def _series_key(entry: loading.AggEntry) -> SeriesKey:
@@ -332,7 +393,7 @@ def _failure(
     report = ProgramReport(
         hook=hook,
         state="failed",
-        failure_phase=error.phase,  # type: ignore[arg-type]
+        failure_phase=error.phase,
         message=error.message[:4000],
         verifier_log=error.log,
     )

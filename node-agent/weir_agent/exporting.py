@@ -1,0 +1,216 @@
+"""Prometheus exposition: the engine's maps, read at scrape time.
+
+One custom collector reads every running program's counters and aggregation
+maps when Prometheus scrapes (pull, as ebpf_exporter does), decodes the keys
+into labels and yields:
+
+- one metric per AggregationRule, named by it (counters end in ``_total``,
+  histograms in Prometheus form);
+- ``weir_policy_events_total{policy,hook,stage}`` (observed, matched, posted,
+  aggregated, dropped) and the drop reasons;
+- ``weir_policy_exported_bytes_total``, ``weir_policy_raw_bytes_total`` and
+  ``weir_policy_saved_ratio`` (see savings.py for the definitions);
+- ``weir_program_verified``, ``weir_program_instructions`` and, when
+  ``kernel.bpf_stats_enabled`` is on, the programs' run time.
+
+The bytes of each policy's aggregation families are counted on every scrape:
+that is what weir actually exported for the policy.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from weir_agent import abi, series, version
+from weir_agent.codegen import AggSlot, ArgPlan
+from weir_agent.engine import Engine, HookSnapshot
+from weir_agent.metadata import Resolver
+from weir_api import values
+
+STAGES = {
+    "observed": (abi.Stat.OBSERVED,),
+    "matched": (abi.Stat.MATCHED,),
+    "posted": (abi.Stat.POSTED,),
+    "aggregated": (abi.Stat.AGGREGATED,),
+    "dropped": (abi.Stat.OVERFLOW, abi.Stat.RATE_LIMITED, abi.Stat.RINGBUF_FULL),
+}
+DROP_REASONS = {
+    "overflow": abi.Stat.OVERFLOW,
+    "rate_limit": abi.Stat.RATE_LIMITED,
+    "ring_buffer_full": abi.Stat.RINGBUF_FULL,
+}
+
+
+class _Fixed:
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return self.families
+
+
+def exposition_bytes(families: list[Metric]) -> int:
+    """Exactly how many bytes these families take in the text exposition format."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed(families))
+    return len(generate_latest(registry))
+
+
+class WeirCollector:
+    def __init__(self, *, engine: Engine, resolver: Resolver, node: str, headers: str) -> None:
+        self.engine = engine
+        self.resolver = resolver
+        self.node = node
+        self.headers = headers
+
+    def collect(self) -> Iterator[Metric]:
+        snapshots = self.engine.snapshot()
+        rule_families = self._rule_families(snapshots)
+        for policy, families in rule_families.items():
+            self.engine.add_exported(policy, metrics=exposition_bytes(families))
+        for families in rule_families.values():
+            yield from families
+        yield from self._policy_families(snapshots)
+        info = GaugeMetricFamily(
+            "weir_agent_info", "The weir agent on this node.", labels=["node", "version", "headers"]
+        )
+        info.add_metric([self.node, version.VERSION, self.headers], 1)
+        yield info
+
+    def _rule_families(self, snapshots: list[HookSnapshot]) -> dict[str, list[Metric]]:
+        binaries = self.engine.binary_paths()
+        merged: dict[tuple[str, str], tuple[AggSlot, dict[tuple[str, ...], list[Any]]]] = {}
+        for snap in snapshots:
+            for agg, entries in snap.aggregations:
+                signed = _signed_key_args(snap.args, agg)
+                context = series.Context(
+                    node=self.node,
+                    labels=self.resolver.labels,
+                    binaries=binaries,
+                    signed_args=signed,
+                )
+                _, by_labels = merged.setdefault((snap.policy, agg.rule), (agg, {}))
+                for key, value in entries.items():
+                    if key[-1] and not value.count:
+                        continue  # the overflow series appears once something overflowed
+                    labels = series.decode(agg, key, context)
+                    total = by_labels.setdefault(labels, [0, 0, collections.Counter()])
+                    total[0] += value.count
+                    total[1] += value.sum
+                    for bucket, count in enumerate(value.buckets):
+                        if count:
+                            total[2][bucket] += count
+        out: dict[str, list[Metric]] = collections.defaultdict(list)
+        for (policy, _), (agg, by_labels) in sorted(merged.items()):
+            names = series.label_names(agg)
+            help_text = agg.help or f"weir AggregationRule {agg.rule}"
+            if agg.value >= abi.ValueKind.HIST_EXP2:
+                family: Metric = HistogramMetricFamily(agg.metric, help_text, labels=names)
+                top = max((max(t[2], default=0) for t in by_labels.values()), default=0)
+                for labels, (count, total, buckets) in sorted(by_labels.items()):
+                    cumulative, rows = 0, []
+                    if agg.value == abi.ValueKind.HIST_EXP2:
+                        bounds = [series.exp2_upper_bound(k) for k in range(top + 1)]
+                    else:
+                        bounds = [float(b) for b in agg.bounds]
+                    for index, bound in enumerate(bounds):
+                        cumulative += buckets.get(index, 0)
+                        rows.append((_le(bound), cumulative))
+                    rows.append(("+Inf", count))
+                    family.add_metric(list(labels), buckets=rows, sum_value=total)  # type: ignore[attr-defined]
+            else:
+                family = CounterMetricFamily(agg.metric, help_text, labels=names)
+                for labels, (count, total, _) in sorted(by_labels.items()):
+                    value = count if agg.value == abi.ValueKind.COUNT else total
+                    family.add_metric(list(labels), value)
+            out[policy].append(family)
+        return out
+
+    def _policy_families(self, snapshots: list[HookSnapshot]) -> Iterator[Metric]:
+        events = CounterMetricFamily(
+            "weir_policy_events",
+            "Events per policy, hook and stage.",
+            labels=["policy", "hook", "stage"],
+        )
+        dropped = CounterMetricFamily(
+            "weir_policy_dropped_events",
+            "Events dropped in the kernel, by reason.",
+            labels=["policy", "hook", "reason"],
+        )
+        verified = GaugeMetricFamily(
+            "weir_program_verified",
+            "1 when the hook's current program passed the verifier.",
+            labels=["policy", "hook"],
+        )
+        instructions = GaugeMetricFamily(
+            "weir_program_instructions",
+            "Instructions the verifier processed.",
+            labels=["policy", "hook"],
+        )
+        run_time = CounterMetricFamily(
+            "weir_program_run_time_seconds",
+            "BPF run time (kernel.bpf_stats_enabled=1 only).",
+            labels=["policy", "hook"],
+        )
+        runs = CounterMetricFamily(
+            "weir_program_runs", "BPF runs (bpf_stats only).", labels=["policy", "hook"]
+        )
+        for snap in snapshots:
+            ids = [snap.policy, snap.hook]
+            for stage, stats in STAGES.items():
+                events.add_metric([*ids, stage], sum(snap.stats.get(s, 0) for s in stats))
+            for reason, stat in DROP_REASONS.items():
+                dropped.add_metric([*ids, reason], snap.stats.get(stat, 0))
+            verified.add_metric(ids, 1)
+            instructions.add_metric(ids, snap.report.instructions)
+            if snap.run_count:
+                run_time.add_metric(ids, snap.run_time_ns / 1e9)
+                runs.add_metric(ids, snap.run_count)
+        for policy, failures in self.engine.failures().items():
+            for hook in failures:
+                verified.add_metric([policy, hook], 0)
+        yield from (events, dropped, verified, instructions, run_time, runs)
+        exported = CounterMetricFamily(
+            "weir_policy_exported_bytes",
+            "Bytes weir emitted for the policy.",
+            labels=["policy", "kind"],
+        )
+        raw = CounterMetricFamily(
+            "weir_policy_raw_bytes",
+            "Bytes a per-event JSON exporter would have emitted.",
+            labels=["policy"],
+        )
+        saved = GaugeMetricFamily(
+            "weir_policy_saved_ratio", "1 - exported / raw.", labels=["policy"]
+        )
+        for policy, totals in sorted(self.engine.savings(snapshots).items()):
+            exported.add_metric([policy, "metrics"], totals.exported_metric_bytes)
+            exported.add_metric([policy, "events"], totals.exported_event_bytes)
+            raw.add_metric([policy], totals.savings.raw_bytes)
+            saved.add_metric([policy], totals.savings.saved_ratio)
+        yield from (exported, raw, saved)
+
+
+def _signed_key_args(args: tuple[ArgPlan, ...], agg: AggSlot) -> dict[str, bool]:
+    """Whether each arg0/arg1 key field holds a signed argument (for its label text)."""
+    by_name = {a.name: a for a in args}
+    out = {}
+    for group_key, field in agg.key_fields:
+        arg = by_name.get(group_key.partition(":")[2])
+        if arg is not None and field in {"arg0", "arg1"}:
+            out[field] = values.INTEGER_TYPES.get(arg.type, (64, True))[1]
+    return out
+
+
+def _le(bound: float) -> str:
+    return str(int(bound)) if bound.is_integer() else str(bound)
