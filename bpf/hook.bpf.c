@@ -460,7 +460,7 @@ static __always_inline int fold_hist(struct weir_agg_key *key, u64 v, u32 bucket
         if (AGG##n##_ACLASS >= 0) key.aclass = address_class(sc, AGG##n##_ACLASS); \
         u64 v = AGG##n##_VARG >= 0 ? sc->ints[AGG##n##_VARG & 7] : 1;          \
         if (AGG##n##_VALUE == VAL_HIST_EXP2)                                   \
-            overflowed |= fold_hist(&key, v, v ? bpf_log2l(v) + 1 : 0,         \
+            overflowed |= fold_hist(&key, v, v ? bpf_log2l(v) : 0,             \
                                     AGG##n##_MAX);                             \
         else if (AGG##n##_VALUE == VAL_HIST_EXPLICIT)                          \
             overflowed |= fold_hist(&key, v,                                   \

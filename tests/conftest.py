@@ -51,3 +51,13 @@ def examples() -> list[Path]:
     files = sorted(EXAMPLES.glob("*.yaml"))
     assert files, f"no examples under {EXAMPLES}"
     return files
+
+
+@pytest.fixture
+def core(kernel: None):  # type: ignore[no-untyped-def]
+    """A real engine; every program it loaded is detached when the test ends."""
+    from weir_agent import engine
+
+    instance = engine.Engine(node_name="n1")
+    yield instance
+    instance.close()
