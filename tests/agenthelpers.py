@@ -16,7 +16,8 @@ from weir_api import documents
 def policy_yaml(name: str, hook: str, *, rules: str = "") -> str:
     """A TracingPolicy document (hook is the indented YAML of spec) plus rules."""
     body = textwrap.indent(textwrap.dedent(hook).strip(), "  ")
-    text = f"apiVersion: weir.dev/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: {name}\nspec:\n{body}\n"
+    head = "apiVersion: weir.dev/v1alpha1\nkind: TracingPolicy\n"
+    text = f"{head}metadata:\n  name: {name}\nspec:\n{body}\n"
     if rules:
         text += "---\n" + textwrap.dedent(rules).strip() + "\n"
     return text

@@ -12,25 +12,35 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from agenthelpers import apply, policy_yaml, rule_yaml, scrape, series, stats
 from conftest import ROOT
-
 from weir_agent import codegen, formats, reporting, sources
 from weir_api import documents
 
 BASE = 7_400_000_000
 
 
-def openat_policy(name: str, matches: list[dict[str, object]], *, binaries: list[dict[str, object]] | None = None,
-                  rules: str = "") -> str:
+def openat_policy(
+    name: str,
+    matches: list[dict[str, object]],
+    *,
+    binaries: list[dict[str, object]] | None = None,
+    rules: str = "",
+) -> str:
     selector: dict[str, object] = {"matchArgs": matches, "matchActions": [{"action": "NoPost"}]}
     if binaries:
         selector["matchBinaries"] = binaries
-    spec = {"tracepoints": [{
-        "subsystem": "syscalls", "event": "sys_enter_openat",
-        "args": [{"field": "filename", "type": "filename", "label": "path"}],
-        "selectors": [selector],
-    }]}
+    spec = {
+        "tracepoints": [
+            {
+                "subsystem": "syscalls",
+                "event": "sys_enter_openat",
+                "args": [{"field": "filename", "type": "filename", "label": "path"}],
+                "selectors": [selector],
+            }
+        ]
+    }
     return policy_yaml(name, yaml.safe_dump(spec), rules=rules)
 
 
@@ -55,21 +65,43 @@ def test_binaries_and_containers(core, scratch: Path) -> None:
     prefix = {"label": "path", "operator": "Prefix", "values": [f"{scratch}/"]}
     apply(
         core,
-        openat_policy("cat-only", [prefix], binaries=[{"operator": "In", "values": ["/usr/bin/cat"]}]),
-        openat_policy("not-cat", [prefix], binaries=[{"operator": "NotIn", "values": ["/usr/bin/cat"]}]),
-        openat_policy("usr-bin", [prefix], binaries=[{"operator": "Prefix", "values": ["/usr/bin/"]}],
-                      rules=rule_yaml("usr-bin", "usr-bin", "t_by_binary", group_by="[binary]")),
-        openat_policy("per-container", [prefix],
-                      rules=rule_yaml("per-container", "per-container", "t_by_container",
-                                      group_by="[namespace, pod, container]")),
+        openat_policy(
+            "cat-only", [prefix], binaries=[{"operator": "In", "values": ["/usr/bin/cat"]}]
+        ),
+        openat_policy(
+            "not-cat", [prefix], binaries=[{"operator": "NotIn", "values": ["/usr/bin/cat"]}]
+        ),
+        openat_policy(
+            "usr-bin",
+            [prefix],
+            binaries=[{"operator": "Prefix", "values": ["/usr/bin/"]}],
+            rules=rule_yaml("usr-bin", "usr-bin", "t_by_binary", group_by="[binary]"),
+        ),
+        openat_policy(
+            "per-container",
+            [prefix],
+            rules=rule_yaml(
+                "per-container",
+                "per-container",
+                "t_by_container",
+                group_by="[namespace, pod, container]",
+            ),
+        ),
     )
     container = uuid.uuid4().hex + uuid.uuid4().hex
     group = cgroup2_root() / f"weir-test-{container[:8]}" / f"docker-{container}.scope"
     group.mkdir(parents=True)
     try:
         for _ in range(4):  # cat, inside the "container" cgroup
-            subprocess.run(["/bin/sh", "-c", f'echo $$ > "{group}/cgroup.procs" && exec /usr/bin/cat "{scratch}/f"'],
-                           check=True, capture_output=True)
+            subprocess.run(
+                [
+                    "/bin/sh",
+                    "-c",
+                    f'echo $$ > "{group}/cgroup.procs" && exec /usr/bin/cat "{scratch}/f"',
+                ],
+                check=True,
+                capture_output=True,
+            )
         for _ in range(2):  # this Python process, in its own cgroup
             (scratch / "f").read_text()
         samples = scrape(core)  # while the container's cgroup exists, as a running pod's does
@@ -102,12 +134,27 @@ print(count)
 
 
 def lseek_policy(name: str, values: list[int], rules: str = "") -> str:
-    spec = {"tracepoints": [{
-        "subsystem": "syscalls", "event": "sys_enter_lseek",
-        "args": [{"field": "offset", "type": "long", "label": "offset"}],
-        "selectors": [{"matchArgs": [{"label": "offset", "operator": "Equal", "values": [str(v) for v in values]}],
-                       "matchActions": [{"action": "NoPost"}]}],
-    }]}
+    spec = {
+        "tracepoints": [
+            {
+                "subsystem": "syscalls",
+                "event": "sys_enter_lseek",
+                "args": [{"field": "offset", "type": "long", "label": "offset"}],
+                "selectors": [
+                    {
+                        "matchArgs": [
+                            {
+                                "label": "offset",
+                                "operator": "Equal",
+                                "values": [str(v) for v in values],
+                            }
+                        ],
+                        "matchActions": [{"action": "NoPost"}],
+                    }
+                ],
+            }
+        ]
+    }
     return policy_yaml(name, yaml.safe_dump(spec), rules=rules)
 
 
@@ -115,8 +162,11 @@ def test_swap_under_load_loses_nothing_and_counts_nothing_twice(core, tmp_path: 
     rule = rule_yaml("swap", "swap", "t_swap", group_by="[arg:offset]")
     apply(core, lseek_policy("swap", [BASE], rule))
     stop = tmp_path / "stop"
-    worker = subprocess.Popen([sys.executable, "-c", WORKLOAD.format(offset=BASE), str(stop)],
-                              stdout=subprocess.PIPE, text=True)
+    worker = subprocess.Popen(
+        [sys.executable, "-c", WORKLOAD.format(offset=BASE), str(stop)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         time.sleep(0.3)
         for version in range(1, 4):  # three real swaps: each version has a different value set
@@ -139,17 +189,23 @@ def test_a_program_the_verifier_rejects_keeps_the_previous_version(core) -> None
     def shifted(subsystem: str, event: str) -> list[formats.Field] | None:
         # A kernel whose layout put 'offset' far outside the record: the verifier must refuse.
         fields = formats.read_format(subsystem, event) or []
-        return [formats.Field(f.name, f.type, 1 << 20, f.size, f.signed) if f.name == "offset" else f
-                for f in fields]
+        return [
+            formats.Field(f.name, f.type, 1 << 20, f.size, f.signed) if f.name == "offset" else f
+            for f in fields
+        ]
 
     core.layouts = shifted
-    second = lseek_policy("verify", [BASE + 1, BASE + 2], rule).replace("name: verify\nspec", "name: verify\n  generation: 2\nspec")
+    second = lseek_policy("verify", [BASE + 1, BASE + 2], rule).replace(
+        "name: verify\nspec", "name: verify\n  generation: 2\nspec"
+    )
     apply(core, second)
     state = core.policies["verify"]
     failure = state.failures["tracepoint:syscalls:sys_enter_lseek"]
     assert failure.failure_phase == "verify"
     assert "Permission denied" in failure.message or "Invalid argument" in failure.message
-    assert "invalid" in failure.verifier_log or "disallowed" in failure.verifier_log, failure.verifier_log
+    assert "invalid" in failure.verifier_log or "disallowed" in failure.verifier_log, (
+        failure.verifier_log
+    )
     assert "processed" in failure.verifier_log
     assert (state.generation, state.running_generation) == (2, 1)
     fd = os.open("/dev/null", os.O_RDONLY)
@@ -157,34 +213,55 @@ def test_a_program_the_verifier_rejects_keeps_the_previous_version(core) -> None
         os.lseek(fd, offset, 0)
     os.close(fd)
     assert stats(core, "verify")["matched"] == 2  # the old program still runs, with its old values
-    report = reporting.build(node="n1", kernel="k", headers="matching", agent_version="t",
-                             states=core.policies, snapshots=core.snapshot(),
-                             totals=core.savings(core.snapshot()), previous=None)
+    report = reporting.build(
+        node="n1",
+        kernel="k",
+        headers="matching",
+        agent_version="t",
+        states=core.policies,
+        snapshots=core.snapshot(),
+        totals=core.savings(core.snapshot()),
+        previous=None,
+    )
     policy = report.status.policies[0]
     assert (policy.state, policy.generation, policy.running_generation) == ("Failed", 2, 1)
     assert policy.programs[0].verifier_log == failure.verifier_log
 
 
-HOSTILE = ['"quote\'s', "back\\slash", "*/ comment end", "new\nline", "#include <stdio.h>",
-           "%s%n${x}`id`", "\ttab"]
+HOSTILE = [
+    "\"quote's",
+    "back\\slash",
+    "*/ comment end",
+    "new\nline",
+    "#include <stdio.h>",
+    "%s%n${x}`id`",
+    "\ttab",
+]
 
 
 def test_hostile_strings_never_reach_c_and_match_exactly(core, scratch: Path) -> None:
-    weird_dir = scratch / 'a"b\'c\\d*'
+    weird_dir = scratch / "a\"b'c\\d*"
     weird_dir.mkdir()
     weird = weird_dir / "e\n#include <stdio.h> */"
     weird.write_text("x")
     values = [str(weird), *(f"{scratch}/{h}" for h in HOSTILE)]
-    text = openat_policy("hostile", [{"label": "path", "operator": "Equal", "values": values}],
-                         rules=rule_yaml("hostile", "hostile", "t_hostile")
-                         .replace("help: test metric", 'help: "line\\nbreak \\"quoted\\" \\\\ */"'))
+    text = openat_policy(
+        "hostile",
+        [{"label": "path", "operator": "Equal", "values": values}],
+        rules=rule_yaml("hostile", "hostile", "t_hostile").replace(
+            "help: test metric", 'help: "line\\nbreak \\"quoted\\" \\\\ */"'
+        ),
+    )
     apply(core, text)
     for _ in range(3):
         weird.read_text()
     assert stats(core, "hostile")["matched"] == 3
     program = next(iter(core.policies["hostile"].hooks.values())).program
     for flag in program.cflags():
-        assert flag.startswith("-I") or flag.split("=", 1)[1].lstrip("-").replace("ULL", "").removeprefix("0x").isalnum()
+        assert (
+            flag.startswith("-I")
+            or flag.split("=", 1)[1].lstrip("-").replace("ULL", "").removeprefix("0x").isalnum()
+        )
     joined = " ".join(program.cflags())
     for value in values:
         assert value not in joined
@@ -193,12 +270,19 @@ def test_hostile_strings_never_reach_c_and_match_exactly(core, scratch: Path) ->
     assert series(samples, "t_hostile_total") == {(): 3.0}
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    ("x" * 10_240, "String should have at most 1024 characters"),
-    ("a\x00b", "contains a NUL byte"),
-])
-def test_hostile_values_the_kernel_cannot_hold_are_refused_with_the_field_path(core, value: str, message: str) -> None:
-    text = openat_policy("refused", [{"label": "path", "operator": "Prefix", "values": ["/ok", value]}])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("x" * 10_240, "String should have at most 1024 characters"),
+        ("a\x00b", "contains a NUL byte"),
+    ],
+)
+def test_hostile_values_the_kernel_cannot_hold_are_refused_with_the_field_path(
+    core, value: str, message: str
+) -> None:
+    text = openat_policy(
+        "refused", [{"label": "path", "operator": "Prefix", "values": ["/ok", value]}]
+    )
     parsed = documents.parse_text(text, source="t.yaml")
     assert [str(p) for p in parsed[0].problems] == [
         f"spec.tracepoints[0].selectors[0].matchArgs[0].values[1]: {message}"
@@ -212,22 +296,33 @@ def test_hostile_values_the_kernel_cannot_hold_are_refused_with_the_field_path(c
 def test_hostile_uprobe_path_is_an_attach_failure_not_a_crash(core) -> None:
     spec = {"uprobes": [{"path": '/tmp/no"such; rm -rf /\n', "symbol": "main"}]}
     apply(core, policy_yaml("uprobe-hostile", yaml.safe_dump(spec)))
-    failure = core.policies["uprobe-hostile"].failures["uprobe:/tmp/no\"such; rm -rf /\n:main"]
+    failure = core.policies["uprobe-hostile"].failures['uprobe:/tmp/no"such; rm -rf /\n:main']
     assert failure.failure_phase == "attach"
 
 
 def test_a_broken_policy_file_affects_only_itself(core, tmp_path: Path, scratch: Path) -> None:
-    good = openat_policy("good", [{"label": "path", "operator": "Prefix", "values": [f"{scratch}/"]}])
+    good = openat_policy(
+        "good", [{"label": "path", "operator": "Prefix", "values": [f"{scratch}/"]}]
+    )
     (tmp_path / "good.yaml").write_text(good)
     (tmp_path / "broken.yaml").write_text("apiVersion: weir.dev/v1alpha1\nkind: [unclosed\n")
-    (tmp_path / "invalid.yaml").write_text(good.replace("name: good", "name: invalid").replace("Prefix", "GT"))
+    (tmp_path / "invalid.yaml").write_text(
+        good.replace("name: good", "name: invalid").replace("Prefix", "GT")
+    )
     core.apply(sources.read_directory(tmp_path))
     (scratch / "f").read_text()
     assert stats(core, "good")["matched"] == 1
     assert core.policies["invalid"].hooks == {}
     assert "GT does not apply to 'path'" in str(core.policies["invalid"].problems[0])
-    report = reporting.build(node="n1", kernel="k", headers="matching", agent_version="t",
-                             states=core.policies, snapshots=core.snapshot(),
-                             totals=core.savings(core.snapshot()), previous=None)
+    report = reporting.build(
+        node="n1",
+        kernel="k",
+        headers="matching",
+        agent_version="t",
+        states=core.policies,
+        snapshots=core.snapshot(),
+        totals=core.savings(core.snapshot()),
+        previous=None,
+    )
     states = {p.name: p.state for p in report.status.policies}
     assert states == {"good": "Ready", "invalid": "Failed"}

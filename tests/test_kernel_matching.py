@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from agenthelpers import apply, policy_yaml, rule_yaml, scrape, series, stats
 
 OPENAT = """
@@ -60,15 +61,29 @@ def test_string_operators(core, tree: Path) -> None:
     base = f"{tree}/"
     apply(
         core,
-        openat_policy("prefix-postfix", f'[{{label: path, operator: Prefix, values: ["{base}"]}}, '
-                      '{label: path, operator: Postfix, values: [".log"]}]'),
-        openat_policy("equal", f'[{{label: path, operator: Equal, values: ["{base}b.txt", "{base}zz"]}}]'),
-        openat_policy("not-postfix", f'[{{label: path, operator: Prefix, values: ["{base}"]}}, '
-                      '{label: path, operator: NotPostfix, values: [".log"]}]'),
-        openat_policy("not-prefix", f'[{{label: path, operator: Prefix, values: ["{base}"]}}, '
-                      f'{{label: path, operator: NotPrefix, values: ["{base}sub/"]}}]'),
-        openat_policy("not-equal", f'[{{label: path, operator: Prefix, values: ["{tree}"]}}, '
-                      f'{{label: path, operator: NotEqual, values: ["{base}a.log"]}}]'),
+        openat_policy(
+            "prefix-postfix",
+            f'[{{label: path, operator: Prefix, values: ["{base}"]}}, '
+            '{label: path, operator: Postfix, values: [".log"]}]',
+        ),
+        openat_policy(
+            "equal", f'[{{label: path, operator: Equal, values: ["{base}b.txt", "{base}zz"]}}]'
+        ),
+        openat_policy(
+            "not-postfix",
+            f'[{{label: path, operator: Prefix, values: ["{base}"]}}, '
+            '{label: path, operator: NotPostfix, values: [".log"]}]',
+        ),
+        openat_policy(
+            "not-prefix",
+            f'[{{label: path, operator: Prefix, values: ["{base}"]}}, '
+            f'{{label: path, operator: NotPrefix, values: ["{base}sub/"]}}]',
+        ),
+        openat_policy(
+            "not-equal",
+            f'[{{label: path, operator: Prefix, values: ["{tree}"]}}, '
+            f'{{label: path, operator: NotEqual, values: ["{base}a.log"]}}]',
+        ),
     )
     open_times(tree / "a.log", 3)
     open_times(tree / "b.txt", 2)
@@ -93,14 +108,19 @@ OURS = m("InRange", f"{BASE}:{BASE + 99}")
 
 def lseek_policy(name: str, *selectors: list[dict[str, object]], rules: str = "") -> str:
     spec = {
-        "tracepoints": [{
-            "subsystem": "syscalls",
-            "event": "sys_enter_lseek",
-            "args": [{"field": "offset", "type": "long", "label": "offset"},
-                     {"field": "whence", "type": "uint", "label": "whence"}],
-            "selectors": [{"matchArgs": s, "matchActions": [{"action": "NoPost"}]}
-                          for s in selectors],
-        }]
+        "tracepoints": [
+            {
+                "subsystem": "syscalls",
+                "event": "sys_enter_lseek",
+                "args": [
+                    {"field": "offset", "type": "long", "label": "offset"},
+                    {"field": "whence", "type": "uint", "label": "whence"},
+                ],
+                "selectors": [
+                    {"matchArgs": s, "matchActions": [{"action": "NoPost"}]} for s in selectors
+                ],
+            }
+        ]
     }
     return policy_yaml(name, yaml.safe_dump(spec), rules=rules)
 
@@ -118,8 +138,11 @@ def test_integer_operators_and_group_by_arg(core) -> None:
     offsets = [BASE + n for n in range(10)] * 2 + [BASE + 3] * 5 + [BASE + 500]
     apply(
         core,
-        lseek_policy("int-equal", [m("Equal", BASE + 1, BASE + 3)],
-                     rules=rule_yaml("int-equal", "int-equal", "t_equal", group_by="[arg:offset]")),
+        lseek_policy(
+            "int-equal",
+            [m("Equal", BASE + 1, BASE + 3)],
+            rules=rule_yaml("int-equal", "int-equal", "t_equal", group_by="[arg:offset]"),
+        ),
         lseek_policy("int-gt-lt", [m("GT", BASE + 5), m("LT", BASE + 9)]),
         lseek_policy("int-mask", [OURS, m("Mask", "0x1")]),
         lseek_policy("int-not-equal", [OURS, m("NotEqual", BASE + 3)]),
@@ -138,10 +161,21 @@ def test_integer_operators_and_group_by_arg(core) -> None:
 
 
 def test_selectors_are_ored_first_match_wins_and_unmatched_are_only_observed(core) -> None:
-    apply(core, lseek_policy(
-        "ored", [m("Equal", BASE + 1)], [m("InRange", f"{BASE}:{BASE + 2}")],
-        rules=rule_yaml("ored", "ored", "t_ored", group_by="[arg:offset, arg:whence]",
-                        value="{type: sum, arg: offset}")))
+    apply(
+        core,
+        lseek_policy(
+            "ored",
+            [m("Equal", BASE + 1)],
+            [m("InRange", f"{BASE}:{BASE + 2}")],
+            rules=rule_yaml(
+                "ored",
+                "ored",
+                "t_ored",
+                group_by="[arg:offset, arg:whence]",
+                value="{type: sum, arg: offset}",
+            ),
+        ),
+    )
     seek([BASE, BASE + 1, BASE + 2, BASE + 3])
     seek([BASE + 1], os.SEEK_CUR)
     samples = series(scrape(core), "t_ored_total")
@@ -157,8 +191,16 @@ def test_selectors_are_ored_first_match_wins_and_unmatched_are_only_observed(cor
 
 
 def test_overflow_is_counted_never_lost(core) -> None:
-    apply(core, lseek_policy("overflow", [OURS], rules=rule_yaml(
-        "overflow", "overflow", "t_overflow", group_by="[arg:offset]", max_series=3)))
+    apply(
+        core,
+        lseek_policy(
+            "overflow",
+            [OURS],
+            rules=rule_yaml(
+                "overflow", "overflow", "t_overflow", group_by="[arg:offset]", max_series=3
+            ),
+        ),
+    )
     seek([BASE + n for n in range(5)] * 2)  # 5 distinct keys, 3 fit
     samples = series(scrape(core), "t_overflow_total")
     kept = {k: v for k, v in samples.items() if k != (("offset", "__overflow__"),)}
@@ -171,20 +213,29 @@ def test_overflow_is_counted_never_lost(core) -> None:
 def test_histograms_exp2_and_explicit(core) -> None:
     rules = rule_yaml("h-exp2", "hist", "t_exp2", value="{type: histogram, arg: whence}")
     rules += "---\n" + rule_yaml(
-        "h-explicit", "hist", "t_explicit",
-        value="{type: histogram, arg: whence, buckets: {type: explicit, bounds: [0, 1, 10]}}")
+        "h-explicit",
+        "hist",
+        "t_explicit",
+        value="{type: histogram, arg: whence, buckets: {type: explicit, bounds: [0, 1, 10]}}",
+    )
     apply(core, lseek_policy("hist", [OURS], rules=rules))
     seek([BASE] * 3, os.SEEK_SET)  # whence 0
     seek([BASE] * 2, os.SEEK_CUR)  # whence 1
     seek([BASE] * 1, os.SEEK_END)  # whence 2
     samples = scrape(core)
     assert series(samples, "t_exp2_bucket") == {
-        (("le", "0"),): 3.0, (("le", "1"),): 5.0, (("le", "3"),): 6.0, (("le", "+Inf"),): 6.0,
+        (("le", "0"),): 3.0,
+        (("le", "1"),): 5.0,
+        (("le", "3"),): 6.0,
+        (("le", "+Inf"),): 6.0,
     }
     assert series(samples, "t_exp2_sum") == {(): 4.0}
     assert series(samples, "t_exp2_count") == {(): 6.0}
     assert series(samples, "t_explicit_bucket") == {
-        (("le", "0"),): 3.0, (("le", "1"),): 5.0, (("le", "10"),): 6.0, (("le", "+Inf"),): 6.0,
+        (("le", "0"),): 3.0,
+        (("le", "1"),): 5.0,
+        (("le", "10"),): 6.0,
+        (("le", "+Inf"),): 6.0,
     }
 
 
@@ -240,8 +291,17 @@ def send(host: str, port: int, sizes: list[int], family: int = socket.AF_INET) -
 
 
 def send_policy(name: str, matches: str, group_by: str = "[]") -> str:
-    return policy_yaml(name, SEND.format(matches=matches), rules=rule_yaml(
-        name, name, f"t_{name.replace('-', '_')}", group_by=group_by, value="{type: sum, arg: bytes}"))
+    return policy_yaml(
+        name,
+        SEND.format(matches=matches),
+        rules=rule_yaml(
+            name,
+            name,
+            f"t_{name.replace('-', '_')}",
+            group_by=group_by,
+            value="{type: sum, arg: bytes}",
+        ),
+    )
 
 
 def test_address_and_port_operators(core) -> None:
@@ -252,16 +312,32 @@ def test_address_and_port_operators(core) -> None:
     try:
         apply(
             core,
-            send_policy("egress", f"[{{label: sk, operator: NotDAddr, values: ['127.0.0.1/32', '::1/128']}}, "
-                        f"{{label: sk, operator: DPort, values: {ports}}}]", group_by="[addressClass:sk]"),
-            send_policy("to-external", f"[{{label: sk, operator: DAddr, values: ['127.0.0.2']}}, "
-                        f"{{label: sk, operator: DPort, values: ['{external.port}']}}]"),
-            send_policy("v6", f"[{{label: sk, operator: DAddr, values: ['::1/128']}}, "
-                        f"{{label: sk, operator: DPort, values: ['{v6.port}']}}]"),
-            send_policy("server-replies", f"[{{label: sk, operator: SPort, values: ['{external.port}']}}, "
-                        "{label: sk, operator: SAddr, values: ['127.0.0.0/8']}]"),
-            send_policy("not-dport", f"[{{label: sk, operator: DAddr, values: ['127.0.0.2']}}, "
-                        f"{{label: sk, operator: NotDPort, values: ['{external.port}']}}]"),
+            send_policy(
+                "egress",
+                f"[{{label: sk, operator: NotDAddr, values: ['127.0.0.1/32', '::1/128']}}, "
+                f"{{label: sk, operator: DPort, values: {ports}}}]",
+                group_by="[addressClass:sk]",
+            ),
+            send_policy(
+                "to-external",
+                f"[{{label: sk, operator: DAddr, values: ['127.0.0.2']}}, "
+                f"{{label: sk, operator: DPort, values: ['{external.port}']}}]",
+            ),
+            send_policy(
+                "v6",
+                f"[{{label: sk, operator: DAddr, values: ['::1/128']}}, "
+                f"{{label: sk, operator: DPort, values: ['{v6.port}']}}]",
+            ),
+            send_policy(
+                "server-replies",
+                f"[{{label: sk, operator: SPort, values: ['{external.port}']}}, "
+                "{label: sk, operator: SAddr, values: ['127.0.0.0/8']}]",
+            ),
+            send_policy(
+                "not-dport",
+                f"[{{label: sk, operator: DAddr, values: ['127.0.0.2']}}, "
+                f"{{label: sk, operator: NotDPort, values: ['{external.port}']}}]",
+            ),
         )
         send("127.0.0.2", external.port, [1000, 1000, 1000])
         send("127.0.0.1", internal.port, [500, 500])

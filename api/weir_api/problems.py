@@ -71,7 +71,7 @@ def _humane(item: object) -> str:
     if kind == "missing":
         return "required field is missing"
     if kind == "string_type":
-        return f"must be a string, got {item.get('input')!r}; quote it (e.g. \"{item.get('input')}\")"
+        return f'must be a string, got {item.get("input")!r}; quote it (e.g. "{item.get("input")}")'
     if kind == "literal_error" and "expected" in ctx:
         return f"must be one of {ctx['expected']}, got {item.get('input')!r}"
     return message

@@ -1,0 +1,150 @@
+"""The agent's pure pieces: plans, savings, formats, series decoding, cgroups, tables."""
+
+from __future__ import annotations
+
+import json
+
+from weir_agent import abi, cgroups, plans, savings, series
+from weir_agent.codegen import AggSlot, ArgPlan
+from weir_agent.formats import parse_format
+from weir_agent.metadata import Labels
+
+
+def test_saved_ratio_on_a_hand_computed_case() -> None:
+    # 1,000,000 observed events of a 450-byte line is 450,000,000 raw bytes; 4,500 bytes of
+    # metrics exported: 1 - 4500 / 450e6 = 0.99999.
+    assert savings.saved_ratio(450_000_000, 4_500) == 0.99999
+    assert savings.saved_ratio(0, 100) == 0.0
+    assert savings.saved_ratio(100, 1000) == 0.0  # clamped: exporting more than raw saves nothing
+    assert savings.percent(0.99999) == "99.99%" and savings.percent(1.0) == "100%"
+
+
+def test_event_size_is_the_json_line_length() -> None:
+    args = (ArgPlan(slot=0, name="path", type="filename", kind=abi.Kind.STR_PTR),)
+    event = savings.canonical_event("p", "tracepoint:a:b", args)
+    assert (
+        savings.event_size("p", "tracepoint:a:b", args)
+        == len(json.dumps(event, separators=(",", ":"))) + 1
+    )
+    assert event["args"] == {"path": "x" * 64}
+
+
+def test_totals_from_counters() -> None:
+    from weir_agent.engine import HookSnapshot, totals
+    from weir_api.reports import ProgramReport
+
+    snap = HookSnapshot(
+        policy="p",
+        hook="h",
+        args=(),
+        aggregations=(),
+        event_size=100,
+        report=ProgramReport(hook="h", state="attached"),
+        run_time_ns=0,
+        run_count=0,
+        stats={
+            abi.Stat.OBSERVED: 1000,
+            abi.Stat.MATCHED: 10,
+            abi.Stat.AGGREGATED: 10,
+            abi.Stat.OVERFLOW: 2,
+        },
+    )
+    result = totals([snap], 500, 0).savings
+    assert (
+        result.observed,
+        result.matched,
+        result.dropped,
+        result.raw_bytes,
+        result.exported_bytes,
+    ) == (1000, 10, 2, 100_000, 500)
+    assert result.saved_ratio == 0.995 and result.saved == "99.50%"
+
+
+def test_plan() -> None:
+    class P:
+        def __init__(self, hook: str, digest: str) -> None:
+            self.policy, self.hook, self._digest = "p", hook, digest
+
+        def digest(self) -> str:
+            return self._digest
+
+    desired = {("p", "a"): P("a", "1"), ("p", "b"): P("b", "2"), ("p", "c"): P("c", "3")}
+    result = plans.plan(desired, {("p", "a"): "1", ("p", "b"): "old", ("p", "d"): "4"})  # type: ignore[arg-type]
+    assert [p.hook for p in result.load] == ["c"]
+    assert [p.hook for p in result.replace] == ["b"]
+    assert result.unload == (("p", "d"),) and result.keep == (("p", "a"),)
+
+
+def test_parse_format() -> None:
+    fields = parse_format(
+        "name: x\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n"
+        "\tfield:__data_loc char[] filename;\toffset:8;\tsize:4;\tsigned:0;\n"
+        "\tfield:char comm[16];\toffset:12;\tsize:16;\tsigned:0;\n"
+        "\tfield:const char * name;\toffset:32;\tsize:8;\tsigned:0;\n"
+    )
+    assert [(f.name, f.type, f.offset, f.size) for f in fields] == [
+        ("filename", "__data_loc char[]", 8, 4),
+        ("comm", "char[16]", 12, 16),
+        ("name", "const char *", 32, 8),
+    ]
+    assert fields[0].is_data_loc and fields[1].inline_array == 16 and fields[2].is_pointer
+
+
+def test_cgroup_paths() -> None:
+    cid = "a" * 64
+    assert (
+        cgroups.container_id(f"/kubepods.slice/kubepods-pod1.slice/cri-containerd-{cid}.scope")
+        == cid
+    )
+    assert cgroups.container_id(f"/docker/{cid}") == cid
+    assert cgroups.container_id("/user.slice/session-1.scope") is None
+    uid = "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
+    assert (
+        cgroups.pod_uid(f"/kubepods.slice/kubepods-burstable-pod{uid.replace('-', '_')}.slice")
+        == uid
+    )
+    assert (
+        cgroups.cgroup2_mount(
+            "cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n"
+            "cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n"
+        )
+        is not None
+    )
+
+
+def test_series_decoding() -> None:
+    agg = AggSlot(
+        slot=0,
+        rule="r",
+        metric="m",
+        help="",
+        value=abi.ValueKind.COUNT,
+        group_by=("namespace", "container", "binary", "node", "arg:fd", "addressClass:sk"),
+        key_fields=(
+            ("namespace", "cgroup"),
+            ("container", "cgroup"),
+            ("binary", "binary"),
+            ("node", "node"),
+            ("arg:fd", "arg0"),
+            ("addressClass:sk", "aclass"),
+        ),
+        bounds=(),
+        max_series=10,
+    )
+    assert series.label_names(agg) == ["namespace", "container", "binary", "node", "fd", "sk_class"]
+    context = series.Context(
+        node="n1",
+        labels=lambda c: Labels(namespace="ns", container=f"c{c}"),
+        binaries={7: "/bin/x"},
+        signed_args={"arg0": False},
+    )
+    assert series.decode(agg, (5, 7, -1, 0, int(abi.AddressClass.PRIVATE), False), context) == (
+        "ns",
+        "c5",
+        "/bin/x",
+        "n1",
+        str(2**64 - 1),
+        "private",
+    )
+    assert series.decode(agg, (0, 0, 0, 0, 0, True), context) == ("__overflow__",) * 6
+    assert series.exp2_upper_bound(0) == 0 and series.exp2_upper_bound(3) == 7

@@ -1,0 +1,249 @@
+"""codegen: policies become integer flags and map seeds, never C text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from weir_agent import abi, codegen
+from weir_agent.formats import Field, parse_format
+from weir_api import documents
+from weir_api.aggregations import AggregationRule
+from weir_api.policies import TracingPolicy
+
+OPENAT = parse_format(
+    "field:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;\n"
+    "field:const char * filename;\toffset:24;\tsize:8;\tsigned:0;\n"
+    "field:int flags;\toffset:32;\tsize:8;\tsigned:0;\n"
+)
+SEND = parse_format(
+    "field:void * sk;\toffset:8;\tsize:8;\tsigned:0;\n"
+    "field:int ret;\toffset:20;\tsize:4;\tsigned:1;\n"
+)
+
+
+def make(spec: dict[str, Any], rules: list[dict[str, Any]] | None = None) -> codegen.Generated:
+    policy = documents.parse_object(
+        {
+            "apiVersion": "weir.dev/v1alpha1",
+            "kind": "TracingPolicy",
+            "metadata": {"name": "p"},
+            "spec": spec,
+        },
+        source="t",
+    )
+    assert policy.ok, policy.problems
+    assert isinstance(policy.obj, TracingPolicy)
+    parsed_rules = []
+    for number, rule in enumerate(rules or []):
+        item = documents.parse_object(
+            {
+                "apiVersion": "weir.dev/v1alpha1",
+                "kind": "AggregationRule",
+                "metadata": {"name": f"r{number}"},
+                "spec": rule,
+            },
+            source="r",
+        )
+        assert item.ok and isinstance(item.obj, AggregationRule), item.problems
+        parsed_rules.append(item.obj)
+    layouts: dict[str, list[Field] | None] = {
+        "tracepoint:syscalls:sys_enter_openat": OPENAT,
+        "tracepoint:sock:sock_send_length": SEND,
+    }
+    return codegen.generate(policy.obj, parsed_rules, layouts=layouts)
+
+
+def openat(*matches: dict[str, Any], args: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
+        "tracepoints": [
+            {
+                "subsystem": "syscalls",
+                "event": "sys_enter_openat",
+                "args": args
+                or [
+                    {"field": "filename", "type": "filename", "label": "path"},
+                    {"field": "flags", "type": "int", "label": "flags"},
+                ],
+                "selectors": [{"matchArgs": list(matches)}],
+            }
+        ]
+    }
+
+
+def flags(generated: codegen.Generated) -> dict[str, int | str]:
+    assert not generated.problems, generated.problems
+    return dict(generated.programs[0].flags)
+
+
+def test_flags_are_integers_and_every_slot_is_given() -> None:
+    program = make(
+        openat({"label": "path", "operator": "Prefix", "values": ['/a"b*/\n#x']})
+    ).programs[0]
+    values = dict(program.flags)
+    for name, value in program.flags:
+        assert isinstance(value, int) or (value.startswith("0x") and value.endswith("ULL")), name
+    for s in range(abi.MAX_SELECTORS):
+        for m in range(abi.MAX_MATCHERS):
+            assert f"S{s}_M{m}_OP" in values
+    assert all(f"ARG{n}_KIND" in values for n in range(abi.MAX_ARGS))
+    assert program.seeds.strings == ((0, b'/a"b*/\n#x', 32 + 8 * 9),)
+
+
+def test_args_follow_the_tracefs_layout() -> None:
+    values = flags(make(openat()))
+    assert (values["ARG0_KIND"], values["ARG0_SRC"], values["ARG0_USER"]) == (
+        abi.Kind.STR_PTR,
+        24,
+        1,
+    )
+    assert (
+        values["ARG1_KIND"],
+        values["ARG1_SRC"],
+        values["ARG1_SIZE"],
+        values["ARG1_SIGNED"],
+    ) == (abi.Kind.INT, 32, 8, 1)
+    assert values["ARG2_KIND"] == abi.Kind.NONE
+
+
+@pytest.mark.parametrize(
+    ("match", "op", "neg", "seeds"),
+    [
+        (
+            {"label": "path", "operator": "Equal", "values": ["/x"]},
+            abi.Op.STR,
+            0,
+            {"strings": ((0, b"/x\0", 56),)},
+        ),
+        (
+            {"label": "path", "operator": "NotPrefix", "values": ["/x"]},
+            abi.Op.STR,
+            1,
+            {"strings": ((0, b"/x", 48),)},
+        ),
+        (
+            {"label": "path", "operator": "Postfix", "values": [".log"]},
+            abi.Op.STR_POSTFIX,
+            0,
+            {"strings": ((0, b"gol.", 64),)},
+        ),
+        (
+            {"label": "flags", "operator": "NotEqual", "values": ["-1", "2"]},
+            abi.Op.INT_SET,
+            1,
+            {"integers": ((0, 2**64 - 1), (0, 2))},
+        ),
+        (
+            {"label": "flags", "operator": "InRange", "values": ["1:5", "9:9"]},
+            abi.Op.RANGE,
+            0,
+            {"ranges": ((0, 1, 5), (1, 9, 9))},
+        ),
+    ],
+)
+def test_operators_become_ops_and_seeds(
+    match: dict[str, Any], op: abi.Op, neg: int, seeds: dict[str, Any]
+) -> None:
+    generated = make(openat(match))
+    values = flags(generated)
+    assert (values["S0_M0_OP"], values["S0_M0_NEG"]) == (op, neg)
+    for name, expected in seeds.items():
+        assert getattr(generated.programs[0].seeds, name) == expected
+
+
+def test_single_value_operators_become_flags() -> None:
+    values = flags(make(openat({"label": "flags", "operator": "GT", "values": ["-2"]})))
+    assert (values["S0_M0_OP"], values["S0_M0_VAL"]) == (abi.Op.GT, "0xfffffffffffffffeULL")
+
+
+def test_addresses_are_ipv4_mapped_with_prefix_bits() -> None:
+    spec = {
+        "tracepoints": [
+            {
+                "subsystem": "sock",
+                "event": "sock_send_length",
+                "args": [{"field": "sk", "type": "sock"}, {"field": "ret", "type": "int"}],
+                "selectors": [
+                    {
+                        "matchArgs": [
+                            {
+                                "label": "sk",
+                                "operator": "NotDAddr",
+                                "values": ["10.0.0.0/8", "fd00::/8"],
+                            },
+                            {"label": "sk", "operator": "DPort", "values": ["443", "8000:8080"]},
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
+    generated = make(spec)
+    values = flags(generated)
+    assert (values["S0_M0_OP"], values["S0_M0_NEG"], values["USE_SOCK"]) == (abi.Op.DADDR, 1, 1)
+    assert generated.programs[0].seeds.addresses == (
+        (0, bytes(10) + b"\xff\xff\x0a\x00\x00\x00", 32 + 104),
+        (0, b"\xfd" + bytes(15), 32 + 8),
+    )
+    assert generated.programs[0].seeds.ranges == ((16, 443, 443), (17, 8000, 8080))
+
+
+def test_aggregations_fill_slots_and_size_the_maps() -> None:
+    generated = make(
+        openat({"label": "path", "operator": "Prefix", "values": ["/"]}),
+        rules=[
+            {
+                "policyRef": {"name": "p"},
+                "groupBy": ["pod", "arg:flags"],
+                "metric": {"name": "a"},
+                "maxSeries": 10,
+            },
+            {
+                "policyRef": {"name": "p"},
+                "value": {"type": "histogram", "arg": "flags"},
+                "metric": {"name": "b"},
+                "maxSeries": 5,
+            },
+        ],
+    )
+    values = flags(generated)
+    assert (
+        values["AGG0_ON"],
+        values["AGG0_CGROUP"],
+        values["AGG0_KARG0"],
+        values["AGG0_VALUE"],
+    ) == (1, 1, 1, abi.ValueKind.COUNT)
+    assert (values["AGG1_VALUE"], values["AGG1_VARG"]) == (abi.ValueKind.HIST_EXP2, 1)
+    assert (values["AGG_PLAIN_MAX"], values["AGG_HIST_MAX"]) == (11, 6)
+    assert generated.programs[0].aggregations[0].key_fields == (
+        ("pod", "cgroup"),
+        ("arg:flags", "arg0"),
+    )
+
+
+def test_limits_of_the_program_are_problems_with_paths() -> None:
+    too_many = [{"field": "filename", "type": "filename", "label": f"s{n}"} for n in range(3)]
+    generated = make(openat(args=too_many))
+    assert [str(p) for p in generated.problems] == [
+        "spec.tracepoints[0].args[2]: at most 2 string arguments per hook; drop one"
+    ]
+    missing = make(
+        {
+            "tracepoints": [
+                {
+                    "subsystem": "syscalls",
+                    "event": "sys_enter_openat",
+                    "args": [{"field": "nope", "type": "int"}],
+                }
+            ]
+        }
+    )
+    assert "has no field 'nope'" in str(missing.problems[0])
+
+
+def test_digest_changes_with_seeds_only_when_they_change() -> None:
+    one = make(openat({"label": "path", "operator": "Prefix", "values": ["/a"]})).programs[0]
+    same = make(openat({"label": "path", "operator": "Prefix", "values": ["/a"]})).programs[0]
+    other = make(openat({"label": "path", "operator": "Prefix", "values": ["/b"]})).programs[0]
+    assert one.digest() == same.digest() != other.digest()

@@ -1,0 +1,256 @@
+"""``weir agent``, ``weir check`` and ``weir render`` as a user runs them: real
+processes, a real /metrics endpoint over HTTP, real files, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from agenthelpers import policy_yaml, rule_yaml
+from conftest import EXAMPLES, ROOT
+
+WEIR = [sys.executable, "-m", "weir_cli.main"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def bpf_program_names() -> list[str]:
+    out = subprocess.run(
+        ["bpftool", "prog", "show", "--json"], capture_output=True, text=True, check=True
+    )
+    return [p.get("name", "") for p in json.loads(out.stdout)]
+
+
+def scrape(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+def wait_for(predicate, what: str, timeout: float = 60.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except (OSError, KeyError, ValueError):
+            value = None
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def opens_policy(name: str, prefix: str, metric: str) -> str:
+    spec = {
+        "tracepoints": [
+            {
+                "subsystem": "syscalls",
+                "event": "sys_enter_openat",
+                "args": [{"field": "filename", "type": "filename", "label": "path"}],
+                "selectors": [
+                    {
+                        "matchArgs": [{"label": "path", "operator": "Prefix", "values": [prefix]}],
+                        "matchActions": [{"action": "NoPost"}],
+                    }
+                ],
+            }
+        ]
+    }
+    return policy_yaml(name, yaml.safe_dump(spec), rules=rule_yaml(name, name, metric))
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    data = Path("/tmp") / f"weir-{uuid.uuid4().hex[:12]}"
+    data.mkdir()
+    (data / "f").write_text("x")
+    yield data
+    (data / "f").unlink()
+    data.rmdir()
+
+
+def test_agent_serves_metrics_reloads_and_detaches_on_sigterm(
+    kernel: None, tmp_path: Path, workdir: Path
+) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "opens.yaml").write_text(opens_policy("opens", f"{workdir}/", "t_agent_opens"))
+    report_file = tmp_path / "report.json"
+    port = free_port()
+    agent = subprocess.Popen(
+        [
+            *WEIR,
+            "agent",
+            "--policies",
+            str(policies),
+            "--metrics-addr",
+            f"127.0.0.1:{port}",
+            "--report-file",
+            str(report_file),
+            "--interval",
+            "0.3",
+            "--node-name",
+            "n1",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(
+            lambda: (
+                scrape(port)["weir_program_verified"][
+                    (("hook", "tracepoint:syscalls:sys_enter_openat"), ("policy", "opens"))
+                ]
+                == 1.0
+            ),
+            "program verified",
+        )
+        for _ in range(5):
+            (workdir / "f").read_text()
+        samples = scrape(port)
+        assert samples["t_agent_opens_total"] == {(): 5.0}
+        assert (
+            samples["weir_policy_events_total"][
+                (
+                    ("hook", "tracepoint:syscalls:sys_enter_openat"),
+                    ("policy", "opens"),
+                    ("stage", "matched"),
+                )
+            ]
+            == 5.0
+        )
+        # the NodeReport file follows
+        report = wait_for(
+            lambda: (
+                json.loads(report_file.read_text())
+                if json.loads(report_file.read_text())["status"]["policies"][0]["savings"][
+                    "matched"
+                ]
+                == 5
+                else None
+            ),
+            "report with 5 matches",
+        )
+        assert report["kind"] == "NodeReport" and report["metadata"]["name"] == "n1"
+        policy = report["status"]["policies"][0]
+        assert (policy["name"], policy["state"], policy["programs"][0]["state"]) == (
+            "opens",
+            "Ready",
+            "attached",
+        )
+        assert policy["programs"][0]["instructions"] > 0
+        # an edit reloads: a second file and a changed prefix
+        (policies / "more.yaml").write_text(opens_policy("more", f"{workdir}/f", "t_agent_more"))
+        wait_for(
+            lambda: any(("policy", "more") in k for k in scrape(port)["weir_program_verified"]),
+            "second policy",
+        )
+        (workdir / "f").read_text()
+        samples = scrape(port)
+        assert samples["t_agent_more_total"] == {(): 1.0}
+        assert samples["t_agent_opens_total"] == {(): 6.0}
+        (policies / "more.yaml").unlink()
+        wait_for(lambda: "t_agent_more_total" not in scrape(port), "policy removed")
+        assert "weir_program" in bpf_program_names()
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        output, _ = agent.communicate(timeout=60)
+    assert agent.returncode == 0, output
+    assert "all programs detached" in output
+    names = bpf_program_names()
+    assert "weir_program" not in names and "weir_stub" not in names
+
+
+def test_check_verifies_every_example_and_the_kprobe_variants(kernel: None) -> None:
+    result = subprocess.run(
+        [*WEIR, "check", *sorted(str(p) for p in EXAMPLES.glob("*.yaml"))],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    verified = [line for line in result.stdout.splitlines() if ": verified, " in line]
+    hooks = sorted(line.split(": ")[2] for line in verified)
+    assert hooks == [
+        "kprobe:tcp_sendmsg",
+        "tracepoint:signal:signal_generate",
+        "tracepoint:sock:sock_send_length",
+        "tracepoint:syscalls:sys_enter_openat",
+    ]
+
+
+def test_check_reports_the_verifier_and_generator_words(kernel: None, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    spec = {
+        "tracepoints": [
+            {
+                "subsystem": "syscalls",
+                "event": "sys_enter_openat",
+                "args": [{"field": "nosuchfield", "type": "int"}],
+            }
+        ]
+    }
+    bad.write_text(policy_yaml("bad", yaml.safe_dump(spec)))
+    result = subprocess.run(
+        [*WEIR, "check", str(bad)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert (
+        "spec.tracepoints[0].args[0]: syscalls:sys_enter_openat has no field 'nosuchfield'; "
+        "its fields are: __syscall_nr, dfd, filename, flags, mode"
+    ) in result.stderr
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(
+        policy_yaml(
+            "missing", yaml.safe_dump({"tracepoints": [{"subsystem": "nosuch", "event": "thing"}]})
+        )
+    )
+    result = subprocess.run(
+        [*WEIR, "check", str(missing)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1 and "this kernel has no tracepoint nosuch:thing" in result.stderr
+
+
+def test_render_prints_the_fixed_source_and_integer_flags_only(kernel: None) -> None:
+    result = subprocess.run(
+        [*WEIR, "render", str(EXAMPLES / "file-opens.yaml")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (ROOT / "bpf" / "hook.bpf.c").read_text() in result.stdout
+    flags = [
+        line.split("-D", 1)[1] for line in result.stdout.splitlines() if line.startswith(" *   -D")
+    ]
+    assert flags and all(
+        f.split("=", 1)[1].replace("ULL", "").lstrip("-").removeprefix("0x").isalnum()
+        for f in flags
+    )
+    assert " *   str_lpm matcher=0 prefix_bits=72 bytes=b'/etc/'" in result.stdout
+    assert os.path.exists(ROOT / "bpf" / "hook.bpf.c")
