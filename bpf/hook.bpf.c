@@ -208,6 +208,9 @@ static __always_inline void read_sockaddr(struct weir_addr *a, void *ptr, int us
             u32 len = sc->ints[ARG##i##_LEN_ARG & 7];                           \
             if (len > WEIR_MAX_STR - 1)                                         \
                 len = WEIR_MAX_STR - 1;                                         \
+            /* hide len from clang, then bound it again where the verifier sees */ \
+            asm volatile("" : "+r"(len));                                       \
+            len &= 0xff;                                                        \
             bpf_probe_read_user(k->s, len, (void *)raw);                        \
             sc->ints[i] = len + 1;                                              \
         } else if (ARG##i##_KIND == KIND_SOCK) {                                \

@@ -145,7 +145,7 @@ def _match_arg(hook: Hook, match: MatchArg, path: Sequence[PathPart]) -> Iterato
     arg = hook.arg_by_ref(match.index, match.label)
     if arg is None:
         ref = f"label {match.label!r}" if match.label is not None else f"index {match.index}"
-        known = ", ".join(a.name() for a in hook.args) or "none"
+        known = ", ".join(a.name() for a in hook.declared_args()) or "none"
         yield at(
             path,
             f"no arg with {ref} in this hook's args (declared: {known}); declare it in args first",

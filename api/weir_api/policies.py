@@ -248,8 +248,12 @@ class Hook(Model):
     def hook_id(self) -> str:
         raise NotImplementedError
 
+    def declared_args(self) -> list[Arg]:
+        """Every argument the hook reads (kretprobes add their returnArg)."""
+        return list(self.args)
+
     def arg_by_ref(self, index: int | None, label: str | None) -> Arg | None:
-        for arg in self.args:
+        for arg in self.declared_args():
             if label is not None and arg.name() == label:
                 return arg
             if label is None and index is not None and arg.index == index:
@@ -279,6 +283,9 @@ class KProbe(Hook):
 
     def hook_id(self) -> str:
         return f"{'kretprobe' if self.return_ else 'kprobe'}:{self.call}"
+
+    def declared_args(self) -> list[Arg]:
+        return [*self.args, *([self.return_arg] if self.return_arg is not None else [])]
 
 
 class Tracepoint(Hook):

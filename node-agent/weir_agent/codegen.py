@@ -194,9 +194,7 @@ def _program(
         target = (hook.path, hook.symbol)
 
     # --- arguments -> slots
-    declared = list(hook.args)
-    if isinstance(hook, KProbe) and hook.return_arg is not None:
-        declared.append(hook.return_arg)
+    declared = hook.declared_args()
     if kind in {"kretprobe", "uretprobe"} and hook.args:
         problems.append(
             at(

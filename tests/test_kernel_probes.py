@@ -1,0 +1,184 @@
+"""kprobes (verifier only: this machine's kernel cannot attach them) and uprobes
+(attached, with exact counts from a program the test builds)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from agenthelpers import apply, policy_yaml, rule_yaml, scrape, series, stats
+
+from weir_agent import codegen, loading
+from weir_api import documents
+from weir_api.policies import TracingPolicy
+
+KPROBES = {
+    "kprobes": [
+        {
+            "call": "tcp_sendmsg",
+            "args": [
+                {"index": 0, "type": "sock", "label": "sk"},
+                {"index": 2, "type": "size_t", "label": "size"},
+            ],
+            "selectors": [
+                {
+                    "matchArgs": [
+                        {"label": "sk", "operator": "NotDAddr", "values": ["10.0.0.0/8"]},
+                        {"label": "sk", "operator": "SPort", "values": ["1:1024"]},
+                    ]
+                }
+            ],
+        },
+        {
+            "call": "openat",
+            "syscall": True,
+            "args": [
+                {"index": 1, "type": "filename", "label": "path"},
+                {"index": 2, "type": "int", "label": "flags"},
+            ],
+            "selectors": [
+                {
+                    "matchArgs": [
+                        {"label": "path", "operator": "Postfix", "values": [".so"]},
+                        {"label": "flags", "operator": "Mask", "values": ["0x40"]},
+                    ]
+                }
+            ],
+        },
+        {"call": "security_file_open", "args": [{"index": 0, "type": "uint64", "label": "file"}]},
+        {
+            "call": "do_sys_openat2",
+            "args": [{"index": 1, "type": "string", "label": "name"}],
+            "selectors": [
+                {"matchArgs": [{"label": "name", "operator": "Equal", "values": ["/etc/passwd"]}]}
+            ],
+        },
+        {
+            "call": "vfs_write",
+            "args": [
+                {"index": 1, "type": "char_buf", "sizeArgIndex": 2, "label": "buf"},
+                {"index": 2, "type": "size_t", "label": "count"},
+            ],
+            "selectors": [
+                {"matchArgs": [{"label": "buf", "operator": "Prefix", "values": ["secret"]}]}
+            ],
+        },
+        {
+            "call": "__sys_connect",
+            "args": [{"index": 1, "type": "sockaddr", "label": "addr"}],
+            "selectors": [
+                {"matchArgs": [{"label": "addr", "operator": "DPort", "values": ["443"]}]}
+            ],
+        },
+        {
+            "call": "tcp_sendmsg",
+            "return": True,
+            "returnArg": {"index": 0, "type": "int", "label": "ret"},
+            "selectors": [{"matchArgs": [{"label": "ret", "operator": "LT", "values": ["0"]}]}],
+        },
+    ]
+}
+
+
+def test_every_kprobe_argument_type_passes_the_verifier(kernel: None) -> None:
+    parsed = documents.parse_object(
+        {
+            "apiVersion": "weir.dev/v1alpha1",
+            "kind": "TracingPolicy",
+            "metadata": {"name": "kprobes"},
+            "spec": KPROBES,
+        },
+        source="k",
+    )
+    assert parsed.ok, parsed.problems
+    assert isinstance(parsed.obj, TracingPolicy)
+    generated = codegen.generate(parsed.obj, [], layouts={})
+    assert not generated.problems
+    assert [p.hook for p in generated.programs] == [
+        "kprobe:tcp_sendmsg",
+        "kprobe:openat",
+        "kprobe:security_file_open",
+        "kprobe:do_sys_openat2",
+        "kprobe:vfs_write",
+        "kprobe:__sys_connect",
+        "kretprobe:tcp_sendmsg",
+    ]
+    assert generated.programs[1].target == ("__x64_sys_openat",)
+    for program in generated.programs:
+        loaded = loading.compile_and_load(program)
+        try:
+            assert loaded.instructions > 0 and loaded.jited_bytes > 0, program.hook
+        finally:
+            loaded.close()
+
+
+TARGET = r"""
+#include <stdlib.h>
+__attribute__((noinline)) int weir_target(long value, const char *name) {
+    __asm__ volatile("" ::: "memory");
+    return (int)(value % 7) + name[0];
+}
+int main(int argc, char **argv) {
+    int n = atoi(argv[1]);
+    long total = 0;
+    for (int i = 0; i < n; i++) total += weir_target(i, i % 2 ? "odd" : "even");
+    return (int)(total & 1);
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the uprobe target")
+    directory = tmp_path_factory.mktemp("uprobe")
+    (directory / "target.c").write_text(TARGET)
+    subprocess.run(
+        ["gcc", "-O1", "-g", "-o", str(directory / "target"), str(directory / "target.c")],
+        check=True,
+    )
+    return directory / "target"
+
+
+def test_uprobes_count_exactly(core, target: Path) -> None:
+    spec = {
+        "uprobes": [
+            {
+                "path": str(target),
+                "symbol": "weir_target",
+                "args": [
+                    {"index": 0, "type": "long", "label": "value"},
+                    {"index": 1, "type": "string", "label": "name"},
+                ],
+                "selectors": [
+                    {
+                        "matchArgs": [
+                            {"label": "name", "operator": "Equal", "values": ["odd"]},
+                            {"label": "value", "operator": "LT", "values": ["50"]},
+                        ],
+                        "matchActions": [{"action": "NoPost"}],
+                    }
+                ],
+            },
+            {
+                "path": str(target),
+                "symbol": "weir_target",
+                "return": True,
+                "selectors": [{"matchActions": [{"action": "NoPost"}]}],
+            },
+        ]
+    }
+    rules = rule_yaml(
+        "uprobe-values", "uprobes", "t_uprobe_values", value="{type: sum, arg: value}"
+    ).replace("groupBy: []", "groupBy: []\n  hook: uprobe:" + str(target) + ":weir_target")
+    apply(core, policy_yaml("uprobes", yaml.safe_dump(spec), rules=rules))
+    subprocess.run([str(target), "100"], check=False)
+    counts = {s.hook.split(":")[0]: s.stats for s in core.snapshot()}
+    assert counts["uprobe"][loading.abi.Stat.OBSERVED] == 100
+    assert counts["uprobe"][loading.abi.Stat.MATCHED] == 25  # odd values below 50
+    assert counts["uretprobe"][loading.abi.Stat.OBSERVED] == 100
+    assert series(scrape(core), "t_uprobe_values_total") == {(): float(sum(range(1, 50, 2)))}
+    assert stats(core, "uprobes")["matched"] == 25 + 100
