@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from agenthelpers import apply, policy_yaml, rule_yaml, scrape, series, stats
 
+from agenthelpers import apply, policy_yaml, rule_yaml, scrape, series, stats
 from weir_agent import codegen, loading
 from weir_api import documents
 from weir_api.policies import TracingPolicy
