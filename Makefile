@@ -15,7 +15,7 @@ setup:
 	@bash scripts/setup.sh
 
 run: setup
-	$(PY) -m weir_cli.main agent --policies examples/policies
+	$(PY) -m weir_cli.main agent --policies examples/policies --report-file .weir/nodereport.json
 
 lint: setup
 	$(PY) -m ruff check $(SRC) tests
