@@ -33,6 +33,17 @@ BPF_ARRAY(bounds, s64, 4 * WEIR_MAX_BOUNDS);
 #if USE_EXE
 BPF_TABLE("extern", u32, struct weir_exe, weir_exes, 65536);
 #endif
+#if ANY_POST
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+BPF_PERCPU_ARRAY(wakeups, u64, 1);
+BPF_TABLE("lru_hash", struct weir_rate_key, u64, rate_limits, 65536);
+#endif
+#if ANY_USTACK
+BPF_STACK_TRACE_BUILDID(user_stacks, STACK_ENTRIES);
+#endif
+#if ANY_KSTACK
+BPF_STACK_TRACE(kernel_stacks, STACK_ENTRIES);
+#endif
 
 /* All aggregations of this program share one map per value shape; the key's
  * slot says which AggregationRule an entry belongs to. series[slot] counts the
@@ -348,6 +359,9 @@ static __always_inline u64 binary_hash(void) { return 0; }
         if (ok) {                                                              \
             action = S##s##_ACTION;                                            \
             selector = (s);                                                    \
+            rate_ns = S##s##_RATE_NS;                                          \
+            ustack = S##s##_USTACK;                                            \
+            kstack = S##s##_KSTACK;                                            \
         }                                                                      \
     }
 
@@ -473,6 +487,73 @@ static __always_inline int fold_hist(struct weir_agg_key *key, u64 v, u32 bucket
             overflowed |= fold_plain(&key, v, AGG##n##_MAX);                   \
     }
 
+#if ANY_POST
+/* Send one event to user space, unless the selector's rate limit for this
+ * process is spent or the ring buffer is full (both counted as dropped).
+ * Wakeups are batched: the reader is woken every WAKEUP_EVERY events per CPU
+ * and otherwise finds events on its next timed poll. */
+static __always_inline void post(void *ctx, struct weir_scratch *sc, int selector, u64 rate_ns,
+                                 int ustack, int kstack)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u64 now = bpf_ktime_get_ns();
+    if (rate_ns) {
+        struct weir_rate_key key = {.selector = selector, .tgid = id >> 32};
+        u64 *last = rate_limits.lookup(&key);
+        if (last && now - *last < rate_ns) {
+            stat_add(STAT_RATE_LIMITED);
+            return;
+        }
+        rate_limits.update(&key, &now);
+    }
+    struct weir_event *e = events.ringbuf_reserve(sizeof(struct weir_event));
+    if (!e) {
+        stat_add(STAT_RINGBUF_FULL);
+        return;
+    }
+    e->time_ns = now;
+    e->cgroup = bpf_get_current_cgroup_id();
+    e->exe_hash = binary_hash();
+    e->pid = id >> 32;
+    e->tid = (u32)id;
+    e->selector = selector;
+    e->pad = 0;
+    bpf_get_current_comm(e->comm, sizeof(e->comm));
+#pragma unroll
+    for (int i = 0; i < WEIR_MAX_ARGS; i++)
+        e->ints[i] = sc->ints[i];
+#if EV_STRS > 0
+    __builtin_memcpy(e->str[0], sc->str[0].s, WEIR_MAX_STR);
+#endif
+#if EV_STRS > 1
+    __builtin_memcpy(e->str[1], sc->str[1].s, WEIR_MAX_STR);
+#endif
+#if EV_ADDRS > 0
+    __builtin_memcpy(&e->addr[0], &sc->addr[0], sizeof(struct weir_addr));
+#endif
+#if EV_ADDRS > 1
+    __builtin_memcpy(&e->addr[1], &sc->addr[1], sizeof(struct weir_addr));
+#endif
+    e->user_stack = -1;
+    e->kernel_stack = -1;
+#if ANY_USTACK
+    if (ustack)
+        e->user_stack = user_stacks.get_stackid(ctx, BPF_F_USER_STACK);
+#endif
+#if ANY_KSTACK
+    if (kstack)
+        e->kernel_stack = kernel_stacks.get_stackid(ctx, 0);
+#endif
+    u32 zero = 0;
+    u64 *count = wakeups.lookup(&zero);
+    u64 n = count ? ++*count : 0;
+    events.ringbuf_submit(e, n % WAKEUP_EVERY == 0 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+    stat_add(STAT_POSTED);
+}
+#else
+#define post(ctx, sc, selector, rate_ns, ustack, kstack)
+#endif
+
 int weir_program(void *ctx)
 {
     u32 zero = 0;
@@ -486,6 +567,8 @@ int weir_program(void *ctx)
 
     int action = -1;
     int selector = -1;
+    u64 rate_ns = 0;
+    int ustack = 0, kstack = 0;
     if (NUM_SELECTORS == 0) {
         action = ACTION_POST; /* no selectors: every call matches (as Tetragon) */
         selector = 0;
@@ -502,5 +585,7 @@ int weir_program(void *ctx)
         stat_add(STAT_AGGREGATED);
     if (overflowed)
         stat_add(STAT_OVERFLOW);
+    if (action == ACTION_POST)
+        post(ctx, sc, selector, rate_ns, ustack, kstack);
     return 0;
 }

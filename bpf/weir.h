@@ -100,4 +100,32 @@ struct weir_agg_val {
     u64 sum;
 };
 
+/* One posted event. The string and address sections exist only when the hook
+ * reads such arguments (EV_STRS / EV_ADDRS come from -D flags), so a segfault
+ * event is ~130 bytes and a path event ~380. */
+struct weir_event {
+    u64 time_ns;        /* bpf_ktime_get_ns (monotonic) */
+    u64 cgroup;
+    u64 exe_hash;
+    u32 pid;            /* tgid */
+    u32 tid;
+    u32 selector;
+    s32 user_stack;     /* stack map id, or negative (-errno / not taken) */
+    s32 kernel_stack;
+    u32 pad;
+    char comm[16];
+    u64 ints[WEIR_MAX_ARGS];
+#if EV_STRS > 0
+    char str[EV_STRS][WEIR_MAX_STR];
+#endif
+#if EV_ADDRS > 0
+    struct weir_addr addr[EV_ADDRS];
+#endif
+};
+
+struct weir_rate_key {
+    u32 selector;
+    u32 tgid;
+};
+
 #endif

@@ -35,6 +35,9 @@ HOOK_SOURCE = "hook.bpf.c"
 STUB_SOURCE = "stub.bpf.c"
 EXEC_SOURCE = "exec.bpf.c"
 MASK64 = (1 << 64) - 1
+RINGBUF_PAGES = 256  # 1 MiB per posting program (a power of two)
+WAKEUP_EVERY = 64  # wake the reader every 64 events per CPU; it also polls on a timer
+STACK_ENTRIES = 4096  # distinct stacks kept per program
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +95,10 @@ class Program:
     aggregations: tuple[AggSlot, ...]
     selector_actions: tuple[Action, ...]
 
+    @property
+    def posts(self) -> bool:
+        return bool(dict(self.flags).get("ANY_POST"))
+
     def cflags(self) -> list[str]:
         return [f"-I{BPF_DIR}", *(f"-D{name}={value}" for name, value in self.flags)]
 
@@ -139,6 +146,7 @@ def generate(
     *,
     layouts: Mapping[str, list[Field] | None],
     syscall_prefix: str = "__x64_sys_",
+    ringbuf_pages: int = RINGBUF_PAGES,
 ) -> Generated:
     """All programs of a policy. ``layouts`` maps tracepoint hook ids to their fields
     (None: no such tracepoint on this kernel)."""
@@ -154,7 +162,13 @@ def generate(
             path: tuple[PathPart, ...] = ("spec", group, index)
             hook_rules = [r for r in rules if r.spec.hook in (None, hook.hook_id())]
             program, found = _program(
-                policy.name, hook, hook_rules, path, layouts.get(hook.hook_id()), syscall_prefix
+                policy.name,
+                hook,
+                hook_rules,
+                path,
+                layouts.get(hook.hook_id()),
+                syscall_prefix,
+                ringbuf_pages,
             )
             problems.extend(found)
             if program is not None and not found:
@@ -169,6 +183,7 @@ def _program(
     path: tuple[PathPart, ...],
     fields: list[Field] | None,
     syscall_prefix: str,
+    ringbuf_pages: int,
 ) -> tuple[Program | None, list[Problem]]:
     problems: list[Problem] = []
     flags = _Flags()
@@ -260,6 +275,9 @@ def _program(
     flags.set("NUM_SELECTORS", len(hook.selectors))
     for s in range(abi.MAX_SELECTORS):
         flags.set(f"S{s}_ACTION", 0)
+        flags.set(f"S{s}_RATE_NS", 0)
+        flags.set(f"S{s}_USTACK", 0)
+        flags.set(f"S{s}_KSTACK", 0)
         for m in range(abi.MAX_MATCHERS):
             for suffix in ("OP", "NEG", "ARG", "VAL", "NRANGES"):
                 flags.set(f"S{s}_M{m}_{suffix}", 0)
@@ -271,6 +289,16 @@ def _program(
         action = Action.POST if selector.action().action == "Post" else Action.NOPOST
         actions.append(action)
         flags.set(f"S{s}_ACTION", int(action))
+        chosen = selector.action()
+        if action == Action.POST:
+            if chosen.rate_limit is not None:
+                try:
+                    rate = values.parse_duration_ns(chosen.rate_limit)
+                except ValueError:
+                    rate = 0  # reported by weir_api.checks
+                flags.set(f"S{s}_RATE_NS", _int_literal(rate))
+            flags.set(f"S{s}_USTACK", int(chosen.user_stack_trace))
+            flags.set(f"S{s}_KSTACK", int(chosen.kernel_stack_trace))
         for m, match in enumerate(selector.match_args):
             found_arg = hook.arg_by_ref(match.index, match.label)
             if found_arg is None or id(found_arg) not in slots:
@@ -322,6 +350,18 @@ def _program(
         if slot_plan is not None:
             agg_slots.append(slot_plan)
             uses_exe = uses_exe or "binary" in slot_plan.group_by
+    posts = [a for a in actions if a == Action.POST] or (
+        [Action.POST] if not hook.selectors else []
+    )
+    flags.set("ANY_POST", int(bool(posts)))
+    flags.set("ANY_USTACK", int(any(sel.action().user_stack_trace for sel in hook.selectors)))
+    flags.set("ANY_KSTACK", int(any(sel.action().kernel_stack_trace for sel in hook.selectors)))
+    flags.set("EV_STRS", string_slots if posts else 0)
+    flags.set("EV_ADDRS", address_slots if posts else 0)
+    flags.set("RINGBUF_PAGES", ringbuf_pages)
+    flags.set("WAKEUP_EVERY", WAKEUP_EVERY)
+    flags.set("STACK_ENTRIES", STACK_ENTRIES)
+    uses_exe = uses_exe or bool(posts)
     flags.set("USE_EXE", int(uses_exe))
     flags.set("USE_SOCK", int(any(plan.kind == Kind.SOCK for plan in arg_plans)))
     # One map per value shape; each slot's series plus its pre-seeded overflow entry.

@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         policies=args.policies,
         metrics_addr=args.metrics_addr,
         report_file=args.report_file,
+        events_file=args.events_file,
         node=args.node_name or socket.gethostname(),
         interval=args.interval,
         table=sys.stdout.isatty() and not args.no_table,
@@ -189,6 +190,7 @@ def agent(
     policies: Path,
     metrics_addr: str,
     report_file: Path | None,
+    events_file: str | None,
     node: str,
     interval: float,
     table: bool,
@@ -198,6 +200,7 @@ def agent(
     from weir_agent import (
         cgroups,
         engine,
+        eventing,
         exporting,
         loading,
         metadata,
@@ -240,6 +243,15 @@ def agent(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    sink = None
+    if events_file == "-":
+        sink = sys.stdout
+        table = False
+    elif events_file:
+        sink = open(events_file, "a", encoding="utf-8")  # noqa: SIM115 (closed below)
+    writer = eventing.EventWriter(core=core, resolver=resolver, node=node, out=sink)
+    pump = threading.Thread(target=writer.run, args=(stop,), name="weir-events", daemon=True)
+    pump.start()
     previous: NodeReport | None = None
     seen: tuple[tuple[str, int, int], ...] | None = None
     try:
@@ -284,7 +296,12 @@ def agent(
                 sys.stdout.flush()
             stop.wait(interval)
     finally:
+        stop.set()
+        pump.join(timeout=5)
         core.close()
+        writer.pump()
+        if sink is not None and sink is not sys.stdout:
+            sink.close()
         server.shutdown()
         thread.join(timeout=5)
     log.info("stopped; all programs detached")

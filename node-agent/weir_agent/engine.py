@@ -91,6 +91,14 @@ class HookSnapshot:
     run_count: int
 
 
+@dataclasses.dataclass(frozen=True)
+class PendingEvent:
+    program: Program
+    raw: loading.RawEvent
+    user_frames: list[tuple[int, str, int]]
+    kernel_frames: list[str]
+
+
 Layouts = Callable[[str, str], "list[formats.Field] | None"]
 
 
@@ -101,9 +109,12 @@ class Engine:
         node_name: str,
         layouts: Layouts = formats.read_format,
         syscall_prefix: str | None = None,
+        ringbuf_pages: int = codegen.RINGBUF_PAGES,
     ) -> None:
         self.node_name = node_name
         self.layouts = layouts
+        self.ringbuf_pages = ringbuf_pages
+        self._pending: list[PendingEvent] = []
         machine = platform.machine()
         self.syscall_prefix = syscall_prefix or (
             "__arm64_sys_" if machine == "aarch64" else "__x64_sys_"
@@ -154,7 +165,11 @@ class Engine:
             return
         layouts = {t.hook_id(): self.layouts(t.subsystem, t.event) for t in policy.spec.tracepoints}
         generated = codegen.generate(
-            policy, rules, layouts=layouts, syscall_prefix=self.syscall_prefix
+            policy,
+            rules,
+            layouts=layouts,
+            syscall_prefix=self.syscall_prefix,
+            ringbuf_pages=self.ringbuf_pages,
         )
         if generated.problems:
             state.problems += generated.problems
@@ -175,6 +190,9 @@ class Engine:
                 fresh[program.hook] = loading.compile_and_load(program)
             except loading.LoadError as error:
                 state.failures[program.hook] = _failure(program.hook, error)
+                continue
+            if program.posts:
+                loading.open_events(fresh[program.hook], self._on_event)
         if state.failures:
             for loaded in fresh.values():
                 loaded.close()
@@ -228,8 +246,31 @@ class Engine:
         if needs and self.exec_tracker is None:
             self.exec_tracker = loading.start_exec_tracker()
 
+    def _on_event(self, loaded: loading.Loaded, raw: loading.RawEvent) -> None:
+        # Called inside consume_events, with the lock held: copy the stacks now.
+        self._pending.append(
+            PendingEvent(
+                program=loaded.program,
+                raw=raw,
+                user_frames=loading.user_stack(loaded, raw.user_stack),
+                kernel_frames=loading.kernel_stack(loaded, raw.kernel_stack),
+            )
+        )
+
+    def drain_events(self) -> list[PendingEvent]:
+        """Every event posted since the last call, from every posting program."""
+        with self.lock:
+            for state in self.policies.values():
+                for hook in state.hooks.values():
+                    if hook.program.posts:
+                        loading.consume_events(hook.loaded)
+            pending, self._pending = self._pending, []
+        return pending
+
     def _harvest(self, hook: HookState, old: loading.Loaded) -> None:
         """Fold a retired program's final counts into the hook's carried totals."""
+        if old.program.posts:
+            loading.consume_events(old)  # its last events, before it is closed
         hook.carried_stats.update(loading.read_stats(old))
         new_layout = {a.rule: a for a in hook.loaded.program.aggregations}
         for agg in old.program.aggregations:
@@ -247,6 +288,8 @@ class Engine:
     def _unload_hook(self, state: PolicyState, hook_id: str) -> None:
         hook = state.hooks.pop(hook_id)
         hook.stub.close()
+        if hook.program.posts:
+            loading.consume_events(hook.loaded)  # keep what it posted before detaching
         hook.loaded.close()
 
     def _unload_policy(self, name: str) -> None:

@@ -428,3 +428,103 @@ def start_exec_tracker(*, proc: Path = Path("/proc")) -> ExecTracker:
         ctypes.memmove(ctypes.addressof(leaf.path) + 8, path, len(path))
         table[ctypes.c_uint32(int(entry.name))] = leaf
     return ExecTracker(module=module)
+
+
+# --- posted events and stacks ------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class RawEvent:
+    """One event copied out of the ring buffer (the buffer memory is reused at once)."""
+
+    time_ns: int
+    cgroup: int
+    exe_hash: int
+    pid: int
+    tid: int
+    selector: int
+    user_stack: int
+    kernel_stack: int
+    comm: bytes
+    ints: tuple[int, ...]
+    strings: tuple[bytes, ...]
+    addresses: tuple[
+        tuple[int, int, int, int, bytes, bytes], ...
+    ]  # family, sport, dport, valid, s, d
+
+
+def open_events(loaded: Loaded, sink: Any) -> None:
+    """Deliver each event of a posting program to ``sink(loaded, RawEvent)``."""
+    table = loaded.module[b"events"]
+
+    def on_event(_ctx: Any, data: Any, _size: int) -> None:
+        e = table.event(data)
+        strings = tuple(bytes(s).split(b"\0", 1)[0] for s in e.str) if hasattr(e, "str") else ()
+        addresses = (
+            tuple(
+                (
+                    int(a.family),
+                    int(a.sport),
+                    int(a.dport),
+                    int(a.valid),
+                    bytes(a.saddr),
+                    bytes(a.daddr),
+                )
+                for a in e.addr
+            )
+            if hasattr(e, "addr")
+            else ()
+        )
+        sink(
+            loaded,
+            RawEvent(
+                time_ns=int(e.time_ns),
+                cgroup=int(e.cgroup),
+                exe_hash=int(e.exe_hash),
+                pid=int(e.pid),
+                tid=int(e.tid),
+                selector=int(e.selector),
+                user_stack=int(e.user_stack),
+                kernel_stack=int(e.kernel_stack),
+                comm=bytes(e.comm).split(b"\0", 1)[0],
+                ints=tuple(int(i) for i in e.ints),
+                strings=strings,
+                addresses=addresses,
+            ),
+        )
+
+    table.open_ring_buffer(on_event)
+
+
+def consume_events(loaded: Loaded) -> None:
+    """Deliver every event waiting in the program's ring buffer (non-blocking)."""
+    loaded.module.ring_buffer_consume()
+
+
+def user_stack(loaded: Loaded, stack_id: int) -> list[tuple[int, str, int]]:
+    """(status, build id hex, offset or ip) per frame; status 1 = build id + offset."""
+    if stack_id < 0:
+        return []
+    try:
+        leaf = loaded.module[b"user_stacks"][ctypes.c_int(stack_id)]
+    except KeyError:
+        return []
+    frames = []
+    for entry in leaf.trace:
+        if entry.status == 0:
+            break
+        frames.append((int(entry.status), bytes(entry.build_id).hex(), int(entry.offset)))
+    return frames
+
+
+def kernel_stack(loaded: Loaded, stack_id: int) -> list[str]:
+    if stack_id < 0:
+        return []
+    try:
+        leaf = loaded.module[b"kernel_stacks"][ctypes.c_int(stack_id)]
+    except KeyError:
+        return []
+    out = []
+    for address in leaf.ip:
+        if not address:
+            break
+        out.append(BPF.ksym(address, show_offset=True).decode(errors="replace"))
+    return out

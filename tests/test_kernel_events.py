@@ -1,0 +1,174 @@
+"""Post: events through the ring buffer, symbolised stacks after the process is
+gone, rate limits and full buffers counted exactly."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agenthelpers import apply, policy_yaml, stats
+from weir_agent import cgroups, engine, eventing, metadata
+
+CRASH = r"""
+#include <stdio.h>
+__attribute__((noinline)) void weir_crash_here(volatile int *p) {
+    *p = 42;
+}
+__attribute__((noinline)) void weir_caller(void) {
+    weir_crash_here((volatile int *)0);
+    puts("unreachable");
+}
+int main(void) {
+    weir_caller();
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def crasher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the crashing program")
+    directory = tmp_path_factory.mktemp("crash")
+    (directory / "crash.c").write_text(CRASH)
+    binary = directory / "weir-crash"
+    subprocess.run(
+        [
+            "gcc",
+            "-O0",
+            "-g",
+            "-fno-omit-frame-pointer",
+            "-o",
+            str(binary),
+            str(directory / "crash.c"),
+        ],
+        check=True,
+    )
+    return binary
+
+
+def writer(core: engine.Engine) -> tuple[eventing.EventWriter, io.StringIO]:
+    out = io.StringIO()
+    resolver = metadata.CgroupResolver(cgroups.CgroupIndex())
+    return eventing.EventWriter(core=core, resolver=resolver, node="n1", out=out), out
+
+
+def lines(out: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_segfault_is_posted_with_a_symbolised_stack_after_the_process_exited(
+    core, crasher: Path
+) -> None:
+    spec = {
+        "tracepoints": [
+            {
+                "subsystem": "signal",
+                "event": "signal_generate",
+                "args": [{"field": "sig", "type": "int", "label": "sig"}],
+                "selectors": [
+                    {
+                        "matchArgs": [{"label": "sig", "operator": "Equal", "values": ["11"]}],
+                        "matchBinaries": [{"operator": "In", "values": [str(crasher)]}],
+                        "matchActions": [
+                            {"action": "Post", "userStackTrace": True, "kernelStackTrace": True}
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
+    apply(core, policy_yaml("segv", yaml.safe_dump(spec)))
+    events, out = writer(core)
+    crash = subprocess.Popen([str(crasher)])
+    assert crash.wait() == -11
+    # Reaped before user space reads anything: /proc has nothing left to symbolise from.
+    assert not Path(f"/proc/{crash.pid}").exists()
+    assert events.pump() == 1
+    (event,) = lines(out)
+    assert event["pid"] == crash.pid
+    assert (event["policy"], event["hook"], event["exe"]) == (
+        "segv",
+        "tracepoint:signal:signal_generate",
+        str(crasher),
+    )
+    assert event["args"] == {"sig": 11}
+    assert event["comm"] == "weir-crash"
+    functions = [frame["function"] for frame in event["userStack"]]
+    assert functions[:3] == ["weir_crash_here", "weir_caller", "main"]
+    top = event["userStack"][0]
+    assert top["module"] == str(crasher)
+    assert top["file"].endswith("crash.c") and top["line"] == 4
+    assert any(
+        "force_sig_fault" in frame or "send_signal" in frame for frame in event["kernelStack"]
+    )
+    counts = stats(core, "segv")
+    assert (counts["matched"], counts["posted"]) == (1, 1)
+
+
+BASE = 7_500_000_000
+
+
+def lseek_post(name: str, action: dict[str, object]) -> str:
+    spec = {
+        "tracepoints": [
+            {
+                "subsystem": "syscalls",
+                "event": "sys_enter_lseek",
+                "args": [{"field": "offset", "type": "long", "label": "offset"}],
+                "selectors": [
+                    {
+                        "matchArgs": [
+                            {"label": "offset", "operator": "Equal", "values": [str(BASE)]}
+                        ],
+                        "matchActions": [action],
+                    }
+                ],
+            }
+        ]
+    }
+    return policy_yaml(name, yaml.safe_dump(spec))
+
+
+SEEKER = "import os,sys\nfd=os.open('/dev/null',os.O_RDONLY)\nfor _ in range(int(sys.argv[1])): os.lseek(fd,{},0)\n"
+
+
+def seek_in_new_process(times: int) -> None:
+    subprocess.run([sys.executable, "-c", SEEKER.format(BASE), str(times)], check=True)
+
+
+def test_rate_limit_posts_one_per_process_per_window_and_counts_the_rest(core) -> None:
+    apply(core, lseek_post("limited", {"action": "Post", "rateLimit": "1m"}))
+    events, out = writer(core)
+    seek_in_new_process(10)
+    seek_in_new_process(7)
+    events.pump()
+    posted = lines(out)
+    assert len(posted) == 2
+    assert {e["args"]["offset"] for e in posted} == {BASE}
+    assert len({e["pid"] for e in posted}) == 2
+    counts = stats(core, "limited")
+    assert (counts["matched"], counts["posted"], counts["rate_limited"]) == (17, 2, 15)
+
+
+def test_a_burst_larger_than_the_buffer_counts_its_losses_exactly(kernel: None) -> None:
+    small = engine.Engine(node_name="n1", ringbuf_pages=1)  # one page: a few dozen events
+    try:
+        apply(small, lseek_post("burst", {"action": "Post"}))
+        events, out = writer(small)
+        seek_in_new_process(2000)  # nothing drains meanwhile
+        events.pump()
+        counts = stats(small, "burst")
+        assert counts["matched"] == 2000
+        assert counts["ringbuf_full"] > 0
+        assert counts["posted"] + counts["ringbuf_full"] == counts["matched"]
+        assert len(lines(out)) == counts["posted"]
+    finally:
+        small.close()
