@@ -137,7 +137,10 @@ def lseek_post(name: str, action: dict[str, object]) -> str:
     return policy_yaml(name, yaml.safe_dump(spec))
 
 
-SEEKER = "import os,sys\nfd=os.open('/dev/null',os.O_RDONLY)\nfor _ in range(int(sys.argv[1])): os.lseek(fd,{},0)\n"
+SEEKER = (
+    "import os, sys\nfd = os.open('/dev/null', os.O_RDONLY)\n"
+    "for _ in range(int(sys.argv[1])):\n    os.lseek(fd, {}, 0)\n"
+)
 
 
 def seek_in_new_process(times: int) -> None:
