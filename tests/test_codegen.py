@@ -103,7 +103,7 @@ def test_args_follow_the_tracefs_layout() -> None:
         values["ARG1_SRC"],
         values["ARG1_SIZE"],
         values["ARG1_SIGNED"],
-    ) == (abi.Kind.INT, 32, 8, 1)
+    ) == (abi.Kind.INT, 32, 4, 1)  # int reads the low 4 bytes of the 8-byte syscall field
     assert values["ARG2_KIND"] == abi.Kind.NONE
 
 

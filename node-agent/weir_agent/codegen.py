@@ -418,7 +418,9 @@ def _arg(
                 return None, [
                     at(path, f"field {field.name} is {field.type}, not an integer; use type string")
                 ]
-            return _ArgFlags(Kind.INT, {**base, "SIGNED": int(signed)}), []
+            # A narrower declared type reads the low bytes (syscall fields are 8 bytes wide).
+            size = min(field.size, bits // 8)
+            return _ArgFlags(Kind.INT, {**base, "SIZE": size, "SIGNED": int(signed)}), []
         if arg.type in {"string", "filename"}:
             if field.is_data_loc:
                 return _ArgFlags(Kind.STR_DATALOC, base), []
