@@ -3,12 +3,13 @@
 PY := .venv/bin/python
 SRC := api operator node-agent cli
 
-.PHONY: setup run test lint typecheck contracts crds unit help
+.PHONY: setup run test lint typecheck contracts crds bench help
 
 help:
 	@echo "make run    - start the node agent on examples/policies (standalone, no Kubernetes)"
 	@echo "make test   - the whole suite: lint, types, layer contracts, generated-file drift, tests"
 	@echo "make crds   - regenerate crds/ from the API models"
+	@echo "make bench  - the cost and data-volume benchmark (root; installs bpftrace, matplotlib)"
 	@echo "make setup  - install packages, mount tracefs/bpffs, create .venv (run by the others)"
 
 setup:
@@ -32,3 +33,9 @@ crds: setup
 
 test: lint typecheck contracts
 	$(PY) -m pytest
+
+# The benchmark (a script, never a test): prints and writes bench/out/results.md + added_ns.png.
+bench: setup
+	@command -v bpftrace >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bpftrace >/dev/null)
+	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q matplotlib
+	$(PY) bench/bench.py

@@ -282,7 +282,9 @@ static __always_inline int match_arg(struct weir_scratch *sc, int op, int neg, i
 {
     int hit = 0;
     u64 v = sc->ints[arg & 7];
-    if (op == OP_INT_SET) {
+    if (op == OP_EQ) {
+        hit = v == (u64)value;
+    } else if (op == OP_INT_SET) {
         struct weir_intkey key = {.matcher = matcher, .value = v};
         hit = int_set.lookup(&key) != NULL;
     } else if (op == OP_GT) {

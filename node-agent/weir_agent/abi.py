@@ -58,6 +58,7 @@ class Op(enum.IntEnum):
     SADDR = 9
     DPORT = 10
     SPORT = 11
+    EQ = 12  # a single-value integer Equal/NotEqual: a constant compare, no map
 
 
 class Action(enum.IntEnum):

@@ -549,6 +549,9 @@ def _matcher(
             data, bits = abi.mapped16(network)
             seeds.addresses.append((matcher, data, 32 + bits))
         _ranges(seeds, matcher, parsed.ranges)
+    elif operator in {"Equal", "NotEqual"} and len(parsed.integers) == 1:
+        op = Op.EQ  # specialised: one value is a compare against a constant
+        flags.set(f"{prefix}_VAL", _int_literal(parsed.integers[0]))
     elif operator in {"Equal", "NotEqual"}:
         op = Op.INT_SET
         for value in parsed.integers:

@@ -32,6 +32,7 @@ class EventWriter:
         self.symbolizer = symbols.Symbolizer()
         self.written = 0
         self._exes: dict[int, str] = {}
+        self._learned: set[str] = set()
 
     def pump(self) -> int:
         """Drain every ring buffer once; returns how many events were handled."""
@@ -40,13 +41,17 @@ class EventWriter:
             return 0
         offset = time.time_ns() - time.monotonic_ns()
         lines: list[tuple[str, str]] = []
+        labels: dict[int, metadata.Labels] = {}  # per batch: one lookup per cgroup
         for item in batch:
             raw = item.raw
             exe = self._exe(raw.exe_hash)
-            if exe:
-                self.symbolizer.learn(exe)
             if item.user_frames:
+                if exe and exe not in self._learned:
+                    self._learned.add(exe)
+                    self.symbolizer.learn(exe)
                 self.symbolizer.learn_process(raw.pid)
+            if raw.cgroup not in labels:
+                labels[raw.cgroup] = self.resolver.labels(raw.cgroup)
             frames = [
                 self.symbolizer.frame(build_id, where)
                 if status == 1
@@ -57,19 +62,21 @@ class EventWriter:
                 item.program,
                 raw,
                 node=self.node,
-                labels=self.resolver.labels(raw.cgroup),
+                labels=labels[raw.cgroup],
                 exe=exe,
                 user_frames=frames,
                 kernel_frames=item.kernel_frames,
                 monotonic_to_unix_ns=offset,
             )
             lines.append((item.program.policy, events.line(event)))
-        for policy, text in lines:
-            if self.out is not None:
-                self.out.write(text)
-                self.core.add_exported(policy, events=len(text.encode()))
         if self.out is not None:
+            written: dict[str, int] = {}
+            for policy, text in lines:
+                self.out.write(text)
+                written[policy] = written.get(policy, 0) + len(text.encode())
             self.out.flush()
+            for policy, size in written.items():
+                self.core.add_exported(policy, events=size)
         self.written += len(lines)
         return len(lines)
 

@@ -12,6 +12,7 @@ when the action asked for them.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 from collections.abc import Sequence
 
@@ -26,10 +27,14 @@ FAMILIES = {2: "AF_INET", 10: "AF_INET6"}
 STRING_KINDS = {Kind.STR_PTR, Kind.STR_DATALOC, Kind.STR_INLINE, Kind.CHAR_BUF}
 
 
+@functools.lru_cache(maxsize=4)
+def _second(seconds: int) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def rfc3339(unix_ns: int) -> str:
     seconds, nanos = divmod(unix_ns, 1_000_000_000)
-    moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos:09d}Z"
+    return f"{_second(seconds)}.{nanos:09d}Z"
 
 
 def encode(

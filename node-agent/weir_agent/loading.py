@@ -189,6 +189,7 @@ def compile_and_load(program: Program) -> Loaded:
             failure: Exception | None = error
         else:
             failure = None
+    _trim_heap()  # clang's working memory is freed by now; give it back to the system
     if failure is not None:
         raise LoadError("compile", str(failure).splitlines()[0][:500], log_tail(compile_log[0]))
     compiled = time.monotonic()
@@ -221,6 +222,12 @@ def compile_and_load(program: Program) -> Loaded:
         result.close()
         raise LoadError("verify", f"seeding maps failed: {error}") from error
     return result
+
+
+def _trim_heap() -> None:
+    trim = getattr(_libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def abi_debug() -> int:
