@@ -16,7 +16,7 @@ setup:
 	@bash scripts/setup.sh
 
 run: setup
-	$(PY) -m weir_cli.main agent --policies examples/policies --report-file .weir/nodereport.json
+	$(PY) -m weir_cli.main agent --policies examples/policies --report-file .weir/nodereport.json --events-file .weir/events.jsonl
 
 lint: setup
 	$(PY) -m ruff check $(SRC) tests
