@@ -31,11 +31,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def bpf_program_names() -> list[str]:
+def bpf_program_ids() -> set[int]:
     out = subprocess.run(
         ["bpftool", "prog", "show", "--json"], capture_output=True, text=True, check=True
     )
-    return [p.get("name", "") for p in json.loads(out.stdout)]
+    return {int(p["id"]) for p in json.loads(out.stdout)}
 
 
 def scrape(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -174,14 +174,19 @@ def test_agent_serves_metrics_reloads_and_detaches_on_sigterm(
         assert samples["t_agent_opens_total"] == {(): 6.0}
         (policies / "more.yaml").unlink()
         wait_for(lambda: "t_agent_more_total" not in scrape(port), "policy removed")
-        assert "weir_program" in bpf_program_names()
+        ours = {
+            i
+            for p in json.loads(report_file.read_text())["status"]["policies"]
+            for program in p["programs"]
+            for i in program["programIds"]
+        }
+        assert len(ours) == 2 and ours <= bpf_program_ids()  # the stub and its program
     finally:
         agent.send_signal(signal.SIGTERM)
         output, _ = agent.communicate(timeout=60)
     assert agent.returncode == 0, output
     assert "all programs detached" in output
-    names = bpf_program_names()
-    assert "weir_program" not in names and "weir_stub" not in names
+    assert not ours & bpf_program_ids()  # detached and unloaded
 
 
 def test_check_verifies_every_example_and_the_kprobe_variants(kernel: None) -> None:

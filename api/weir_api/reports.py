@@ -38,6 +38,12 @@ class ProgramReport(Model):
         description="The verifier log's last lines (on failure; on success its summary).",
     )
     instructions: int = Field(default=0, ge=0, description="Instructions the verifier processed.")
+    program_ids: list[int] = Field(
+        default_factory=list,
+        max_length=4,
+        description="Kernel program ids (the hook's stub, then its current program), for "
+        "`bpftool prog show id N`.",
+    )
     translated_bytes: int = Field(default=0, ge=0, description="BPF bytecode size.")
     jited_bytes: int = Field(default=0, ge=0, description="JIT-compiled size.")
     compile_ms: float = Field(default=0.0, ge=0, description="Compile time (ms).")

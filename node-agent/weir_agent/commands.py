@@ -270,15 +270,12 @@ def agent(
                             problems.render(item.problems),
                         )
                 core.apply(parsed)
-            snapshots = core.snapshot()
-            report = reporting.build(
+            report = reporting.from_engine(
+                core,
                 node=node,
                 kernel=platform.release(),
                 headers=headers,
                 agent_version=version.VERSION,
-                states=core.policies,
-                snapshots=snapshots,
-                totals=core.savings(snapshots),
                 previous=previous,
             )
             if report != previous:

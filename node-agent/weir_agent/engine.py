@@ -423,6 +423,7 @@ def _running(hook: HookState) -> ProgramReport:
         state="attached",
         verifier_log=loaded.verifier_summary,
         instructions=loaded.instructions,
+        program_ids=[*loading.stub_program_ids(hook.stub), loaded.prog_id],
         translated_bytes=loaded.translated_bytes,
         jited_bytes=loaded.jited_bytes,
         compile_ms=round(loaded.compile_ms, 1),

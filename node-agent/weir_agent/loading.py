@@ -41,7 +41,7 @@ class LoadError(Exception):
     """A program failed in one phase; ``log`` holds the compiler's or verifier's words."""
 
     def __init__(self, phase: str, message: str, log: str = "") -> None:
-        super().__init__(message)
+        super().__init__(f"{phase} failed: {message}" + (f"\n{log}" if log else ""))
         self.phase = phase
         self.message = message
         self.log = log

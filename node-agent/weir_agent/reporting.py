@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping, Sequence
 
-from weir_agent.engine import HookSnapshot, PolicyState, PolicyTotals
+from weir_agent.engine import Engine, HookSnapshot, PolicyState, PolicyTotals
 from weir_api import problems
 from weir_api.meta import Condition
 from weir_api.policies import ObjectMeta
@@ -144,5 +144,28 @@ def build(
         headers=headers,
         agent_version=agent_version,
         policies=reports,
+        previous=previous,
+    )
+
+
+def from_engine(
+    core: Engine,
+    *,
+    node: str,
+    kernel: str,
+    headers: str,
+    agent_version: str,
+    previous: NodeReport | None,
+) -> NodeReport:
+    """The NodeReport for what the engine runs now (one read of the kernel maps)."""
+    snapshots = core.snapshot()
+    return build(
+        node=node,
+        kernel=kernel,
+        headers=headers,
+        agent_version=agent_version,
+        states=core.policies,
+        snapshots=snapshots,
+        totals=core.savings(snapshots),
         previous=previous,
     )
