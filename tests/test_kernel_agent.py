@@ -174,12 +174,14 @@ def test_agent_serves_metrics_reloads_and_detaches_on_sigterm(
         assert samples["t_agent_opens_total"] == {(): 6.0}
         (policies / "more.yaml").unlink()
         wait_for(lambda: "t_agent_more_total" not in scrape(port), "policy removed")
-        ours = {
-            i
-            for p in json.loads(report_file.read_text())["status"]["policies"]
-            for program in p["programs"]
-            for i in program["programIds"]
-        }
+
+        def program_ids() -> set[int] | None:
+            policies = json.loads(report_file.read_text())["status"]["policies"]
+            if [p["name"] for p in policies] != ["opens"]:
+                return None  # the report has not caught up with the removal yet
+            return {i for p in policies for prog in p["programs"] for i in prog["programIds"]}
+
+        ours = wait_for(program_ids, "the report without the removed policy")
         assert len(ours) == 2 and ours <= bpf_program_ids()  # the stub and its program
     finally:
         agent.send_signal(signal.SIGTERM)
