@@ -104,9 +104,8 @@ def _check_policy(
     from weir_agent import loading
 
     failed = 0
-    tracker = None
     if any(dict(p.flags).get("USE_EXE") for p in generated.programs):
-        tracker = loading.start_exec_tracker()
+        loading.exec_tracker()
     for program in generated.programs:
         try:
             loaded = loading.compile_and_load(program)
@@ -122,8 +121,6 @@ def _check_policy(
             f"{loaded.translated_bytes} bytes, compile {loaded.compile_ms:.0f} ms"
         )
         loaded.close()
-    if tracker is not None:
-        tracker.close()
     headers = loading.headers_state()
     if headers != "matching" and policy.spec.kprobes:
         print(

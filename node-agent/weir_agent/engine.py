@@ -244,7 +244,7 @@ class Engine:
     def _ensure_exec_tracker(self, plan: plans.Plan) -> None:
         needs = any(dict(p.flags).get("USE_EXE") for p in plan.load + plan.replace)
         if needs and self.exec_tracker is None:
-            self.exec_tracker = loading.start_exec_tracker()
+            self.exec_tracker = loading.exec_tracker()
 
     def _on_event(self, loaded: loading.Loaded, raw: loading.RawEvent) -> None:
         # Called inside consume_events, with the lock held: copy the stacks now.
@@ -302,9 +302,7 @@ class Engine:
         with self.lock:
             for name in list(self.policies):
                 self._unload_policy(name)
-            if self.exec_tracker is not None:
-                self.exec_tracker.close()
-                self.exec_tracker = None
+            self.exec_tracker = None  # shared by the process; see loading.exec_tracker
 
     # --- reading --------------------------------------------------------------------
     def snapshot(self) -> list[HookSnapshot]:

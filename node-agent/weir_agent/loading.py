@@ -22,6 +22,7 @@ import platform
 import re
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -413,8 +414,26 @@ class ExecTracker:
         self.module.cleanup()
 
 
+_tracker: ExecTracker | None = None
+_tracker_lock = threading.Lock()
+
+
+def exec_tracker() -> ExecTracker:
+    """The process's one exec tracker, started on first use and kept for its lifetime.
+
+    bcc registers shared tables (weir_exes) by name for the whole process; closing
+    the module that owns one leaves later ``extern`` users pointing at a dead map,
+    so the tracker is never closed while the process lives."""
+    global _tracker
+    with _tracker_lock:
+        if _tracker is None:
+            _tracker = start_exec_tracker()
+        return _tracker
+
+
 def start_exec_tracker(*, proc: Path = Path("/proc")) -> ExecTracker:
-    """Load exec.bpf.c (shared table weir_exes) and seed it from /proc/PID/exe."""
+    """Load exec.bpf.c (shared table weir_exes) and seed it from /proc/PID/exe.
+    Use ``exec_tracker()``: one per process."""
     source = str(codegen.BPF_DIR / codegen.EXEC_SOURCE)
     with _captured_stderr() as log:
         try:
