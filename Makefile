@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 SRC := api operator node-agent cli
 
-.PHONY: setup run test lint typecheck contracts crds bench help
+.PHONY: setup run test lint typecheck contracts crds bench kubesim help
 
 help:
 	@echo "make run    - start the node agent on examples/policies (standalone, no Kubernetes)"
@@ -39,3 +39,10 @@ bench: setup
 	@command -v bpftrace >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bpftrace >/dev/null)
 	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q matplotlib
 	$(PY) bench/bench.py
+
+# The test-only Kubernetes API emulator: make kubesim PORT=8080 KUBECONFIG_OUT=/tmp/kubeconfig
+PORT ?= 8080
+KUBECONFIG_OUT ?= $(CURDIR)/.weir/kubeconfig
+kubesim: setup
+	@mkdir -p $(dir $(KUBECONFIG_OUT))
+	cd tests && ../$(PY) -m kubesim --port $(PORT) --kubeconfig $(KUBECONFIG_OUT)
