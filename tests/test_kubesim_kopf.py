@@ -109,5 +109,6 @@ def test_kopf_create_update_delete_with_finalizers(cluster: Cluster, tmp_path: P
     assert runner.exception is None
     assert [e[0] for e in entries()] == ["create", "update", "delete"]
     assert time.monotonic() - started < 45, "no consistency-timeout stalls"
+    assert "Creation is processed: 1 succeeded" in runner.output  # the log is captured
     for symptom in ("inconsisten", "Timed out", "Request attempt", "Traceback"):
         assert symptom not in runner.output, runner.output
