@@ -516,17 +516,90 @@ def test_limit_continue_and_events_with_generate_name(cluster: Cluster) -> None:
     assert event.metadata.name.startswith("weir-") and len(event.metadata.name) > 5
 
 
+def test_server_side_apply_owns_fields_conflicts_and_dry_runs(cluster: Cluster) -> None:
+    # Server-side apply: the field manager owns what it applied (managedFields, FieldsV1);
+    # another manager changing an owned field conflicts (409) unless forced; fields a manager
+    # stops applying are removed; dryRun=All returns the result and stores nothing.
+    cluster.install()
+    example = str(EXAMPLES / "file-opens.yaml")
+    dry = cluster.kubectl("apply", "--server-side", "--dry-run=server", "-f", example)
+    assert "serverside-applied (server dry run)" in dry.stdout
+    assert cluster.kubectl("get", "wtp", "file-opens-etc", check=False).returncode != 0
+    cluster.kubectl("apply", "--server-side", "-f", example)
+    obj = json.loads(
+        cluster.kubectl(
+            "get", "wtp", "file-opens-etc", "-o", "json", "--show-managed-fields"
+        ).stdout
+    )
+    (entry,) = obj["metadata"]["managedFields"]
+    assert (entry["manager"], entry["operation"], entry["fieldsType"]) == (
+        "kubectl",
+        "Apply",
+        "FieldsV1",
+    )
+    assert "f:tracepoints" in entry["fieldsV1"]["f:spec"]
+    doc = yaml.safe_load(Path(example).read_text().split("---")[0])
+    doc["spec"]["tracepoints"][0]["event"] = "sys_enter_open"
+    other = cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=argocd",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(doc),
+        check=False,
+    )
+    assert other.returncode != 0 and 'conflict with "kubectl"' in other.stderr
+    cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=argocd",
+        "--force-conflicts",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(doc),
+    )
+    forced = json.loads(
+        cluster.kubectl(
+            "get", "wtp", "file-opens-etc", "-o", "json", "--show-managed-fields"
+        ).stdout
+    )
+    assert forced["spec"]["tracepoints"][0]["event"] == "sys_enter_open"
+    assert [e["manager"] for e in forced["metadata"]["managedFields"]] == ["argocd"]
+    doc["metadata"]["labels"] = {"team": "x"}
+    cluster.kubectl(
+        "apply", "--server-side", "--field-manager=argocd", "-f", "-", stdin=yaml.safe_dump(doc)
+    )
+    del doc["metadata"]["labels"]
+    cluster.kubectl(
+        "apply", "--server-side", "--field-manager=argocd", "-f", "-", stdin=yaml.safe_dump(doc)
+    )
+    final = json.loads(
+        cluster.kubectl(
+            "get", "wtp", "file-opens-etc", "-o", "json", "--show-managed-fields"
+        ).stdout
+    )
+    assert "labels" not in final["metadata"]  # no longer applied, owned by nobody else: removed
+    assert final["metadata"]["generation"] == 2
+
+
 def test_unimplemented_features_refuse_loudly(cluster: Cluster) -> None:
     # Where kubesim is not faithful it says so: 501 with a Status body, never a silent success.
     cluster.install()
-    applied = cluster.kubectl(
-        "apply", "--server-side", "-f", str(EXAMPLES / "file-opens.yaml"), check=False
+    cluster.kubectl("apply", "-f", str(EXAMPLES / "file-opens.yaml"))
+    status = cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--subresource=status",
+        "-f",
+        "-",
+        check=False,
+        stdin=yaml.safe_dump(cluster.policy("file-opens-etc") | {"status": {}}),
     )
-    assert applied.returncode != 0 and "does not implement server-side apply" in applied.stderr
-    dry = cluster.kubectl(
-        "apply", "--dry-run=server", "-f", str(EXAMPLES / "file-opens.yaml"), check=False
+    assert (
+        status.returncode != 0
+        and "does not implement server-side apply on subresources" in status.stderr
     )
-    assert dry.returncode != 0 and "does not implement dryRun" in dry.stderr
 
 
 def test_fault_injection_throttles_with_retry_after(cluster: Cluster) -> None:

@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from kubesim import patches, schemas, tables
-from kubesim.store import ApiError, ResourceType, Store
+from kubesim import applying, patches, schemas, tables
+from kubesim.store import ApiError, ResourceType, Store, now
 
 VERSION = {
     "major": "1",
@@ -278,8 +278,15 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(
                 404, "NotFound", f"the server could not find the requested resource ({sub})"
             )
-        if query.get("dryRun"):
-            raise ApiError(501, "NotImplemented", "kubesim does not implement dryRun")
+        if query.get("dryRun") not in (None, "All"):
+            raise ApiError(
+                400,
+                "BadRequest",
+                f"invalid dry run value {query['dryRun']!r}: only All is supported",
+            )
+        if query.get("dryRun") == "All" and method in {"POST", "PUT", "PATCH", "DELETE"}:
+            with store.dry_run():
+                return self._write(method, rtype, namespace, name, sub, query)
         if method == "GET" and name:
             with store.lock:
                 obj = store.get(rtype, namespace, name)
@@ -288,11 +295,22 @@ class Handler(BaseHTTPRequestHandler):
             if query.get("watch") in {"true", "1"}:
                 return self._watch(rtype, namespace, query)
             return self._list(rtype, namespace, query)
+        return self._write(method, rtype, namespace, name, sub, query)
+
+    def _manager(self, query: dict[str, str]) -> str:
+        agent = (self.headers.get("User-Agent") or "unknown").split("/")[0]
+        return query.get("fieldManager") or agent
+
+    def _write(self, method: str, rtype: ResourceType, namespace: str, name: str, sub: str,
+               query: dict[str, str]) -> None:  # fmt: skip
+        store = self.emulator.store
         if method == "POST" and not name:
             body = self._body()
             self._check_body(body, rtype, namespace)
             with store.lock:
                 obj, warnings = self._admit(rtype, body, query)
+                obj = applying.record_update(None, obj, manager=self._manager(query),
+                                             api_version=rtype.api_version, now=now())  # fmt: skip
                 created = store.create(rtype, namespace, obj)
             return self._send(201, created, headers=warnings)
         if method == "PUT" and name:
@@ -301,6 +319,14 @@ class Handler(BaseHTTPRequestHandler):
             with store.lock:
                 current = store.get(rtype, namespace, name)
                 obj, warnings = self._admit(rtype, body, query, subresource=sub, current=current)
+                if not sub:
+                    obj = applying.record_update(
+                        current,
+                        obj,
+                        manager=self._manager(query),
+                        api_version=rtype.api_version,
+                        now=now(),
+                    )
                 expected = (body.get("metadata") or {}).get("resourceVersion")
                 updated = store.update(
                     rtype, namespace, name, obj, subresource=sub, expected_rv=expected
@@ -312,7 +338,7 @@ class Handler(BaseHTTPRequestHandler):
             with store.lock:
                 deleted = store.delete(rtype, namespace, name)
             return self._send(200, deleted)
-        raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {path}")
+        raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {self.path}")
 
     def _target(self, path: str) -> tuple[ResourceType, str, str, str] | None:
         parts = path.strip("/").split("/")
@@ -483,11 +509,9 @@ class Handler(BaseHTTPRequestHandler):
     ) -> None:
         store = self.emulator.store
         kind = (self.headers.get("Content-Type") or "").split(";")[0].strip()
-        if kind == "application/apply-patch+yaml":
-            raise ApiError(
-                501, "NotImplemented", "kubesim does not implement server-side apply yet"
-            )
         body = self._body()
+        if kind == "application/apply-patch+yaml":
+            return self._apply(rtype, namespace, name, sub, query, body)
         with store.lock:
             current = store.get(rtype, namespace, name)
             try:
@@ -515,6 +539,14 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(422, "Invalid", "the patch did not produce an object")
             self._check_body(patched, rtype, namespace, name)
             obj, warnings = self._admit(rtype, patched, query, subresource=sub, current=current)
+            if not sub:
+                obj = applying.record_update(
+                    current,
+                    obj,
+                    manager=self._manager(query),
+                    api_version=rtype.api_version,
+                    now=now(),
+                )
             expected = (
                 (body.get("metadata") or {}).get("resourceVersion")
                 if isinstance(body, dict)
@@ -523,6 +555,45 @@ class Handler(BaseHTTPRequestHandler):
             updated = store.update(
                 rtype, namespace, name, obj, subresource=sub, expected_rv=expected
             )
+        self._send(200, updated, headers=warnings)
+
+    def _apply(self, rtype: ResourceType, namespace: str, name: str, sub: str, query: dict[str, str],
+               body: Any) -> None:  # fmt: skip
+        store = self.emulator.store
+        manager = query.get("fieldManager")
+        if not manager:
+            raise ApiError(
+                400,
+                "BadRequest",
+                "PATCH, application/apply-patch+yaml requires fieldManager to be set",
+            )
+        if sub:
+            raise ApiError(
+                501,
+                "NotImplemented",
+                "kubesim does not implement server-side apply on subresources",
+            )
+        self._check_body(body, rtype, namespace, name)
+        with store.lock:
+            try:
+                current = store.get(rtype, namespace, name)
+            except ApiError as error:
+                if error.code != 404:
+                    raise
+                current = None
+            try:
+                result = applying.apply(current, body, manager=manager, force=query.get("force") == "true",
+                                        api_version=rtype.api_version, now=now())  # fmt: skip
+            except applying.ApplyConflict as conflict:
+                raise ApiError(409, "Conflict", str(conflict), details={
+                    "name": name, "group": rtype.group, "kind": rtype.plural,
+                    "causes": [{"reason": "FieldManagerConflict", "message": f'conflict with "{m}"',
+                                "field": "." + ".".join(p)} for m, p in conflict.conflicts]}) from None  # fmt: skip
+            obj, warnings = self._admit(rtype, result, query)
+            if current is None:
+                obj["metadata"]["name"] = name
+                return self._send(201, store.create(rtype, namespace, obj), headers=warnings)
+            updated = store.update(rtype, namespace, name, obj)
         self._send(200, updated, headers=warnings)
 
     # --- reads ------------------------------------------------------------------------

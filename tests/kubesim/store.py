@@ -12,12 +12,14 @@ owner deletes its dependents (background garbage collection).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import datetime
 import threading
 import uuid
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 HISTORY = 5000  # watch events kept for resume; older resourceVersions get 410 Gone
@@ -130,6 +132,19 @@ class Store:
     def _bump(self, obj: dict[str, Any]) -> None:
         self.revision += 1
         obj["metadata"]["resourceVersion"] = str(self.revision)
+
+    @contextlib.contextmanager
+    def dry_run(self) -> Iterator[None]:
+        """Run writes for their result only (dryRun=All): every change is rolled back."""
+        with self.lock:
+            saved = (copy.deepcopy(self.objects), self.revision, list(self.history), self.first_revision,
+                     dict(self.types))  # fmt: skip
+            try:
+                yield
+            finally:
+                self.objects, self.revision, history, self.first_revision, self.types = saved
+                self.history.clear()
+                self.history.extend(history)
 
     def compact(self) -> None:
         """Forget the watch history (forces 410 for any resume): a test hook."""
