@@ -649,3 +649,55 @@ def test_python_dash_m_kubesim_writes_its_kubeconfig_and_stops_on_sigterm(tmp_pa
     finally:
         proc.terminate()
     assert proc.wait(timeout=10) == 0
+
+
+def test_fault_injection_drops_stalls_expires_and_pauses(cluster: Cluster) -> None:
+    # Reliability tests need the failures real clusters have: dropped watch connections,
+    # silent stalls, forced 410s, a paused server. /kubesim/faults sets them over HTTP.
+    def faults(**settings: object) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{cluster.port}/kubesim/faults",
+            method="POST",
+            data=json.dumps(settings).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    results: list[list[dict[str, Any]]] = []
+    watcher = threading.Thread(
+        target=lambda: results.append(
+            cluster.raw_watch("/api/v1/namespaces", resourceVersion="1", timeoutSeconds="30")
+        )
+    )
+    watcher.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    faults(dropWatches=True)
+    watcher.join(timeout=10)
+    assert not watcher.is_alive() and time.monotonic() - started < 5  # the stream ended early
+    faults(stallWatches=True)
+    stalled = cluster.raw_watch(
+        "/api/v1/namespaces",
+        resourceVersion=cluster.core.list_namespace().metadata.resource_version,
+        timeoutSeconds="1",
+        allowWatchBookmarks="true",
+    )
+    cluster.core.create_namespace({"metadata": {"name": "during-stall"}})
+    assert stalled == []  # not even bookmarks
+    faults(stallWatches=False)
+    resume = cluster.core.list_namespace().metadata.resource_version
+    faults(expireWatches=True)
+    (error,) = cluster.raw_watch("/api/v1/namespaces", resourceVersion=str(int(resume) - 1))
+    assert error["object"]["code"] == 410
+    faults(pause=True)
+    blocked: list[int] = []
+    caller = threading.Thread(
+        target=lambda: blocked.append(len(cluster.core.list_namespace().items))
+    )
+    caller.start()
+    time.sleep(0.5)
+    assert caller.is_alive()  # the request waits while the server is paused
+    faults(pause=False)  # over HTTP, while paused
+    caller.join(timeout=10)
+    assert blocked == [3]

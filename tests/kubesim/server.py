@@ -151,10 +151,11 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         self._raw_body = self.rfile.read(length) if length else b""
         faults = self.emulator.faults
-        faults.paused.wait()
-        if faults.latency:
-            time.sleep(faults.latency)
         url = urllib.parse.urlsplit(self.path)
+        if url.path != "/kubesim/faults":  # the fault endpoint itself is never paused
+            faults.paused.wait()
+            if faults.latency:
+                time.sleep(faults.latency)
         query = {
             k: v[-1] for k, v in urllib.parse.parse_qs(url.query, keep_blank_values=True).items()
         }
