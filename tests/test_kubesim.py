@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -619,33 +620,60 @@ def test_fault_injection_throttles_with_retry_after(cluster: Cluster) -> None:
     ]
 
 
-def test_python_dash_m_kubesim_writes_its_kubeconfig_and_stops_on_sigterm(tmp_path: Path) -> None:
+def test_python_dash_m_kubesim_serves_stops_on_sigterm_and_keeps_state(tmp_path: Path) -> None:
+    # The command-line server: writes its kubeconfig once it serves, stops on SIGTERM, and with
+    # --state-file comes back with the same objects (uid, resourceVersion) after a restart.
     port = free_port()
-    config = tmp_path / "kubeconfig"
+    config, state = tmp_path / "kubeconfig", tmp_path / "state.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
-    proc = subprocess.Popen(
-        [os.sys.executable, "-m", "kubesim", "--port", str(port), "--kubeconfig", str(config)],
-        env=env,
-    )
-    try:
+
+    def start() -> subprocess.Popen[bytes]:
+        config.unlink(missing_ok=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kubesim",
+                "--port",
+                str(port),
+                "--kubeconfig",
+                str(config),
+                "--state-file",
+                str(state),
+            ],
+            env=env,
+        )
         deadline = time.monotonic() + 20
         while not config.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        out = subprocess.run(
-            [
-                "kubectl",
-                f"--kubeconfig={config}",
-                f"--cache-dir={tmp_path / 'c'}",
-                "version",
-                "-o",
-                "json",
-            ],
+        return proc
+
+    def kubectl(*args: str) -> str:
+        return subprocess.run(
+            ["kubectl", f"--kubeconfig={config}", f"--cache-dir={tmp_path / 'c'}", *args],
             capture_output=True,
             text=True,
             timeout=30,
             check=True,
+        ).stdout
+
+    proc = start()
+    try:
+        assert json.loads(kubectl("version", "-o", "json"))["serverVersion"]["minor"] == "32"
+        kubectl("apply", "-f", str(ROOT / "crds"))
+        kubectl("apply", "-f", str(EXAMPLES / "segfaults.yaml"))
+        before = json.loads(kubectl("get", "wtp", "segfaults", "-o", "json"))["metadata"]
+    finally:
+        proc.terminate()
+    assert proc.wait(timeout=10) == 0
+    proc = start()
+    try:
+        after = json.loads(kubectl("get", "wtp", "segfaults", "-o", "json"))["metadata"]
+        assert (after["uid"], after["resourceVersion"]) == (
+            before["uid"],
+            before["resourceVersion"],
         )
-        assert json.loads(out.stdout)["serverVersion"]["minor"] == "32"
+        assert "segfaults" in kubectl("get", "war")
     finally:
         proc.terminate()
     assert proc.wait(timeout=10) == 0

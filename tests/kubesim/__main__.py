@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
@@ -19,8 +20,13 @@ def main() -> int:
     parser.add_argument(
         "--kubeconfig", type=Path, required=True, help="written once the server listens"
     )
+    parser.add_argument(
+        "--state-file", type=Path, help="load state from it at start, save it at stop"
+    )
     args = parser.parse_args()
-    server, _ = serve(args.port)
+    server, emulator = serve(args.port)
+    if args.state_file is not None and args.state_file.exists():
+        emulator.store.restore(json.loads(args.state_file.read_text()))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -29,6 +35,8 @@ def main() -> int:
     args.kubeconfig.write_text(kubeconfig(args.port))
     stop.wait()
     server.shutdown()
+    if args.state_file is not None:
+        args.state_file.write_text(json.dumps(emulator.store.dump()))
     return 0
 
 

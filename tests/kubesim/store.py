@@ -146,6 +146,33 @@ class Store:
                 self.history.clear()
                 self.history.extend(history)
 
+    def dump(self) -> dict[str, Any]:
+        """Everything needed to restart with the same objects and resourceVersions."""
+        with self.lock:
+            return {"revision": self.revision,
+                    "objects": [{"group": g, "plural": p, "object": o} for (g, p, _, _), o in self.objects.items()]}  # fmt: skip
+
+    def restore(self, state: dict[str, Any]) -> None:
+        with self.lock:
+            self.objects.clear()
+            crds = [
+                e
+                for e in state["objects"]
+                if (e["group"], e["plural"])
+                == ("apiextensions.k8s.io", "customresourcedefinitions")
+            ]
+            for entry in crds + [e for e in state["objects"] if e not in crds]:
+                obj = entry["object"]
+                if entry in crds:
+                    self._register_crd(obj)
+                meta = obj["metadata"]
+                self.objects[
+                    (entry["group"], entry["plural"], meta.get("namespace", ""), meta["name"])
+                ] = obj
+            self.revision = state["revision"]
+            self.history.clear()
+            self.first_revision = self.revision + 1  # a restarted server has no watch history
+
     def compact(self) -> None:
         """Forget the watch history (forces 410 for any resume): a test hook."""
         with self.lock:
