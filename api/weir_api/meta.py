@@ -63,6 +63,23 @@ class LabelSelector(Model):
         description="Requirements that must all hold.",
     )
 
+    def matches(self, labels: dict[str, str]) -> bool:
+        """Kubernetes label selector semantics (an empty selector matches everything)."""
+        if any(labels.get(k) != v for k, v in self.match_labels.items()):
+            return False
+        for requirement in self.match_expressions:
+            present = requirement.key in labels
+            value = labels.get(requirement.key)
+            if requirement.operator == "In" and value not in requirement.values:
+                return False
+            if requirement.operator == "NotIn" and present and value in requirement.values:
+                return False
+            if requirement.operator == "Exists" and not present:
+                return False
+            if requirement.operator == "DoesNotExist" and present:
+                return False
+        return True
+
 
 ConditionType = Literal["Ready", "Reconciling", "Stalled", "Degraded"]
 

@@ -27,6 +27,18 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--report-file", type=Path, help="write the NodeReport JSON here")
     agent.add_argument("--events-file", help="write JSON event lines here (- for stdout)")
     agent.add_argument("--node-name", help="this node's name (default: the hostname)")
+    agent.add_argument(
+        "--kubernetes",
+        action="store_true",
+        help="read policies from the operator's ConfigMaps, publish a NodeReport",
+    )
+    agent.add_argument("--namespace", default="weir-system", help="the operator's namespace")
+    agent.add_argument(
+        "--report-interval",
+        type=float,
+        default=10.0,
+        help="publish the NodeReport at most this often (seconds)",
+    )
     agent.add_argument("--interval", type=float, default=2.0, help="refresh seconds")
     agent.add_argument(
         "--no-table", action="store_true", help="log lines instead of the live table"

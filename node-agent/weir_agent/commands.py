@@ -20,6 +20,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from weir_api import documents, problems
 from weir_api.reports import NodeReport
@@ -33,14 +34,16 @@ def run(args: argparse.Namespace) -> int:
         return check(files=args.files, kernel=not args.no_kernel)
     if args.command == "render":
         return render(file=args.file)
-    if args.policies is None:
+    if (args.policies is None) == (not args.kubernetes):
         print(
-            "weir agent: give --policies DIR (Kubernetes mode arrives with the operator)",
-            file=sys.stderr,
+            "weir agent: give either --policies DIR (standalone) or --kubernetes", file=sys.stderr
         )
         return 2
     return agent(
         policies=args.policies,
+        kubernetes=args.kubernetes,
+        namespace=args.namespace,
+        report_interval=args.report_interval,
         metrics_addr=args.metrics_addr,
         report_file=args.report_file,
         events_file=args.events_file,
@@ -184,7 +187,10 @@ def render(*, file: Path) -> int:
 
 def agent(
     *,
-    policies: Path,
+    policies: Path | None,
+    kubernetes: bool = False,
+    namespace: str = "weir-system",
+    report_interval: float = 10.0,
     metrics_addr: str,
     report_file: Path | None,
     events_file: str | None,
@@ -207,7 +213,7 @@ def agent(
     )
     from weir_agent import table as tables
 
-    if not policies.is_dir():
+    if policies is not None and not policies.is_dir():
         print(f"weir agent: {policies} is not a directory", file=sys.stderr)
         return 2
     headers = loading.headers_state()
@@ -250,13 +256,23 @@ def agent(
     pump = threading.Thread(target=writer.run, args=(stop,), name="weir-events", daemon=True)
     pump.start()
     previous: NodeReport | None = None
-    seen: tuple[tuple[str, int, int], ...] | None = None
+    cluster = (
+        _Cluster.connect(namespace=namespace, node=node, report_interval=report_interval, stop=stop)
+        if kubernetes
+        else None
+    )
+    seen: object = None
     try:
         while not stop.is_set():
-            current = sources.fingerprint(policies)
+            not_targeted: dict[str, int] = {}
+            if cluster is not None:
+                current, parsed = cluster.poll()
+            else:
+                assert policies is not None
+                current = sources.fingerprint(policies)
+                parsed = sources.read_directory(policies) if current != seen else []
             if current != seen:
                 seen = current
-                parsed = sources.read_directory(policies)
                 for item in parsed:
                     if not item.ok:
                         log.warning(
@@ -266,6 +282,9 @@ def agent(
                             item.name,
                             problems.render(item.problems),
                         )
+                if cluster is not None:
+                    parsed, not_targeted = cluster.targeted(parsed)
+                    cluster.not_targeted = not_targeted
                 core.apply(parsed)
             report = reporting.from_engine(
                 core,
@@ -274,7 +293,10 @@ def agent(
                 headers=headers,
                 agent_version=version.VERSION,
                 previous=previous,
+                not_targeted=cluster.not_targeted if cluster is not None else None,
             )
+            if cluster is not None:
+                cluster.publisher.publish(report)
             if report != previous:
                 if report_file is not None:
                     _write_atomically(report_file, json.dumps(report.to_wire(), indent=2))
@@ -300,6 +322,88 @@ def agent(
         thread.join(timeout=5)
     log.info("stopped; all programs detached")
     return 0
+
+
+class _Cluster:
+    """Kubernetes mode: ConfigMap source, node labels and the NodeReport publisher."""
+
+    def __init__(
+        self,
+        *,
+        core: Any,
+        custom: Any,
+        namespace: str,
+        node: str,
+        report_interval: float,
+        stop: threading.Event,
+    ) -> None:
+        from weir_agent import publishing, watching
+
+        self.core = core
+        self.node = node
+        self.source = watching.ConfigMapSource(core=core, namespace=namespace)
+        self.publisher = publishing.NodeReportPublisher(
+            core=core, custom=custom, node=node, min_interval=report_interval
+        )
+        self.not_targeted: dict[str, int] = {}
+        self.labels: dict[str, str] = {}
+        threading.Thread(
+            target=self.source.run, args=(stop,), name="weir-configmaps", daemon=True
+        ).start()
+
+    @classmethod
+    def connect(
+        cls, *, namespace: str, node: str, report_interval: float, stop: threading.Event
+    ) -> _Cluster:
+        from kubernetes import client, config
+
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+            api = client.ApiClient()
+        else:
+            api = config.new_client_from_config(os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
+        return cls(
+            core=client.CoreV1Api(api),
+            custom=client.CustomObjectsApi(api),
+            namespace=namespace,
+            node=node,
+            report_interval=report_interval,
+            stop=stop,
+        )
+
+    def poll(self) -> tuple[object, list[documents.Parsed]]:
+        version, parsed = self.source.snapshot()
+        return ("configmaps", version, self._labels_version()), parsed
+
+    def _labels_version(self) -> tuple[tuple[str, str], ...]:
+        try:
+            labels = self.core.read_node(self.node).metadata.labels or {}
+        except Exception:  # no Node object (or the API is away): no labels
+            labels = {}
+        self.labels = dict(labels)
+        return tuple(sorted(self.labels.items()))
+
+    def targeted(
+        self, parsed: list[documents.Parsed]
+    ) -> tuple[list[documents.Parsed], dict[str, int]]:
+        """Drop policies whose nodeSelector excludes this node (and their rules)."""
+        from weir_api.policies import TracingPolicy
+
+        excluded: dict[str, int] = {}
+        for item in parsed:
+            selector = item.obj.spec.node_selector if isinstance(item.obj, TracingPolicy) else None
+            if selector is not None and not selector.matches(self.labels):
+                assert isinstance(item.obj, TracingPolicy)
+                excluded[item.name] = item.obj.metadata.generation
+        from weir_api.aggregations import AggregationRule
+
+        def excluded_item(item: documents.Parsed) -> bool:
+            if isinstance(item.obj, AggregationRule):
+                return item.obj.spec.policy_ref.name in excluded
+            return item.kind == "TracingPolicy" and item.name in excluded
+
+        kept = [item for item in parsed if not excluded_item(item)]
+        return kept, excluded
 
 
 def _write_atomically(path: Path, text: str) -> None:

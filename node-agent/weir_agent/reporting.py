@@ -133,10 +133,17 @@ def build(
     snapshots: Sequence[HookSnapshot],
     totals: Mapping[str, PolicyTotals],
     previous: NodeReport | None,
+    not_targeted: Mapping[str, int] | None = None,
 ) -> NodeReport:
     reports = [
         policy_report(state, [h for h in snapshots if h.policy == name], totals[name])
         for name, state in sorted(states.items())
+    ]
+    reports += [
+        PolicyReport(
+            name=name, generation=generation, running_generation=generation, state="NotTargeted"
+        )
+        for name, generation in sorted((not_targeted or {}).items())
     ]
     return node_report(
         node=node,
@@ -156,10 +163,12 @@ def from_engine(
     headers: str,
     agent_version: str,
     previous: NodeReport | None,
+    not_targeted: Mapping[str, int] | None = None,
 ) -> NodeReport:
     """The NodeReport for what the engine runs now (one read of the kernel maps)."""
     snapshots = core.snapshot()
     return build(
+        not_targeted=not_targeted,
         node=node,
         kernel=kernel,
         headers=headers,

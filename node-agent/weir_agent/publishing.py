@@ -1,0 +1,85 @@
+"""Kubernetes mode: this node's NodeReport, published when it changed.
+
+One NodeReport per node, named after it and owned by its Node when the Node
+exists, written only by that node's agent: created once, then its status is
+replaced through ``/status`` when the report differs from the last one
+published, at most once per ``min_interval`` seconds. Failures are logged and
+retried on the next round; the programs keep running either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from kubernetes import client as k8s
+
+from weir_api import GROUP, VERSION
+from weir_api.reports import NodeReport
+
+log = logging.getLogger("weir.agent")
+
+
+class NodeReportPublisher:
+    def __init__(
+        self, *, core: k8s.CoreV1Api, custom: k8s.CustomObjectsApi, node: str, min_interval: float
+    ) -> None:
+        self.core = core
+        self.custom = custom
+        self.node = node
+        self.min_interval = min_interval
+        self.published: NodeReport | None = None
+        self.published_at = 0.0
+        self.created = False
+        self.writes = 0
+
+    def _ensure(self) -> None:
+        if self.created:
+            return
+        body: dict[str, object] = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "NodeReport",
+            "metadata": {"name": self.node},
+            "spec": {"nodeName": self.node},
+        }
+        try:
+            node: Any = self.core.read_node(self.node)
+            body["metadata"] = {
+                "name": self.node,
+                "ownerReferences": [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Node",
+                        "name": self.node,
+                        "uid": node.metadata.uid,
+                    }
+                ],
+            }
+        except k8s.ApiException as error:
+            if error.status != 404:
+                raise
+        try:
+            self.custom.create_cluster_custom_object(GROUP, VERSION, "nodereports", body)
+        except k8s.ApiException as error:
+            if error.status != 409:
+                raise
+        self.created = True
+
+    def publish(self, report: NodeReport) -> bool:
+        """Write the report if it changed and the interval allows; True when written."""
+        if report == self.published or time.monotonic() - self.published_at < self.min_interval:
+            return False
+        try:
+            self._ensure()
+            status = report.status.to_wire() if report.status else {}
+            self.custom.patch_cluster_custom_object_status(
+                GROUP, VERSION, "nodereports", self.node, {"status": status}
+            )
+        except Exception as error:
+            log.warning("publishing NodeReport %s failed: %s; will retry", self.node, error)
+            self.created = False
+            return False
+        self.published, self.published_at = report, time.monotonic()
+        self.writes += 1
+        return True

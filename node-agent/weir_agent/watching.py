@@ -1,0 +1,89 @@
+"""Kubernetes mode: the policy ConfigMaps of the agent's namespace, watched.
+
+Only ConfigMaps labelled ``weir.dev/policy`` in one namespace are read (the
+agent needs no cluster-wide access to the CRDs). A list gives the starting
+point and a resourceVersion; a watch follows from there; a 410 Gone relists.
+When the API server is unreachable the last known set stays in force (the
+programs keep running) and the watch retries with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import watch as k8s_watch
+
+from weir_api import documents
+
+LABEL = "weir.dev/policy"
+log = logging.getLogger("weir.agent")
+
+
+class ConfigMapSource:
+    def __init__(self, *, core: k8s.CoreV1Api, namespace: str) -> None:
+        self.core = core
+        self.namespace = namespace
+        self.lock = threading.Lock()
+        self.texts: dict[str, str] = {}
+        self.version = 0  # bumps whenever the set of texts changes
+        self.synced = threading.Event()
+
+    def _set(self, name: str, text: str | None) -> None:
+        with self.lock:
+            if text is None:
+                if self.texts.pop(name, None) is not None:
+                    self.version += 1
+            elif self.texts.get(name) != text:
+                self.texts[name] = text
+                self.version += 1
+
+    def snapshot(self) -> tuple[int, list[documents.Parsed]]:
+        with self.lock:
+            version, texts = self.version, dict(self.texts)
+        parsed = []
+        for name, text in sorted(texts.items()):
+            parsed.extend(documents.parse_text(text, source=f"configmap/{self.namespace}/{name}"))
+        return version, parsed
+
+    @staticmethod
+    def _text(item: Any) -> str:
+        return str((item.data or {}).get("policy.yaml", ""))
+
+    def run(self, stop: threading.Event) -> None:
+        backoff = 1.0
+        while not stop.is_set():
+            try:
+                listed: Any = self.core.list_namespaced_config_map(
+                    self.namespace, label_selector=LABEL
+                )
+                names = {item.metadata.name for item in listed.items}
+                for item in listed.items:
+                    self._set(item.metadata.name, self._text(item))
+                for gone in set(self.texts) - names:
+                    self._set(gone, None)
+                self.synced.set()
+                backoff = 1.0
+                watcher: Any = k8s_watch.Watch()  # type: ignore[no-untyped-call]
+                for event in watcher.stream(
+                    self.core.list_namespaced_config_map,
+                    self.namespace,
+                    label_selector=LABEL,
+                    resource_version=listed.metadata.resource_version,
+                    timeout_seconds=30,
+                ):
+                    if stop.is_set():
+                        watcher.stop()
+                        break
+                    item = event["object"]
+                    if event["type"] == "ERROR":
+                        break  # e.g. 410 Gone: relist
+                    self._set(
+                        item.metadata.name, None if event["type"] == "DELETED" else self._text(item)
+                    )
+            except Exception as error:  # the API server may be away: keep what runs, retry
+                log.warning("policy source: %s; retrying in %.0fs", error, backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)

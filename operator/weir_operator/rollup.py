@@ -1,0 +1,277 @@
+"""NodeReports → TracingPolicy and AggregationRule status. Pure.
+
+For a policy of generation G, each node that reports it counts as:
+ready (running G, every program attached), failed (G failed to compile, verify
+or attach there: the previous version keeps running), pending (not at G yet, or
+not reporting the policy), or not targeted (its nodeSelector excludes the node).
+Conditions follow Kubernetes conventions, each with observedGeneration G:
+
+- Stalled: the spec is invalid (field path and message); nothing is rendered.
+- Ready: every targeted node runs G.
+- Reconciling: some targeted nodes are not at G yet.
+- Degraded: some nodes failed; the message names how many and the first failure
+  in the verifier's own words.
+
+A condition keeps its lastTransitionTime while its status stays the same, so an
+unchanged roll-up is byte-identical and is not written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from weir_api import limits
+from weir_api.meta import Condition
+from weir_api.problems import Problem
+from weir_api.reports import NodeReport, PolicyReport
+from weir_api.statuses import (
+    AggregationRuleStatus,
+    FailingNode,
+    NodeCounts,
+    Savings,
+    TracingPolicyStatus,
+)
+
+
+def _percent(ratio: float) -> str:
+    return "100%" if ratio >= 1.0 else f"{min(ratio * 100, 99.99):.2f}%"
+
+
+def _condition(
+    type_: str,
+    true: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    now: str,
+    previous: Sequence[Condition],
+) -> Condition:
+    status = "True" if true else "False"
+    since = next(
+        (c.last_transition_time for c in previous if c.type == type_ and c.status == status), now
+    )
+    return Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message[: limits.MAX_MESSAGE],
+        observed_generation=generation,
+        last_transition_time=since,
+    )
+
+
+def _count(
+    name: str, generation: int, reports: Sequence[NodeReport]
+) -> tuple[NodeCounts, list[FailingNode], list[PolicyReport]]:
+    counts = NodeCounts()
+    failing: list[FailingNode] = []
+    current: list[PolicyReport] = []
+    for report in sorted(reports, key=lambda r: r.metadata.name):
+        status = report.status
+        mine = next((p for p in status.policies if p.name == name), None) if status else None
+        if mine is not None and mine.state == "NotTargeted":
+            continue
+        counts.targeted += 1
+        if mine is None or mine.generation < generation:
+            counts.pending += 1
+            continue
+        current.append(mine)
+        if mine.state == "Failed":
+            counts.failed += 1
+            program = next((p for p in mine.programs if p.state == "failed"), None)
+            if len(failing) < limits.MAX_FAILING_NODES:
+                failing.append(
+                    FailingNode(
+                        node=report.metadata.name,
+                        hook=program.hook if program else "",
+                        phase=(program.failure_phase or "compile") if program else "compile",
+                        message=program.message if program else "",
+                        verifier_log=program.verifier_log if program else "",
+                    )
+                )
+        elif mine.state == "Ready" and mine.running_generation >= generation:
+            counts.ready += 1
+        else:
+            counts.pending += 1
+    counts.summary = f"{counts.ready}/{counts.targeted}"
+    return counts, failing, current
+
+
+def policy_status(
+    *,
+    name: str,
+    generation: int,
+    problems: Sequence[Problem],
+    reports: Sequence[NodeReport],
+    previous: TracingPolicyStatus | None,
+    now: str,
+) -> TracingPolicyStatus:
+    before = previous.conditions if previous else []
+    counts, failing, _ = _count(name, generation, reports)
+    totals = Savings()
+    for report in reports:  # savings count every node's running version, current or not
+        mine = (
+            next((p for p in report.status.policies if p.name == name), None)
+            if report.status
+            else None
+        )
+        if mine is not None:
+            for field in (
+                "observed",
+                "matched",
+                "posted",
+                "aggregated",
+                "dropped",
+                "raw_bytes",
+                "exported_bytes",
+            ):
+                setattr(totals, field, getattr(totals, field) + getattr(mine.savings, field))
+    if totals.raw_bytes:
+        totals.saved_ratio = round(
+            max(0.0, min(1.0, 1 - totals.exported_bytes / totals.raw_bytes)), 6
+        )
+        totals.saved = _percent(totals.saved_ratio)
+    stalled = bool(problems)
+    text = "; ".join(str(p) for p in problems[:5])
+    first = failing[0] if failing else None
+    degraded_message = ""
+    if first is not None:
+        words = (first.verifier_log.strip().splitlines() or [first.message])[-1]
+        degraded_message = (
+            f"{counts.failed} of {counts.targeted} nodes failed; first: node {first.node} "
+            f"{first.hook} {first.phase}: {first.message}: {words}"
+        )
+    if stalled:
+        ready_reason, ready_message = "InvalidSpec", text
+    elif counts.targeted == 0:
+        ready_reason, ready_message = "NoNodes", "no node reports this policy yet"
+    elif counts.ready == counts.targeted:
+        ready_reason, ready_message = (
+            "AllNodesReady",
+            f"{counts.ready} nodes run generation {generation}",
+        )
+    elif counts.failed:
+        ready_reason, ready_message = "NodesFailed", degraded_message
+    else:
+        ready_reason, ready_message = (
+            "NodesPending",
+            f"{counts.pending} of {counts.targeted} nodes pending",
+        )
+    conditions = [
+        _condition(
+            "Ready",
+            not stalled and counts.targeted > 0 and counts.ready == counts.targeted,
+            ready_reason,
+            ready_message,
+            generation,
+            now,
+            before,
+        ),
+        _condition(
+            "Reconciling",
+            not stalled and counts.pending > 0,
+            "NodesPending" if counts.pending else "Settled",
+            f"{counts.pending} of {counts.targeted} nodes not at generation {generation}"
+            if counts.pending
+            else "",
+            generation,
+            now,
+            before,
+        ),
+        _condition(
+            "Degraded",
+            counts.failed > 0,
+            "NodesFailed" if counts.failed else "NoFailures",
+            degraded_message,
+            generation,
+            now,
+            before,
+        ),
+        _condition(
+            "Stalled",
+            stalled,
+            "InvalidSpec" if stalled else "ValidSpec",
+            text,
+            generation,
+            now,
+            before,
+        ),
+    ]
+    return TracingPolicyStatus(
+        observed_generation=generation,
+        conditions=conditions,
+        nodes=counts,
+        failing_nodes=failing,
+        savings=totals,
+    )
+
+
+def rule_status(
+    *,
+    name: str,
+    policy: str,
+    generation: int,
+    policy_generation: int | None,
+    problems: Sequence[Problem],
+    reports: Sequence[NodeReport],
+    previous: AggregationRuleStatus | None,
+    now: str,
+) -> AggregationRuleStatus:
+    before = previous.conditions if previous else []
+    stalled = bool(problems)
+    text = "; ".join(str(p) for p in problems[:5])
+    counts = NodeCounts(summary="0/0")
+    series = overflow = 0
+    if policy_generation is not None:
+        counts, _, current = _count(policy, policy_generation, reports)
+        for report in current:
+            for aggregation in report.aggregations:
+                if aggregation.name == name:
+                    series += aggregation.series
+                    overflow += aggregation.overflow_events
+    ready = not stalled and counts.targeted > 0 and counts.ready == counts.targeted
+    conditions = [
+        _condition(
+            "Ready",
+            ready,
+            "InvalidSpec" if stalled else "AllNodesReady" if ready else "NodesPending",
+            text or counts.summary,
+            generation,
+            now,
+            before,
+        ),
+        _condition(
+            "Reconciling",
+            not stalled and counts.pending > 0,
+            "NodesPending" if counts.pending else "Settled",
+            "",
+            generation,
+            now,
+            before,
+        ),
+        _condition(
+            "Degraded",
+            counts.failed > 0,
+            "NodesFailed" if counts.failed else "NoFailures",
+            "",
+            generation,
+            now,
+            before,
+        ),
+        _condition(
+            "Stalled",
+            stalled,
+            "InvalidSpec" if stalled else "ValidSpec",
+            text,
+            generation,
+            now,
+            before,
+        ),
+    ]
+    return AggregationRuleStatus(
+        observed_generation=generation,
+        conditions=conditions,
+        nodes=counts,
+        series=series,
+        overflow_events=overflow,
+    )

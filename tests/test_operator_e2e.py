@@ -1,0 +1,299 @@
+"""End to end on kubesim with real components: the real kubectl applies the CRDs and a
+policy, the kopf operator renders and rolls up, one real agent (real BPF, node n1) runs
+the programs and publishes its NodeReport, and the policy's status says so."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kopf.testing import KopfRunner
+from kubernetes import client as k8s
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import ROOT
+from test_kubesim import GROUP, VERSION, Cluster
+
+NS = "weir-system"
+HANDLERS = ROOT / "operator" / "weir_operator" / "handlers.py"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(predicate, what: str, timeout: float = 60.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except (k8s.ApiException, OSError, KeyError, ValueError) as error:
+            last = error
+        else:
+            if last:
+                return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def opens_policy(name: str, prefix: str, *, generation_bump: str = "") -> str:
+    policy = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TracingPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "tracepoints": [
+                {
+                    "subsystem": "syscalls",
+                    "event": "sys_enter_openat",
+                    "args": [{"field": "filename", "type": "filename", "label": "path"}],
+                    "selectors": [
+                        {
+                            "matchArgs": [
+                                {
+                                    "label": "path",
+                                    "operator": "Prefix",
+                                    "values": [prefix]
+                                    + ([generation_bump] if generation_bump else []),
+                                }
+                            ],
+                            "matchActions": [{"action": "NoPost"}],
+                        }
+                    ],
+                }
+            ]
+        },
+    }
+    rule = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "AggregationRule",
+        "metadata": {"name": name},
+        "spec": {
+            "policyRef": {"name": name},
+            "groupBy": ["namespace", "pod", "container"],
+            "metric": {"name": "weir_e2e_opens", "help": "opens in the e2e test"},
+        },
+    }
+    return yaml.safe_dump_all([policy, rule])
+
+
+@pytest.fixture
+def stack(
+    kernel: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, Any]]:
+    cluster = Cluster(tmp_path)
+    cluster.install()
+    cluster.core.create_namespace({"metadata": {"name": NS}})
+    cluster.core.create_node(
+        {"metadata": {"name": "n1", "labels": {"kubernetes.io/hostname": "n1"}}}
+    )
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    monkeypatch.setenv("WEIR_NAMESPACE", NS)
+    monkeypatch.setenv("WEIR_ROLLUP_SECONDS", "0.5")
+    metrics = free_port()
+    agent = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "weir_cli.main",
+            "agent",
+            "--kubernetes",
+            "--node-name",
+            "n1",
+            "--namespace",
+            NS,
+            "--interval",
+            "0.3",
+            "--report-interval",
+            "0.3",
+            "--metrics-addr",
+            f"127.0.0.1:{metrics}",
+        ],
+        cwd=ROOT,
+        env={**os.environ},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    data = Path("/tmp") / f"weir-e2e-{uuid.uuid4().hex[:10]}"
+    data.mkdir()
+    (data / "f").write_text("x")
+    with KopfRunner(["run", "-A", "--standalone", str(HANDLERS)], timeout=120) as runner:
+        yield {
+            "cluster": cluster,
+            "agent": agent,
+            "metrics": metrics,
+            "data": data,
+            "runner": runner,
+        }
+        agent.send_signal(signal.SIGTERM)
+        output, _ = agent.communicate(timeout=60)
+        assert agent.returncode == 0, output
+    (data / "f").unlink()
+    data.rmdir()
+    cluster.close()
+
+
+def scrape(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(c for c in obj.get("status", {}).get("conditions", []) if c["type"] == kind)
+
+
+def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
+    cluster: Cluster = stack["cluster"]
+    data: Path = stack["data"]
+    cluster.kubectl("apply", "-f", "-", stdin=opens_policy("opens", f"{data}/"))
+    assert (
+        "condition met"
+        in cluster.kubectl(
+            "wait", "--for=condition=Ready", "tracingpolicy/opens", "--timeout=50s"
+        ).stdout
+    )
+    configmap = cluster.core.read_namespaced_config_map("weir-policy-opens", NS)
+    assert configmap.metadata.labels["weir.dev/policy"] == "opens"
+    assert configmap.metadata.owner_references[0].kind == "TracingPolicy"
+    for _ in range(7):
+        (data / "f").read_text()
+    samples = wait_for(
+        lambda: (
+            (s := scrape(stack["metrics"]))
+            .get("weir_e2e_opens_total", {})
+            .get((("container", ""), ("namespace", ""), ("pod", "")))
+            == 7.0
+            and s
+        ),
+        "7 opens counted",
+    )
+    assert samples["weir_e2e_opens_total"] == {
+        (("container", ""), ("namespace", ""), ("pod", "")): 7.0
+    }
+    row = wait_for(
+        lambda: (
+            (line := cluster.kubectl("get", "tracingpolicies").stdout.splitlines()[1].split())
+            and line[3].endswith("%")
+            and line
+        ),
+        "a SAVED percentage",
+    )
+    assert row[:3] == ["opens", "True", "1/1"]
+    report = cluster.custom.get_cluster_custom_object(GROUP, VERSION, "nodereports", "n1")
+    assert report["metadata"]["ownerReferences"][0]["kind"] == "Node"
+    # An edit bumps the generation; Ready follows observedGeneration and counting goes on.
+    cluster.kubectl(
+        "apply", "-f", "-", stdin=opens_policy("opens", f"{data}/", generation_bump=f"{data}/zz")
+    )
+    wait_for(
+        lambda: (
+            (p := cluster.get_policy("opens"))["status"].get("observedGeneration") == 2
+            and condition(p, "Ready")["status"] == "True"
+        ),
+        "Ready at generation 2",
+    )
+    for _ in range(3):
+        (data / "f").read_text()
+    wait_for(
+        lambda: (
+            scrape(stack["metrics"])["weir_e2e_opens_total"][
+                (("container", ""), ("namespace", ""), ("pod", ""))
+            ]
+            == 10.0
+        ),
+        "10 opens across the swap",
+    )
+    # A policy that cannot run on this node is Degraded, in the engine's words.
+    kprobe = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TracingPolicy",
+        "metadata": {"name": "kprobe"},
+        "spec": {
+            "kprobes": [
+                {
+                    "call": "tcp_sendmsg",
+                    "args": [{"index": 2, "type": "size_t"}],
+                    "selectors": [{"matchActions": [{"action": "NoPost"}]}],
+                }
+            ]
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(kprobe))
+    degraded = wait_for(
+        lambda: (
+            (p := cluster.get_policy("kprobe")).get("status")
+            and condition(p, "Degraded")["status"] == "True"
+            and p
+        ),
+        "Degraded",
+    )
+    assert "1 of 1 nodes failed" in condition(degraded, "Degraded")["message"]
+    assert degraded["status"]["failingNodes"][0]["node"] == "n1"
+    assert condition(degraded, "Ready")["status"] == "False"
+    # An invalid policy is Stalled and renders nothing.
+    invalid = (
+        opens_policy("invalid", f"{data}/")
+        .split("---")[0]
+        .replace("operator: Prefix", "operator: GT")
+    )
+    cluster.kubectl("apply", "-f", "-", stdin=invalid)
+    stalled = wait_for(
+        lambda: (
+            (p := cluster.get_policy("invalid")).get("status")
+            and condition(p, "Stalled")["status"] == "True"
+            and p
+        ),
+        "Stalled",
+    )
+    assert "GT does not apply to 'path'" in condition(stalled, "Stalled")["message"]
+    with pytest.raises(k8s.ApiException):
+        cluster.core.read_namespaced_config_map("weir-policy-invalid", NS)
+    # Deleting the policy deletes its ConfigMap and the agent detaches its programs.
+    ids = {
+        i
+        for p in report["status"]["policies"]
+        if p["name"] == "opens"
+        for program in p["programs"]
+        for i in program["programIds"]
+    }
+    assert len(ids) == 2
+    cluster.kubectl("delete", "tracingpolicy", "opens", "--timeout=60s")
+    wait_for(lambda: _gone(cluster), "the ConfigMap collected")
+
+    def detached() -> bool:
+        out = subprocess.run(
+            ["bpftool", "prog", "show", "--json"], capture_output=True, text=True, check=True
+        )
+        return not ids & {int(p["id"]) for p in json.loads(out.stdout)}
+
+    wait_for(detached, "the programs detached")
+
+
+def _gone(cluster: Cluster) -> bool:
+    try:
+        cluster.core.read_namespaced_config_map("weir-policy-opens", NS)
+    except k8s.ApiException as error:
+        return error.status == 404
+    return False
