@@ -1,0 +1,173 @@
+"""The operator's pure parts: rendering ConfigMaps and rolling NodeReports up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from conftest import EXAMPLES
+from weir_api import documents
+from weir_api.aggregations import AggregationRule
+from weir_api.policies import ObjectMeta, TracingPolicy
+from weir_api.problems import Problem
+from weir_api.reports import (
+    NodeReport,
+    NodeReportSpec,
+    NodeReportStatus,
+    PolicyReport,
+    ProgramReport,
+)
+from weir_api.statuses import Savings
+from weir_operator import rendering, rollup
+
+
+def example(path: Path) -> tuple[TracingPolicy, list[AggregationRule]]:
+    parsed = documents.parse_text(path.read_text(), source=path.name)
+    policy = next(p.obj for p in parsed if isinstance(p.obj, TracingPolicy))
+    return policy, [p.obj for p in parsed if isinstance(p.obj, AggregationRule)]
+
+
+def test_rendered_configmap_round_trips_and_is_stable() -> None:
+    policy, rules = example(EXAMPLES / "file-opens.yaml")
+    policy.metadata.uid, policy.metadata.generation = "u-1", 3
+    cm = rendering.render(policy, rules, namespace="weir-system")
+    assert cm["metadata"]["name"] == "weir-policy-file-opens-etc"
+    assert cm["metadata"]["labels"]["weir.dev/policy"] == "file-opens-etc"
+    assert cm["metadata"]["annotations"]["weir.dev/generation"] == "3"
+    assert cm["metadata"]["ownerReferences"][0] | {} == {
+        "apiVersion": "weir.dev/v1alpha1",
+        "kind": "TracingPolicy",
+        "name": "file-opens-etc",
+        "uid": "u-1",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    parsed = documents.parse_text(cm["data"]["policy.yaml"], source="cm")
+    assert [(p.kind, p.name, p.ok) for p in parsed] == [
+        ("TracingPolicy", "file-opens-etc", True),
+        ("AggregationRule", "file-opens-etc", True),
+    ]
+    assert parsed[0].obj.spec == policy.spec  # type: ignore[union-attr]
+    again = rendering.render(policy, list(reversed(rules)), namespace="weir-system")
+    assert rendering.unchanged(again, cm)
+    policy.metadata.generation = 4
+    assert not rendering.unchanged(rendering.render(policy, rules, namespace="weir-system"), cm)
+    assert not rendering.unchanged(None, cm)
+    assert yaml.safe_load_all(cm["data"]["policy.yaml"])
+
+
+def node(
+    name: str,
+    *,
+    state: str = "Ready",
+    generation: int = 2,
+    running: int = 2,
+    failure: str = "",
+    savings: Savings | None = None,
+) -> NodeReport:
+    programs = [
+        ProgramReport(
+            hook="tracepoint:a:b",
+            state="failed" if failure else "attached",
+            failure_phase="verify" if failure else None,
+            message="Permission denied" if failure else "",
+            verifier_log=failure,
+        )
+    ]
+    policy = PolicyReport(
+        name="p",
+        generation=generation,
+        running_generation=running,
+        state=state,  # type: ignore[arg-type]
+        programs=programs,
+        savings=savings or Savings(),
+    )
+    return NodeReport(
+        metadata=ObjectMeta(name=name),
+        spec=NodeReportSpec(node_name=name),
+        status=NodeReportStatus(policies=[policy]),
+    )
+
+
+def test_rollup_of_200_nodes_is_correct_and_bounded() -> None:
+    reports = [
+        node(f"n{i:03}", savings=Savings(observed=100, raw_bytes=1000, exported_bytes=10))
+        for i in range(170)
+    ]
+    reports += [
+        node(f"f{i:03}", state="Failed", running=1, failure=f"R1 invalid mem access 'scalar' ({i})")
+        for i in range(20)
+    ]
+    reports += [node(f"p{i:03}", generation=1, running=1) for i in range(8)]
+    reports += [
+        node("x1", state="NotTargeted"),
+        NodeReport(metadata=ObjectMeta(name="silent"), spec=NodeReportSpec(node_name="silent")),
+    ]
+    status = rollup.policy_status(
+        name="p",
+        generation=2,
+        problems=[],
+        reports=reports,
+        previous=None,
+        now="2026-01-01T00:00:00Z",
+    )
+    counts = status.nodes
+    assert (counts.targeted, counts.ready, counts.failed, counts.pending, counts.summary) == (
+        199,
+        170,
+        20,
+        9,
+        "170/199",
+    )
+    assert len(status.failing_nodes) == 10 and status.failing_nodes[0].node == "f000"
+    assert status.failing_nodes[0].verifier_log == "R1 invalid mem access 'scalar' (0)"
+    conditions = {c.type: c for c in status.conditions}
+    assert conditions["Ready"].status == "False" and conditions["Ready"].reason == "NodesFailed"
+    assert conditions["Reconciling"].status == "True" and conditions["Degraded"].status == "True"
+    assert conditions["Degraded"].message.startswith(
+        "20 of 199 nodes failed; first: node f000 tracepoint:a:b verify"
+    )
+    assert conditions["Degraded"].message.endswith("R1 invalid mem access 'scalar' (0)")
+    assert conditions["Stalled"].status == "False"
+    assert all(c.observed_generation == 2 for c in status.conditions)
+    assert (status.savings.observed, status.savings.raw_bytes, status.savings.exported_bytes) == (
+        17000,
+        170000,
+        1700,
+    )
+    assert (status.savings.saved_ratio, status.savings.saved) == (0.99, "99.00%")
+    later = rollup.policy_status(
+        name="p",
+        generation=2,
+        problems=[],
+        reports=reports,
+        previous=status,
+        now="2026-01-01T00:05:00Z",
+    )
+    assert later == status  # unchanged input: identical status, transition times kept, no write
+
+
+def test_rollup_ready_stalled_and_transitions() -> None:
+    ready = rollup.policy_status(
+        name="p", generation=2, problems=[], reports=[node("n1")], previous=None, now="t1"
+    )
+    assert {c.type: c.status for c in ready.conditions} == {
+        "Ready": "True",
+        "Reconciling": "False",
+        "Degraded": "False",
+        "Stalled": "False",
+    }
+    stalled = rollup.policy_status(
+        name="p",
+        generation=3,
+        problems=[Problem("spec.x", "bad")],
+        reports=[node("n1")],
+        previous=ready,
+        now="t2",
+    )
+    conditions = {c.type: c for c in stalled.conditions}
+    assert (conditions["Stalled"].status, conditions["Stalled"].message) == ("True", "spec.x: bad")
+    assert conditions["Stalled"].last_transition_time == "t2"
+    assert conditions["Degraded"].last_transition_time == "t1"  # unchanged status keeps its time
+    assert conditions["Ready"].status == "False" and conditions["Ready"].reason == "InvalidSpec"
