@@ -26,6 +26,12 @@ from conftest import ROOT
 from test_kubesim import GROUP, VERSION, Cluster
 
 NS = "weir-system"
+HOST = (
+    ("container", ""),
+    ("namespace", ""),
+    ("pod", ""),
+    ("workload", ""),
+)  # the test's own process
 HANDLERS = ROOT / "operator" / "weir_operator" / "handlers.py"
 
 
@@ -84,7 +90,7 @@ def opens_policy(name: str, prefix: str, *, generation_bump: str = "") -> str:
         "metadata": {"name": name},
         "spec": {
             "policyRef": {"name": name},
-            "groupBy": ["namespace", "pod", "container"],
+            "groupBy": ["namespace", "pod", "container", "workload"],
             "metric": {"name": "weir_e2e_opens", "help": "opens in the e2e test"},
         },
     }
@@ -179,19 +185,68 @@ def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
     assert configmap.metadata.owner_references[0].kind == "TracingPolicy"
     for _ in range(7):
         (data / "f").read_text()
+    # A pod on n1 whose container runs in a cgroup the test creates: its opens carry its labels.
+    container_id = uuid.uuid4().hex + uuid.uuid4().hex
+    cluster.core.create_namespaced_pod(
+        "default",
+        {
+            "metadata": {
+                "name": "web-5d4f8-x2x9q",
+                "labels": {"pod-template-hash": "5d4f8"},
+                "ownerReferences": [
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "ReplicaSet",
+                        "name": "web-5d4f8",
+                        "uid": "rs-1",
+                        "controller": True,
+                    }
+                ],
+            },
+            "spec": {"nodeName": "n1", "containers": [{"name": "app", "image": "busybox"}]},
+            "status": {
+                "containerStatuses": [
+                    {
+                        "name": "app",
+                        "containerID": f"containerd://{container_id}",
+                        "image": "busybox",
+                        "imageID": "busybox@sha256:0",
+                        "ready": True,
+                        "restartCount": 0,
+                    }
+                ]
+            },
+        },
+    )
+    group = cgroup2_root() / f"weir-e2e-{container_id[:8]}" / f"cri-containerd-{container_id}.scope"
+    group.mkdir(parents=True)
+    try:
+        for _ in range(4):
+            subprocess.run(
+                ["/bin/sh", "-c", f'echo $$ > "{group}/cgroup.procs" && exec cat "{data}/f"'],
+                check=True,
+                capture_output=True,
+            )
+        pod_labels = (
+            ("container", "app"),
+            ("namespace", "default"),
+            ("pod", "web-5d4f8-x2x9q"),
+            ("workload", "web"),
+        )
+        wait_for(
+            lambda: scrape(stack["metrics"]).get("weir_e2e_opens_total", {}).get(pod_labels) == 4.0,
+            "the pod's opens under its labels",
+        )
+    finally:
+        group.rmdir()
+        group.parent.rmdir()
     samples = wait_for(
         lambda: (
-            (s := scrape(stack["metrics"]))
-            .get("weir_e2e_opens_total", {})
-            .get((("container", ""), ("namespace", ""), ("pod", "")))
-            == 7.0
-            and s
+            (s := scrape(stack["metrics"])).get("weir_e2e_opens_total", {}).get(HOST) == 7.0 and s
         ),
         "7 opens counted",
     )
-    assert samples["weir_e2e_opens_total"] == {
-        (("container", ""), ("namespace", ""), ("pod", "")): 7.0
-    }
+    assert samples["weir_e2e_opens_total"] == {HOST: 7.0, pod_labels: 4.0}
     row = wait_for(
         lambda: (
             (line := cluster.kubectl("get", "tracingpolicies").stdout.splitlines()[1].split())
@@ -217,12 +272,7 @@ def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
     for _ in range(3):
         (data / "f").read_text()
     wait_for(
-        lambda: (
-            scrape(stack["metrics"])["weir_e2e_opens_total"][
-                (("container", ""), ("namespace", ""), ("pod", ""))
-            ]
-            == 10.0
-        ),
+        lambda: scrape(stack["metrics"])["weir_e2e_opens_total"][HOST] == 10.0,
         "10 opens across the swap",
     )
     # A policy that cannot run on this node is Degraded, in the engine's words.
@@ -289,6 +339,14 @@ def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
         return not ids & {int(p["id"]) for p in json.loads(out.stdout)}
 
     wait_for(detached, "the programs detached")
+
+
+def cgroup2_root() -> Path:
+    from weir_agent import cgroups
+
+    root = cgroups.cgroup2_mount(Path("/proc/mounts").read_text())
+    assert root is not None
+    return root
 
 
 def _gone(cluster: Cluster) -> bool:

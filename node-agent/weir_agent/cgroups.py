@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 _CONTAINER = re.compile(r"(?:^|[/-])([0-9a-f]{64})(?:\.scope)?(?:/|$)")
+MAX_REMEMBERED = 100_000
 _POD = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})")
 
 
@@ -71,4 +72,8 @@ class CgroupIndex:
                 continue
             relative = "/" + os.path.relpath(directory, self.root)
             paths[inode] = "/" if relative == "/." else relative
-        self._paths = paths
+        # Keep ids seen before: a container that exited still owns its counts until they
+        # are scraped. Bounded: the oldest entries go first.
+        self._paths.update(paths)
+        while len(self._paths) > MAX_REMEMBERED:
+            del self._paths[next(iter(self._paths))]

@@ -227,14 +227,8 @@ def agent(
     core = engine.Engine(node_name=node)
     resolver = metadata.CgroupResolver(cgroups.CgroupIndex())
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(
-        exporting.WeirCollector(
-            engine=core,
-            resolver=resolver,
-            node=node,
-            headers=headers,
-        )
-    )
+    collector = exporting.WeirCollector(engine=core, resolver=resolver, node=node, headers=headers)
+    registry.register(collector)
     host, _, port = metrics_addr.rpartition(":")
     server, thread = start_http_server(int(port), addr=host or "0.0.0.0", registry=registry)
     log.info("serving metrics on http://%s/metrics", metrics_addr)
@@ -261,6 +255,8 @@ def agent(
         if kubernetes
         else None
     )
+    if cluster is not None:
+        collector.resolver = writer.resolver = cluster.pod_resolver(resolver)
     seen: object = None
     try:
         while not stop.is_set():
@@ -347,6 +343,7 @@ class _Cluster:
         )
         self.not_targeted: dict[str, int] = {}
         self.labels: dict[str, str] = {}
+        self.stop = stop
         threading.Thread(
             target=self.source.run, args=(stop,), name="weir-configmaps", daemon=True
         ).start()
@@ -370,6 +367,16 @@ class _Cluster:
             report_interval=report_interval,
             stop=stop,
         )
+
+    def pod_resolver(self, fallback: Any) -> Any:
+        """Labels from the pods on this node (watched from now on)."""
+        from weir_agent import pods
+
+        resolver = pods.PodResolver(core=self.core, node=self.node, index=fallback.index)
+        threading.Thread(
+            target=resolver.run, args=(self.stop,), name="weir-pods", daemon=True
+        ).start()
+        return resolver
 
     def poll(self) -> tuple[object, list[documents.Parsed]]:
         version, parsed = self.source.snapshot()

@@ -1,0 +1,121 @@
+"""Kubernetes mode: cgroup id → namespace, pod, container and workload.
+
+The agent watches only the pods on its own node (field selector
+``spec.nodeName``) and keeps, per container id from
+``status.containerStatuses[].containerID``, who runs in it. A cgroup id
+resolves through its cgroup path (which names the container id, whatever the
+runtime) to those labels. The workload is the owning controller as people
+name it: a ReplicaSet's Deployment (the pod-template-hash suffix removed), a
+StatefulSet, DaemonSet or Job, or the pod itself when it has no owner.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import watch as k8s_watch
+
+from weir_agent import cgroups
+from weir_agent.metadata import Labels
+
+log = logging.getLogger("weir.agent")
+
+
+def workload(pod: dict[str, Any]) -> str:
+    meta = pod.get("metadata") or {}
+    owners = [o for o in meta.get("ownerReferences") or [] if o.get("controller", True)]
+    if not owners:
+        return str(meta.get("name", ""))
+    owner = owners[0]
+    name = str(owner.get("name", ""))
+    template_hash = (meta.get("labels") or {}).get("pod-template-hash")
+    if owner.get("kind") == "ReplicaSet" and template_hash and name.endswith(f"-{template_hash}"):
+        return name[: -len(template_hash) - 1]
+    return name
+
+
+def containers(pod: dict[str, Any]) -> dict[str, Labels]:
+    """container id → labels, for every container of a pod that has an id."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    out = {}
+    for entry in [
+        *(status.get("containerStatuses") or []),
+        *(status.get("initContainerStatuses") or []),
+    ]:
+        raw = entry.get("containerID") or ""
+        container_id = raw.split("://", 1)[-1]
+        if container_id:
+            out[container_id] = Labels(
+                namespace=meta.get("namespace", ""),
+                pod=meta.get("name", ""),
+                container=entry.get("name", ""),
+                workload=workload(pod),
+            )
+    return out
+
+
+class PodResolver:
+    """Labels for cgroup ids from the pods on this node."""
+
+    def __init__(self, *, core: k8s.CoreV1Api, node: str, index: cgroups.CgroupIndex) -> None:
+        self.core = core
+        self.node = node
+        self.index = index
+        self.lock = threading.Lock()
+        self.by_pod: dict[tuple[str, str], dict[str, Labels]] = {}
+
+    def labels(self, cgroup_id: int) -> Labels:
+        path = self.index.path(cgroup_id)
+        found = cgroups.container_id(path) if path else None
+        if found is None:
+            return Labels()
+        with self.lock:
+            for pod in self.by_pod.values():
+                if found in pod:
+                    return pod[found]
+        return Labels(container=found[:12])
+
+    def _set(self, pod: dict[str, Any], deleted: bool = False) -> None:
+        meta = pod.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        with self.lock:
+            if deleted:
+                self.by_pod.pop(key, None)
+            else:
+                self.by_pod[key] = containers(pod)
+
+    def run(self, stop: threading.Event) -> None:
+        selector = f"spec.nodeName={self.node}"
+        api = self.core.api_client
+        backoff = 1.0
+        while not stop.is_set():
+            try:
+                listed: Any = self.core.list_pod_for_all_namespaces(field_selector=selector)
+                with self.lock:
+                    self.by_pod.clear()
+                for item in listed.items:
+                    self._set(api.sanitize_for_serialization(item))
+                backoff = 1.0
+                watcher: Any = k8s_watch.Watch()  # type: ignore[no-untyped-call]
+                for event in watcher.stream(
+                    self.core.list_pod_for_all_namespaces,
+                    field_selector=selector,
+                    resource_version=listed.metadata.resource_version,
+                    timeout_seconds=30,
+                ):
+                    if stop.is_set():
+                        watcher.stop()
+                        break
+                    if event["type"] == "ERROR":
+                        break
+                    self._set(
+                        api.sanitize_for_serialization(event["object"]), event["type"] == "DELETED"
+                    )
+            except Exception as error:
+                log.warning("pod watch: %s; retrying in %.0fs", error, backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
