@@ -1,0 +1,128 @@
+"""The roll-up at scale on kubesim: 200 simulated nodes (NodeReport writers, no BPF)
+reporting one policy, some failing; the operator's status is correct, bounded, and
+written at most once per roll-up interval however often the nodes write."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kopf.testing import KopfRunner
+
+from test_kubesim import GROUP, VERSION, Cluster
+from weir_api.policies import ObjectMeta
+from weir_api.reports import NodeReportSpec, NodeReportStatus, PolicyReport, ProgramReport
+from weir_api.statuses import Savings
+
+HANDLERS = Path(__file__).resolve().parent.parent / "operator" / "weir_operator" / "handlers.py"
+INTERVAL = 1.0
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
+    instance = Cluster(tmp_path)
+    instance.install()
+    instance.core.create_namespace({"metadata": {"name": "weir-system"}})
+    monkeypatch.setenv("KUBECONFIG", str(instance.kubeconfig))
+    monkeypatch.setenv("WEIR_NAMESPACE", "weir-system")
+    monkeypatch.setenv("WEIR_ROLLUP_SECONDS", str(INTERVAL))
+    yield instance
+    instance.close()
+
+
+def report(node: str, observed: int, failing: bool) -> dict[str, Any]:
+    program = ProgramReport(
+        hook="tracepoint:syscalls:sys_enter_openat",
+        state="failed" if failing else "attached",
+        failure_phase="verify" if failing else None,
+        message="Permission denied" if failing else "",
+        verifier_log="R2 min value is negative" if failing else "",
+    )
+    policy = PolicyReport(
+        name="p",
+        generation=1,
+        running_generation=0 if failing else 1,
+        state="Failed" if failing else "Ready",
+        programs=[program],
+        savings=Savings(observed=observed, raw_bytes=observed * 100, exported_bytes=50),
+    )
+    status = NodeReportStatus(policies=[policy])
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "NodeReport",
+        "metadata": ObjectMeta(name=node).to_wire(),
+        "spec": NodeReportSpec(node_name=node).to_wire(),
+        "status": status.to_wire(),
+    }
+
+
+def test_two_hundred_nodes_roll_up_correctly_with_bounded_writes(cluster: Cluster) -> None:
+    nodes = [f"node-{i:03}" for i in range(200)]
+    failing = set(nodes[::20])  # 10 failing nodes
+    for name in nodes:
+        body = report(name, 1, name in failing)
+        cluster.custom.create_cluster_custom_object(GROUP, VERSION, "nodereports", body)
+        cluster.custom.patch_cluster_custom_object_status(
+            GROUP, VERSION, "nodereports", name, {"status": body["status"]}
+        )
+    cluster.create_policy("p")
+    stop = threading.Event()
+    writes = [0]
+
+    def writers() -> None:  # every node keeps counting: its report changes constantly
+        tick = 1
+        while not stop.is_set():
+            tick += 1
+            for name in nodes[:50]:
+                cluster.custom.patch_cluster_custom_object_status(
+                    GROUP,
+                    VERSION,
+                    "nodereports",
+                    name,
+                    {"status": report(name, tick, name in failing)["status"]},
+                )
+                writes[0] += 1
+
+    store = cluster.emulator.store
+    with KopfRunner(["run", "-A", "--standalone", str(HANDLERS)], timeout=120) as runner:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not cluster.get_policy("p").get("status"):
+            time.sleep(0.2)
+        thread = threading.Thread(target=writers)
+        thread.start()
+        with store.lock:
+            before = store.revision
+        started = time.monotonic()
+        time.sleep(5)
+        with store.lock:
+            status_writes = sum(
+                1
+                for rev, kind, t, obj in store.history
+                if rev > before and t.plural == "tracingpolicies" and obj["metadata"]["name"] == "p"
+            )
+        elapsed = time.monotonic() - started
+        stop.set()
+        thread.join()
+    assert runner.exception is None
+    assert writes[0] > 100, "the simulated nodes must write far more often than the operator"
+    assert status_writes <= elapsed / INTERVAL + 2, (status_writes, elapsed)
+    status = cluster.get_policy("p")["status"]
+    assert status["nodes"] == {
+        "targeted": 200,
+        "ready": 190,
+        "failed": 10,
+        "pending": 0,
+        "summary": "190/200",
+    }
+    assert len(status["failingNodes"]) == 10
+    assert {f["node"] for f in status["failingNodes"]} == failing
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "True" and degraded["message"].startswith(
+        "10 of 200 nodes failed; first: node node-000"
+    )
+    assert degraded["message"].endswith("R2 min value is negative")
+    assert status["savings"]["observed"] >= 200
