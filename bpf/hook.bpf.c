@@ -33,6 +33,11 @@ BPF_ARRAY(bounds, s64, 4 * WEIR_MAX_BOUNDS);
 #if USE_EXE
 BPF_TABLE("extern", u32, struct weir_exe, weir_exes, 65536);
 #endif
+#if USE_SCOPE
+/* podSelector / namespaceSelector: the cgroup ids of the selected pods' containers,
+ * kept current by the agent as pods come and go. */
+BPF_HASH(scope, u64, u8, 65536);
+#endif
 #if ANY_POST
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(wakeups, u64, 1);
@@ -562,6 +567,11 @@ int weir_program(void *ctx)
     struct weir_scratch *sc = weir_scratch.lookup(&zero);
     if (!sc)
         return 0;
+#if USE_SCOPE
+    u64 cgroup = bpf_get_current_cgroup_id();
+    if (!scope.lookup(&cgroup))
+        return 0; /* outside the policy's pods: not this policy's event */
+#endif
     stat_add(STAT_OBSERVED);
 
     READ_ARG(0) READ_ARG(1) READ_ARG(2) READ_ARG(3)

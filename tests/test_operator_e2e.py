@@ -56,7 +56,14 @@ def wait_for(predicate, what: str, timeout: float = 60.0):  # type: ignore[no-un
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
-def opens_policy(name: str, prefix: str, *, generation_bump: str = "") -> str:
+def opens_policy(
+    name: str,
+    prefix: str,
+    *,
+    generation_bump: str = "",
+    metric: str = "weir_e2e_opens",
+    pod_selector: dict[str, str] | None = None,
+) -> str:
     policy = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "TracingPolicy",
@@ -84,6 +91,8 @@ def opens_policy(name: str, prefix: str, *, generation_bump: str = "") -> str:
             ]
         },
     }
+    if pod_selector:
+        policy["spec"]["podSelector"] = {"matchLabels": pod_selector}  # type: ignore[index]
     rule = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "AggregationRule",
@@ -91,7 +100,7 @@ def opens_policy(name: str, prefix: str, *, generation_bump: str = "") -> str:
         "spec": {
             "policyRef": {"name": name},
             "groupBy": ["namespace", "pod", "container", "workload"],
-            "metric": {"name": "weir_e2e_opens", "help": "opens in the e2e test"},
+            "metric": {"name": metric, "help": "opens in the e2e test"},
         },
     }
     return yaml.safe_dump_all([policy, rule])
@@ -148,6 +157,7 @@ def stack(
         }
         agent.send_signal(signal.SIGTERM)
         output, _ = agent.communicate(timeout=60)
+        (tmp_path / "agent.log").write_text(output)
         assert agent.returncode == 0, output
     (data / "f").unlink()
     data.rmdir()
@@ -174,6 +184,10 @@ def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
     cluster: Cluster = stack["cluster"]
     data: Path = stack["data"]
     cluster.kubectl("apply", "-f", "-", stdin=opens_policy("opens", f"{data}/"))
+    scoped_policy = opens_policy(
+        "scoped", f"{data}/", metric="weir_e2e_scoped_opens", pod_selector={"app": "web"}
+    )
+    cluster.kubectl("apply", "-f", "-", stdin=scoped_policy)
     assert (
         "condition met"
         in cluster.kubectl(
@@ -192,7 +206,7 @@ def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
         {
             "metadata": {
                 "name": "web-5d4f8-x2x9q",
-                "labels": {"pod-template-hash": "5d4f8"},
+                "labels": {"pod-template-hash": "5d4f8", "app": "web"},
                 "ownerReferences": [
                     {
                         "apiVersion": "apps/v1",
@@ -220,21 +234,41 @@ def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
     )
     group = cgroup2_root() / f"weir-e2e-{container_id[:8]}" / f"cri-containerd-{container_id}.scope"
     group.mkdir(parents=True)
-    try:
-        for _ in range(4):
-            subprocess.run(
-                ["/bin/sh", "-c", f'echo $$ > "{group}/cgroup.procs" && exec cat "{data}/f"'],
-                check=True,
-                capture_output=True,
-            )
-        pod_labels = (
-            ("container", "app"),
-            ("namespace", "default"),
-            ("pod", "web-5d4f8-x2x9q"),
-            ("workload", "web"),
+    pod_labels = (
+        ("container", "app"),
+        ("namespace", "default"),
+        ("pod", "web-5d4f8-x2x9q"),
+        ("workload", "web"),
+    )
+
+    def open_in_pod() -> None:
+        subprocess.run(
+            ["/bin/sh", "-c", f'echo $$ > "{group}/cgroup.procs" && exec cat "{data}/f"'],
+            check=True,
+            capture_output=True,
         )
+
+    def scoped() -> float:
+        return sum(scrape(stack["metrics"]).get("weir_e2e_scoped_opens_total", {}).values())
+
+    try:
+        probes = 0
+        while True:  # until the agent has put the new container's cgroup into the scope
+            open_in_pod()
+            probes += 1
+            if scoped() >= 1 or probes > 100:
+                break
+            time.sleep(0.2)
+        assert probes <= 100, "the podSelector scope never picked up the pod's cgroup"
+        first = scoped()
+        for _ in range(4):
+            open_in_pod()
+        wait_for(lambda: scoped() == first + 4, "the scoped policy counted the pod's 4 opens")
         wait_for(
-            lambda: scrape(stack["metrics"]).get("weir_e2e_opens_total", {}).get(pod_labels) == 4.0,
+            lambda: (
+                scrape(stack["metrics"]).get("weir_e2e_opens_total", {}).get(pod_labels)
+                == probes + 4
+            ),
             "the pod's opens under its labels",
         )
     finally:
@@ -246,7 +280,8 @@ def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
         ),
         "7 opens counted",
     )
-    assert samples["weir_e2e_opens_total"] == {HOST: 7.0, pod_labels: 4.0}
+    assert samples["weir_e2e_opens_total"] == {HOST: 7.0, pod_labels: float(probes + 4)}
+    assert scoped() == first + 4  # the host's 7 opens are outside the podSelector
     row = wait_for(
         lambda: (
             (line := cluster.kubectl("get", "tracingpolicies").stdout.splitlines()[1].split())

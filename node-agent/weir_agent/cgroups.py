@@ -62,6 +62,26 @@ class CgroupIndex:
                 self._scan()
             return self._paths.get(cgroup_id)
 
+    def ids_of(self, container_ids: set[str]) -> set[int]:
+        """The cgroup ids whose paths name one of these containers (rescanning once if one
+        is not found: it may have just started)."""
+
+        def find() -> tuple[set[int], set[str]]:
+            ids, seen = set(), set()
+            for cgroup_id, path in self._paths.items():
+                found = container_id(path)
+                if found in container_ids:
+                    ids.add(cgroup_id)
+                    seen.add(found)
+            return ids, seen
+
+        with self._lock:
+            ids, seen = find()
+            if seen != container_ids and time.monotonic() - self._scanned_at >= self.rescan_seconds:
+                self._scan()
+                ids, seen = find()
+            return ids
+
     def _scan(self) -> None:
         self._scanned_at = time.monotonic()
         paths: dict[int, str] = {}

@@ -99,6 +99,11 @@ class Program:
     def posts(self) -> bool:
         return bool(dict(self.flags).get("ANY_POST"))
 
+    @property
+    def scoped(self) -> bool:
+        """podSelector/namespaceSelector: runs only for the cgroups in its scope map."""
+        return bool(dict(self.flags).get("USE_SCOPE"))
+
     def cflags(self) -> list[str]:
         return [f"-I{BPF_DIR}", *(f"-D{name}={value}" for name, value in self.flags)]
 
@@ -162,6 +167,7 @@ def generate(
             path: tuple[PathPart, ...] = ("spec", group, index)
             hook_rules = [r for r in rules if r.spec.hook in (None, hook.hook_id())]
             program, found = _program(
+                policy.spec.pod_selector is not None or policy.spec.namespace_selector is not None,
                 policy.name,
                 hook,
                 hook_rules,
@@ -177,6 +183,7 @@ def generate(
 
 
 def _program(
+    scoped: bool,
     policy_name: str,
     hook: KProbe | Tracepoint | UProbe,
     rules: Sequence[AggregationRule],
@@ -193,6 +200,7 @@ def _program(
     kind = hook_id.split(":", 1)[0]
     syscall = isinstance(hook, KProbe) and hook.syscall
     flags.set("SYSCALL_WRAPPER", int(syscall))
+    flags.set("USE_SCOPE", int(scoped))
     if isinstance(hook, Tracepoint):
         if fields is None:
             return None, [

@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,10 @@ log = logging.getLogger("weir.agent")
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("WEIR_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
     if args.command == "check":
         return check(files=args.files, kernel=not args.no_kernel)
     if args.command == "render":
@@ -281,7 +285,10 @@ def agent(
                 if cluster is not None:
                     parsed, not_targeted = cluster.targeted(parsed)
                     cluster.not_targeted = not_targeted
+                    cluster.remember_scopes(parsed)
                 core.apply(parsed)
+            if cluster is not None:
+                core.update_scopes(cluster.scopes())
             report = reporting.from_engine(
                 core,
                 node=node,
@@ -344,6 +351,10 @@ class _Cluster:
         self.not_targeted: dict[str, int] = {}
         self.labels: dict[str, str] = {}
         self.stop = stop
+        self.selectors: dict[str, tuple[Any, Any]] = {}
+        self.namespace_labels: dict[str, dict[str, str]] = {}
+        self.namespaces_at = 0.0
+        self.pods: Any = None
         threading.Thread(
             target=self.source.run, args=(stop,), name="weir-configmaps", daemon=True
         ).start()
@@ -372,11 +383,46 @@ class _Cluster:
         """Labels from the pods on this node (watched from now on)."""
         from weir_agent import pods
 
-        resolver = pods.PodResolver(core=self.core, node=self.node, index=fallback.index)
+        self.pods = pods.PodResolver(core=self.core, node=self.node, index=fallback.index)
         threading.Thread(
-            target=resolver.run, args=(self.stop,), name="weir-pods", daemon=True
+            target=self.pods.run, args=(self.stop,), name="weir-pods", daemon=True
         ).start()
-        return resolver
+        return self.pods
+
+    def remember_scopes(self, parsed: list[documents.Parsed]) -> None:
+        from weir_api.policies import TracingPolicy
+
+        self.selectors = {
+            item.name: (item.obj.spec.pod_selector, item.obj.spec.namespace_selector)
+            for item in parsed
+            if isinstance(item.obj, TracingPolicy)
+            and (
+                item.obj.spec.pod_selector is not None
+                or item.obj.spec.namespace_selector is not None
+            )
+        }
+
+    def scopes(self) -> dict[str, set[int]]:
+        """policy -> cgroup ids of the containers its podSelector/namespaceSelector pick."""
+        if not self.selectors:
+            return {}
+        if any(ns is not None for _, ns in self.selectors.values()) and (
+            time.monotonic() - self.namespaces_at > 10
+        ):
+            try:
+                listed = self.core.list_namespace().items
+                self.namespace_labels = {
+                    n.metadata.name: dict(n.metadata.labels or {}) for n in listed
+                }
+                self.namespaces_at = time.monotonic()
+            except Exception as error:  # keep the last known labels
+                log.warning("namespaces: %s", error)
+        out = {}
+        for name, (pod, ns) in self.selectors.items():
+            containers = self.pods.selected(pod, ns, self.namespace_labels)
+            out[name] = self.pods.index.ids_of(containers)
+            log.debug("scope %s: containers %s -> cgroups %s", name, containers, out[name])
+        return out
 
     def poll(self) -> tuple[object, list[documents.Parsed]]:
         version, parsed = self.source.snapshot()

@@ -115,6 +115,7 @@ class Engine:
         self.layouts = layouts
         self.ringbuf_pages = ringbuf_pages
         self._pending: list[PendingEvent] = []
+        self.scopes: dict[str, set[int]] = {}  # policy -> cgroup ids its selectors pick
         machine = platform.machine()
         self.syscall_prefix = syscall_prefix or (
             "__arm64_sys_" if machine == "aarch64" else "__x64_sys_"
@@ -193,6 +194,8 @@ class Engine:
                 continue
             if program.posts:
                 loading.open_events(fresh[program.hook], self._on_event)
+            if program.scoped:  # before it runs: a scoped program starts with its pods
+                loading.set_scope(fresh[program.hook], self.scopes.get(program.policy, set()))
         if state.failures:
             for loaded in fresh.values():
                 loaded.close()
@@ -240,6 +243,20 @@ class Engine:
             len(plan.keep),
             len(state.failures),
         )
+
+    def update_scopes(self, scopes: dict[str, set[int]]) -> None:
+        """Set the cgroup ids each scoped policy runs for (from its pod/namespace selectors)."""
+        with self.lock:
+            if scopes == self.scopes:
+                return
+            self.scopes = {name: set(ids) for name, ids in scopes.items()}
+            log.info(
+                "scopes: %s", ", ".join(f"{n} {len(i)} cgroups" for n, i in sorted(scopes.items()))
+            )
+            for state in self.policies.values():
+                for hook in state.hooks.values():
+                    if hook.program.scoped:
+                        loading.set_scope(hook.loaded, self.scopes.get(state.name, set()))
 
     def _ensure_exec_tracker(self, plan: plans.Plan) -> None:
         needs = any(dict(p.flags).get("USE_EXE") for p in plan.load + plan.replace)

@@ -554,3 +554,13 @@ def kernel_stack(loaded: Loaded, stack_id: int) -> list[str]:
             break
         out.append(BPF.ksym(address, show_offset=True).decode(errors="replace"))
     return out
+
+
+def set_scope(loaded: Loaded, cgroup_ids: set[int]) -> None:
+    """Make the program's scope map hold exactly these cgroup ids."""
+    table = loaded.module[b"scope"]
+    current = {int(key.value) for key in table}
+    for gone in current - cgroup_ids:
+        del table[ctypes.c_uint64(gone)]
+    for new in cgroup_ids - current:
+        table[ctypes.c_uint64(new)] = ctypes.c_uint8(1)

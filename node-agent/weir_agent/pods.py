@@ -20,6 +20,7 @@ from kubernetes import watch as k8s_watch
 
 from weir_agent import cgroups
 from weir_agent.metadata import Labels
+from weir_api.meta import LabelSelector
 
 log = logging.getLogger("weir.agent")
 
@@ -67,6 +68,7 @@ class PodResolver:
         self.index = index
         self.lock = threading.Lock()
         self.by_pod: dict[tuple[str, str], dict[str, Labels]] = {}
+        self.pod_labels: dict[tuple[str, str], dict[str, str]] = {}
 
     def labels(self, cgroup_id: int) -> Labels:
         path = self.index.path(cgroup_id)
@@ -79,14 +81,35 @@ class PodResolver:
                     return pod[found]
         return Labels(container=found[:12])
 
+    def selected(
+        self,
+        pod_selector: LabelSelector | None,
+        namespace_selector: LabelSelector | None,
+        namespace_labels: dict[str, dict[str, str]],
+    ) -> set[str]:
+        """Container ids of the pods on this node that both selectors pick."""
+        with self.lock:
+            out: set[str] = set()
+            for (namespace, name), labels in self.pod_labels.items():
+                if pod_selector is not None and not pod_selector.matches(labels):
+                    continue
+                if namespace_selector is not None and not namespace_selector.matches(
+                    namespace_labels.get(namespace, {})
+                ):
+                    continue
+                out |= set(self.by_pod.get((namespace, name), {}))
+            return out
+
     def _set(self, pod: dict[str, Any], deleted: bool = False) -> None:
         meta = pod.get("metadata") or {}
         key = (meta.get("namespace", ""), meta.get("name", ""))
         with self.lock:
             if deleted:
                 self.by_pod.pop(key, None)
+                self.pod_labels.pop(key, None)
             else:
                 self.by_pod[key] = containers(pod)
+                self.pod_labels[key] = dict(meta.get("labels") or {})
 
     def run(self, stop: threading.Event) -> None:
         selector = f"spec.nodeName={self.node}"
@@ -97,6 +120,7 @@ class PodResolver:
                 listed: Any = self.core.list_pod_for_all_namespaces(field_selector=selector)
                 with self.lock:
                     self.by_pod.clear()
+                    self.pod_labels.clear()
                 for item in listed.items:
                     self._set(api.sanitize_for_serialization(item))
                 backoff = 1.0

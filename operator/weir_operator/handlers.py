@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import threading
 from typing import Any
 
 import kopf
@@ -60,6 +61,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo.core = k8s.CoreV1Api(api)
     memo.custom = k8s.CustomObjectsApi(api)
     memo.namespace = memo.get("namespace") or os.environ.get("WEIR_NAMESPACE", "weir-system")
+    memo.render_lock = threading.Lock()
 
 
 def _parse(body: Any) -> documents.Parsed:
@@ -88,7 +90,16 @@ def _policy(memo: kopf.Memo, name: str) -> dict[str, Any] | None:
 
 
 def render_policy(memo: kopf.Memo, name: str) -> None:
-    """Write the policy's ConfigMap when it is valid and something changed."""
+    """Write the policy's ConfigMap when it is valid and something changed.
+
+    Policy and rule handlers may render the same policy at once (kopf runs sync
+    handlers in threads): one lock serialises them, so the last render wins with
+    everything it read."""
+    with memo.render_lock:
+        _render_policy(memo, name)
+
+
+def _render_policy(memo: kopf.Memo, name: str) -> None:
     body = _policy(memo, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return
@@ -118,7 +129,12 @@ def render_policy(memo: kopf.Memo, name: str) -> None:
     if rendering.unchanged(current, desired):
         return
     if current is None:
-        memo.core.create_namespaced_config_map(memo.namespace, desired)
+        try:
+            memo.core.create_namespaced_config_map(memo.namespace, desired)
+        except k8s.ApiException as error:
+            if error.status != 409:  # created meanwhile (another operator replica): replace it
+                raise
+            memo.core.replace_namespaced_config_map(cm_name, memo.namespace, desired)
     else:
         memo.core.replace_namespaced_config_map(cm_name, memo.namespace, desired)
     log.info(
