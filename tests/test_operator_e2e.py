@@ -355,6 +355,64 @@ def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
     assert "GT does not apply to 'path'" in condition(stalled, "Stalled")["message"]
     with pytest.raises(k8s.ApiException):
         cluster.core.read_namespaced_config_map("weir-policy-invalid", NS)
+    # Fixing it clears Stalled and renders it.
+    cluster.kubectl("apply", "-f", "-", stdin=opens_policy("invalid", f"{data}/").split("---")[0])
+    wait_for(
+        lambda: condition(cluster.get_policy("invalid"), "Stalled")["status"] == "False",
+        "Stalled cleared",
+    )
+    wait_for(
+        lambda: cluster.core.read_namespaced_config_map("weir-policy-invalid", NS),
+        "the fixed policy rendered",
+    )
+    # An AggregationRule naming a missing policy is Stalled until the policy exists.
+    orphan = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "AggregationRule",
+        "metadata": {"name": "orphan"},
+        "spec": {"policyRef": {"name": "nope"}, "metric": {"name": "weir_orphan"}},
+    }
+    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(orphan))
+    rule = wait_for(
+        lambda: (
+            (
+                r := cluster.custom.get_cluster_custom_object(
+                    GROUP, VERSION, "aggregationrules", "orphan"
+                )
+            ).get("status")
+            and r
+        ),
+        "rule status",
+    )
+    stalled_rule = next(c for c in rule["status"]["conditions"] if c["type"] == "Stalled")
+    assert (
+        stalled_rule["status"] == "True"
+        and "TracingPolicy 'nope' does not exist" in stalled_rule["message"]
+    )
+    # With the API server paused the agent keeps counting; it catches up afterwards.
+    cluster.emulator.faults.paused.clear()
+    try:
+        for _ in range(5):
+            (data / "f").read_text()
+        wait_for(
+            lambda: scrape(stack["metrics"])["weir_e2e_opens_total"][HOST] == 15.0,
+            "counting while paused",
+        )
+    finally:
+        cluster.emulator.faults.paused.set()
+    wait_for(
+        lambda: (
+            next(
+                p
+                for p in cluster.custom.get_cluster_custom_object(
+                    GROUP, VERSION, "nodereports", "n1"
+                )["status"]["policies"]
+                if p["name"] == "opens"
+            )["savings"]["matched"]
+            >= 15
+        ),
+        "the NodeReport caught up",
+    )
     # Deleting the policy deletes its ConfigMap and the agent detaches its programs.
     ids = {
         i
