@@ -16,9 +16,8 @@ import threading
 from typing import Any
 
 from kubernetes import client as k8s
-from kubernetes import watch as k8s_watch
 
-from weir_agent import cgroups
+from weir_agent import cgroups, watching
 from weir_agent.metadata import Labels
 from weir_api.meta import LabelSelector
 
@@ -112,34 +111,23 @@ class PodResolver:
                 self.pod_labels[key] = dict(meta.get("labels") or {})
 
     def run(self, stop: threading.Event) -> None:
-        selector = f"spec.nodeName={self.node}"
         api = self.core.api_client
-        backoff = 1.0
-        while not stop.is_set():
-            try:
-                listed: Any = self.core.list_pod_for_all_namespaces(field_selector=selector)
-                with self.lock:
-                    self.by_pod.clear()
-                    self.pod_labels.clear()
-                for item in listed.items:
-                    self._set(api.sanitize_for_serialization(item))
-                backoff = 1.0
-                watcher: Any = k8s_watch.Watch()  # type: ignore[no-untyped-call]
-                for event in watcher.stream(
-                    self.core.list_pod_for_all_namespaces,
-                    field_selector=selector,
-                    resource_version=listed.metadata.resource_version,
-                    timeout_seconds=30,
-                ):
-                    if stop.is_set():
-                        watcher.stop()
-                        break
-                    if event["type"] == "ERROR":
-                        break
-                    self._set(
-                        api.sanitize_for_serialization(event["object"]), event["type"] == "DELETED"
-                    )
-            except Exception as error:
-                log.warning("pod watch: %s; retrying in %.0fs", error, backoff)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+
+        def listed(items: list[Any]) -> None:
+            with self.lock:
+                self.by_pod.clear()
+                self.pod_labels.clear()
+            for item in items:
+                self._set(api.sanitize_for_serialization(item))
+
+        def changed(kind: str, item: Any) -> None:
+            self._set(api.sanitize_for_serialization(item), kind == "DELETED")
+
+        watching.follow(
+            self.core.list_pod_for_all_namespaces,
+            field_selector=f"spec.nodeName={self.node}",
+            on_list=listed,
+            on_event=changed,
+            stop=stop,
+            what="pods on this node",
+        )

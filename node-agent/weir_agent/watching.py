@@ -53,37 +53,61 @@ class ConfigMapSource:
         return str((item.data or {}).get("policy.yaml", ""))
 
     def run(self, stop: threading.Event) -> None:
-        backoff = 1.0
-        while not stop.is_set():
-            try:
-                listed: Any = self.core.list_namespaced_config_map(
-                    self.namespace, label_selector=LABEL
-                )
-                names = {item.metadata.name for item in listed.items}
-                for item in listed.items:
-                    self._set(item.metadata.name, self._text(item))
-                for gone in set(self.texts) - names:
-                    self._set(gone, None)
-                self.synced.set()
-                backoff = 1.0
-                watcher: Any = k8s_watch.Watch()  # type: ignore[no-untyped-call]
-                for event in watcher.stream(
-                    self.core.list_namespaced_config_map,
-                    self.namespace,
-                    label_selector=LABEL,
-                    resource_version=listed.metadata.resource_version,
-                    timeout_seconds=30,
-                ):
-                    if stop.is_set():
-                        watcher.stop()
-                        break
-                    item = event["object"]
-                    if event["type"] == "ERROR":
-                        break  # e.g. 410 Gone: relist
-                    self._set(
-                        item.metadata.name, None if event["type"] == "DELETED" else self._text(item)
-                    )
-            except Exception as error:  # the API server may be away: keep what runs, retry
-                log.warning("policy source: %s; retrying in %.0fs", error, backoff)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+        def listed(items: list[Any]) -> None:
+            names = {item.metadata.name for item in items}
+            for item in items:
+                self._set(item.metadata.name, self._text(item))
+            for gone in set(self.texts) - names:
+                self._set(gone, None)
+            self.synced.set()
+
+        def changed(kind: str, item: Any) -> None:
+            self._set(item.metadata.name, None if kind == "DELETED" else self._text(item))
+
+        follow(
+            self.core.list_namespaced_config_map,
+            self.namespace,
+            label_selector=LABEL,
+            on_list=listed,
+            on_event=changed,
+            stop=stop,
+            what="policy ConfigMaps",
+        )
+
+
+def follow(
+    list_call: Any,
+    *args: Any,
+    on_list: Any,
+    on_event: Any,
+    stop: threading.Event,
+    what: str,
+    **selectors: Any,
+) -> None:
+    """List, then watch from the list's resourceVersion; relist after a 410 or a dropped
+    stream; on errors (the API server may be away) keep what is known and retry with
+    backoff. Returns when ``stop`` is set."""
+    backoff = 1.0
+    while not stop.is_set():
+        try:
+            listed: Any = list_call(*args, **selectors)
+            on_list(listed.items)
+            backoff = 1.0
+            watcher: Any = k8s_watch.Watch()  # type: ignore[no-untyped-call]
+            for event in watcher.stream(
+                list_call,
+                *args,
+                resource_version=listed.metadata.resource_version,
+                timeout_seconds=30,
+                **selectors,
+            ):
+                if stop.is_set():
+                    watcher.stop()
+                    break
+                if event["type"] == "ERROR":
+                    break  # e.g. 410 Gone: relist
+                on_event(event["type"], event["object"])
+        except Exception as error:
+            log.warning("%s: %s; retrying in %.0fs", what, error, backoff)
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 30.0)

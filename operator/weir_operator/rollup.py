@@ -60,6 +60,53 @@ def _condition(
     )
 
 
+def _conditions(
+    counts: NodeCounts,
+    *,
+    stalled: bool,
+    problems_text: str,
+    ready_reason: str,
+    ready_message: str,
+    degraded_message: str,
+    generation: int,
+    now: str,
+    before: Sequence[Condition],
+) -> list[Condition]:
+    """Ready, Reconciling, Degraded and Stalled, as every weir object reports them."""
+    ready = not stalled and counts.targeted > 0 and counts.ready == counts.targeted
+    pending = f"{counts.pending} of {counts.targeted} nodes not at generation {generation}"
+    return [
+        _condition("Ready", ready, ready_reason, ready_message, generation, now, before),
+        _condition(
+            "Reconciling",
+            not stalled and counts.pending > 0,
+            "NodesPending" if counts.pending else "Settled",
+            pending if counts.pending else "",
+            generation,
+            now,
+            before,
+        ),
+        _condition(
+            "Degraded",
+            counts.failed > 0,
+            "NodesFailed" if counts.failed else "NoFailures",
+            degraded_message,
+            generation,
+            now,
+            before,
+        ),
+        _condition(
+            "Stalled",
+            stalled,
+            "InvalidSpec" if stalled else "ValidSpec",
+            problems_text,
+            generation,
+            now,
+            before,
+        ),
+    ]
+
+
 def _count(
     name: str, generation: int, reports: Sequence[NodeReport]
 ) -> tuple[NodeCounts, list[FailingNode], list[PolicyReport]]:
@@ -157,46 +204,17 @@ def policy_status(
             "NodesPending",
             f"{counts.pending} of {counts.targeted} nodes pending",
         )
-    conditions = [
-        _condition(
-            "Ready",
-            not stalled and counts.targeted > 0 and counts.ready == counts.targeted,
-            ready_reason,
-            ready_message,
-            generation,
-            now,
-            before,
-        ),
-        _condition(
-            "Reconciling",
-            not stalled and counts.pending > 0,
-            "NodesPending" if counts.pending else "Settled",
-            f"{counts.pending} of {counts.targeted} nodes not at generation {generation}"
-            if counts.pending
-            else "",
-            generation,
-            now,
-            before,
-        ),
-        _condition(
-            "Degraded",
-            counts.failed > 0,
-            "NodesFailed" if counts.failed else "NoFailures",
-            degraded_message,
-            generation,
-            now,
-            before,
-        ),
-        _condition(
-            "Stalled",
-            stalled,
-            "InvalidSpec" if stalled else "ValidSpec",
-            text,
-            generation,
-            now,
-            before,
-        ),
-    ]
+    conditions = _conditions(
+        counts,
+        stalled=stalled,
+        problems_text=text,
+        ready_reason=ready_reason,
+        ready_message=ready_message,
+        degraded_message=degraded_message,
+        generation=generation,
+        now=now,
+        before=before,
+    )
     return TracingPolicyStatus(
         observed_generation=generation,
         conditions=conditions,
@@ -230,44 +248,17 @@ def rule_status(
                     series += aggregation.series
                     overflow += aggregation.overflow_events
     ready = not stalled and counts.targeted > 0 and counts.ready == counts.targeted
-    conditions = [
-        _condition(
-            "Ready",
-            ready,
-            "InvalidSpec" if stalled else "AllNodesReady" if ready else "NodesPending",
-            text or counts.summary,
-            generation,
-            now,
-            before,
-        ),
-        _condition(
-            "Reconciling",
-            not stalled and counts.pending > 0,
-            "NodesPending" if counts.pending else "Settled",
-            "",
-            generation,
-            now,
-            before,
-        ),
-        _condition(
-            "Degraded",
-            counts.failed > 0,
-            "NodesFailed" if counts.failed else "NoFailures",
-            "",
-            generation,
-            now,
-            before,
-        ),
-        _condition(
-            "Stalled",
-            stalled,
-            "InvalidSpec" if stalled else "ValidSpec",
-            text,
-            generation,
-            now,
-            before,
-        ),
-    ]
+    conditions = _conditions(
+        counts,
+        stalled=stalled,
+        problems_text=text,
+        ready_reason="InvalidSpec" if stalled else "AllNodesReady" if ready else "NodesPending",
+        ready_message=text or counts.summary,
+        degraded_message="",
+        generation=generation,
+        now=now,
+        before=before,
+    )
     return AggregationRuleStatus(
         observed_generation=generation,
         conditions=conditions,
