@@ -120,6 +120,15 @@ def stack(
     monkeypatch.setenv("WEIR_NAMESPACE", NS)
     monkeypatch.setenv("WEIR_ROLLUP_SECONDS", "0.5")
     metrics = free_port()
+    # The agent reads tracepoint layouts from a tracefs copy in which one event's field sits
+    # outside the record: a program for it passes generation and fails in the real verifier.
+    tracefs = tmp_path / "tracefs"
+    for event in ("sys_enter_openat", "sys_enter_lseek"):
+        source = Path(f"/sys/kernel/tracing/events/syscalls/{event}/format").read_text()
+        if event == "sys_enter_lseek":
+            source = source.replace("off_t offset;\toffset:24;", "off_t offset;\toffset:1048576;")
+        (tracefs / "events" / "syscalls" / event).mkdir(parents=True)
+        (tracefs / "events" / "syscalls" / event / "format").write_text(source)
     agent = subprocess.Popen(
         [
             sys.executable,
@@ -131,6 +140,8 @@ def stack(
             "n1",
             "--namespace",
             NS,
+            "--tracefs",
+            str(tracefs),
             "--interval",
             "0.3",
             "--report-interval",
@@ -337,6 +348,43 @@ def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
     assert "1 of 1 nodes failed" in condition(degraded, "Degraded")["message"]
     assert degraded["status"]["failingNodes"][0]["node"] == "n1"
     assert condition(degraded, "Ready")["status"] == "False"
+    # A new version the verifier rejects: Degraded in the verifier's words; the previous
+    # version keeps running (and counting).
+    verify_v1 = opens_policy("verify", f"{data}/", metric="weir_e2e_verify")
+    cluster.kubectl("apply", "-f", "-", stdin=verify_v1)
+    cluster.kubectl("wait", "--for=condition=Ready", "tracingpolicy/verify", "--timeout=50s")
+    verify_v2 = yaml.safe_load_all(verify_v1)
+    v2_policy, v2_rule = list(verify_v2)
+    v2_policy["spec"]["tracepoints"][0] = {
+        "subsystem": "syscalls",
+        "event": "sys_enter_lseek",
+        "args": [{"field": "offset", "type": "long", "label": "offset"}],
+        "selectors": [
+            {
+                "matchArgs": [{"label": "offset", "operator": "Equal", "values": ["7"]}],
+                "matchActions": [{"action": "NoPost"}],
+            }
+        ],
+    }
+    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all([v2_policy, v2_rule]))
+    rejected = wait_for(
+        lambda: (
+            (p := cluster.get_policy("verify")).get("status", {}).get("observedGeneration") == 2
+            and condition(p, "Degraded")["status"] == "True"
+            and p
+        ),
+        "Degraded by the verifier",
+    )
+    failing = rejected["status"]["failingNodes"][0]
+    assert (failing["node"], failing["phase"]) == ("n1", "verify")
+    assert "processed" in failing["verifierLog"]
+    assert "verify" in condition(rejected, "Degraded")["message"]
+    before = scrape(stack["metrics"]).get("weir_e2e_verify_total", {}).get(HOST, 0.0)
+    (data / "f").read_text()
+    wait_for(
+        lambda: scrape(stack["metrics"])["weir_e2e_verify_total"][HOST] == before + 1,
+        "generation 1 still counting",
+    )
     # An invalid policy is Stalled and renders nothing.
     invalid = (
         opens_policy("invalid", f"{data}/")
@@ -390,12 +438,13 @@ def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
         and "TracingPolicy 'nope' does not exist" in stalled_rule["message"]
     )
     # With the API server paused the agent keeps counting; it catches up afterwards.
+    counted = scrape(stack["metrics"])["weir_e2e_opens_total"][HOST]
     cluster.emulator.faults.paused.clear()
     try:
         for _ in range(5):
             (data / "f").read_text()
         wait_for(
-            lambda: scrape(stack["metrics"])["weir_e2e_opens_total"][HOST] == 15.0,
+            lambda: scrape(stack["metrics"])["weir_e2e_opens_total"][HOST] == counted + 5,
             "counting while paused",
         )
     finally:

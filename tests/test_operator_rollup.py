@@ -19,7 +19,7 @@ from weir_api.reports import NodeReportSpec, NodeReportStatus, PolicyReport, Pro
 from weir_api.statuses import Savings
 
 HANDLERS = Path(__file__).resolve().parent.parent / "operator" / "weir_operator" / "handlers.py"
-INTERVAL = 1.0
+INTERVAL = 0.5  # the same as the e2e test: kopf reads the interval when it imports the handlers
 
 
 @pytest.fixture

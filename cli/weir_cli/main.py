@@ -34,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     agent.add_argument("--namespace", default="weir-system", help="the operator's namespace")
     agent.add_argument(
+        "--tracefs",
+        type=Path,
+        default=Path("/sys/kernel/tracing"),
+        help="where tracefs is mounted (e.g. /host/sys/kernel/tracing in a pod)",
+    )
+    agent.add_argument(
         "--report-interval",
         type=float,
         default=10.0,

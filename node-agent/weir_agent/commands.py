@@ -10,6 +10,7 @@ program before it exits.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         kubernetes=args.kubernetes,
         namespace=args.namespace,
         report_interval=args.report_interval,
+        tracefs=args.tracefs,
         metrics_addr=args.metrics_addr,
         report_file=args.report_file,
         events_file=args.events_file,
@@ -195,6 +197,7 @@ def agent(
     kubernetes: bool = False,
     namespace: str = "weir-system",
     report_interval: float = 10.0,
+    tracefs: Path = Path("/sys/kernel/tracing"),
     metrics_addr: str,
     report_file: Path | None,
     events_file: str | None,
@@ -209,6 +212,7 @@ def agent(
         engine,
         eventing,
         exporting,
+        formats,
         loading,
         metadata,
         reporting,
@@ -228,7 +232,9 @@ def agent(
             headers,
             platform.release(),
         )
-    core = engine.Engine(node_name=node)
+    core = engine.Engine(
+        node_name=node, layouts=functools.partial(formats.read_format, tracefs=tracefs)
+    )
     resolver = metadata.CgroupResolver(cgroups.CgroupIndex())
     registry = CollectorRegistry(auto_describe=False)
     collector = exporting.WeirCollector(engine=core, resolver=resolver, node=node, headers=headers)

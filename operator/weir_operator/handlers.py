@@ -17,6 +17,7 @@ import datetime
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 import kopf
@@ -62,6 +63,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo.custom = k8s.CustomObjectsApi(api)
     memo.namespace = memo.get("namespace") or os.environ.get("WEIR_NAMESPACE", "weir-system")
     memo.render_lock = threading.Lock()
+    memo.last_write = {}
 
 
 def _parse(body: Any) -> documents.Parsed:
@@ -175,10 +177,18 @@ def _reports(memo: kopf.Memo) -> list[NodeReport]:
     return reports
 
 
-def _write(patch: kopf.Patch, current: Any, desired: dict[str, Any]) -> None:
+def _write(
+    patch: kopf.Patch, current: Any, desired: dict[str, Any], *, memo: kopf.Memo, key: str
+) -> None:
+    """Write status when it changed, and at most once per ROLLUP_SECONDS per object (kopf's
+    timer may fire early after a restart or under load; the debounce is ours to keep)."""
     stored = {k: v for k, v in dict(current or {}).items()}
     if stored == desired:
         return  # nothing changed: no write
+    now = time.monotonic()
+    if now - memo.last_write.get(key, -ROLLUP_SECONDS) < ROLLUP_SECONDS:
+        return  # debounced: the next timer run writes the newest result
+    memo.last_write[key] = now
     for key in set(stored) - set(desired):
         patch.status[key] = None
     for key, value in desired.items():
@@ -197,7 +207,7 @@ def policy_rollup(body: Any, status: Any, patch: kopf.Patch, memo: kopf.Memo, **
         previous=previous,
         now=_now(),
     )
-    _write(patch, status, result.to_wire())
+    _write(patch, status, result.to_wire(), memo=memo, key=f"policy/{body['metadata']['name']}")
 
 
 @kopf.timer(GROUP, VERSION, "aggregationrules", interval=ROLLUP_SECONDS, initial_delay=0.5)
@@ -231,4 +241,4 @@ def rule_rollup(body: Any, status: Any, patch: kopf.Patch, memo: kopf.Memo, **_:
         previous=previous,
         now=_now(),
     )
-    _write(patch, status, result.to_wire())
+    _write(patch, status, result.to_wire(), memo=memo, key=f"rule/{body['metadata']['name']}")
