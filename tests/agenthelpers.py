@@ -103,3 +103,16 @@ def running(core: engine.Engine) -> Iterator[engine.HookSnapshot]:
 
 
 STAT = abi.Stat
+
+
+def scrape_http(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """A running agent's /metrics over HTTP: sample name -> sorted label items -> value."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return out

@@ -6,29 +6,20 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
-from agenthelpers import policy_yaml, rule_yaml
-from conftest import EXAMPLES, ROOT
+from agenthelpers import policy_yaml, rule_yaml, scrape_http
+from conftest import EXAMPLES, ROOT, free_port
 
 WEIR = [sys.executable, "-m", "weir_cli.main"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def bpf_program_ids() -> set[int]:
@@ -36,16 +27,6 @@ def bpf_program_ids() -> set[int]:
         ["bpftool", "prog", "show", "--json"], capture_output=True, text=True, check=True
     )
     return {int(p["id"]) for p in json.loads(out.stdout)}
-
-
-def scrape(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
-    return out
 
 
 def wait_for(predicate, what: str, timeout: float = 60.0):  # type: ignore[no-untyped-def]
@@ -121,7 +102,7 @@ def test_agent_serves_metrics_reloads_and_detaches_on_sigterm(
     try:
         wait_for(
             lambda: (
-                scrape(port)["weir_program_verified"][
+                scrape_http(port)["weir_program_verified"][
                     (("hook", "tracepoint:syscalls:sys_enter_openat"), ("policy", "opens"))
                 ]
                 == 1.0
@@ -130,7 +111,7 @@ def test_agent_serves_metrics_reloads_and_detaches_on_sigterm(
         )
         for _ in range(5):
             (workdir / "f").read_text()
-        samples = scrape(port)
+        samples = scrape_http(port)
         assert samples["t_agent_opens_total"] == {(): 5.0}
         assert (
             samples["weir_policy_events_total"][
@@ -165,15 +146,17 @@ def test_agent_serves_metrics_reloads_and_detaches_on_sigterm(
         # an edit reloads: a second file and a changed prefix
         (policies / "more.yaml").write_text(opens_policy("more", f"{workdir}/f", "t_agent_more"))
         wait_for(
-            lambda: any(("policy", "more") in k for k in scrape(port)["weir_program_verified"]),
+            lambda: any(
+                ("policy", "more") in k for k in scrape_http(port)["weir_program_verified"]
+            ),
             "second policy",
         )
         (workdir / "f").read_text()
-        samples = scrape(port)
+        samples = scrape_http(port)
         assert samples["t_agent_more_total"] == {(): 1.0}
         assert samples["t_agent_opens_total"] == {(): 6.0}
         (policies / "more.yaml").unlink()
-        wait_for(lambda: "t_agent_more_total" not in scrape(port), "policy removed")
+        wait_for(lambda: "t_agent_more_total" not in scrape_http(port), "policy removed")
 
         def program_ids() -> set[int] | None:
             policies = json.loads(report_file.read_text())["status"]["policies"]

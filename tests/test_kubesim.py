@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -23,16 +22,10 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 
-from conftest import EXAMPLES, ROOT
+from conftest import EXAMPLES, ROOT, free_port
 from kubesim.server import kubeconfig, serve
 
 GROUP, VERSION = "weir.dev", "v1alpha1"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Cluster:

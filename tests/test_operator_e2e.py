@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,9 +19,9 @@ import pytest
 import yaml
 from kopf.testing import KopfRunner
 from kubernetes import client as k8s
-from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import ROOT
+from agenthelpers import scrape_http
+from conftest import ROOT, free_port
 from test_kubesim import GROUP, VERSION, Cluster
 
 NS = "weir-system"
@@ -33,12 +32,6 @@ HOST = (
     ("workload", ""),
 )  # the test's own process
 HANDLERS = ROOT / "operator" / "weir_operator" / "handlers.py"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_for(predicate, what: str, timeout: float = 60.0):  # type: ignore[no-untyped-def]
@@ -175,18 +168,6 @@ def stack(
     cluster.close()
 
 
-def scrape(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
-    return out
-
-
 def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
     return next(c for c in obj.get("status", {}).get("conditions", []) if c["type"] == kind)
 
@@ -260,7 +241,7 @@ def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
         )
 
     def scoped() -> float:
-        return sum(scrape(stack["metrics"]).get("weir_e2e_scoped_opens_total", {}).values())
+        return sum(scrape_http(stack["metrics"]).get("weir_e2e_scoped_opens_total", {}).values())
 
     try:
         probes = 0
@@ -277,7 +258,7 @@ def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
         wait_for(lambda: scoped() == first + 4, "the scoped policy counted the pod's 4 opens")
         wait_for(
             lambda: (
-                scrape(stack["metrics"]).get("weir_e2e_opens_total", {}).get(pod_labels)
+                scrape_http(stack["metrics"]).get("weir_e2e_opens_total", {}).get(pod_labels)
                 == probes + 4
             ),
             "the pod's opens under its labels",
@@ -287,7 +268,8 @@ def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
         group.parent.rmdir()
     samples = wait_for(
         lambda: (
-            (s := scrape(stack["metrics"])).get("weir_e2e_opens_total", {}).get(HOST) == 7.0 and s
+            (s := scrape_http(stack["metrics"])).get("weir_e2e_opens_total", {}).get(HOST) == 7.0
+            and s
         ),
         "7 opens counted",
     )
@@ -318,7 +300,7 @@ def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
     for _ in range(3):
         (data / "f").read_text()
     wait_for(
-        lambda: scrape(stack["metrics"])["weir_e2e_opens_total"][HOST] == 10.0,
+        lambda: scrape_http(stack["metrics"])["weir_e2e_opens_total"][HOST] == 10.0,
         "10 opens across the swap",
     )
     # A policy that cannot run on this node is Degraded, in the engine's words.
@@ -379,10 +361,10 @@ def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
     assert (failing["node"], failing["phase"]) == ("n1", "verify")
     assert "processed" in failing["verifierLog"]
     assert "verify" in condition(rejected, "Degraded")["message"]
-    before = scrape(stack["metrics"]).get("weir_e2e_verify_total", {}).get(HOST, 0.0)
+    before = scrape_http(stack["metrics"]).get("weir_e2e_verify_total", {}).get(HOST, 0.0)
     (data / "f").read_text()
     wait_for(
-        lambda: scrape(stack["metrics"])["weir_e2e_verify_total"][HOST] == before + 1,
+        lambda: scrape_http(stack["metrics"])["weir_e2e_verify_total"][HOST] == before + 1,
         "generation 1 still counting",
     )
     # An invalid policy is Stalled and renders nothing.
@@ -438,13 +420,13 @@ def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
         and "TracingPolicy 'nope' does not exist" in stalled_rule["message"]
     )
     # With the API server paused the agent keeps counting; it catches up afterwards.
-    counted = scrape(stack["metrics"])["weir_e2e_opens_total"][HOST]
+    counted = scrape_http(stack["metrics"])["weir_e2e_opens_total"][HOST]
     cluster.emulator.faults.paused.clear()
     try:
         for _ in range(5):
             (data / "f").read_text()
         wait_for(
-            lambda: scrape(stack["metrics"])["weir_e2e_opens_total"][HOST] == counted + 5,
+            lambda: scrape_http(stack["metrics"])["weir_e2e_opens_total"][HOST] == counted + 5,
             "counting while paused",
         )
     finally:

@@ -98,6 +98,17 @@ BUILTINS = [
 ]
 
 
+def not_found(rtype: ResourceType, name: str) -> ApiError:
+    """404 NotFound as the API server words it: `pods "x" not found`, `crs.group "x" ...`."""
+    qualified = f"{rtype.plural}.{rtype.group}" if rtype.group else rtype.plural
+    return ApiError(
+        404,
+        "NotFound",
+        f'{qualified} "{name}" not found',
+        details={"name": name, "group": rtype.group, "kind": rtype.plural},
+    )
+
+
 def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -183,12 +194,7 @@ class Store:
     def get(self, rtype: ResourceType, namespace: str, name: str) -> dict[str, Any]:
         obj = self.objects.get((rtype.group, rtype.plural, namespace, name))
         if obj is None:
-            raise ApiError(
-                404,
-                "NotFound",
-                f'{rtype.plural}{"." + rtype.group if rtype.group else ""} "{name}" not found',
-                details={"name": name, "group": rtype.group, "kind": rtype.plural},
-            )
+            raise not_found(rtype, name)
         return copy.deepcopy(obj)
 
     def list(self, rtype: ResourceType, namespace: str) -> list[dict[str, Any]]:
@@ -261,12 +267,7 @@ class Store:
             key = (rtype.group, rtype.plural, namespace, name)
             old = self.objects.get(key)
             if old is None:
-                raise ApiError(
-                    404,
-                    "NotFound",
-                    f'{rtype.plural} "{name}" not found',
-                    details={"name": name, "group": rtype.group, "kind": rtype.plural},
-                )
+                raise not_found(rtype, name)
             if expected_rv and expected_rv != old["metadata"]["resourceVersion"]:
                 raise ApiError(
                     409,
@@ -325,12 +326,7 @@ class Store:
             key = (rtype.group, rtype.plural, namespace, name)
             obj = self.objects.get(key)
             if obj is None:
-                raise ApiError(
-                    404,
-                    "NotFound",
-                    f'{rtype.plural}{"." + rtype.group if rtype.group else ""} "{name}" not found',
-                    details={"name": name, "group": rtype.group, "kind": rtype.plural},
-                )
+                raise not_found(rtype, name)
             if obj["metadata"].get("finalizers"):
                 if not obj["metadata"].get("deletionTimestamp"):
                     obj = copy.deepcopy(obj)
