@@ -286,3 +286,29 @@ def test_models_round_trip_on_the_wire(examples: list[Path]) -> None:
             assert isinstance(item.obj, TracingPolicy | AggregationRule)
             again = type(item.obj).model_validate(item.obj.to_wire())
             assert again == item.obj
+
+
+def test_rules_sharing_a_metric_name_must_share_its_shape() -> None:
+    first = rule(metric={"name": "weir_opens"})
+    same = rule(metric={"name": "weir_opens"}) | {"metadata": {"name": "same"}}
+    other = rule(metric={"name": "weir_opens"}, groupBy=["namespace"]) | {
+        "metadata": {"name": "z-other"}
+    }
+    parsed = documents.cross_check(
+        [documents.parse_object(policy(), source="p")]
+        + [
+            documents.parse_object(doc, source=doc["metadata"]["name"])
+            for doc in (first, same, other)
+        ]
+    )
+    assert [(p.name, [str(x) for x in p.problems]) for p in parsed[1:]] == [
+        ("r", []),
+        ("same", []),
+        (
+            "z-other",
+            [
+                "spec.metric.name: 'weir_opens' is also exported by AggregationRule 'r' with other "
+                "labels or another value type; give this rule its own metric name"
+            ],
+        ),
+    ]

@@ -247,3 +247,27 @@ def _rule(
                     (*path, "value", "arg"),
                     f"{rule.value.type} needs an integer arg; {rule.value.arg!r} is {arg.type}",
                 )
+
+
+def check_metric_names(
+    rules: Sequence[tuple[str, AggregationRuleSpec]],
+) -> dict[str, list[Problem]]:
+    """Rules sharing a metric name must export the same shape (value type and labels):
+    one Prometheus family cannot have two label sets. The first rule by name keeps the
+    name; the others get a problem."""
+    first: dict[str, tuple[str, AggregationRuleSpec]] = {}
+    problems: dict[str, list[Problem]] = {}
+    for name, spec in sorted(rules, key=lambda r: r[0]):
+        owner = first.setdefault(spec.metric.name, (name, spec))
+        if owner[0] == name:
+            continue
+        other = owner[1]
+        if (other.group_by, other.value.type) != (spec.group_by, spec.value.type):
+            problems.setdefault(name, []).append(
+                at(
+                    ("spec", "metric", "name"),
+                    f"{spec.metric.name!r} is also exported by AggregationRule {owner[0]!r} "
+                    "with other labels or another value type; give this rule its own metric name",
+                )
+            )
+    return problems

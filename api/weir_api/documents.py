@@ -95,12 +95,16 @@ def parse_object(document: Any, *, source: str) -> Parsed:
 def cross_check(parsed: list[Parsed]) -> list[Parsed]:
     """Check each AggregationRule against the policy it names, when that is present."""
     policies = {p.obj.name: p.obj for p in parsed if isinstance(p.obj, TracingPolicy) and p.ok}
+    shared = checks.check_metric_names(
+        [(p.obj.name, p.obj.spec) for p in parsed if isinstance(p.obj, AggregationRule) and p.ok]
+    )
     result = []
     for item in parsed:
         if isinstance(item.obj, AggregationRule) and not item.problems:
             policy = policies.get(item.obj.spec.policy_ref.name)
-            if policy is not None:
-                extra = checks.check_rule(item.obj.spec, policy.spec)
+            extra = checks.check_rule(item.obj.spec, policy.spec) if policy is not None else []
+            extra += shared.get(item.obj.name, [])
+            if extra:
                 item = dataclasses.replace(item, problems=(*item.problems, *extra))
         result.append(item)
     return result

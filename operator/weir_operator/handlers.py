@@ -230,6 +230,10 @@ def rule_rollup(body: Any, status: Any, patch: kopf.Patch, memo: kopf.Memo, **_:
             policy_generation = int(policy_body["metadata"].get("generation", 1))
             if isinstance(policy.obj, TracingPolicy):
                 problems += checks.check_rule(parsed.obj.spec, policy.obj.spec)
+        others = [
+            (r.obj.name, r.obj.spec) for r in _rules(memo) if isinstance(r.obj, AggregationRule)
+        ]
+        problems += checks.check_metric_names(others).get(parsed.obj.name, [])
     previous = AggregationRuleStatus.model_validate(dict(status)) if status else None
     result = rollup.rule_status(
         name=body["metadata"]["name"],
