@@ -45,3 +45,17 @@ def test_check_reports_field_paths_and_exits_nonzero(tmp_path: Path) -> None:
     )
     missing = run("check", "--no-kernel", str(tmp_path / "absent.yaml"))
     assert missing.returncode == 1 and "cannot read" in missing.stderr
+
+
+def test_check_warns_when_a_hook_would_post_every_call(kernel: None, tmp_path: Path) -> None:
+    noisy = tmp_path / "noisy.yaml"
+    noisy.write_text(
+        "apiVersion: weir.dev/v1alpha1\nkind: TracingPolicy\nmetadata: {name: noisy}\n"
+        "spec:\n  tracepoints:\n  - subsystem: syscalls\n    event: sys_enter_getppid\n"
+    )
+    result = run("check", "--no-kernel", str(noisy))  # tracefs is read for the layout
+    assert result.returncode == 0, result.stderr
+    assert (
+        "tracepoint:syscalls:sys_enter_getppid has no selectors, so every call is posted"
+        in result.stderr
+    )

@@ -107,6 +107,14 @@ def _check_policy(
     if generated.problems:
         print(f"{label}: cannot generate\n{problems.render(generated.problems)}", file=sys.stderr)
         return 1
+    for hook in policy.spec.hooks():
+        if not hook.selectors:
+            print(
+                f"{label}: warning: {hook.hook_id()} has no selectors, so every call is posted "
+                "to user space (Tetragon's default); add a selector with matchActions "
+                "[{action: NoPost}] to count and aggregate only",
+                file=sys.stderr,
+            )
     if not kernel:
         print(f"{label}: valid ({len(generated.programs)} programs generated)")
         return 0
