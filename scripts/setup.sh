@@ -18,7 +18,7 @@ warn() { printf '\n*** weir setup WARNING: %s\n\n' "$*" >&2; }
 
 # --- Debian packages -------------------------------------------------------
 kernel=$(uname -r)
-packages=(python3-bpfcc python3-venv bpftool iproute2)
+packages=(python3-bpfcc python3-venv bpftool iproute2 prometheus)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
