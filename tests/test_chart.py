@@ -1,0 +1,187 @@
+"""The Helm chart, rendered by the real helm: lint, defaults and non-defaults, the values
+schema, least-privilege RBAC, the CRDs kept identical to crds/, and the admission policy that
+binds a NodeReport to its writer's node."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import ROOT, require
+
+CHART = ROOT / "charts" / "weir"
+HELM = ROOT / ".tools" / "helm"
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    require(HELM.exists(), "helm is not in .tools/ (make setup fetches it with npm)")
+    result = subprocess.run([str(HELM), *args], capture_output=True, text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(result.stderr)
+    return result
+
+
+def render(*args: str) -> list[dict[str, Any]]:
+    out = helm("template", "weir", str(CHART), "--namespace", "weir-system", *args).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
+
+
+def test_lint() -> None:
+    assert "1 chart(s) linted, 0 chart(s) failed" in helm("lint", str(CHART), "--strict").stdout
+
+
+def test_default_render() -> None:
+    docs = render()
+    kinds = sorted((d["kind"], d["metadata"]["name"]) for d in docs)
+    assert ("ServiceMonitor", "weir-agent") not in kinds
+    for expected in [
+        ("DaemonSet", "weir-agent"),
+        ("Deployment", "weir-operator"),
+        ("Service", "weir-agent"),
+        ("ValidatingAdmissionPolicy", "weir-nodereport-owner"),
+        ("ValidatingAdmissionPolicyBinding", "weir-nodereport-owner"),
+    ]:
+        assert expected in kinds
+    agent = by_kind(docs, "DaemonSet", "weir-agent")["spec"]["template"]["spec"]
+    assert agent["hostPID"] is True and agent["tolerations"] == [{"operator": "Exists"}]
+    container = agent["containers"][0]
+    assert container["securityContext"]["privileged"] is False
+    assert container["securityContext"]["capabilities"] == {
+        "drop": ["ALL"],
+        "add": ["BPF", "PERFMON", "SYS_ADMIN", "SYS_RESOURCE", "SYS_PTRACE"],
+    }
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts == {
+        "/sys/kernel/tracing",
+        "/sys/kernel/debug",
+        "/sys/fs/bpf",
+        "/sys/fs/cgroup",
+        "/lib/modules",
+        "/usr/src",
+    }
+    assert (
+        "--kubernetes" in container["args"]
+        and container["resources"]["limits"]["memory"] == "512Mi"
+    )
+    operator = by_kind(docs, "Deployment", "weir-operator")["spec"]["template"]["spec"]
+    assert operator["securityContext"]["runAsNonRoot"] is True
+    assert operator["containers"][0]["args"] == ["operator", "--namespace", "weir-system"]
+
+
+def test_non_default_values() -> None:
+    docs = render(
+        "--set",
+        "serviceMonitor.enabled=true",
+        "--set",
+        "agent.mountHostHeaders=false",
+        "--set",
+        "image.tag=1.2.3",
+        "--set",
+        "serviceMonitor.labels.release=kube-prometheus",
+    )
+    monitor = by_kind(docs, "ServiceMonitor", "weir-agent")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus"
+    agent = by_kind(docs, "DaemonSet", "weir-agent")["spec"]["template"]["spec"]
+    assert agent["containers"][0]["image"].endswith(":1.2.3")
+    assert {m["mountPath"] for m in agent["containers"][0]["volumeMounts"]} == {
+        "/sys/kernel/tracing",
+        "/sys/kernel/debug",
+        "/sys/fs/bpf",
+        "/sys/fs/cgroup",
+    }
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["operator.replicas=3", "serviceMonitor.interval=often", "agent.metricsPort=0", "surprise=1"],
+)
+def test_values_schema_refuses_bad_values(bad: str) -> None:
+    result = helm("template", "weir", str(CHART), "--set", bad, check=False)
+    assert result.returncode != 0 and "schema" in result.stderr.lower()
+
+
+def rules(docs: list[dict[str, Any]], kind: str, name: str) -> list[dict[str, Any]]:
+    return by_kind(docs, kind, name)["rules"]  # type: ignore[no-any-return]
+
+
+def grants(rule_list: list[dict[str, Any]], resource: str) -> set[str]:
+    return {v for r in rule_list if resource in r["resources"] for v in r["verbs"]}
+
+
+def test_rbac_is_least_privilege() -> None:
+    docs = render()
+    operator_cluster, operator_ns = (
+        rules(docs, "ClusterRole", "weir-operator"),
+        rules(docs, "Role", "weir-operator"),
+    )
+    agent_cluster, agent_ns = (
+        rules(docs, "ClusterRole", "weir-agent"),
+        rules(docs, "Role", "weir-agent"),
+    )
+    every = [*operator_cluster, *operator_ns, *agent_cluster, *agent_ns]
+    assert not any(
+        "*" in r["verbs"] or "*" in r["resources"] or "secrets" in r["resources"] for r in every
+    )
+    assert grants(operator_cluster, "configmaps") == set()  # ConfigMaps: its namespace only
+    assert grants(operator_ns, "configmaps") == {
+        "get",
+        "list",
+        "watch",
+        "create",
+        "update",
+        "patch",
+        "delete",
+    }
+    assert grants(operator_cluster, "tracingpolicies/status") == {"get", "patch", "update"}
+    assert grants(operator_cluster, "nodereports") == {"get", "list", "watch"}
+    assert grants(agent_ns, "configmaps") == {"get", "list", "watch"}
+    assert grants(agent_cluster, "configmaps") == set()
+    assert grants(agent_cluster, "tracingpolicies") == set()  # the agent never reads the CRs
+    assert grants(agent_cluster, "nodereports") == {"get", "create"}
+    assert grants(agent_cluster, "nodereports/status") == {"get", "patch", "update"}
+    assert grants(agent_cluster, "pods") == {"get", "list", "watch"}
+    assert grants(agent_cluster, "nodes") == {"get"}
+    assert by_kind(docs, "Role", "weir-agent")["metadata"]["namespace"] == "weir-system"
+
+
+def test_chart_crds_are_the_generated_ones() -> None:
+    for path in sorted((ROOT / "crds").glob("*.yaml")):
+        assert (CHART / "crds" / path.name).read_text() == path.read_text(), (
+            f"copy crds/{path.name} into the chart"
+        )
+    assert sorted(p.name for p in (CHART / "crds").glob("*.yaml")) == sorted(
+        p.name for p in (ROOT / "crds").glob("*.yaml")
+    )
+
+
+def test_admission_policy_binds_a_nodereport_to_its_node() -> None:
+    import celpy
+
+    policy = by_kind(render(), "ValidatingAdmissionPolicy", "weir-nodereport-owner")
+    (validation,) = policy["spec"]["validations"]
+    (match,) = policy["spec"]["matchConditions"]
+    env = celpy.Environment()
+    check = env.program(env.compile(validation["expression"]))
+    applies = env.program(env.compile(match["expression"]))
+
+    def request(name: str, user: str, node: str | None) -> Any:
+        extra = {"authentication.kubernetes.io/node-name": [node]} if node else {}
+        return celpy.json_to_cel(
+            {"request": {"name": name, "userInfo": {"username": user, "extra": extra}}}
+        )
+
+    agent = "system:serviceaccount:weir-system:weir-agent"
+    assert bool(check.evaluate(request("n1", agent, "n1")))
+    assert not bool(check.evaluate(request("n2", agent, "n1")))  # another node's report
+    assert not bool(check.evaluate(request("n1", agent, None)))  # no node binding in the token
+    assert bool(applies.evaluate(request("n1", agent, "n1")))
+    assert not bool(
+        applies.evaluate(request("n1", "system:serviceaccount:weir-system:weir-operator", None))
+    )
