@@ -5,6 +5,7 @@ binds a NodeReport to its writer's node."""
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -185,3 +186,47 @@ def test_admission_policy_binds_a_nodereport_to_its_node() -> None:
     assert not bool(
         applies.evaluate(request("n1", "system:serviceaccount:weir-system:weir-operator", None))
     )
+
+
+def test_every_shipped_manifest_server_side_applies_twice_without_drift(tmp_path: Path) -> None:
+    # What Argo CD does with ServerSideApply=true: apply, then apply again; the second apply
+    # changes nothing (no generation bump, no new resourceVersion).
+    from test_kubesim import Cluster
+
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.core.create_namespace({"metadata": {"name": "weir-system"}})
+        manifests = helm(
+            "template", "weir", str(CHART), "--namespace", "weir-system", "--include-crds"
+        ).stdout
+        first = cluster.kubectl(
+            "apply",
+            "--server-side",
+            "--field-manager=argocd-controller",
+            "-f",
+            "-",
+            stdin=manifests,
+        )
+        assert "serverside-applied" in first.stdout
+        before = cluster.kubectl("get", "deploy,ds,clusterrole,role,crd", "-A", "-o", "json").stdout
+        second = cluster.kubectl(
+            "apply",
+            "--server-side",
+            "--field-manager=argocd-controller",
+            "-f",
+            "-",
+            stdin=manifests,
+        )
+        assert "serverside-applied" in second.stdout
+        after = cluster.kubectl("get", "deploy,ds,clusterrole,role,crd", "-A", "-o", "json").stdout
+        versions = [
+            (i["metadata"]["name"], i["metadata"]["resourceVersion"])
+            for i in yaml.safe_load(before)["items"]
+        ]
+        assert versions == [
+            (i["metadata"]["name"], i["metadata"]["resourceVersion"])
+            for i in yaml.safe_load(after)["items"]
+        ]
+        assert len(versions) >= 9
+    finally:
+        cluster.close()

@@ -145,12 +145,13 @@ def apply(
         )
         if remaining:
             updated_entries.append(entry | {"fieldsV1": to_fields_v1(remaining)})
+    unchanged = mine is not None and previously == set(applied_leaves)
     updated_entries.append(
         {
             "manager": manager,
             "operation": "Apply",
             "apiVersion": api_version,
-            "time": now,
+            "time": mine["time"] if unchanged and mine is not None else now,  # a no-op keeps it
             "fieldsType": "FieldsV1",
             "fieldsV1": to_fields_v1(set(applied_leaves)),
         }

@@ -95,6 +95,65 @@ BUILTINS = [
         generation=True,
     ),
     ResourceType("coordination.k8s.io", "v1", "leases", "lease", "Lease", True),
+    ResourceType("", "v1", "services", "service", "Service", True, ["svc"], ["all"], status=True),
+    ResourceType(
+        "apps",
+        "v1",
+        "deployments",
+        "deployment",
+        "Deployment",
+        True,
+        ["deploy"],
+        ["all"],
+        status=True,
+        generation=True,
+    ),
+    ResourceType(
+        "apps",
+        "v1",
+        "daemonsets",
+        "daemonset",
+        "DaemonSet",
+        True,
+        ["ds"],
+        ["all"],
+        status=True,
+        generation=True,
+    ),
+    ResourceType(
+        "rbac.authorization.k8s.io", "v1", "clusterroles", "clusterrole", "ClusterRole", False
+    ),
+    ResourceType(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        "ClusterRoleBinding",
+        False,
+    ),
+    ResourceType("rbac.authorization.k8s.io", "v1", "roles", "role", "Role", True),
+    ResourceType(
+        "rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding", True
+    ),
+    ResourceType(
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingadmissionpolicies",
+        "validatingadmissionpolicy",
+        "ValidatingAdmissionPolicy",
+        False,
+        status=True,
+        generation=True,
+    ),
+    ResourceType(
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingadmissionpolicybindings",
+        "validatingadmissionpolicybinding",
+        "ValidatingAdmissionPolicyBinding",
+        False,
+        generation=True,
+    ),
 ]
 
 
