@@ -230,3 +230,22 @@ def test_every_shipped_manifest_server_side_applies_twice_without_drift(tmp_path
         assert len(versions) >= 9
     finally:
         cluster.close()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[], ["--set", "serviceMonitor.enabled=true", "--set", "agent.mountHostHeaders=false"]],
+)
+def test_rendered_manifests_validate_against_the_kubernetes_schemas(values: list[str]) -> None:
+    import kubernetes_validate
+
+    checked = 0
+    for doc in render(*values):
+        if doc["apiVersion"] == "monitoring.coreos.com/v1":  # a CRD's kind: no upstream schema
+            assert (
+                doc["kind"] == "ServiceMonitor" and doc["spec"]["endpoints"][0]["port"] == "metrics"
+            )
+            continue
+        kubernetes_validate.validate(doc, "1.32", strict=True)  # raises with the field on error
+        checked += 1
+    assert checked == 15  # every built-in object the chart renders
