@@ -297,6 +297,8 @@ def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
         ),
         "Ready at generation 2",
     )
+    time.sleep(1.5)  # a few roll-ups later: the operator wrote status only, never spec
+    assert cluster.get_policy("opens")["metadata"]["generation"] == 2
     for _ in range(3):
         (data / "f").read_text()
     wait_for(
