@@ -263,6 +263,7 @@ def agent(
         sink = sys.stdout
         table = False
     elif events_file:
+        Path(events_file).parent.mkdir(parents=True, exist_ok=True)
         sink = open(events_file, "a", encoding="utf-8")  # noqa: SIM115 (closed below)
     writer = eventing.EventWriter(core=core, resolver=resolver, node=node, out=sink)
     pump = threading.Thread(target=writer.run, args=(stop,), name="weir-events", daemon=True)
