@@ -89,6 +89,8 @@ def test_agent_serves_metrics_reloads_and_detaches_on_sigterm(
             f"127.0.0.1:{port}",
             "--report-file",
             str(report_file),
+            "--events-file",
+            str(tmp_path / "not-yet" / "events.jsonl"),
             "--interval",
             "0.3",
             "--node-name",
@@ -171,6 +173,7 @@ def test_agent_serves_metrics_reloads_and_detaches_on_sigterm(
         output, _ = agent.communicate(timeout=60)
     assert agent.returncode == 0, output
     assert "all programs detached" in output
+    assert (tmp_path / "not-yet" / "events.jsonl").exists()  # the directory was created
     assert not ours & bpf_program_ids()  # detached and unloaded
 
 
