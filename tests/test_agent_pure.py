@@ -8,15 +8,16 @@ from weir_agent import abi, cgroups, plans, savings, series
 from weir_agent.codegen import AggSlot, ArgPlan
 from weir_agent.formats import parse_format
 from weir_agent.metadata import Labels
+from weir_api import statuses
 
 
 def test_saved_ratio_on_a_hand_computed_case() -> None:
     # 1,000,000 observed events of a 450-byte line is 450,000,000 raw bytes; 4,500 bytes of
     # metrics exported: 1 - 4500 / 450e6 = 0.99999.
-    assert savings.saved_ratio(450_000_000, 4_500) == 0.99999
-    assert savings.saved_ratio(0, 100) == 0.0
-    assert savings.saved_ratio(100, 1000) == 0.0  # clamped: exporting more than raw saves nothing
-    assert savings.percent(0.99999) == "99.99%" and savings.percent(1.0) == "100%"
+    assert statuses.saved_ratio(450_000_000, 4_500) == 0.99999
+    assert statuses.saved_ratio(0, 100) == 0.0
+    assert statuses.saved_ratio(100, 1000) == 0.0  # clamped: exporting more than raw saves nothing
+    assert statuses.percent(0.99999) == "99.99%" and statuses.percent(1.0) == "100%"
 
 
 def test_event_size_is_the_json_line_length() -> None:

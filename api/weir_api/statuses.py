@@ -29,8 +29,23 @@ def _conditions_field() -> list[Condition]:
     )
 
 
+def saved_ratio(raw_bytes: int, exported_bytes: int) -> float:
+    """The one definition: 1 - exported/raw, clamped to [0, 1]; 0 when nothing was observed.
+    raw is what a per-event JSON exporter would have emitted (see weir_agent.savings)."""
+    if raw_bytes <= 0:
+        return 0.0
+    return min(1.0, max(0.0, 1.0 - exported_bytes / raw_bytes))
+
+
+def percent(ratio: float) -> str:
+    """For display: 99.99% rather than 100% unless it is exactly 1."""
+    if ratio >= 1.0:
+        return "100%"
+    return f"{min(ratio * 100, 99.99):.2f}%"
+
+
 class Savings(Model):
-    """How much data the kernel held back. See docs/savings.md for the exact definitions."""
+    """How much data the kernel held back. See docs/agent.md for the exact definitions."""
 
     observed: int = Field(default=0, ge=0, description="Hook invocations seen.")
     matched: int = Field(default=0, ge=0, description="Invocations that passed the selectors.")
@@ -54,6 +69,16 @@ class Savings(Model):
     saved: str = Field(
         default="", max_length=16, description="savedRatio as a percentage, for display."
     )
+
+    def completed(self) -> Savings:
+        """These counters with savedRatio and saved derived from rawBytes and exportedBytes."""
+        ratio = saved_ratio(self.raw_bytes, self.exported_bytes)
+        return self.model_copy(
+            update={
+                "saved_ratio": round(ratio, 6),
+                "saved": percent(ratio) if self.raw_bytes else "",
+            }
+        )
 
 
 class NodeCounts(Model):

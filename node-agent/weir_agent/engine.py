@@ -408,8 +408,6 @@ def totals(
         return sum(h.stats.get(s, 0) for h in hooks for s in which)
 
     raw = sum(h.stats.get(abi.Stat.OBSERVED, 0) * h.event_size for h in hooks)
-    exported = exported_metric_bytes + exported_event_bytes
-    ratio = savings.saved_ratio(raw, exported)
     return PolicyTotals(
         savings=Savings(
             observed=stat(abi.Stat.OBSERVED),
@@ -418,10 +416,8 @@ def totals(
             aggregated=stat(abi.Stat.AGGREGATED),
             dropped=stat(abi.Stat.OVERFLOW, abi.Stat.RATE_LIMITED, abi.Stat.RINGBUF_FULL),
             raw_bytes=raw,
-            exported_bytes=exported,
-            saved_ratio=round(ratio, 6),
-            saved=savings.percent(ratio) if raw else "",
-        ),
+            exported_bytes=exported_metric_bytes + exported_event_bytes,
+        ).completed(),
         exported_metric_bytes=exported_metric_bytes,
         exported_event_bytes=exported_event_bytes,
     )

@@ -13,7 +13,8 @@ encoding, ``raw_bytes = observed * event_size``. Then
     savedRatio = 1 - exported_bytes / raw_bytes   (0 when raw_bytes is 0,
                                                    clamped to [0, 1])
 
-``event_size`` is the length of the JSON line weir would write for the hook
+The ratio itself is ``weir_api.statuses.saved_ratio`` (the agent and the operator's roll-up
+share it). ``event_size`` is the length of the JSON line weir would write for the hook
 (see ``canonical_event``): fixed-width placeholders for time, ids and names,
 and each declared argument at its widest rendering, so it depends on the
 policy's shape and never on the traffic.
@@ -64,17 +65,3 @@ def canonical_event(policy: str, hook: str, args: Sequence[ArgPlan]) -> dict[str
 def event_size(policy: str, hook: str, args: Sequence[ArgPlan]) -> int:
     """Bytes of one event line (JSON + newline) for this hook."""
     return len(json.dumps(canonical_event(policy, hook, args), separators=(",", ":"))) + 1
-
-
-def saved_ratio(raw_bytes: int, exported_bytes: int) -> float:
-    """1 - exported/raw, in [0, 1]; 0 when nothing was observed."""
-    if raw_bytes <= 0:
-        return 0.0
-    return min(1.0, max(0.0, 1.0 - exported_bytes / raw_bytes))
-
-
-def percent(ratio: float) -> str:
-    """For display: 99.97% rather than 100% unless it is exactly 1."""
-    if ratio >= 1.0:
-        return "100%"
-    return f"{min(ratio * 100, 99.99):.2f}%"

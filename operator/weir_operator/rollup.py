@@ -33,10 +33,6 @@ from weir_api.statuses import (
 )
 
 
-def _percent(ratio: float) -> str:
-    return "100%" if ratio >= 1.0 else f"{min(ratio * 100, 99.99):.2f}%"
-
-
 def _condition(
     type_: str,
     true: bool,
@@ -173,11 +169,7 @@ def policy_status(
                 "exported_bytes",
             ):
                 setattr(totals, field, getattr(totals, field) + getattr(mine.savings, field))
-    if totals.raw_bytes:
-        totals.saved_ratio = round(
-            max(0.0, min(1.0, 1 - totals.exported_bytes / totals.raw_bytes)), 6
-        )
-        totals.saved = _percent(totals.saved_ratio)
+    totals = totals.completed()
     stalled = bool(problems)
     text = "; ".join(str(p) for p in problems[:5])
     first = failing[0] if failing else None
