@@ -302,16 +302,28 @@ class Handler(BaseHTTPRequestHandler):
         agent = (self.headers.get("User-Agent") or "unknown").split("/")[0]
         return query.get("fieldManager") or agent
 
-    def _write(self, method: str, rtype: ResourceType, namespace: str, name: str, sub: str,
-               query: dict[str, str]) -> None:  # fmt: skip
+    def _write(
+        self,
+        method: str,
+        rtype: ResourceType,
+        namespace: str,
+        name: str,
+        sub: str,
+        query: dict[str, str],
+    ) -> None:
         store = self.emulator.store
         if method == "POST" and not name:
             body = self._body()
             self._check_body(body, rtype, namespace)
             with store.lock:
                 obj, warnings = self._admit(rtype, body, query)
-                obj = applying.record_update(None, obj, manager=self._manager(query),
-                                             api_version=rtype.api_version, now=now())  # fmt: skip
+                obj = applying.record_update(
+                    None,
+                    obj,
+                    manager=self._manager(query),
+                    api_version=rtype.api_version,
+                    now=now(),
+                )
                 created = store.create(rtype, namespace, obj)
             return self._send(201, created, headers=warnings)
         if method == "PUT" and name:
@@ -319,18 +331,9 @@ class Handler(BaseHTTPRequestHandler):
             self._check_body(body, rtype, namespace, name)
             with store.lock:
                 current = store.get(rtype, namespace, name)
-                obj, warnings = self._admit(rtype, body, query, subresource=sub, current=current)
-                if not sub:
-                    obj = applying.record_update(
-                        current,
-                        obj,
-                        manager=self._manager(query),
-                        api_version=rtype.api_version,
-                        now=now(),
-                    )
                 expected = (body.get("metadata") or {}).get("resourceVersion")
-                updated = store.update(
-                    rtype, namespace, name, obj, subresource=sub, expected_rv=expected
+                updated, warnings = self._replace(
+                    rtype, namespace, name, sub, query, body, current, expected
                 )
             return self._send(200, updated, headers=warnings)
         if method == "PATCH" and name:
@@ -471,9 +474,6 @@ class Handler(BaseHTTPRequestHandler):
         rtype: ResourceType,
         obj: dict[str, Any],
         query: dict[str, str],
-        *,
-        subresource: str = "",
-        current: dict[str, Any] | None = None,
     ) -> tuple[dict[str, Any], dict[str, str]]:
         if rtype.schema is None:
             return obj, {}
@@ -539,27 +539,49 @@ class Handler(BaseHTTPRequestHandler):
             if not isinstance(patched, dict):
                 raise ApiError(422, "Invalid", "the patch did not produce an object")
             self._check_body(patched, rtype, namespace, name)
-            obj, warnings = self._admit(rtype, patched, query, subresource=sub, current=current)
-            if not sub:
-                obj = applying.record_update(
-                    current,
-                    obj,
-                    manager=self._manager(query),
-                    api_version=rtype.api_version,
-                    now=now(),
-                )
             expected = (
                 (body.get("metadata") or {}).get("resourceVersion")
                 if isinstance(body, dict)
                 else None
             )
-            updated = store.update(
-                rtype, namespace, name, obj, subresource=sub, expected_rv=expected
+            updated, warnings = self._replace(
+                rtype, namespace, name, sub, query, patched, current, expected
             )
         self._send(200, updated, headers=warnings)
 
-    def _apply(self, rtype: ResourceType, namespace: str, name: str, sub: str, query: dict[str, str],
-               body: Any) -> None:  # fmt: skip
+    def _replace(
+        self,
+        rtype: ResourceType,
+        namespace: str,
+        name: str,
+        sub: str,
+        query: dict[str, str],
+        new: dict[str, Any],
+        current: dict[str, Any],
+        expected_rv: str | None,
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """Admit ``new`` and store it over ``current`` (PUT and PATCH end here, with the store lock
+        held); returns the stored object and warning headers. Writes to the main resource are
+        attributed to their field manager."""
+        obj, warnings = self._admit(rtype, new, query)
+        if not sub:
+            obj = applying.record_update(
+                current, obj, manager=self._manager(query), api_version=rtype.api_version, now=now()
+            )
+        updated = self.emulator.store.update(
+            rtype, namespace, name, obj, subresource=sub, expected_rv=expected_rv
+        )
+        return updated, warnings
+
+    def _apply(
+        self,
+        rtype: ResourceType,
+        namespace: str,
+        name: str,
+        sub: str,
+        query: dict[str, str],
+        body: Any,
+    ) -> None:
         store = self.emulator.store
         manager = query.get("fieldManager")
         if not manager:
@@ -583,13 +605,33 @@ class Handler(BaseHTTPRequestHandler):
                     raise
                 current = None
             try:
-                result = applying.apply(current, body, manager=manager, force=query.get("force") == "true",
-                                        api_version=rtype.api_version, now=now())  # fmt: skip
+                result = applying.apply(
+                    current,
+                    body,
+                    manager=manager,
+                    force=query.get("force") == "true",
+                    api_version=rtype.api_version,
+                    now=now(),
+                )
             except applying.ApplyConflict as conflict:
-                raise ApiError(409, "Conflict", str(conflict), details={
-                    "name": name, "group": rtype.group, "kind": rtype.plural,
-                    "causes": [{"reason": "FieldManagerConflict", "message": f'conflict with "{m}"',
-                                "field": "." + ".".join(p)} for m, p in conflict.conflicts]}) from None  # fmt: skip
+                raise ApiError(
+                    409,
+                    "Conflict",
+                    str(conflict),
+                    details={
+                        "name": name,
+                        "group": rtype.group,
+                        "kind": rtype.plural,
+                        "causes": [
+                            {
+                                "reason": "FieldManagerConflict",
+                                "message": f'conflict with "{m}"',
+                                "field": "." + ".".join(p),
+                            }
+                            for m, p in conflict.conflicts
+                        ],
+                    },
+                ) from None
             obj, warnings = self._admit(rtype, result, query)
             if current is None:
                 obj["metadata"]["name"] = name
