@@ -75,7 +75,7 @@ def scrape(
             engine=core,
             resolver=resolver,
             node=node,  # type: ignore[arg-type]
-            headers="matching",
+            headers="host",
         )
     )
     text = generate_latest(registry).decode()

@@ -214,7 +214,7 @@ def test_a_program_the_verifier_rejects_keeps_the_previous_version(core) -> None
     os.close(fd)
     assert stats(core, "verify")["matched"] == 2  # the old program still runs, with its old values
     report = reporting.from_engine(
-        core, node="n1", kernel="k", headers="matching", agent_version="t", previous=None
+        core, node="n1", kernel="k", headers="host", agent_version="t", previous=None
     )
     policy = report.status.policies[0]
     assert (policy.state, policy.generation, policy.running_generation) == ("Failed", 2, 1)
@@ -308,7 +308,7 @@ def test_a_broken_policy_file_affects_only_itself(core, tmp_path: Path, scratch:
     assert core.policies["invalid"].hooks == {}
     assert "GT does not apply to 'path'" in str(core.policies["invalid"].problems[0])
     report = reporting.from_engine(
-        core, node="n1", kernel="k", headers="matching", agent_version="t", previous=None
+        core, node="n1", kernel="k", headers="host", agent_version="t", previous=None
     )
     states = {p.name: p.state for p in report.status.policies}
     assert states == {"good": "Ready", "invalid": "Failed"}

@@ -5,10 +5,8 @@ the programs and publishes its NodeReport, and the policy's status says so."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,11 +15,11 @@ from typing import Any
 
 import pytest
 import yaml
-from kopf.testing import KopfRunner
 from kubernetes import client as k8s
 
+import roles
 from agenthelpers import scrape_http
-from conftest import ROOT, free_port
+from conftest import free_port
 from test_kubesim import GROUP, VERSION, Cluster
 
 NS = "weir-system"
@@ -31,7 +29,6 @@ HOST = (
     ("pod", ""),
     ("workload", ""),
 )  # the test's own process
-HANDLERS = ROOT / "operator" / "weir_operator" / "handlers.py"
 
 
 def wait_for(predicate, what: str, timeout: float = 60.0):  # type: ignore[no-untyped-def]
@@ -100,18 +97,13 @@ def opens_policy(
 
 
 @pytest.fixture
-def stack(
-    kernel: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[dict[str, Any]]:
+def stack(kernel: None, tmp_path: Path) -> Iterator[dict[str, Any]]:
     cluster = Cluster(tmp_path)
     cluster.install()
     cluster.core.create_namespace({"metadata": {"name": NS}})
     cluster.core.create_node(
         {"metadata": {"name": "n1", "labels": {"kubernetes.io/hostname": "n1"}}}
     )
-    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
-    monkeypatch.setenv("WEIR_NAMESPACE", NS)
-    monkeypatch.setenv("WEIR_ROLLUP_SECONDS", "0.5")
     metrics = free_port()
     # The agent reads tracepoint layouts from a tracefs copy in which one event's field sits
     # outside the record: a program for it passes generation and fails in the real verifier.
@@ -122,47 +114,41 @@ def stack(
             source = source.replace("off_t offset;\toffset:24;", "off_t offset;\toffset:1048576;")
         (tracefs / "events" / "syscalls" / event).mkdir(parents=True)
         (tracefs / "events" / "syscalls" / event / "format").write_text(source)
-    agent = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "weir_cli.main",
-            "agent",
-            "--kubernetes",
-            "--node-name",
-            "n1",
-            "--namespace",
-            NS,
-            "--tracefs",
-            str(tracefs),
-            "--interval",
-            "0.3",
-            "--report-interval",
-            "0.3",
-            "--metrics-addr",
-            f"127.0.0.1:{metrics}",
-        ],
-        cwd=ROOT,
-        env={**os.environ},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    # Both roles run as the chart runs them: `weir operator` and `weir agent` with the args
+    # and env `helm template` renders (test settings through the chart's own values).
+    docs = roles.render(
+        {
+            "agent": {
+                "metricsPort": metrics,
+                "reportInterval": 0.3,
+                "extraArgs": [f"--tracefs={tracefs}", "--interval=0.3"],
+            },
+            "operator": {"rollupSeconds": 0.5, "healthPort": free_port()},
+        }
     )
+    outside = {"KUBECONFIG": str(cluster.kubeconfig)}
+    agent = roles.start(
+        docs, "agent", fields={"spec.nodeName": "n1"}, env=outside, log=tmp_path / "agent.log"
+    )
+    operator = roles.start(docs, "operator", fields={}, env=outside, log=tmp_path / "op.log")
     data = Path("/tmp") / f"weir-e2e-{uuid.uuid4().hex[:10]}"
     data.mkdir()
     (data / "f").write_text("x")
-    with KopfRunner(["run", "-A", "--standalone", str(HANDLERS)], timeout=120) as runner:
+    try:
         yield {
             "cluster": cluster,
             "agent": agent,
+            "operator": operator,
             "metrics": metrics,
             "data": data,
-            "runner": runner,
+            "logs": tmp_path,
         }
-        agent.send_signal(signal.SIGTERM)
-        output, _ = agent.communicate(timeout=60)
-        (tmp_path / "agent.log").write_text(output)
-        assert agent.returncode == 0, output
+    finally:
+        for process in (operator, agent):
+            process.send_signal(signal.SIGTERM)
+        for process, log in ((operator, "op.log"), (agent, "agent.log")):
+            process.wait(timeout=60)
+            assert process.returncode == 0, (tmp_path / log).read_text()
     (data / "f").unlink()
     data.rmdir()
     cluster.close()

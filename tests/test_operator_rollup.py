@@ -4,6 +4,7 @@ written at most once per roll-up interval however often the nodes write."""
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -11,25 +12,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kopf.testing import KopfRunner
 
+import roles
+from conftest import free_port
 from test_kubesim import GROUP, VERSION, Cluster
 from weir_api.policies import ObjectMeta
 from weir_api.reports import NodeReportSpec, NodeReportStatus, PolicyReport, ProgramReport
 from weir_api.statuses import Savings
 
-HANDLERS = Path(__file__).resolve().parent.parent / "operator" / "weir_operator" / "handlers.py"
-INTERVAL = 0.5  # the same as the e2e test: kopf reads the interval when it imports the handlers
+INTERVAL = 0.5  # the operator's roll-up interval (chart value operator.rollupSeconds)
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
     instance = Cluster(tmp_path)
     instance.install()
     instance.core.create_namespace({"metadata": {"name": "weir-system"}})
-    monkeypatch.setenv("KUBECONFIG", str(instance.kubeconfig))
-    monkeypatch.setenv("WEIR_NAMESPACE", "weir-system")
-    monkeypatch.setenv("WEIR_ROLLUP_SECONDS", str(INTERVAL))
     yield instance
     instance.close()
 
@@ -60,7 +58,9 @@ def report(node: str, observed: int, failing: bool) -> dict[str, Any]:
     }
 
 
-def test_two_hundred_nodes_roll_up_correctly_with_bounded_writes(cluster: Cluster) -> None:
+def test_two_hundred_nodes_roll_up_correctly_with_bounded_writes(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     nodes = [f"node-{i:03}" for i in range(200)]
     failing = set(nodes[::20])  # 10 failing nodes
     for name in nodes:
@@ -88,7 +88,15 @@ def test_two_hundred_nodes_roll_up_correctly_with_bounded_writes(cluster: Cluste
                 writes[0] += 1
 
     store = cluster.emulator.store
-    with KopfRunner(["run", "-A", "--standalone", str(HANDLERS)], timeout=120) as runner:
+    docs = roles.render({"operator": {"rollupSeconds": INTERVAL, "healthPort": free_port()}})
+    operator = roles.start(
+        docs,
+        "operator",
+        fields={},
+        env={"KUBECONFIG": str(cluster.kubeconfig)},
+        log=tmp_path / "operator.log",
+    )
+    try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not cluster.get_policy("p").get("status"):
             time.sleep(0.2)
@@ -114,7 +122,10 @@ def test_two_hundred_nodes_roll_up_correctly_with_bounded_writes(cluster: Cluste
         elapsed = time.monotonic() - started
         stop.set()
         thread.join()
-    assert runner.exception is None
+    finally:
+        operator.send_signal(signal.SIGTERM)
+        operator.wait(timeout=60)
+    assert operator.returncode == 0, (tmp_path / "operator.log").read_text()
     assert writes[0] > 100, "the simulated nodes must write far more often than the operator"
     assert status_writes <= elapsed / INTERVAL + 2, (status_writes, other_writes, elapsed)
     status = cluster.get_policy("p")["status"]

@@ -20,7 +20,7 @@ from weir_api.policies import ObjectMeta
 from weir_api.statuses import FailurePhase, Savings
 
 ProgramState = Literal["pending", "compiled", "verified", "attached", "failed"]
-HeadersState = Literal["matching", "fallback", "missing"]
+HeadersState = Literal["host", "kheaders", "baked", "fallback", "missing"]
 
 
 class ProgramReport(Model):
@@ -114,8 +114,9 @@ class NodeReportStatus(Model):
     kernel: str = Field(default="", max_length=256, description="uname -r of the node.")
     headers: HeadersState | None = Field(
         default=None,
-        description="Kernel headers bcc compiled against: matching, fallback (another "
-        "version's; kprobe struct layouts may differ) or missing.",
+        description="Kernel headers bcc compiles against: host (the node's), kheaders "
+        "(CONFIG_IKHEADERS), baked (in the image), fallback (another version's; kprobe struct "
+        "layouts may differ) or missing (nothing compiles).",
     )
     policies: list[PolicyReport] = Field(
         default_factory=list,

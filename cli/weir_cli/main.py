@@ -23,7 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     agent = sub.add_parser("agent", help="run the node agent (standalone or in Kubernetes)")
     agent.add_argument("--policies", type=Path, help="directory of policy YAML (standalone)")
-    agent.add_argument("--metrics-addr", default="127.0.0.1:9400", help="HOST:PORT for /metrics")
+    agent.add_argument(
+        "--metrics-addr",
+        default="127.0.0.1:9400",
+        help="HOST:PORT for /metrics, /readyz and /healthz",
+    )
     agent.add_argument("--report-file", type=Path, help="write the NodeReport JSON here")
     agent.add_argument("--events-file", help="write JSON event lines here (- for stdout)")
     agent.add_argument("--node-name", help="this node's name (default: the hostname)")
@@ -47,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     agent.add_argument("--interval", type=float, default=2.0, help="refresh seconds")
     agent.add_argument(
+        "--stall-seconds",
+        type=float,
+        default=120.0,
+        help="/healthz fails when the main loop made no progress for this long",
+    )
+    agent.add_argument(
         "--no-table", action="store_true", help="log lines instead of the live table"
     )
 
@@ -63,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     operator = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
     operator.add_argument("--namespace", default="weir-system", help="where ConfigMaps go")
+    operator.add_argument(
+        "--liveness",
+        default="http://0.0.0.0:8080/healthz",
+        help="URL kopf serves its liveness probe on ('' to disable)",
+    )
 
     crds = sub.add_parser("crds", help="write the CRDs generated from the API models")
     crds.add_argument("--out", type=Path, default=Path("crds"), help="directory to write")
@@ -80,11 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return commands.run(args)
     if args.command == "operator":
-        print(
-            "weir operator: arrives with the operator issue (#6); not available yet",
-            file=sys.stderr,
-        )
-        return 2
+        from weir_operator import running
+
+        return running.run(namespace=args.namespace, liveness=args.liveness or None)
     raise AssertionError(args.command)
 
 

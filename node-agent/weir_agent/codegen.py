@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -31,8 +30,8 @@ from weir_api.aggregations import AggregationRule
 from weir_api.policies import Arg, KProbe, Tracepoint, TracingPolicy, UProbe
 from weir_api.problems import PathPart, Problem, at
 
-# The C sources: bpf/ of the source tree, or WEIR_BPF_DIR where an image installs them.
-BPF_DIR = Path(os.environ.get("WEIR_BPF_DIR") or Path(__file__).resolve().parents[2] / "bpf")
+# The C sources ship inside the package (weir_agent/bpf/*.c), so any install can compile.
+BPF_DIR = Path(__file__).resolve().parent / "bpf"
 HOOK_SOURCE = "hook.bpf.c"
 STUB_SOURCE = "stub.bpf.c"
 EXEC_SOURCE = "exec.bpf.c"

@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         node=args.node_name or socket.gethostname(),
         interval=args.interval,
         table=sys.stdout.isatty() and not args.no_table,
+        stall_seconds=args.stall_seconds,
     )
 
 
@@ -139,7 +140,7 @@ def _check_policy(
         )
         loaded.close()
     headers = loading.headers_state()
-    if headers != "matching" and policy.spec.kprobes:
+    if headers not in {"host", "baked", "kheaders"} and policy.spec.kprobes:
         print(
             f"{label}: warning: kernel headers are {headers}; kprobe programs reading kernel "
             "structs (sock) may see another kernel's layout",
@@ -212,8 +213,9 @@ def agent(
     node: str,
     interval: float,
     table: bool,
+    stall_seconds: float = 120.0,
 ) -> int:
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry
 
     from weir_agent import (
         cgroups,
@@ -224,22 +226,27 @@ def agent(
         loading,
         metadata,
         reporting,
+        serving,
         sources,
         version,
     )
+    from weir_agent import headers as hdrs
     from weir_agent import table as tables
 
     if policies is not None and not policies.is_dir():
         print(f"weir agent: {policies} is not a directory", file=sys.stderr)
         return 2
     headers = loading.headers_state()
-    if headers != "matching":
+    if headers == "missing":
+        log.error("%s", hdrs.locate(platform.release()).problem)
+    elif headers == "fallback":
         log.warning(
-            "kernel headers are %s for %s: tracepoint and uprobe programs are fine; "
-            "kprobe programs reading kernel structs may see another layout",
-            headers,
+            "kernel headers for %s are another version's (fallback): kprobe programs reading "
+            "kernel structs may see another layout",
             platform.release(),
         )
+    else:
+        log.info("kernel headers: %s", headers)
     core = engine.Engine(
         node_name=node, layouts=functools.partial(formats.read_format, tracefs=tracefs)
     )
@@ -247,9 +254,9 @@ def agent(
     registry = CollectorRegistry(auto_describe=False)
     collector = exporting.WeirCollector(engine=core, resolver=resolver, node=node, headers=headers)
     registry.register(collector)
-    host, _, port = metrics_addr.rpartition(":")
-    server, thread = start_http_server(int(port), addr=host or "0.0.0.0", registry=registry)
-    log.info("serving metrics on http://%s/metrics", metrics_addr)
+    health = serving.Health(stall_seconds=stall_seconds)
+    server, thread = serving.serve(addr=metrics_addr, registry=registry, health=health)
+    log.info("serving /metrics, /readyz and /healthz on http://%s", metrics_addr)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -276,9 +283,34 @@ def agent(
     )
     if cluster is not None:
         collector.resolver = writer.resolver = cluster.pod_resolver(resolver)
+
+    def report_now(pending: dict[str, int] | None = None) -> NodeReport:
+        report = reporting.from_engine(
+            core,
+            node=node,
+            kernel=platform.release(),
+            headers=headers,
+            agent_version=version.VERSION,
+            previous=previous,
+            not_targeted=cluster.not_targeted if cluster is not None else None,
+        )
+        return reporting.with_pending(report, pending) if pending else report
+
+    def emit(report: NodeReport) -> None:
+        nonlocal previous
+        if cluster is not None:
+            cluster.publisher.publish(report)
+        if report != previous:
+            if report_file is not None:
+                _write_atomically(report_file, json.dumps(report.to_wire(), indent=2))
+            if not table:
+                _log_changes(previous, report)
+            previous = report
+
     seen: object = None
     try:
         while not stop.is_set():
+            health.beat()
             not_targeted: dict[str, int] = {}
             if cluster is not None:
                 current, parsed = cluster.poll()
@@ -301,28 +333,17 @@ def agent(
                     parsed, not_targeted = cluster.targeted(parsed)
                     cluster.not_targeted = not_targeted
                     cluster.remember_scopes(parsed)
+                # Say what is about to be compiled before compiling it.
+                emit(report_now(_generations(parsed)))
                 core.apply(parsed)
+                if cluster is None or cluster.source.synced.is_set():
+                    health.ready.set()
             if cluster is not None:
                 core.update_scopes(cluster.scopes())
-            report = reporting.from_engine(
-                core,
-                node=node,
-                kernel=platform.release(),
-                headers=headers,
-                agent_version=version.VERSION,
-                previous=previous,
-                not_targeted=cluster.not_targeted if cluster is not None else None,
-            )
-            if cluster is not None:
-                cluster.publisher.publish(report)
-            if report != previous:
-                if report_file is not None:
-                    _write_atomically(report_file, json.dumps(report.to_wire(), indent=2))
-                if not table:
-                    _log_changes(previous, report)
-                previous = report
+            emit(report_now())
             if table:
-                screen = tables.render(report, failures=tables.failure_lines(report))
+                assert previous is not None
+                screen = tables.render(previous, failures=tables.failure_lines(previous))
                 sys.stdout.write(
                     "\x1b[H\x1b[2J" + f"weir agent on {node} — {policies} — "
                     f"metrics http://{metrics_addr}/metrics\n\n" + screen + "\n"
@@ -332,10 +353,17 @@ def agent(
     finally:
         stop.set()
         pump.join(timeout=5)
+        final = report_now()
         core.close()
         writer.pump()
         if sink is not None and sink is not sys.stdout:
             sink.close()
+        # Every program is detached now: the report left behind claims none.
+        gone = reporting.stopped(final)
+        if report_file is not None:
+            _write_atomically(report_file, json.dumps(gone.to_wire(), indent=2))
+        if cluster is not None:
+            cluster.publisher.publish(gone)
         server.shutdown()
         thread.join(timeout=5)
     log.info("stopped; all programs detached")
@@ -472,6 +500,17 @@ class _Cluster:
 
         kept = [item for item in parsed if not excluded_item(item)]
         return kept, excluded
+
+
+def _generations(parsed: Sequence[documents.Parsed]) -> dict[str, int]:
+    """name -> generation of the valid policies about to be applied."""
+    from weir_api.policies import TracingPolicy
+
+    return {
+        item.name: item.obj.metadata.generation
+        for item in parsed
+        if isinstance(item.obj, TracingPolicy) and item.ok
+    }
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 
 from bcc import BPF
 
-from weir_agent import abi, codegen
+from weir_agent import abi, codegen, headers
 from weir_agent.codegen import Program
 
 _PROCESSED = re.compile(r"processed (\d+) insns")
@@ -73,13 +73,10 @@ def log_tail(text: str) -> str:
 
 
 def headers_state() -> str:
-    """matching, fallback (another version's headers linked in) or missing."""
-    modules = Path("/lib/modules") / platform.release()
-    if not (modules / "build" / "include").exists():
-        return "missing"
-    if (modules / ".weir-fallback-headers").exists():
-        return "fallback"
-    return "matching"
+    """host, kheaders, baked, fallback or missing (see headers.py); points bcc at them."""
+    found = headers.locate(platform.release())
+    headers.use(found)
+    return found.state
 
 
 # --- bpf(BPF_OBJ_GET_INFO_BY_FD) for sizes, instruction counts and bpf_stats ----------------
@@ -182,6 +179,10 @@ _PROG_TYPES = {
 def compile_and_load(program: Program) -> Loaded:
     """Compile with the program's flags and load through the verifier; raises LoadError."""
     source = str(codegen.BPF_DIR / codegen.HOOK_SOURCE)
+    found = headers.locate(platform.release())
+    if found.state == "missing":
+        raise LoadError("compile", found.problem)
+    headers.use(found)
     started = time.monotonic()
     with _captured_stderr() as compile_log:
         try:

@@ -3,7 +3,8 @@
 One NodeReport per node, named after it and owned by its Node when the Node
 exists, written only by that node's agent: created once, then its status is
 replaced through ``/status`` when the report differs from the last one
-published, at most once per ``min_interval`` seconds. Failures are logged and
+published: at once when what runs changed (a policy's generation or state),
+otherwise (counters only) at most once per ``min_interval`` seconds. Failures are logged and
 retried on the next round; the programs keep running either way.
 """
 
@@ -68,7 +69,10 @@ class NodeReportPublisher:
 
     def publish(self, report: NodeReport) -> bool:
         """Write the report if it changed and the interval allows; True when written."""
-        if report == self.published or time.monotonic() - self.published_at < self.min_interval:
+        if report == self.published:
+            return False
+        urgent = states(report) != states(self.published)
+        if not urgent and time.monotonic() - self.published_at < self.min_interval:
             return False
         try:
             self._ensure()
@@ -83,3 +87,12 @@ class NodeReportPublisher:
         self.published, self.published_at = report, time.monotonic()
         self.writes += 1
         return True
+
+
+def states(report: NodeReport | None) -> tuple[tuple[str, int, int, str], ...]:
+    """What a report says runs, without its counters."""
+    if report is None or report.status is None:
+        return ()
+    return tuple(
+        (p.name, p.generation, p.running_generation, p.state) for p in report.status.policies
+    )

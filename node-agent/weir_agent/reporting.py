@@ -178,3 +178,53 @@ def from_engine(
         totals=core.savings(snapshots),
         previous=previous,
     )
+
+
+def with_pending(report: NodeReport, policies: Mapping[str, int]) -> NodeReport:
+    """``report`` plus a Pending entry for each policy (name -> generation) the engine does
+    not run yet: written before a start-up or a change is compiled, so nobody reads the last
+    run's Ready meanwhile."""
+    assert report.status is not None
+    known = {p.name for p in report.status.policies}
+    pending = [
+        PolicyReport(name=name, generation=generation, state="Pending")
+        for name, generation in sorted(policies.items())
+        if name not in known
+    ]
+    if not pending:
+        return report
+    status = report.status.model_copy(
+        update={"policies": sorted([*report.status.policies, *pending], key=lambda p: p.name)}
+    )
+    return report.model_copy(update={"status": status})
+
+
+def stopped(report: NodeReport, *, timestamp: str | None = None) -> NodeReport:
+    """The report an exiting agent leaves behind: every program is detached, so no policy
+    runs and no program id is claimed; counters stay as last read."""
+    assert report.status is not None
+    policies = [
+        p.model_copy(update={"state": "Pending", "running_generation": 0, "programs": []})
+        if p.state != "NotTargeted"
+        else p
+        for p in report.status.policies
+    ]
+    at = timestamp or now()
+    conditions = [
+        Condition(
+            type="Ready",
+            status="False",
+            last_transition_time=at,
+            reason="AgentStopped",
+            message="the agent exited; every program is detached",
+        ),
+        Condition(
+            type="Degraded",
+            status="False",
+            last_transition_time=at,
+            reason="AgentStopped",
+            message="",
+        ),
+    ]
+    status = report.status.model_copy(update={"policies": policies, "conditions": conditions})
+    return report.model_copy(update={"status": status})

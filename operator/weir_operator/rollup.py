@@ -67,9 +67,20 @@ def _conditions(
     generation: int,
     now: str,
     before: Sequence[Condition],
+    operator_error: str = "",
 ) -> list[Condition]:
     """Ready, Reconciling, Degraded and Stalled, as every weir object reports them."""
-    ready = not stalled and counts.targeted > 0 and counts.ready == counts.targeted
+    ready = (
+        not stalled
+        and not operator_error
+        and counts.targeted > 0
+        and counts.ready == counts.targeted
+    )
+    degraded = counts.failed > 0 or bool(operator_error)
+    if operator_error:
+        degraded_reason, degraded_message = "OperatorError", operator_error
+    else:
+        degraded_reason = "NodesFailed" if counts.failed else "NoFailures"
     pending = f"{counts.pending} of {counts.targeted} nodes not at generation {generation}"
     return [
         _condition("Ready", ready, ready_reason, ready_message, generation, now, before),
@@ -84,8 +95,8 @@ def _conditions(
         ),
         _condition(
             "Degraded",
-            counts.failed > 0,
-            "NodesFailed" if counts.failed else "NoFailures",
+            degraded,
+            degraded_reason,
             degraded_message,
             generation,
             now,
@@ -148,7 +159,10 @@ def policy_status(
     reports: Sequence[NodeReport],
     previous: TracingPolicyStatus | None,
     now: str,
+    operator_error: str = "",
 ) -> TracingPolicyStatus:
+    """``operator_error``: what the operator itself could not do for this policy (write
+    its ConfigMap, say); it makes the policy Degraded and not Ready, whatever the nodes say."""
     before = previous.conditions if previous else []
     counts, failing, _ = _count(name, generation, reports)
     totals = Savings()
@@ -182,6 +196,8 @@ def policy_status(
         )
     if stalled:
         ready_reason, ready_message = "InvalidSpec", text
+    elif operator_error:
+        ready_reason, ready_message = "OperatorError", operator_error
     elif counts.targeted == 0:
         ready_reason, ready_message = "NoNodes", "no node reports this policy yet"
     elif counts.ready == counts.targeted:
@@ -206,6 +222,7 @@ def policy_status(
         generation=generation,
         now=now,
         before=before,
+        operator_error="" if stalled else operator_error,
     )
     return TracingPolicyStatus(
         observed_generation=generation,

@@ -1,4 +1,9 @@
-"""``weir operator``: run the kopf operator in this process (standalone, cluster-wide)."""
+"""``weir operator``: the one entrypoint of the operator role.
+
+The image, the chart and every test start the operator through this function
+(``weir operator --namespace NS``): kopf, cluster-wide, standalone (one active
+operator), with its liveness endpoint for the Deployment's probe.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,11 @@ import kopf
 from weir_operator import handlers
 
 
-def run(*, namespace: str) -> int:
+def run(*, namespace: str, liveness: str | None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     memo = kopf.Memo(namespace=namespace)
-    assert handlers.policy_changed  # registers the handlers with kopf's default registry
-    asyncio.run(kopf.operator(clusterwide=True, standalone=True, memo=memo))
+    assert handlers.policy_changed  # importing handlers registers them with kopf
+    asyncio.run(
+        kopf.operator(clusterwide=True, standalone=True, memo=memo, liveness_endpoint=liveness)
+    )
     return 0

@@ -1,0 +1,202 @@
+"""The roll-up loop: NodeReports into TracingPolicy and AggregationRule status.
+
+One thread, one pass per interval: it lists policies, rules and NodeReports once
+(not once per object), computes each object's status with the pure ``rollup``
+module, and writes ``/status`` only for objects whose status changed, so each
+object sees at most one status write per interval.
+
+It replaces per-object kopf timers, which would make kopf put a finalizer on
+every policy and rule: with the operator stopped or uninstalled, deleting a
+policy or the CRDs would then hang.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client as k8s
+
+from weir_api import GROUP, VERSION, checks, documents
+from weir_api.aggregations import AggregationRule
+from weir_api.policies import TracingPolicy
+from weir_api.problems import Problem
+from weir_api.reports import NodeReport
+from weir_api.statuses import AggregationRuleStatus, TracingPolicyStatus
+from weir_operator import rollup
+
+log = logging.getLogger("weir.operator")
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse(body: Any) -> documents.Parsed:
+    """A stored object as the API models see it (status and server fields dropped)."""
+    raw = {k: v for k, v in dict(body).items() if k in {"apiVersion", "kind", "metadata", "spec"}}
+    raw["metadata"] = {
+        k: v for k, v in dict(raw.get("metadata", {})).items() if k in {"name", "generation", "uid"}
+    }
+    return documents.parse_object(raw, source=f"{raw.get('kind')}/{raw['metadata'].get('name')}")
+
+
+def describe_api_error(error: k8s.ApiException, *, doing: str) -> str:
+    """What the operator could not do, in words an admin can act on."""
+    try:
+        message = json.loads(error.body or "{}").get("message") or error.reason
+    except ValueError:
+        message = error.reason
+    hint = {
+        401: "the operator's credentials were refused",
+        403: "the operator's RBAC does not allow it; check the chart's Role and ClusterRole",
+        404: "it does not exist; create the namespace or run the operator with --namespace",
+    }.get(int(error.status or 0), "the operator retries")
+    return f"the operator cannot {doing}: {message} (HTTP {error.status}); {hint}"
+
+
+class RollUp:
+    """The only status writer; runs in its own thread until ``stop``."""
+
+    def __init__(
+        self,
+        *,
+        custom: Any,
+        interval: float,
+        render_errors: dict[str, str],
+        rerender: Callable[[str], None],
+    ) -> None:
+        self.custom = custom
+        self.interval = interval
+        self.render_errors = render_errors
+        self.rerender = rerender
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="weir-rollup", daemon=True)
+        self.writes = 0
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.once()
+            except Exception as error:  # the next pass retries; say why meanwhile
+                log.warning("roll-up pass failed: %s", error)
+            self.stopping.wait(self.interval)
+
+    def _list(self, plural: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.custom.list_cluster_custom_object(
+            GROUP, VERSION, plural
+        )["items"]
+        return items
+
+    def once(self) -> None:
+        for name in list(self.render_errors):  # retry what the operator could not write
+            with contextlib.suppress(k8s.ApiException):  # recorded in render_errors
+                self.rerender(name)
+        policies = self._list("tracingpolicies")
+        rules = self._list("aggregationrules")
+        reports = []
+        for item in self._list("nodereports"):
+            try:
+                reports.append(NodeReport.model_validate(item))
+            except ValueError:
+                log.warning("ignoring a malformed NodeReport %s", item["metadata"].get("name"))
+        stamp = now()
+        by_name = {p["metadata"]["name"]: p for p in policies}
+        parsed_rules = [parse(r) for r in rules]
+        for body in policies:
+            if body["metadata"].get("deletionTimestamp"):
+                continue
+            name = body["metadata"]["name"]
+            stored = body.get("status") or {}
+            previous = TracingPolicyStatus.model_validate(stored) if stored else None
+            result = rollup.policy_status(
+                name=name,
+                generation=int(body["metadata"].get("generation", 1)),
+                problems=parse(body).problems,
+                reports=reports,
+                previous=previous,
+                now=stamp,
+                operator_error=self.render_errors.get(name, ""),
+            )
+            self._write("tracingpolicies", name, stored, result.to_wire())
+        for body, parsed in zip(rules, parsed_rules, strict=True):
+            if body["metadata"].get("deletionTimestamp"):
+                continue
+            stored = body.get("status") or {}
+            self._write(
+                "aggregationrules",
+                body["metadata"]["name"],
+                stored,
+                self._rule_status(body, parsed, parsed_rules, by_name, reports, stored, stamp),
+            )
+
+    def _rule_status(
+        self,
+        body: dict[str, Any],
+        parsed: documents.Parsed,
+        all_rules: list[documents.Parsed],
+        policies: dict[str, dict[str, Any]],
+        reports: list[NodeReport],
+        stored: dict[str, Any],
+        stamp: str,
+    ) -> dict[str, Any]:
+        problems: list[Problem] = list(parsed.problems)
+        policy_generation = None
+        if isinstance(parsed.obj, AggregationRule):
+            policy_name = parsed.obj.spec.policy_ref.name
+            policy_body = policies.get(policy_name)
+            if policy_body is None:
+                problems.append(
+                    Problem(
+                        "spec.policyRef.name",
+                        f"TracingPolicy {policy_name!r} does not exist; create it or fix the name",
+                    )
+                )
+            else:
+                policy = parse(policy_body)
+                policy_generation = int(policy_body["metadata"].get("generation", 1))
+                if isinstance(policy.obj, TracingPolicy):
+                    problems += checks.check_rule(parsed.obj.spec, policy.obj.spec)
+            others = [
+                (r.obj.name, r.obj.spec) for r in all_rules if isinstance(r.obj, AggregationRule)
+            ]
+            problems += checks.check_metric_names(others).get(parsed.obj.name, [])
+        previous = AggregationRuleStatus.model_validate(stored) if stored else None
+        return rollup.rule_status(
+            name=body["metadata"]["name"],
+            policy=(body.get("spec") or {}).get("policyRef", {}).get("name", ""),
+            generation=int(body["metadata"].get("generation", 1)),
+            policy_generation=policy_generation,
+            problems=problems,
+            reports=reports,
+            previous=previous,
+            now=stamp,
+        ).to_wire()
+
+    def _write(
+        self, plural: str, name: str, stored: dict[str, Any], desired: dict[str, Any]
+    ) -> None:
+        if stored == desired:
+            return  # nothing changed: no write
+        patch: dict[str, Any] = {key: None for key in set(stored) - set(desired)}
+        patch.update(desired)
+        try:
+            self.custom.patch_cluster_custom_object_status(
+                GROUP, VERSION, plural, name, {"status": patch}
+            )
+            self.writes += 1
+        except k8s.ApiException as error:
+            if error.status != 404:  # deleted meanwhile: nothing to write
+                log.warning("%s/%s: status write failed: %s", plural, name, error.reason)
