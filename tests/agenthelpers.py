@@ -105,11 +105,13 @@ def running(core: engine.Engine) -> Iterator[engine.HookSnapshot]:
 STAT = abi.Stat
 
 
-def scrape_http(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+def scrape_http(
+    port: int, host: str = "127.0.0.1"
+) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
     """A running agent's /metrics over HTTP: sample name -> sorted label items -> value."""
     import urllib.request
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
     out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
     for family in text_string_to_metric_families(text):

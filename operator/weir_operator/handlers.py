@@ -17,6 +17,7 @@ annotations. Run it with ``weir operator --namespace NS``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -36,9 +37,19 @@ log = logging.getLogger("weir.operator")
 
 @kopf.on.login()
 def login(**kwargs: Any) -> Any:
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return kopf.login_with_service_account(**kwargs)
-    return kopf.login_with_kubeconfig(**kwargs)
+    """In a pod: the service account, at the address the kubelet puts in
+    KUBERNETES_SERVICE_HOST/PORT (as client-go's in-cluster config does; kopf alone would
+    use the DNS name kubernetes.default.svc, which a pod without cluster DNS cannot
+    resolve). Elsewhere: the kubeconfig."""
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    if not host:
+        return kopf.login_with_kubeconfig(**kwargs)
+    info = kopf.login_with_service_account(**kwargs)
+    if info is None:
+        return None
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    address = f"[{host}]" if ":" in host else host
+    return dataclasses.replace(info, server=f"https://{address}:{port}")
 
 
 @kopf.on.startup()

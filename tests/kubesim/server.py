@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import re
+import ssl
 import threading
 import time
 import urllib.parse
@@ -12,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from kubesim import applying, patches, schemas, tables
+from kubesim import applying, patches, protobuf, schemas, tables
 from kubesim.store import ApiError, ResourceType, Store, now
 
 VERSION = {
@@ -46,9 +48,13 @@ class Faults:
 
 
 class Emulator:
-    def __init__(self) -> None:
+    def __init__(self, *, tokens: dict[str, str] | None = None) -> None:
         self.store = Store()
         self.faults = Faults()
+        # Bearer token -> user name. None accepts any token (the plain test setup); with a
+        # table, an unknown or missing token is 401 Unauthorized, as on a real API server.
+        self.tokens = tokens
+        self.requests_by_user: collections.Counter[str] = collections.Counter()
 
 
 def parse_labels(text: str) -> list[tuple[str, str, list[str]]]:
@@ -138,8 +144,14 @@ class Handler(BaseHTTPRequestHandler):
         raw = self._raw_body
         if not raw:
             return None
+        content_type = self.headers.get("Content-Type") or ""
+        if content_type.startswith(protobuf.CONTENT_TYPE):
+            try:
+                return protobuf.decode(raw)
+            except protobuf.Unsupported as error:
+                raise ApiError(415, "UnsupportedMediaType", str(error)) from None
         try:
-            if "yaml" in (self.headers.get("Content-Type") or ""):
+            if "yaml" in content_type:
                 return yaml.safe_load(raw)
             return json.loads(raw)
         except (ValueError, yaml.YAMLError) as error:
@@ -162,6 +174,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if url.path == "/kubesim/faults":
                 return self._faults(method)
+            self._authenticate()
             if faults.throttle > 0:
                 faults.throttle -= 1
                 raise ApiError(
@@ -189,6 +202,18 @@ class Handler(BaseHTTPRequestHandler):
     do_PUT = lambda self: self._handle("PUT")  # noqa: E731
     do_PATCH = lambda self: self._handle("PATCH")  # noqa: E731
     do_DELETE = lambda self: self._handle("DELETE")  # noqa: E731
+
+    def _authenticate(self) -> None:
+        tokens = self.emulator.tokens
+        scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+        token = token.strip() if scheme.lower() == "bearer" else ""  # schemes ignore case
+        if tokens is None:
+            self.emulator.requests_by_user[token or "system:anonymous"] += 1
+            return
+        user = tokens.get(token)
+        if user is None:
+            raise ApiError(401, "Unauthorized", "Unauthorized")
+        self.emulator.requests_by_user[user] += 1
 
     def _faults(self, method: str) -> None:
         faults = self.emulator.faults
@@ -835,22 +860,39 @@ class Handler(BaseHTTPRequestHandler):
             pass
 
 
-def serve(port: int, emulator: Emulator | None = None) -> tuple[ThreadingHTTPServer, Emulator]:
+def serve(
+    port: int,
+    emulator: Emulator | None = None,
+    *,
+    host: str = "127.0.0.1",
+    tls: tuple[str, str] | None = None,
+) -> tuple[ThreadingHTTPServer, Emulator]:
+    """Listen on host:port; ``tls`` = (certificate file, key file) serves HTTPS, which is
+    what in-cluster clients (service-account config) require."""
     emulator = emulator or Emulator()
     handler = type("BoundHandler", (Handler,), {"emulator": emulator})
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     return server, emulator
 
 
-def kubeconfig(port: int) -> str:
+def kubeconfig(
+    port: int, *, host: str = "127.0.0.1", ca: str | None = None, token: str = "kubesim"
+) -> str:
+    cluster: dict[str, str] = {"server": f"{'https' if ca else 'http'}://{host}:{port}"}
+    if ca:
+        cluster["certificate-authority"] = ca
     return yaml.safe_dump(
         {
             "apiVersion": "v1",
             "kind": "Config",
             "current-context": "kubesim",
-            "clusters": [{"name": "kubesim", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
-            "users": [{"name": "kubesim", "user": {"token": "kubesim"}}],
+            "clusters": [{"name": "kubesim", "cluster": cluster}],
+            "users": [{"name": "kubesim", "user": {"token": token}}],
             "contexts": [
                 {
                     "name": "kubesim",

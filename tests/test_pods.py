@@ -1,0 +1,351 @@
+"""The chart's pods, run as a node runs them.
+
+The rendered DaemonSet and Deployment pod templates become Pods that `podman kube
+play` runs from the image `make images` built, with exactly the chart's
+securityContext (not privileged; the listed capabilities; hostPID; the listed
+mounts). What the kubelet adds is added the way it adds it: the API address in
+KUBERNETES_SERVICE_HOST/PORT, a service-account token, the cluster CA and the
+namespace under /var/run/secrets/kubernetes.io/serviceaccount, fieldRef env and
+$(VAR) expansion in args. kubesim serves HTTPS and accepts only the tokens it
+issued, so the roles authenticate as in a cluster.
+
+The agent container must count the exact opens of a workload on the host, and
+`kubectl get tracingpolicies` must then show the policy Ready on 1/1 nodes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import secrets
+import shutil
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import roles
+from agenthelpers import scrape_http
+from conftest import ROOT, free_port, kernel_unavailable_reason, require
+from kubesim.server import Emulator, kubeconfig, serve
+
+VERSION = next(
+    line.split('"')[1]
+    for line in (ROOT / "pyproject.toml").read_text().splitlines()
+    if line.startswith("version = ")
+)
+IMAGE = "localhost/weir"
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def podman(*args: str, check: bool = True, timeout: float = 120) -> str:
+    result = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"podman {' '.join(args)}: {result.stderr}")
+    return result.stdout
+
+
+def require_podman() -> None:
+    reason = kernel_unavailable_reason()
+    require(reason is None, reason or "")
+    require(shutil.which("podman") is not None, "podman is not installed (make setup)")
+    probe = subprocess.run(
+        ["podman", "image", "exists", f"{IMAGE}:{VERSION}"], capture_output=True, timeout=60
+    )
+    require(probe.returncode == 0, f"image {IMAGE}:{VERSION} is not built (make images)")
+
+
+def certificates(directory: Path, *, ips: list[str]) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate for kubesim (openssl, as a cluster's PKI)."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+    ca_key, ca, key, csr, cert = (
+        directory / n for n in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt")
+    )
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca), "-days", "1",
+            "-subj", "/CN=kubesim-ca")  # fmt: skip
+    openssl("req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", "/CN=kubesim")
+    san = directory / "san.cnf"
+    san.write_text("subjectAltName=" + ",".join(f"IP:{ip}" for ip in ips) + "\n")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+            "-CAcreateserial", "-out", str(cert), "-days", "1", "-extfile", str(san))  # fmt: skip
+    return ca, cert, key
+
+
+def as_pod(
+    docs: list[Any],
+    role: str,
+    *,
+    name: str,
+    fields: dict[str, str],
+    api: tuple[str, int],
+    service_account: Path,
+) -> dict[str, Any]:
+    """A pod template made into the Pod the kubelet would run."""
+    spec = copy.deepcopy(roles.pod_spec(docs, role))
+    container = spec["containers"][0]
+    env = roles.container_env(container, fields=fields)
+    env |= {"KUBERNETES_SERVICE_HOST": api[0], "KUBERNETES_SERVICE_PORT": str(api[1])}
+    container["env"] = [{"name": k, "value": v} for k, v in env.items()]
+    container["args"] = [roles.expand(a, env) for a in container["args"]]
+    # The kubelet runs the probes from outside; podman would run them inside the container
+    # with curl (not in the image). The test probes the same endpoints itself.
+    container.pop("readinessProbe", None)
+    container.pop("livenessProbe", None)
+    container.setdefault("volumeMounts", []).append(
+        {"name": "kube-api-access", "mountPath": SA_DIR, "readOnly": True}
+    )
+    spec.setdefault("volumes", []).append(
+        {"name": "kube-api-access", "hostPath": {"path": str(service_account), "type": "Directory"}}
+    )
+    spec.pop("serviceAccountName", None)
+    spec["restartPolicy"] = "Never"
+    metadata: dict[str, Any] = {"name": name}
+    # podman 4.3 reads a container's seccomp profile from the (older) annotation only; the
+    # kubelet reads securityContext.seccompProfile. Say the same thing the way podman reads it.
+    profile = container.get("securityContext", {}).get("seccompProfile", {}).get("type")
+    if profile == "Unconfined":
+        key = f"container.seccomp.security.alpha.kubernetes.io/{container['name']}"
+        metadata["annotations"] = {key: "unconfined"}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+
+def pod_ip(pod: str) -> str:
+    infra = podman("pod", "inspect", pod, "--format", "{{.InfraContainerID}}").strip()
+    return podman(
+        "inspect", infra, "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
+    ).strip()
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def wait_for(predicate, what: str, timeout: float = 120.0, logs=None):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except (OSError, KeyError, ValueError, AssertionError) as error:
+            last = error
+        else:
+            if last:
+                return last
+        time.sleep(0.5)
+    extra = logs() if logs else ""
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})\n{extra}")
+
+
+class PodCluster:
+    """kubesim over HTTPS with issued tokens, and the chart's pods under podman."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.gateway = podman(
+            "network", "inspect", "podman", "--format", "{{range .Subnets}}{{.Gateway}}{{end}}"
+        ).strip()
+        ca, cert, key = certificates(tmp, ips=["127.0.0.1", self.gateway])
+        self.ca = ca
+        admin = secrets.token_hex(16)
+        self.tokens = {
+            "admin": admin,
+            "weir-operator": secrets.token_hex(16),
+            "weir-agent": secrets.token_hex(16),
+        }
+        users = {
+            admin: "kubernetes-admin",
+            self.tokens["weir-operator"]: "system:serviceaccount:weir-system:weir-operator",
+            self.tokens["weir-agent"]: "system:serviceaccount:weir-system:weir-agent",
+        }
+        self.port = free_port()
+        self.server, self.emulator = serve(
+            self.port, Emulator(tokens=users), host="0.0.0.0", tls=(str(cert), str(key))
+        )
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.kubeconfig = tmp / "kubeconfig"
+        self.kubeconfig.write_text(kubeconfig(self.port, ca=str(ca), token=admin))
+        self.pods: list[Path] = []
+        self.suffix = uuid.uuid4().hex[:6]
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
+        result = subprocess.run(
+            ["kubectl", f"--kubeconfig={self.kubeconfig}", f"--cache-dir={self.tmp}/cache", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            input=stdin,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr}")
+        return result.stdout
+
+    def service_account(self, name: str) -> Path:
+        """What the kubelet projects into /var/run/secrets/kubernetes.io/serviceaccount."""
+        directory = self.tmp / f"sa-{name}"
+        directory.mkdir()
+        (directory / "token").write_text(self.tokens[name])
+        shutil.copy(self.ca, directory / "ca.crt")
+        (directory / "namespace").write_text("weir-system")
+        for path in directory.iterdir():
+            path.chmod(0o644)  # readable by the operator's uid 65532
+        directory.chmod(0o755)
+        return directory
+
+    def play(self, docs: list[Any], role: str, *, fields: dict[str, str]) -> str:
+        name = f"weir-{role}-{self.suffix}"
+        pod = as_pod(
+            docs,
+            role,
+            name=name,
+            fields=fields,
+            api=(self.gateway, self.port),
+            service_account=self.service_account(f"weir-{role}"),
+        )
+        path = self.tmp / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(pod))
+        podman("kube", "play", "--network", "podman", str(path), timeout=300)
+        self.pods.append(path)
+        return name
+
+    def logs(self, pod: str, role: str) -> str:
+        result = subprocess.run(
+            ["podman", "logs", f"{pod}-{role}"], capture_output=True, text=True, timeout=60
+        )
+        return (result.stdout + result.stderr)[-6000:]
+
+    def close(self) -> None:
+        for path in self.pods:
+            podman("kube", "down", str(path), check=False, timeout=120)
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def pods(tmp_path: Path) -> Iterator[PodCluster]:
+    require_podman()
+    cluster = PodCluster(tmp_path)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+CAPABILITIES = {"SYS_ADMIN": 21, "SYS_PTRACE": 19, "SYS_RESOURCE": 24, "PERFMON": 38, "BPF": 39}
+MINIMAL = {"capabilities": ["BPF", "PERFMON", "SYS_PTRACE"], "seccompProfile": "Unconfined"}
+
+
+def process_status(container: str) -> dict[str, str]:
+    pid = podman("inspect", container, "--format", "{{.State.Pid}}").strip()
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {k: v.strip() for k, _, v in (x.partition(":") for x in lines)}
+
+
+def effective_capabilities(container: str) -> set[str]:
+    mask = int(process_status(container)["CapEff"], 16)
+    names = {bit: name for name, bit in CAPABILITIES.items()}
+    unknown = {f"cap{bit}" for bit in range(64) if mask >> bit & 1 and bit not in names}
+    return {names[bit] for bit in names if mask >> bit & 1} | unknown
+
+
+@pytest.mark.parametrize("security", [{}, MINIMAL], ids=["chart-defaults", "without-sys-admin"])
+def test_chart_pods_count_exactly_and_report_ready(
+    pods: PodCluster, tmp_path: Path, security: dict[str, Any]
+) -> None:
+    pods.kubectl("apply", "-f", str(ROOT / "crds"))
+    pods.kubectl("create", "namespace", "weir-system")
+    pods.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(
+        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}))  # fmt: skip
+    docs = roles.render(
+        {
+            "image": {"repository": IMAGE, "tag": VERSION, "pullPolicy": "Never"},
+            "operator": {"rollupSeconds": 1},
+            "agent": {"reportInterval": 1, **security},
+        }  # fmt: skip
+    )
+    wanted = set(roles.pod_spec(docs, "agent")["containers"][0]["securityContext"]
+                 ["capabilities"]["add"])  # fmt: skip
+    operator = pods.play(docs, "operator", fields={})
+    agent = pods.play(docs, "agent", fields={"spec.nodeName": "n1"})
+    agent_ip = pod_ip(agent)
+    # Exactly the chart's capabilities, nothing more (podman may not grant SYS_RESOURCE).
+    assert effective_capabilities(f"{agent}-agent") <= wanted
+    assert effective_capabilities(f"{agent}-agent") >= wanted - {"SYS_RESOURCE"}
+    seccomp = process_status(f"{agent}-agent")["Seccomp"]
+    assert seccomp == ("0" if security.get("seccompProfile") == "Unconfined" else "2")
+
+    def logs() -> str:
+        return pods.logs(operator, "operator") + "\n----\n" + pods.logs(agent, "agent")
+
+    # The probes the chart wires, asked the way the kubelet asks them.
+    wait_for(lambda: http_status(f"http://{agent_ip}:9400/readyz") == 200, "agent ready", logs=logs)
+    assert http_status(f"http://{agent_ip}:9400/healthz") == 200
+    operator_ip = pod_ip(operator)
+    wait_for(lambda: http_status(f"http://{operator_ip}:8080/healthz") == 200, "operator live",
+             logs=logs)  # fmt: skip
+
+    data = Path("/tmp") / f"weir-pods-{uuid.uuid4().hex[:10]}"
+    data.mkdir()
+    try:
+        (data / "f").write_text("x")
+        policy = {
+            "apiVersion": "weir.dev/v1alpha1",
+            "kind": "TracingPolicy",
+            "metadata": {"name": "pod-opens"},
+            "spec": {"tracepoints": [{
+                "subsystem": "syscalls", "event": "sys_enter_openat",
+                "args": [{"field": "filename", "type": "filename", "label": "path"}],
+                "selectors": [{
+                    "matchArgs": [{"label": "path", "operator": "Prefix", "values": [f"{data}/"]}],
+                    "matchActions": [{"action": "NoPost"}]}]}]},
+        }  # fmt: skip
+        rule = {
+            "apiVersion": "weir.dev/v1alpha1",
+            "kind": "AggregationRule",
+            "metadata": {"name": "pod-opens"},
+            "spec": {"policyRef": {"name": "pod-opens"}, "groupBy": ["namespace"],
+                     "metric": {"name": "weir_pod_test_opens", "help": "opens"}},
+        }  # fmt: skip
+        pods.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all([policy, rule]))
+        out = pods.kubectl("wait", "--for=condition=Ready", "tracingpolicy/pod-opens",
+                           "--timeout=90s", check=False)  # fmt: skip
+        assert "condition met" in out, (
+            pods.kubectl("get", "tracingpolicy", "pod-opens", "-o", "yaml") + logs()
+        )
+        for _ in range(9):
+            (data / "f").read_text()
+        wait_for(
+            lambda: (
+                scrape_http(9400, agent_ip)["weir_pod_test_opens_total"][(("namespace", ""),)]
+                == 9.0
+            ),
+            "exactly 9 opens counted by the agent pod",
+            logs=logs,
+        )
+        table = pods.kubectl("get", "tracingpolicies")
+        row = next(line.split() for line in table.splitlines() if line.startswith("pod-opens"))
+        assert row[1:3] == ["True", "1/1"], table
+        report = json.loads(pods.kubectl("get", "nodereport", "n1", "-o", "json"))
+        assert report["status"]["headers"] in {"host", "fallback"}
+        # Each role authenticated with its own service-account token.
+        users = pods.emulator.requests_by_user
+        assert users["system:serviceaccount:weir-system:weir-operator"] > 0
+        assert users["system:serviceaccount:weir-system:weir-agent"] > 0
+    finally:
+        (data / "f").unlink(missing_ok=True)
+        data.rmdir()
