@@ -73,13 +73,39 @@ def certificates(directory: Path, *, ips: list[str]) -> tuple[Path, Path, Path]:
         directory / n for n in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt")
     )
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca), "-days", "1",
-            "-subj", "/CN=kubesim-ca")  # fmt: skip
+    openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        str(ca_key),
+        "-out",
+        str(ca),
+        "-days",
+        "1",
+        "-subj",
+        "/CN=kubesim-ca",
+    )
     openssl("req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", "/CN=kubesim")
     san = directory / "san.cnf"
     san.write_text("subjectAltName=" + ",".join(f"IP:{ip}" for ip in ips) + "\n")
-    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
-            "-CAcreateserial", "-out", str(cert), "-days", "1", "-extfile", str(san))  # fmt: skip
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca),
+        "-CAkey",
+        str(ca_key),
+        "-CAcreateserial",
+        "-out",
+        str(cert),
+        "-days",
+        "1",
+        "-extfile",
+        str(san),
+    )
     return ca, cert, key
 
 
@@ -269,17 +295,22 @@ def test_chart_pods_count_exactly_and_report_ready(
 ) -> None:
     pods.kubectl("apply", "-f", str(ROOT / "crds"))
     pods.kubectl("create", "namespace", "weir-system")
-    pods.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(
-        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}))  # fmt: skip
+    pods.kubectl(
+        "apply",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}),
+    )
     docs = roles.render(
         {
             "image": {"repository": IMAGE, "tag": VERSION, "pullPolicy": "Never"},
             "operator": {"rollupSeconds": 1},
             "agent": {"reportInterval": 1, **security},
-        }  # fmt: skip
+        }
     )
-    wanted = set(roles.pod_spec(docs, "agent")["containers"][0]["securityContext"]
-                 ["capabilities"]["add"])  # fmt: skip
+    wanted = set(
+        roles.pod_spec(docs, "agent")["containers"][0]["securityContext"]["capabilities"]["add"]
+    )
     operator = pods.play(docs, "operator", fields={})
     agent = pods.play(docs, "agent", fields={"spec.nodeName": "n1"})
     agent_ip = pod_ip(agent)
@@ -296,8 +327,9 @@ def test_chart_pods_count_exactly_and_report_ready(
     wait_for(lambda: http_status(f"http://{agent_ip}:9400/readyz") == 200, "agent ready", logs=logs)
     assert http_status(f"http://{agent_ip}:9400/healthz") == 200
     operator_ip = pod_ip(operator)
-    wait_for(lambda: http_status(f"http://{operator_ip}:8080/healthz") == 200, "operator live",
-             logs=logs)  # fmt: skip
+    wait_for(
+        lambda: http_status(f"http://{operator_ip}:8080/healthz") == 200, "operator live", logs=logs
+    )
 
     data = Path("/tmp") / f"weir-pods-{uuid.uuid4().hex[:10]}"
     data.mkdir()
@@ -307,23 +339,38 @@ def test_chart_pods_count_exactly_and_report_ready(
             "apiVersion": "weir.dev/v1alpha1",
             "kind": "TracingPolicy",
             "metadata": {"name": "pod-opens"},
-            "spec": {"tracepoints": [{
-                "subsystem": "syscalls", "event": "sys_enter_openat",
-                "args": [{"field": "filename", "type": "filename", "label": "path"}],
-                "selectors": [{
-                    "matchArgs": [{"label": "path", "operator": "Prefix", "values": [f"{data}/"]}],
-                    "matchActions": [{"action": "NoPost"}]}]}]},
-        }  # fmt: skip
+            "spec": {
+                "tracepoints": [
+                    {
+                        "subsystem": "syscalls",
+                        "event": "sys_enter_openat",
+                        "args": [{"field": "filename", "type": "filename", "label": "path"}],
+                        "selectors": [
+                            {
+                                "matchArgs": [
+                                    {"label": "path", "operator": "Prefix", "values": [f"{data}/"]}
+                                ],
+                                "matchActions": [{"action": "NoPost"}],
+                            }
+                        ],
+                    }
+                ]
+            },
+        }
         rule = {
             "apiVersion": "weir.dev/v1alpha1",
             "kind": "AggregationRule",
             "metadata": {"name": "pod-opens"},
-            "spec": {"policyRef": {"name": "pod-opens"}, "groupBy": ["namespace"],
-                     "metric": {"name": "weir_pod_test_opens", "help": "opens"}},
-        }  # fmt: skip
+            "spec": {
+                "policyRef": {"name": "pod-opens"},
+                "groupBy": ["namespace"],
+                "metric": {"name": "weir_pod_test_opens", "help": "opens"},
+            },
+        }
         pods.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all([policy, rule]))
-        out = pods.kubectl("wait", "--for=condition=Ready", "tracingpolicy/pod-opens",
-                           "--timeout=90s", check=False)  # fmt: skip
+        out = pods.kubectl(
+            "wait", "--for=condition=Ready", "tracingpolicy/pod-opens", "--timeout=90s", check=False
+        )
         assert "condition met" in out, (
             pods.kubectl("get", "tracingpolicy", "pod-opens", "-o", "yaml") + logs()
         )
