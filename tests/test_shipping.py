@@ -7,6 +7,9 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 from conftest import ROOT, require
 from weir_agent import exporting
@@ -75,3 +78,55 @@ def test_e2e_kind_skips_cleanly_without_a_container_engine() -> None:
     )
     assert result.returncode == 0
     assert result.stdout.startswith("e2e-kind: SKIPPED: ")
+
+
+def test_a_wheel_install_compiles_with_its_own_bpf_sources(tmp_path: Path, kernel: None) -> None:
+    # A non-editable install: the C sources travel as package data, so `weir check` run from
+    # anywhere compiles and verifies an example with nothing from this source tree.
+    wheels = ROOT / ".weir" / "wheels"
+    require(wheels.is_dir(), "no .weir/wheels (make images or make wheels builds them)")
+    built = tmp_path / "built"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--wheel-dir", str(built), "."],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    wheel = next(built.glob("weir-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for source in ("hook.bpf.c", "stub.bpf.c", "exec.bpf.c", "weir.h"):
+        assert f"weir_agent/bpf/{source}" in names
+    venv = tmp_path / "venv"
+    subprocess.run(
+        ["/usr/bin/python3", "-m", "venv", "--system-site-packages", str(venv)],
+        check=True,
+        timeout=120,
+    )
+    subprocess.run(
+        [
+            str(venv / "bin" / "pip"),
+            "install",
+            "-q",
+            "--no-index",
+            "--find-links",
+            str(built),
+            "--find-links",
+            str(wheels),
+            "weir",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    example = tmp_path / "file-opens.yaml"
+    shutil.copy(ROOT / "examples" / "policies" / "file-opens.yaml", example)
+    result = subprocess.run(
+        [str(venv / "bin" / "weir"), "check", str(example)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "sys_enter_openat: verified" in result.stdout
