@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
+import roles
 from conftest import ROOT, require
+from weir_cli import main
 
 CHART = ROOT / "charts" / "weir"
 HELM = ROOT / ".tools" / "helm"
@@ -53,11 +55,15 @@ def test_default_render() -> None:
     agent = by_kind(docs, "DaemonSet", "weir-agent")["spec"]["template"]["spec"]
     assert agent["hostPID"] is True and agent["tolerations"] == [{"operator": "Exists"}]
     container = agent["containers"][0]
-    assert container["securityContext"]["privileged"] is False
-    assert container["securityContext"]["capabilities"] == {
+    security = container["securityContext"]
+    assert security["privileged"] is False and security["seccompProfile"] == {
+        "type": "RuntimeDefault"
+    }
+    assert security["capabilities"] == {
         "drop": ["ALL"],
         "add": ["BPF", "PERFMON", "SYS_ADMIN", "SYS_RESOURCE", "SYS_PTRACE"],
     }
+    assert "allowPrivilegeEscalation" not in security  # the API refuses false with SYS_ADMIN
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert mounts == {
         "/sys/kernel/tracing",
@@ -67,13 +73,54 @@ def test_default_render() -> None:
         "/lib/modules",
         "/usr/src",
     }
-    assert (
-        "--kubernetes" in container["args"]
-        and container["resources"]["limits"]["memory"] == "512Mi"
+    assert container["resources"]["limits"]["memory"] == "512Mi"
+    # The chart's args mean what it intends, read by the CLI's own parser.
+    env = {"NODE_NAME": "n1"}
+    args = main.build_parser().parse_args([roles.expand(a, env) for a in container["args"]])
+    assert (args.command, args.kubernetes, args.namespace, args.node_name) == (
+        "agent",
+        True,
+        "weir-system",
+        "n1",
     )
+    assert (args.metrics_addr, args.events_file, args.no_table) == ("0.0.0.0:9400", "-", True)
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     operator = by_kind(docs, "Deployment", "weir-operator")["spec"]["template"]["spec"]
     assert operator["securityContext"]["runAsNonRoot"] is True
-    assert operator["containers"][0]["args"] == ["operator", "--namespace", "weir-system"]
+    (op_container,) = operator["containers"]
+    op_args = main.build_parser().parse_args(op_container["args"])
+    assert (op_args.command, op_args.namespace, op_args.liveness) == (
+        "operator",
+        "weir-system",
+        "http://0.0.0.0:8080/healthz",
+    )
+    assert op_container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert op_container["ports"] == [{"name": "health", "containerPort": 8080}]
+
+
+def test_minimal_capabilities_render_without_sys_admin() -> None:
+    docs = render(
+        "--set",
+        "agent.capabilities={BPF,PERFMON,SYS_PTRACE}",
+        "--set",
+        "agent.seccompProfile=Unconfined",
+    )
+    security = by_kind(docs, "DaemonSet", "weir-agent")["spec"]["template"]["spec"]["containers"][
+        0
+    ]["securityContext"]
+    assert security["capabilities"]["add"] == ["BPF", "PERFMON", "SYS_PTRACE"]
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["seccompProfile"] == {"type": "Unconfined"}
+
+
+def test_events_off_and_extra_args() -> None:
+    docs = render("--set", "agent.eventsFile=", "--set", "agent.extraArgs={--interval=1}")
+    args = by_kind(docs, "DaemonSet", "weir-agent")["spec"]["template"]["spec"]["containers"][0][
+        "args"
+    ]
+    parsed = main.build_parser().parse_args([a.replace("$(NODE_NAME)", "n1") for a in args])
+    assert parsed.events_file is None and parsed.interval == 1.0
 
 
 def test_non_default_values() -> None:

@@ -31,7 +31,26 @@ def structural(model: type[BaseModel]) -> dict[str, Any]:
     schema = model.model_json_schema(by_alias=True, mode="validation")
     definitions = schema.get("$defs", {})
     converted: dict[str, Any] = _convert(schema, definitions)
-    return converted
+    return _no_defaults_in_lists(converted)
+
+
+def _no_defaults_in_lists(node: Any, *, in_list: bool = False) -> Any:
+    """Drop schema defaults inside list items; the models apply them instead.
+
+    The API server writes a default into each item of an atomic list. Whoever created
+    the list then owns values they never sent, and the next apply of the same manifest
+    by another field manager (``kubectl apply --server-side`` after a client-side apply,
+    Argo CD turning on ServerSideApply) conflicts on the whole list."""
+    if isinstance(node, list):
+        return [_no_defaults_in_lists(item, in_list=in_list) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key == "default" and in_list:
+            continue
+        out[key] = _no_defaults_in_lists(value, in_list=in_list or key == "items")
+    return out
 
 
 def _convert(node: Any, definitions: dict[str, Any]) -> Any:

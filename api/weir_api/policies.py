@@ -187,7 +187,8 @@ class MatchAction(Model):
         "json_schema_extra": cel(
             ("self.action == 'Post' || !has(self.rateLimit)", "rateLimit applies to Post only"),
             (
-                "self.action == 'Post' || !(self.userStackTrace || self.kernelStackTrace)",
+                "self.action == 'Post' || !((has(self.userStackTrace) && self.userStackTrace)"
+                " || (has(self.kernelStackTrace) && self.kernelStackTrace))",
                 "stack traces are taken for Post only",
             ),
         )
