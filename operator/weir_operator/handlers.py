@@ -58,6 +58,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="weir.dev")
     settings.persistence.finalizer = "weir.dev/operator"  # only to remove it from old objects
     settings.posting.level = logging.WARNING
+    settings.posting.loggers = True  # handler failures become Events on the object
     settings.watching.server_timeout = 60
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
@@ -168,7 +169,16 @@ def _render_policy(memo: kopf.Memo, name: str) -> None:
 @kopf.on.create(GROUP, VERSION, "tracingpolicies")
 @kopf.on.update(GROUP, VERSION, "tracingpolicies", field="spec")
 def policy_changed(name: str, memo: kopf.Memo, **_: Any) -> None:
-    render_policy(memo, name)
+    _render_or_retry(memo, name)
+
+
+def _render_or_retry(memo: kopf.Memo, name: str) -> None:
+    """Render; when the API refuses, fail the handler with words an admin can act on (kopf
+    logs them and posts them as an Event on the object) and retry soon."""
+    try:
+        render_policy(memo, name)
+    except k8s.ApiException:
+        raise kopf.TemporaryError(memo.render_errors.get(name, "render failed"), delay=5) from None
 
 
 @kopf.on.resume(GROUP, VERSION, "aggregationrules")
@@ -180,4 +190,4 @@ def rule_changed(spec: Any, old: Any, memo: kopf.Memo, **_: Any) -> None:
     if old:
         names.add((old.get("spec") or {}).get("policyRef", {}).get("name"))
     for name in filter(None, names):
-        render_policy(memo, name)
+        _render_or_retry(memo, name)

@@ -693,7 +693,7 @@ class Handler(BaseHTTPRequestHandler):
         if self._wants_table():
             body = tables.table(
                 items,
-                rtype.columns,
+                rtype.columns or tables.BUILTIN_COLUMNS.get(rtype.plural),
                 resource_version=revision,
                 include_object=query.get("includeObject", "Metadata"),
             )
@@ -726,7 +726,7 @@ class Handler(BaseHTTPRequestHandler):
         revision = objects[0]["metadata"].get("resourceVersion", "") if objects else ""
         return tables.table(
             objects,
-            rtype.columns,
+            rtype.columns or tables.BUILTIN_COLUMNS.get(rtype.plural),
             resource_version=revision,
             include_object=query.get("includeObject", "Metadata"),
         )
@@ -751,7 +751,7 @@ class Handler(BaseHTTPRequestHandler):
             if table and kind not in {"BOOKMARK", "ERROR"}:
                 obj = tables.table(
                     [obj],
-                    rtype.columns,
+                    rtype.columns or tables.BUILTIN_COLUMNS.get(rtype.plural),
                     resource_version=obj["metadata"]["resourceVersion"],
                     include_object=query.get("includeObject", "Metadata"),
                 )

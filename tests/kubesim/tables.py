@@ -52,12 +52,12 @@ def jsonpath(obj: Any, path: str) -> list[Any]:
 
 def age(timestamp: str, now: datetime.datetime | None = None) -> str:
     """kubectl's HumanDuration of the time since ``timestamp``."""
-    try:
-        then = datetime.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(
-            tzinfo=datetime.UTC
-        )
+    try:  # RFC 3339, as metav1.Time is (with or without fractions and offsets)
+        then = datetime.datetime.fromisoformat(timestamp)
     except (TypeError, ValueError):
         return "<invalid>"
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=datetime.UTC)
     seconds = int(((now or datetime.datetime.now(datetime.UTC)) - then).total_seconds())
     if seconds < 0:
         return "0s"
@@ -84,7 +84,36 @@ NAME_COLUMN = {
 AGE_COLUMN = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
 
 
+def _involved(obj: dict[str, Any]) -> str:
+    ref = obj.get("involvedObject") or obj.get("regarding") or {}
+    return f"{str(ref.get('kind', '')).lower()}/{ref.get('name', '')}"
+
+
+def _last_seen(obj: dict[str, Any]) -> str:
+    stamp = (
+        obj.get("lastTimestamp")
+        or obj.get("eventTime")
+        or obj.get("firstTimestamp")
+        or obj["metadata"].get("creationTimestamp", "")
+    )
+    return age(stamp) if stamp else "<unknown>"
+
+
+# Built-in kinds whose table the API server prints with more than Name and Age.
+BUILTIN_COLUMNS: dict[str, list[dict[str, Any]]] = {
+    "events": [
+        {"name": "Last Seen", "type": "string", "compute": _last_seen},
+        {"name": "Type", "type": "string", "jsonPath": ".type"},
+        {"name": "Reason", "type": "string", "jsonPath": ".reason"},
+        {"name": "Object", "type": "string", "compute": _involved},
+        {"name": "Message", "type": "string", "jsonPath": ".message"},
+    ],
+}
+
+
 def _cell(obj: dict[str, Any], column: dict[str, Any]) -> Any:
+    if "compute" in column:
+        return column["compute"](obj)
     try:
         found = jsonpath(obj, column["jsonPath"])
     except ValueError:
@@ -111,7 +140,8 @@ def table(
     include_object: str = "Metadata",
 ) -> dict[str, Any]:
     columns = columns if columns else [AGE_COLUMN]
-    definitions = [NAME_COLUMN] + [
+    name_first = columns[0].get("name") != "Last Seen"  # events: Name is a wide column
+    definitions = [{**NAME_COLUMN, "priority": 0 if name_first else 1}] + [
         {
             "name": c["name"],
             "type": c.get("type", "string"),

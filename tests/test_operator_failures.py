@@ -1,0 +1,99 @@
+"""The operator reports its own failures: when it cannot do its part (here its namespace
+does not exist, so it cannot write the policy's ConfigMap), the policy's status says so in
+words an admin can act on, kopf posts a Kubernetes Event for the failing handler (what
+`kubectl get events` and `kubectl describe` show), and creating the namespace heals it."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import roles
+from conftest import ROOT, free_port
+from test_kubesim import Cluster
+
+
+def wait_for(predicate: Any, what: str, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    instance = Cluster(tmp_path)
+    instance.install()
+    yield instance
+    instance.close()
+
+
+def condition(cluster: Cluster, name: str, kind: str) -> dict[str, Any] | None:
+    status = cluster.get_policy(name).get("status") or {}
+    return next((c for c in status.get("conditions", []) if c["type"] == kind), None)
+
+
+def test_a_missing_namespace_shows_in_status_and_events(cluster: Cluster, tmp_path: Path) -> None:
+    docs = roles.render(
+        {"operator": {"rollupSeconds": 0.5, "healthPort": free_port()}}, namespace="weir-gone"
+    )
+    log = tmp_path / "operator.log"
+    process = roles.start(
+        docs, "operator", fields={}, env={"KUBECONFIG": str(cluster.kubeconfig)}, log=log
+    )
+    try:
+        cluster.kubectl("apply", "-f", str(ROOT / "examples" / "policies" / "file-opens.yaml"))
+        degraded = wait_for(
+            lambda: (
+                (c := condition(cluster, "file-opens-etc", "Degraded"))
+                and c["status"] == "True"
+                and c
+            ),
+            "Degraded from the operator's own failure",
+        )
+        assert degraded["reason"] == "OperatorError"
+        assert degraded["message"].startswith(
+            "the operator cannot write ConfigMap weir-policy-file-opens-etc in namespace "
+            "weir-gone: "
+        )
+        assert "create the namespace or run the operator with --namespace" in degraded["message"]
+        ready = condition(cluster, "file-opens-etc", "Ready")
+        assert ready is not None and ready["status"] == "False"
+        assert ready["reason"] == "OperatorError"
+        events = wait_for(
+            lambda: [
+                line
+                for line in cluster.kubectl("get", "events", "-A").stdout.splitlines()
+                if "tracingpolicy/file-opens-etc" in line and ("Warning" in line or "Error" in line)
+            ],
+            "an event about the policy's failing handler",
+        )
+        assert 'namespaces "weir-gone" not found' in "\n".join(events)
+        # The admin creates the namespace: the ConfigMap is written and the error clears.
+        cluster.core.create_namespace({"metadata": {"name": "weir-gone"}})
+        wait_for(
+            lambda: cluster.core.list_namespaced_config_map("weir-gone").items,
+            "the ConfigMap written once the namespace exists",
+        )
+        cleared = wait_for(
+            lambda: (
+                (c := condition(cluster, "file-opens-etc", "Degraded"))
+                and c["status"] == "False"
+                and c
+            ),
+            "the operator error cleared",
+        )
+        assert cleared["reason"] == "NoFailures"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    assert process.returncode == 0, log.read_text()

@@ -1,0 +1,92 @@
+"""Uninstall never hangs: the operator puts no finalizer on policies or rules, removes the
+one older versions left, and with the operator gone (after `helm uninstall`) deleting a
+policy and deleting the CRDs both complete. `weir operator` runs as the chart runs it."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import roles
+from conftest import ROOT, free_port
+from test_kubesim import GROUP, VERSION, Cluster
+
+OLD_FINALIZER = "weir.dev/operator"  # what operators before 0.1.0's roll-up loop added
+
+
+def wait_for(predicate: Any, what: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    instance = Cluster(tmp_path)
+    instance.install()
+    instance.core.create_namespace({"metadata": {"name": "weir-system"}})
+    yield instance
+    instance.close()
+
+
+def operator(cluster: Cluster, tmp_path: Path) -> subprocess.Popen[bytes]:
+    docs = roles.render({"operator": {"rollupSeconds": 0.5, "healthPort": free_port()}})
+    return roles.start(
+        docs,
+        "operator",
+        fields={},
+        env={"KUBECONFIG": str(cluster.kubeconfig)},
+        log=tmp_path / "operator.log",
+    )
+
+
+def stop(process: subprocess.Popen[bytes], log: Path) -> None:
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+    assert process.returncode == 0, log.read_text()
+
+
+def test_no_finalizers_and_deletes_complete_without_the_operator(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.kubectl("apply", "-f", str(ROOT / "examples" / "policies" / "file-opens.yaml"))
+    old = cluster.create_policy("legacy")
+    cluster.patch_policy({"metadata": {"finalizers": [OLD_FINALIZER]}}, name="legacy")
+    assert cluster.get_policy("legacy")["metadata"]["finalizers"] == [OLD_FINALIZER]
+    process = operator(cluster, tmp_path)
+    try:
+        wait_for(
+            lambda: cluster.core.list_namespaced_config_map("weir-system").items,
+            "the policy rendered",
+        )
+        wait_for(lambda: cluster.get_policy("file-opens-etc").get("status"), "status written")
+        wait_for(
+            lambda: not cluster.get_policy("legacy")["metadata"].get("finalizers"),
+            "the old finalizer removed",
+        )
+        for plural, name in (
+            ("tracingpolicies", "file-opens-etc"),
+            ("aggregationrules", "file-opens-etc"),
+        ):
+            live = cluster.custom.get_cluster_custom_object(GROUP, VERSION, plural, name)
+            assert not live["metadata"].get("finalizers"), live["metadata"]
+    finally:
+        stop(process, tmp_path / "operator.log")
+    assert old["metadata"]["name"] == "legacy"
+    # The operator is gone (helm uninstall): deletes must not wait for it.
+    done = cluster.kubectl("delete", "tracingpolicy", "file-opens-etc", "--timeout=20s")
+    assert "deleted" in done.stdout
+    done = cluster.kubectl("delete", "-f", str(ROOT / "crds"), "--timeout=30s")
+    assert done.stdout.count("deleted") == 3
+    listed = cluster.kubectl("api-resources", "--api-group=weir.dev", "--no-headers").stdout
+    assert listed.strip() == ""
