@@ -110,16 +110,15 @@ def certificates(directory: Path, *, ips: list[str]) -> tuple[Path, Path, Path]:
 
 
 def as_pod(
-    docs: list[Any],
-    role: str,
+    workload: dict[str, Any],
     *,
     name: str,
     fields: dict[str, str],
     api: tuple[str, int],
     service_account: Path,
 ) -> dict[str, Any]:
-    """A pod template made into the Pod the kubelet would run."""
-    spec = copy.deepcopy(roles.pod_spec(docs, role))
+    """A workload's pod template made into the Pod its controller and the kubelet would run."""
+    spec = copy.deepcopy(workload["spec"]["template"]["spec"])
     container = spec["containers"][0]
     env = roles.container_env(container, fields=fields)
     env |= {"KUBERNETES_SERVICE_HOST": api[0], "KUBERNETES_SERVICE_PORT": str(api[1])}
@@ -233,11 +232,15 @@ class PodCluster:
         directory.chmod(0o755)
         return directory
 
-    def play(self, docs: list[Any], role: str, *, fields: dict[str, str]) -> str:
+    def play(self, role: str, *, fields: dict[str, str]) -> str:
+        """Run the pod of the DaemonSet or Deployment that `helm install` stored."""
+        kind = {"operator": "deployment", "agent": "daemonset"}[role]
+        workload = json.loads(
+            self.kubectl("get", "-n", "weir-system", kind, f"weir-{role}", "-o", "json")
+        )
         name = f"weir-{role}-{self.suffix}"
         pod = as_pod(
-            docs,
-            role,
+            workload,
             name=name,
             fields=fields,
             api=(self.gateway, self.port),
@@ -273,7 +276,7 @@ def pods(tmp_path: Path) -> Iterator[PodCluster]:
 
 
 CAPABILITIES = {"SYS_ADMIN": 21, "SYS_PTRACE": 19, "SYS_RESOURCE": 24, "PERFMON": 38, "BPF": 39}
-MINIMAL = {"capabilities": ["BPF", "PERFMON", "SYS_PTRACE"], "seccompProfile": "Unconfined"}
+MINIMAL = ["agent.capabilities={BPF,PERFMON,SYS_PTRACE}", "agent.seccompProfile=Unconfined"]
 
 
 def process_status(container: str) -> dict[str, str]:
@@ -289,36 +292,60 @@ def effective_capabilities(container: str) -> set[str]:
     return {names[bit] for bit in names if mask >> bit & 1} | unknown
 
 
-@pytest.mark.parametrize("security", [{}, MINIMAL], ids=["chart-defaults", "without-sys-admin"])
+@pytest.mark.parametrize("security", [[], MINIMAL], ids=["chart-defaults", "without-sys-admin"])
 def test_chart_pods_count_exactly_and_report_ready(
-    pods: PodCluster, tmp_path: Path, security: dict[str, Any]
+    pods: PodCluster, tmp_path: Path, security: list[str]
 ) -> None:
-    pods.kubectl("apply", "-f", str(ROOT / "crds"))
-    pods.kubectl("create", "namespace", "weir-system")
+    # The README's install, against kubesim: helm creates the CRDs, the namespace, RBAC, the
+    # Deployment and the DaemonSet; the test then runs what the cluster stored.
+    sets = [
+        "image.repository=" + IMAGE,
+        "image.tag=" + VERSION,
+        "image.pullPolicy=Never",
+        "operator.rollupSeconds=1",
+        "agent.reportInterval=1",
+        *security,
+    ]
+    result = subprocess.run(
+        [
+            str(roles.HELM),
+            "install",
+            "weir",
+            str(roles.CHART),
+            "--namespace",
+            "weir-system",
+            "--create-namespace",
+            "--kubeconfig",
+            str(pods.kubeconfig),
+            *(a for s in sets for a in ("--set", s)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0 and "STATUS: deployed" in result.stdout, result.stderr
     pods.kubectl(
         "apply",
         "-f",
         "-",
         stdin=yaml.safe_dump({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}),
     )
-    docs = roles.render(
-        {
-            "image": {"repository": IMAGE, "tag": VERSION, "pullPolicy": "Never"},
-            "operator": {"rollupSeconds": 1},
-            "agent": {"reportInterval": 1, **security},
-        }
+    daemonset = json.loads(
+        pods.kubectl("get", "-n", "weir-system", "ds", "weir-agent", "-o", "json")
     )
     wanted = set(
-        roles.pod_spec(docs, "agent")["containers"][0]["securityContext"]["capabilities"]["add"]
+        daemonset["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"][
+            "add"
+        ]
     )
-    operator = pods.play(docs, "operator", fields={})
-    agent = pods.play(docs, "agent", fields={"spec.nodeName": "n1"})
+    operator = pods.play("operator", fields={})
+    agent = pods.play("agent", fields={"spec.nodeName": "n1"})
     agent_ip = pod_ip(agent)
     # Exactly the chart's capabilities, nothing more (podman may not grant SYS_RESOURCE).
     assert effective_capabilities(f"{agent}-agent") <= wanted
     assert effective_capabilities(f"{agent}-agent") >= wanted - {"SYS_RESOURCE"}
     seccomp = process_status(f"{agent}-agent")["Seccomp"]
-    assert seccomp == ("0" if security.get("seccompProfile") == "Unconfined" else "2")
+    assert seccomp == ("0" if security == MINIMAL else "2")
 
     def logs() -> str:
         return pods.logs(operator, "operator") + "\n----\n" + pods.logs(agent, "agent")
