@@ -23,7 +23,8 @@ from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 
 from conftest import EXAMPLES, ROOT, free_port
-from kubesim.server import kubeconfig, serve
+from kubesim.certs import certificates
+from kubesim.server import Emulator, kubeconfig, serve
 
 GROUP, VERSION = "weir.dev", "v1alpha1"
 
@@ -722,3 +723,56 @@ def test_fault_injection_drops_stalls_expires_and_pauses(cluster: Cluster) -> No
     faults(pause=False)  # over HTTP, while paused
     caller.join(timeout=10)
     assert blocked == [3]
+
+
+def test_kubectl_create_sends_protobuf_and_succeeds(cluster: Cluster) -> None:
+    # kubectl sends the built-in kinds it creates itself as protobuf, as to a real server.
+    cluster.kubectl("create", "namespace", "team-a")
+    cluster.kubectl("create", "configmap", "c", "-n", "team-a", "--from-literal=k=v")
+    cluster.kubectl("create", "secret", "generic", "s", "-n", "team-a", "--from-literal=p=w")
+    cluster.kubectl("create", "serviceaccount", "sa", "-n", "team-a")
+    assert cluster.core.read_namespace("team-a").metadata.name == "team-a"
+    assert cluster.core.read_namespaced_config_map("c", "team-a").data == {"k": "v"}
+    assert cluster.core.read_namespaced_secret("s", "team-a").data == {"p": "dw=="}
+    assert cluster.core.read_namespaced_service_account("sa", "team-a").metadata.name == "sa"
+    refused = cluster.kubectl("create", "deployment", "d", "--image=x", check=False)
+    assert refused.returncode != 0 and "protobuf" in refused.stderr  # says what it can't do
+
+
+def test_openapi_v2_json_and_protobuf(cluster: Cluster) -> None:
+    # /openapi/v2 as JSON, and as the protobuf kubectl asks for (its own parser reads it).
+    cluster.install()
+    swagger = json.loads(cluster.kubectl("get", "--raw", "/openapi/v2").stdout)
+    patch = swagger["paths"]["/apis/weir.dev/v1alpha1/tracingpolicies/{name}"]["patch"]
+    assert patch["x-kubernetes-group-version-kind"]["kind"] == "TracingPolicy"
+    assert patch["parameters"][0]["name"] == "fieldValidation"
+    explained = cluster.kubectl(
+        "explain", "--output=plaintext-openapiv2", "tracingpolicies.spec.tracepoints"
+    ).stdout
+    assert "KIND:     TracingPolicy" in explained and "subsystem\t<string> -required-" in explained
+
+
+def test_tokens_are_checked_when_issued(tmp_path: Path) -> None:
+    # With a token table, an unknown token is 401 (kubectl: "Unauthorized"), a known one works.
+    # Over HTTPS: kubectl sends no credentials to an http:// server.
+    port = free_port()
+    ca, cert, key = certificates(tmp_path, ips=["127.0.0.1"])
+    server, emulator = serve(port, Emulator(tokens={"good": "alice"}), tls=(str(cert), str(key)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for token, ok in (("good", True), ("bad", False)):
+            config = tmp_path / f"kubeconfig-{token}"
+            config.write_text(kubeconfig(port, token=token, ca=str(ca)))
+            result = subprocess.run(
+                ["kubectl", f"--kubeconfig={config}", "get", "namespaces"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert (result.returncode == 0) == ok, result.stderr
+            if not ok:
+                assert "Unauthorized" in result.stderr
+        assert emulator.requests_by_user["alice"] > 0
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -35,6 +35,7 @@ import yaml
 import roles
 from agenthelpers import scrape_http
 from conftest import ROOT, free_port, kernel_unavailable_reason, require
+from kubesim.certs import certificates
 from kubesim.server import Emulator, kubeconfig, serve
 
 VERSION = next(
@@ -61,52 +62,6 @@ def require_podman() -> None:
         ["podman", "image", "exists", f"{IMAGE}:{VERSION}"], capture_output=True, timeout=60
     )
     require(probe.returncode == 0, f"image {IMAGE}:{VERSION} is not built (make images)")
-
-
-def certificates(directory: Path, *, ips: list[str]) -> tuple[Path, Path, Path]:
-    """A throw-away CA and a server certificate for kubesim (openssl, as a cluster's PKI)."""
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
-
-    ca_key, ca, key, csr, cert = (
-        directory / n for n in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt")
-    )
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl(
-        "req",
-        "-x509",
-        *ec,
-        "-keyout",
-        str(ca_key),
-        "-out",
-        str(ca),
-        "-days",
-        "1",
-        "-subj",
-        "/CN=kubesim-ca",
-    )
-    openssl("req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", "/CN=kubesim")
-    san = directory / "san.cnf"
-    san.write_text("subjectAltName=" + ",".join(f"IP:{ip}" for ip in ips) + "\n")
-    openssl(
-        "x509",
-        "-req",
-        "-in",
-        str(csr),
-        "-CA",
-        str(ca),
-        "-CAkey",
-        str(ca_key),
-        "-CAcreateserial",
-        "-out",
-        str(cert),
-        "-days",
-        "1",
-        "-extfile",
-        str(san),
-    )
-    return ca, cert, key
 
 
 def as_pod(

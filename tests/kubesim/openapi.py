@@ -93,3 +93,35 @@ def document(store: Store, path: str) -> dict[str, Any] | None:
         return {"paths": out}
     wanted = path[len("/openapi/v3/") :]
     return _group_document(groups[wanted]) if wanted in groups else None
+
+
+def v2_document(store: Store) -> dict[str, Any]:
+    """Swagger 2.0 (/openapi/v2): paths with their operations, the fieldValidation query
+    parameter and the group-version-kind extension, and each kind's schema."""
+    paths: dict[str, Any] = {}
+    definitions: dict[str, Any] = {}
+    for rtype in store.types.values():
+        document = _group_document([rtype])
+        for path, item in document["paths"].items():
+            paths[path] = {
+                verb: {
+                    "x-kubernetes-group-version-kind": operation["x-kubernetes-group-version-kind"],
+                    "parameters": [
+                        {
+                            "name": "fieldValidation",
+                            "in": "query",
+                            "type": "string",
+                            "uniqueItems": True,
+                        }
+                    ],
+                    "responses": {"200": {"description": "OK"}},
+                }
+                for verb, operation in item.items()
+            }
+        definitions.update(document["components"]["schemas"])
+    return {
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes (kubesim)", "version": "v1.32.0"},
+        "paths": dict(sorted(paths.items())),
+        "definitions": dict(sorted(definitions.items())),
+    }

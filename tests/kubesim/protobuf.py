@@ -155,3 +155,109 @@ def decode(body: bytes) -> dict[str, Any]:
         else:
             handler(out, number, value)
     return out
+
+
+# --- encoding: /openapi/v2 as client-go asks for it --------------------------------------
+OPENAPI_V2 = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"  # what clients ask
+OPENAPI_V2_SERVED = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"  # valid MIME
+_VERBS = {"get": 2, "put": 3, "post": 4, "delete": 5, "patch": 8}  # PathItem fields
+
+
+def _key(number: int, wire: int) -> bytes:
+    return _encode_varint(number << 3 | wire)
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _bytes(number: int, data: bytes | str) -> bytes:
+    raw = data.encode() if isinstance(data, str) else data
+    return _key(number, 2) + _encode_varint(len(raw)) + raw
+
+
+def _bool(number: int, value: bool) -> bytes:
+    return _key(number, 0) + _encode_varint(int(value)) if value else b""
+
+
+def _gvk_extension(gvk: dict[str, str]) -> bytes:
+    text = "".join(f"{k}: {gvk[k]}\n" for k in ("group", "kind", "version"))
+    any_value = _bytes(2, text)  # Any.yaml
+    return _bytes(1, "x-kubernetes-group-version-kind") + _bytes(2, any_value)  # NamedAny
+
+
+def _query_parameter(parameter: dict[str, Any]) -> bytes:
+    sub = (
+        _bytes(2, "query")
+        + _bytes(4, parameter["name"])
+        + _bytes(6, parameter.get("type", "string"))
+        + _bool(20, bool(parameter.get("uniqueItems")))
+    )  # QueryParameterSubSchema
+    non_body = _bytes(3, sub)  # NonBodyParameter.query_parameter_sub_schema
+    return _bytes(1, _bytes(2, non_body))  # ParametersItem.parameter = Parameter.non_body
+
+
+def _operation(operation: dict[str, Any]) -> bytes:
+    out = b"".join(
+        _bytes(8, _query_parameter(p)) for p in operation.get("parameters", [])
+    )  # Operation.parameters
+    gvk = operation.get("x-kubernetes-group-version-kind")
+    if gvk:
+        out += _bytes(13, _gvk_extension(gvk))  # Operation.vendor_extension
+    return out
+
+
+def _schema(schema: dict[str, Any]) -> bytes:
+    """A JSON schema as openapi_v2.Schema: description, type, required, items, properties,
+    additionalProperties and the group-version-kind extension (what kubectl explain reads)."""
+    out = _bytes(4, schema["description"]) if schema.get("description") else b""
+    out += b"".join(_bytes(19, name) for name in schema.get("required", []))
+    if isinstance(schema.get("additionalProperties"), dict):
+        out += _bytes(21, _bytes(1, _schema(schema["additionalProperties"])))
+    if schema.get("type"):
+        out += _bytes(22, _bytes(1, schema["type"]))  # TypeItem.value
+    if isinstance(schema.get("items"), dict):
+        out += _bytes(23, _bytes(1, _schema(schema["items"])))  # ItemsItem.schema
+    if schema.get("properties"):
+        named = b"".join(
+            _bytes(1, _bytes(1, name) + _bytes(2, _schema(value)))
+            for name, value in schema["properties"].items()
+        )
+        out += _bytes(25, named)  # Properties.additional_properties: NamedSchema
+    for gvk in schema.get("x-kubernetes-group-version-kind", []):
+        text = "".join(
+            f"{'- ' if i == 0 else '  '}{k}: {gvk[k]}\n"
+            for i, k in enumerate(("group", "kind", "version"))
+        )
+        extension = _bytes(1, "x-kubernetes-group-version-kind") + _bytes(2, _bytes(2, text))
+        out += _bytes(31, extension)
+    return out
+
+
+def encode_openapi_v2(document: dict[str, Any]) -> bytes:
+    """An openapi_v2.Document with what kubectl reads: paths with operations, the
+    fieldValidation parameter and group-version-kind extensions, and the definitions."""
+    info = _bytes(1, document["info"]["title"]) + _bytes(2, document["info"]["version"])
+    paths = b""
+    for path, item in document["paths"].items():
+        value = b"".join(
+            _bytes(_VERBS[verb], _operation(operation))
+            for verb, operation in item.items()
+            if verb in _VERBS
+        )
+        paths += _bytes(2, _bytes(1, path) + _bytes(2, value))  # Paths.path: NamedPathItem
+    definitions = b"".join(
+        _bytes(1, _bytes(1, name) + _bytes(2, _schema(schema)))
+        for name, schema in document.get("definitions", {}).items()
+    )
+    return (
+        _bytes(1, document["swagger"]) + _bytes(2, info) + _bytes(8, paths) + _bytes(9, definitions)
+    )

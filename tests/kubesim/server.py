@@ -140,6 +140,13 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _send_raw(self, code: int, data: bytes, content_type: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def _body(self) -> Any:
         raw = self._raw_body
         if not raw:
@@ -277,8 +284,16 @@ class Handler(BaseHTTPRequestHandler):
                         404, "NotFound", "the server could not find the requested resource"
                     )
                 return self._send(200, document)
-            if path.startswith("/openapi/v2"):
-                raise ApiError(404, "NotFound", "kubesim serves OpenAPI v3 only")
+            if path == "/openapi/v2":
+                from kubesim import openapi
+
+                with store.lock:
+                    swagger = openapi.v2_document(store)
+                if protobuf.OPENAPI_V2 in (self.headers.get("Accept") or ""):
+                    return self._send_raw(
+                        200, protobuf.encode_openapi_v2(swagger), protobuf.OPENAPI_V2_SERVED
+                    )
+                return self._send(200, swagger)
             parts = path.strip("/").split("/")
             if parts[0] == "apis" and len(parts) == 2:
                 group = next((g for g in self._groups()["groups"] if g["name"] == parts[1]), None)
