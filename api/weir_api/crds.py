@@ -30,8 +30,8 @@ def structural(model: type[BaseModel]) -> dict[str, Any]:
     """A model's validation schema as a Kubernetes structural schema."""
     schema = model.model_json_schema(by_alias=True, mode="validation")
     definitions = schema.get("$defs", {})
-    converted: dict[str, Any] = _convert(schema, definitions)
-    return _no_defaults_in_lists(converted)
+    converted: dict[str, Any] = _no_defaults_in_lists(_convert(schema, definitions))
+    return converted
 
 
 def _no_defaults_in_lists(node: Any, *, in_list: bool = False) -> Any:
