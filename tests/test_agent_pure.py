@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from weir_agent import abi, cgroups, plans, savings, series
+from weir_agent import abi, cgroups, headers, plans, savings, series
 from weir_agent.codegen import AggSlot, ArgPlan
 from weir_agent.formats import parse_format
 from weir_agent.metadata import Labels
@@ -149,3 +150,25 @@ def test_series_decoding() -> None:
     )
     assert series.decode(agg, (0, 0, 0, 0, 0, True), context) == ("__overflow__",) * 6
     assert series.exp2_upper_bound(0) == 0 and series.exp2_upper_bound(3) == 7
+
+
+def test_headers_are_located_in_order_and_named(tmp_path: Path) -> None:
+
+    release = "6.18.0-test"
+    modules, baked, kheaders = tmp_path / "modules", tmp_path / "baked", tmp_path / "kh.tar.xz"
+
+    def where() -> headers.Headers:
+        return headers.locate(release, modules=modules, baked=baked, kheaders=kheaders)
+
+    missing = where()
+    assert missing.state == "missing" and missing.source is None
+    assert missing.problem.startswith("no kernel headers for kernel 6.18.0-test: ")
+    assert "agent.mountHostHeaders" in missing.problem and "CONFIG_IKHEADERS" in missing.problem
+    kheaders.write_bytes(b"")
+    assert where().state == "kheaders" and where().problem == ""
+    (baked / release / "include").mkdir(parents=True)
+    assert where() == headers.Headers("baked", baked / release, release)
+    (modules / release / "build" / "include").mkdir(parents=True)
+    assert where() == headers.Headers("host", None, release)
+    (modules / release / ".weir-fallback-headers").write_text("/usr/src/linux-headers-6.1\n")
+    assert where().state == "fallback"

@@ -237,7 +237,7 @@ def test_render_prints_the_fixed_source_and_integer_flags_only(kernel: None) -> 
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert (ROOT / "bpf" / "hook.bpf.c").read_text() in result.stdout
+    assert (ROOT / "node-agent" / "weir_agent" / "bpf" / "hook.bpf.c").read_text() in result.stdout
     flags = [
         line.split("-D", 1)[1] for line in result.stdout.splitlines() if line.startswith(" *   -D")
     ]
@@ -246,4 +246,4 @@ def test_render_prints_the_fixed_source_and_integer_flags_only(kernel: None) -> 
         for f in flags
     )
     assert " *   str_lpm matcher=0 prefix_bits=72 bytes=b'/etc/'" in result.stdout
-    assert os.path.exists(ROOT / "bpf" / "hook.bpf.c")
+    assert os.path.exists(ROOT / "node-agent" / "weir_agent" / "bpf" / "hook.bpf.c")

@@ -258,7 +258,10 @@ def test_hostile_strings_never_reach_c_and_match_exactly(core, scratch: Path) ->
     joined = " ".join(program.cflags())
     for value in values:
         assert value not in joined
-    assert codegen.source_text(codegen.HOOK_SOURCE) == (ROOT / "bpf" / "hook.bpf.c").read_text()
+    assert (
+        codegen.source_text(codegen.HOOK_SOURCE)
+        == (ROOT / "node-agent" / "weir_agent" / "bpf" / "hook.bpf.c").read_text()
+    )
     samples = scrape(core)
     assert series(samples, "t_hostile_total") == {(): 3.0}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -175,3 +176,28 @@ def test_a_burst_larger_than_the_buffer_counts_its_losses_exactly(kernel: None) 
         assert len(lines(out)) == counts["posted"]
     finally:
         small.close()
+
+
+def test_a_posted_string_argument_arrives_whole(core, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # The event of a hook reading strings carries them (a two-dimensional char array in
+    # weir.h, decoded through abi.event_type): each open's path, exactly, once each.
+    target = tmp_path / "posted-file"
+    target.write_text("x")
+    hook = f"""
+        tracepoints:
+          - subsystem: syscalls
+            event: sys_enter_openat
+            args: [{{field: filename, type: filename, label: path}}]
+            selectors:
+              - matchArgs: [{{label: path, operator: Prefix, values: ["{tmp_path}/"]}}]
+                matchActions: [{{action: Post}}]
+    """
+    apply(core, policy_yaml("paths", hook))
+    events, out = writer(core)
+    for _ in range(3):
+        target.read_text()
+    events.pump()
+    posted = lines(out)
+    assert [e["args"]["path"] for e in posted] == [str(target)] * 3
+    assert {e["pid"] for e in posted} == {os.getpid()}
+    assert stats(core, "paths")["posted"] == 3

@@ -247,19 +247,16 @@ def effective_capabilities(container: str) -> set[str]:
     return {names[bit] for bit in names if mask >> bit & 1} | unknown
 
 
-@pytest.mark.parametrize("security", [[], MINIMAL], ids=["chart-defaults", "without-sys-admin"])
-def test_chart_pods_count_exactly_and_report_ready(
-    pods: PodCluster, tmp_path: Path, security: list[str]
-) -> None:
-    # The README's install, against kubesim: helm creates the CRDs, the namespace, RBAC, the
-    # Deployment and the DaemonSet; the test then runs what the cluster stored.
-    sets = [
+def install_and_run(pods: PodCluster, sets: list[str]) -> tuple[str, str]:
+    """The README's install against kubesim (helm creates the CRDs, the namespace, RBAC, the
+    Deployment and the DaemonSet), then the pods of what the cluster stored; returns the
+    operator's and the agent's pod names."""
+    base = [
         "image.repository=" + IMAGE,
         "image.tag=" + VERSION,
         "image.pullPolicy=Never",
         "operator.rollupSeconds=1",
         "agent.reportInterval=1",
-        *security,
     ]
     result = subprocess.run(
         [
@@ -272,29 +269,51 @@ def test_chart_pods_count_exactly_and_report_ready(
             "--create-namespace",
             "--kubeconfig",
             str(pods.kubeconfig),
-            *(a for s in sets for a in ("--set", s)),
+            *(a for s in [*base, *sets] for a in ("--set", s)),
         ],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 0 and "STATUS: deployed" in result.stdout, result.stderr
-    pods.kubectl(
-        "apply",
-        "-f",
-        "-",
-        stdin=yaml.safe_dump({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}),
-    )
+    node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}
+    pods.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(node))
+    return pods.play("operator", fields={}), pods.play("agent", fields={"spec.nodeName": "n1"})
+
+
+def opens_policy(name: str, prefix: str, action: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "weir.dev/v1alpha1",
+        "kind": "TracingPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "tracepoints": [
+                {
+                    "subsystem": "syscalls",
+                    "event": "sys_enter_openat",
+                    "args": [{"field": "filename", "type": "filename", "label": "path"}],
+                    "selectors": [
+                        {
+                            "matchArgs": [
+                                {"label": "path", "operator": "Prefix", "values": [prefix]}
+                            ],
+                            "matchActions": [{"action": action}],
+                        }
+                    ],
+                }
+            ]
+        },
+    }
+
+
+@pytest.mark.parametrize("security", [[], MINIMAL], ids=["chart-defaults", "without-sys-admin"])
+def test_chart_pods_count_exactly_and_report_ready(pods: PodCluster, security: list[str]) -> None:
+    operator, agent = install_and_run(pods, security)
     daemonset = json.loads(
         pods.kubectl("get", "-n", "weir-system", "ds", "weir-agent", "-o", "json")
     )
-    wanted = set(
-        daemonset["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"][
-            "add"
-        ]
-    )
-    operator = pods.play("operator", fields={})
-    agent = pods.play("agent", fields={"spec.nodeName": "n1"})
+    container = daemonset["spec"]["template"]["spec"]["containers"][0]
+    wanted = set(container["securityContext"]["capabilities"]["add"])
     agent_ip = pod_ip(agent)
     # Exactly the chart's capabilities, nothing more (podman may not grant SYS_RESOURCE).
     assert effective_capabilities(f"{agent}-agent") <= wanted
@@ -314,31 +333,10 @@ def test_chart_pods_count_exactly_and_report_ready(
     )
 
     data = Path("/tmp") / f"weir-pods-{uuid.uuid4().hex[:10]}"
-    data.mkdir()
+    (data / "posted").mkdir(parents=True)
     try:
         (data / "f").write_text("x")
-        policy = {
-            "apiVersion": "weir.dev/v1alpha1",
-            "kind": "TracingPolicy",
-            "metadata": {"name": "pod-opens"},
-            "spec": {
-                "tracepoints": [
-                    {
-                        "subsystem": "syscalls",
-                        "event": "sys_enter_openat",
-                        "args": [{"field": "filename", "type": "filename", "label": "path"}],
-                        "selectors": [
-                            {
-                                "matchArgs": [
-                                    {"label": "path", "operator": "Prefix", "values": [f"{data}/"]}
-                                ],
-                                "matchActions": [{"action": "NoPost"}],
-                            }
-                        ],
-                    }
-                ]
-            },
-        }
+        (data / "posted" / "p").write_text("x")
         rule = {
             "apiVersion": "weir.dev/v1alpha1",
             "kind": "AggregationRule",
@@ -349,15 +347,27 @@ def test_chart_pods_count_exactly_and_report_ready(
                 "metric": {"name": "weir_pod_test_opens", "help": "opens"},
             },
         }
-        pods.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all([policy, rule]))
-        out = pods.kubectl(
-            "wait", "--for=condition=Ready", "tracingpolicy/pod-opens", "--timeout=90s", check=False
-        )
-        assert "condition met" in out, (
-            pods.kubectl("get", "tracingpolicy", "pod-opens", "-o", "yaml") + logs()
-        )
+        documents = [
+            opens_policy("pod-opens", f"{data}/f", "NoPost"),
+            rule,
+            opens_policy("pod-posts", f"{data}/posted/", "Post"),
+        ]
+        pods.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
+        for name in ("pod-opens", "pod-posts"):
+            out = pods.kubectl(
+                "wait",
+                "--for=condition=Ready",
+                f"tracingpolicy/{name}",
+                "--timeout=90s",
+                check=False,
+            )
+            assert "condition met" in out, (
+                pods.kubectl("get", "tracingpolicy", name, "-o", "yaml") + logs()
+            )
         for _ in range(9):
             (data / "f").read_text()
+        for _ in range(3):
+            (data / "posted" / "p").read_text()
         wait_for(
             lambda: (
                 scrape_http(9400, agent_ip)["weir_pod_test_opens_total"][(("namespace", ""),)]
@@ -369,6 +379,18 @@ def test_chart_pods_count_exactly_and_report_ready(
         table = pods.kubectl("get", "tracingpolicies")
         row = next(line.split() for line in table.splitlines() if line.startswith("pod-opens"))
         assert row[1:3] == ["True", "1/1"], table
+
+        # Posted events are JSON lines on the agent container's stdout (kubectl logs).
+        def posted() -> list[dict[str, Any]]:
+            out = subprocess.run(
+                ["podman", "logs", f"{agent}-agent"], capture_output=True, text=True, timeout=60
+            ).stdout
+            lines = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+            return [e for e in lines if e.get("policy") == "pod-posts"]
+
+        events = wait_for(lambda: len(posted()) == 3 and posted(), "3 events on stdout", logs=logs)
+        assert {e["node"] for e in events} == {"n1"}
+        assert {e["hook"] for e in events} == {"tracepoint:syscalls:sys_enter_openat"}
         report = json.loads(pods.kubectl("get", "nodereport", "n1", "-o", "json"))
         assert report["status"]["headers"] in {"host", "fallback"}
         # Each role authenticated with its own service-account token.
@@ -376,5 +398,33 @@ def test_chart_pods_count_exactly_and_report_ready(
         assert users["system:serviceaccount:weir-system:weir-operator"] > 0
         assert users["system:serviceaccount:weir-system:weir-agent"] > 0
     finally:
-        (data / "f").unlink(missing_ok=True)
+        for path in (data / "f", data / "posted" / "p"):
+            path.unlink(missing_ok=True)
+        (data / "posted").rmdir()
         data.rmdir()
+
+
+def test_an_agent_without_kernel_headers_says_what_to_mount(pods: PodCluster) -> None:
+    # agent.mountHostHeaders=false and nothing baked into the image: the agent reports
+    # headers missing, and the policy is Degraded with what to mount or install.
+    operator, agent = install_and_run(pods, ["agent.mountHostHeaders=false"])
+    pods.kubectl(
+        "apply", "-f", "-", stdin=yaml.safe_dump(opens_policy("nohdr", "/nowhere/", "NoPost"))
+    )
+
+    def degraded() -> str:
+        status = json.loads(pods.kubectl("get", "tracingpolicy", "nohdr", "-o", "json")).get(
+            "status", {}
+        )
+        found = [c for c in status.get("conditions", []) if c["type"] == "Degraded"]
+        return found[0]["message"] if found and found[0]["status"] == "True" else ""
+
+    message = wait_for(
+        degraded,
+        "Degraded for missing headers",
+        logs=lambda: pods.logs(agent, "agent") + pods.logs(operator, "operator"),
+    )
+    assert "compile: no kernel headers for kernel " in message
+    assert "agent.mountHostHeaders: true" in message
+    report = json.loads(pods.kubectl("get", "nodereport", "n1", "-o", "json"))
+    assert report["status"]["headers"] == "missing"

@@ -9,8 +9,10 @@ derives from them, by field name, so there is one definition of each fact.
 
 from __future__ import annotations
 
+import ctypes
 import enum
 import ipaddress
+from typing import Any
 
 from weir_api import limits
 
@@ -150,3 +152,40 @@ def address_from16(data: bytes) -> str:
     address = ipaddress.IPv6Address(bytes(data))
     mapped = address.ipv4_mapped
     return str(mapped) if mapped is not None else str(address)
+
+
+def event_type(*, strings: int, addresses: int) -> type[ctypes.Structure]:
+    """``struct weir_event`` of weir.h for a program with these EV_STRS / EV_ADDRS.
+
+    bcc cannot derive a ctypes type for the event's two-dimensional ``char str[][]``, so
+    the layout is spelled here; ``loading`` checks every event's size against it, so a
+    drift between this and weir.h fails loudly on the first event, never decodes garbage."""
+
+    class Addr(ctypes.Structure):
+        _fields_ = [
+            ("family", ctypes.c_uint16),
+            ("sport", ctypes.c_uint16),
+            ("dport", ctypes.c_uint16),
+            ("valid", ctypes.c_uint16),
+            ("saddr", ctypes.c_uint8 * 16),
+            ("daddr", ctypes.c_uint8 * 16),
+        ]
+
+    fields: list[tuple[str, Any]] = [
+        ("time_ns", ctypes.c_uint64),
+        ("cgroup", ctypes.c_uint64),
+        ("exe_hash", ctypes.c_uint64),
+        ("pid", ctypes.c_uint32),
+        ("tid", ctypes.c_uint32),
+        ("selector", ctypes.c_uint32),
+        ("user_stack", ctypes.c_int32),
+        ("kernel_stack", ctypes.c_int32),
+        ("pad", ctypes.c_uint32),
+        ("comm", ctypes.c_char * 16),
+        ("ints", ctypes.c_uint64 * MAX_ARGS),
+    ]
+    if strings:
+        fields.append(("str", (ctypes.c_char * MAX_STR) * strings))
+    if addresses:
+        fields.append(("addr", Addr * addresses))
+    return type("WeirEvent", (ctypes.Structure,), {"_fields_": fields})

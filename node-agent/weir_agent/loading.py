@@ -481,9 +481,17 @@ class RawEvent:
 def open_events(loaded: Loaded, sink: Any) -> None:
     """Deliver each event of a posting program to ``sink(loaded, RawEvent)``."""
     table = loaded.module[b"events"]
+    flags = dict(loaded.program.flags)
+    layout = abi.event_type(strings=int(flags["EV_STRS"]), addresses=int(flags["EV_ADDRS"]))
+    expected = ctypes.sizeof(layout)
 
-    def on_event(_ctx: Any, data: Any, _size: int) -> None:
-        e = table.event(data)
+    def on_event(_ctx: Any, data: Any, size: int) -> None:
+        if size != expected:
+            raise RuntimeError(
+                f"event of {size} bytes where weir.h's layout has {expected}: "
+                "abi.event_type and struct weir_event disagree"
+            )
+        e: Any = ctypes.cast(data, ctypes.POINTER(layout)).contents
         strings = tuple(bytes(s).split(b"\0", 1)[0] for s in e.str) if hasattr(e, "str") else ()
         addresses = (
             tuple(

@@ -201,7 +201,7 @@ class Handler(BaseHTTPRequestHandler):
         except ApiError as error:
             headers = {"Retry-After": "1"} if error.code == 429 else None
             self._send(error.code, error.status(), headers=headers)
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
             pass
 
     do_GET = lambda self: self._handle("GET")  # noqa: E731
@@ -864,14 +864,14 @@ class Handler(BaseHTTPRequestHandler):
                     )
                     last_bookmark = time.monotonic()
             self._end_chunks()
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
             pass
 
     def _end_chunks(self) -> None:
         try:
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
             pass
 
 
