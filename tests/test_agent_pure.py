@@ -172,3 +172,25 @@ def test_headers_are_located_in_order_and_named(tmp_path: Path) -> None:
     assert where() == headers.Headers("host", None, release)
     (modules / release / ".weir-fallback-headers").write_text("/usr/src/linux-headers-6.1\n")
     assert where().state == "fallback"
+
+
+def test_probes_answer_from_the_health_state() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from weir_agent import serving
+
+    health = serving.Health(stall_seconds=60)
+    app = serving.app(registry=CollectorRegistry(), health=health)
+
+    def get(path: str) -> tuple[str, bytes]:
+        answer: list[str] = []
+        body = b"".join(app({"PATH_INFO": path}, lambda status, _h: answer.append(status)))
+        return answer[0], body
+
+    assert get("/readyz") == ("503 Service Unavailable", b"policies not attempted yet\n")
+    health.ready.set()
+    assert get("/readyz") == ("200 OK", b"ready\n")
+    assert get("/healthz") == ("200 OK", b"ok\n")
+    health.last_beat -= 61  # the main loop has not beaten for over a minute
+    status, body = get("/healthz")
+    assert status == "503 Service Unavailable" and body.startswith(b"main loop stalled for 61")

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,6 +112,9 @@ def test_agent_serves_metrics_reloads_and_detaches_on_sigterm(
             ),
             "program verified",
         )
+        for path in ("/readyz", "/healthz"):  # next to /metrics, for the chart's probes
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+                assert answer.status == 200
         for _ in range(5):
             (workdir / "f").read_text()
         samples = scrape_http(port)
@@ -175,6 +179,16 @@ def test_agent_serves_metrics_reloads_and_detaches_on_sigterm(
     assert "all programs detached" in output
     assert (tmp_path / "not-yet" / "events.jsonl").exists()  # the directory was created
     assert not ours & bpf_program_ids()  # detached and unloaded
+    # Before compiling it said Pending (so nobody read a previous run's Ready meanwhile).
+    pending = output.index("policy opens: Pending, generation 0 running (latest 1)")
+    assert pending < output.index("policy opens: Ready, generation 1 running (latest 1)")
+    # The report left behind claims no program: every id above is gone.
+    left = json.loads(report_file.read_text())["status"]
+    assert [(p["name"], p["state"], p["programs"]) for p in left["policies"]] == [
+        ("opens", "Pending", [])
+    ]
+    ready = next(c for c in left["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "AgentStopped")
 
 
 def test_check_verifies_every_example_and_the_kprobe_variants(kernel: None) -> None:
