@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,3 +71,27 @@ def core(kernel: None):  # type: ignore[no-untyped-def]
     instance = engine.Engine(node_name="n1")
     yield instance
     instance.close()
+
+
+def wait_for(
+    predicate: Any,
+    what: str,
+    timeout: float = 60.0,
+    logs: Any = None,
+) -> Any:
+    """Poll ``predicate`` until it returns something true (and return that); fail naming
+    ``what``, the last value or error, and ``logs()`` when given. Errors a poll can meet while
+    things start (connection refused, a key not there yet) count as not yet."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except (OSError, KeyError, ValueError, AssertionError) as error:
+            last = error
+        else:
+            if last:
+                return last
+        time.sleep(0.3)
+    extra = f"\n{logs()}" if logs else ""
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r}){extra}")

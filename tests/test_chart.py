@@ -4,7 +4,6 @@ binds a NodeReport to its writer's node."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,19 +11,10 @@ import pytest
 import yaml
 
 import roles
-from conftest import ROOT, require
+from conftest import ROOT
 from weir_cli import main
 
-CHART = ROOT / "charts" / "weir"
-HELM = ROOT / ".tools" / "helm"
-
-
-def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    require(HELM.exists(), "helm is not in .tools/ (make setup fetches it with npm)")
-    result = subprocess.run([str(HELM), *args], capture_output=True, text=True, timeout=120)
-    if check and result.returncode != 0:
-        raise AssertionError(result.stderr)
-    return result
+CHART, helm = roles.CHART, roles.helm
 
 
 def render(*args: str) -> list[dict[str, Any]]:

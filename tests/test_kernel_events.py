@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 import yaml
 
 from agenthelpers import apply, policy_yaml, stats
+from conftest import free_port
 from weir_agent import cgroups, engine, eventing, metadata
 
 CRASH = r"""
@@ -201,3 +203,48 @@ def test_a_posted_string_argument_arrives_whole(core, tmp_path: Path) -> None:  
     assert [e["args"]["path"] for e in posted] == [str(target)] * 3
     assert {e["pid"] for e in posted} == {os.getpid()}
     assert stats(core, "paths")["posted"] == 3
+
+
+def test_a_posted_socket_argument_carries_both_addresses(core) -> None:  # type: ignore[no-untyped-def]
+    # Address sections of the event (struct weir_addr in weir.h): two sends to a listener on
+    # 127.0.0.2 and a fresh port, each posted with both ends of the connection.
+    port = free_port()
+    hook = f"""
+        tracepoints:
+          - subsystem: sock
+            event: sock_send_length
+            args:
+              - {{field: sk, type: sock, label: sk}}
+              - {{field: ret, type: int, label: bytes}}
+            selectors:
+              - matchArgs:
+                  - {{label: sk, operator: DAddr, values: ["127.0.0.2/32"]}}
+                  - {{label: sk, operator: DPort, values: ["{port}"]}}
+                matchActions: [{{action: Post}}]
+    """
+    apply(core, policy_yaml("sockets", hook))
+    events, out = writer(core)
+    with socket.create_server(("127.0.0.2", port)) as server:
+        client = socket.create_connection(("127.0.0.2", port))
+        peer, _ = server.accept()
+        with client, peer:
+            client.sendall(b"hello")
+            assert peer.recv(5) == b"hello"
+            client.sendall(b"again!")
+            assert peer.recv(6) == b"again!"
+            local = client.getsockname()
+    events.pump()
+    posted = lines(out)
+    assert [e["args"]["bytes"] for e in posted] == [5, 6]
+    assert {json.dumps(e["args"]["sk"], sort_keys=True) for e in posted} == {
+        json.dumps(
+            {
+                "family": "AF_INET",
+                "saddr": local[0],
+                "sport": local[1],
+                "daddr": "127.0.0.2",
+                "dport": port,
+            },
+            sort_keys=True,
+        )
+    }

@@ -6,7 +6,6 @@ words an admin can act on, kopf posts a Kubernetes Event for the failing handler
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,19 +13,8 @@ from typing import Any
 import pytest
 
 import roles
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, wait_for
 from test_kubesim import Cluster
-
-
-def wait_for(predicate: Any, what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 @pytest.fixture

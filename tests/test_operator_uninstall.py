@@ -6,28 +6,16 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import roles
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, wait_for
 from test_kubesim import GROUP, VERSION, Cluster
 
 OLD_FINALIZER = "weir.dev/operator"  # what operators before 0.1.0's roll-up loop added
-
-
-def wait_for(predicate: Any, what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ import secrets
 import shutil
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -34,7 +33,7 @@ import yaml
 
 import roles
 from agenthelpers import scrape_http
-from conftest import ROOT, free_port, kernel_unavailable_reason, require
+from conftest import ROOT, free_port, kernel_unavailable_reason, require, wait_for
 from kubesim.certs import certificates
 from kubesim.server import Emulator, kubeconfig, serve
 
@@ -114,22 +113,6 @@ def http_status(url: str) -> int:
             return int(response.status)
     except urllib.error.HTTPError as error:
         return int(error.code)
-
-
-def wait_for(predicate, what: str, timeout: float = 120.0, logs=None):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except (OSError, KeyError, ValueError, AssertionError) as error:
-            last = error
-        else:
-            if last:
-                return last
-        time.sleep(0.5)
-    extra = logs() if logs else ""
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})\n{extra}")
 
 
 class PodCluster:
