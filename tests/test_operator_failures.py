@@ -85,3 +85,40 @@ def test_a_missing_namespace_shows_in_status_and_events(cluster: Cluster, tmp_pa
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
     assert process.returncode == 0, log.read_text()
+
+
+def test_configmaps_deleted_by_hand_come_back(cluster: Cluster, tmp_path: Path) -> None:
+    # The operator repairs what it owns: policy ConfigMaps deleted by hand are rendered again
+    # within a roll-up pass (0.5 s here), not at the next operator restart.
+    cluster.core.create_namespace({"metadata": {"name": "weir-system"}})
+    docs = roles.render({"operator": {"rollupSeconds": 0.5, "healthPort": free_port()}})
+    log = tmp_path / "operator.log"
+    process = roles.start(
+        docs, "operator", fields={}, env={"KUBECONFIG": str(cluster.kubeconfig)}, log=log
+    )
+
+    def configmaps() -> dict[str, str]:
+        items = cluster.core.list_namespaced_config_map("weir-system").items
+        return {c.metadata.name: c.metadata.uid for c in items}
+
+    try:
+        for example in ("file-opens.yaml", "segfaults.yaml"):
+            cluster.kubectl("apply", "-f", str(ROOT / "examples" / "policies" / example))
+        wanted = {"weir-policy-file-opens-etc", "weir-policy-segfaults"}
+        first = wait_for(lambda: set(c := configmaps()) == wanted and c, "both rendered")
+        cluster.kubectl("delete", "-n", "weir-system", "configmap", *sorted(wanted))
+        again = wait_for(
+            lambda: (
+                set(c := configmaps()) == wanted and not set(c.values()) & set(first.values()) and c
+            ),
+            "both ConfigMaps restored (new objects)",
+            timeout=10,
+        )
+        assert set(again.values()).isdisjoint(first.values())
+        restored = cluster.core.read_namespaced_config_map("weir-policy-segfaults", "weir-system")
+        assert restored.metadata.owner_references[0].name == "segfaults"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    assert process.returncode == 0, log.read_text()
+    assert "has no ConfigMap; rendering it again" in log.read_text()

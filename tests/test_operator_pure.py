@@ -171,3 +171,16 @@ def test_rollup_ready_stalled_and_transitions() -> None:
     assert conditions["Stalled"].last_transition_time == "t2"
     assert conditions["Degraded"].last_transition_time == "t1"  # unchanged status keeps its time
     assert conditions["Ready"].status == "False" and conditions["Ready"].reason == "InvalidSpec"
+
+
+def test_ready_message_counts_one_node_in_the_singular() -> None:
+    one = rollup.policy_status(
+        name="p",
+        generation=2,
+        problems=[],
+        reports=[node("n1")],
+        previous=None,
+        now="2026-11-27T00:00:00Z",
+    )
+    ready = next(c for c in one.conditions if c.type == "Ready")
+    assert (ready.status, ready.message) == ("True", "1 node runs generation 2")

@@ -75,8 +75,17 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         interval=float(os.environ.get("WEIR_ROLLUP_SECONDS", "10")),
         render_errors=memo.render_errors,
         rerender=lambda name: render_policy(memo, name),
+        rendered=lambda: _rendered(memo),
     )
     memo.rollup.start()
+
+
+def _rendered(memo: kopf.Memo) -> set[str]:
+    """Policies whose ConfigMap exists in the operator's namespace (one LIST)."""
+    items = memo.core.list_namespaced_config_map(
+        memo.namespace, label_selector=rendering.LABEL
+    ).items
+    return {(item.metadata.labels or {}).get(rendering.LABEL, "") for item in items}
 
 
 @kopf.on.cleanup()

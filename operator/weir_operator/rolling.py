@@ -70,8 +70,10 @@ class RollUp:
         interval: float,
         render_errors: dict[str, str],
         rerender: Callable[[str], None],
+        rendered: Callable[[], set[str]],
     ) -> None:
         self.custom = custom
+        self.rendered = rendered  # names of the policies whose ConfigMap exists
         self.interval = interval
         self.render_errors = render_errors
         self.rerender = rerender
@@ -105,6 +107,7 @@ class RollUp:
             with contextlib.suppress(k8s.ApiException):  # recorded in render_errors
                 self.rerender(name)
         policies = self._list("tracingpolicies")
+        self._restore(policies)
         rules = self._list("aggregationrules")
         reports = []
         for item in self._list("nodereports"):
@@ -141,6 +144,20 @@ class RollUp:
                 stored,
                 self._rule_status(body, parsed, parsed_rules, by_name, reports, stored, stamp),
             )
+
+    def _restore(self, policies: list[dict[str, Any]]) -> None:
+        """A valid policy whose ConfigMap is gone (deleted by hand, say) is rendered again:
+        drift is repaired within one pass, not at the next operator restart."""
+        present = self.rendered()
+        for body in policies:
+            name = body["metadata"]["name"]
+            if name in present or name in self.render_errors:
+                continue
+            if body["metadata"].get("deletionTimestamp") or not parse(body).ok:
+                continue
+            log.info("policy %s has no ConfigMap; rendering it again", name)
+            with contextlib.suppress(k8s.ApiException):  # recorded in render_errors
+                self.rerender(name)
 
     def _rule_status(
         self,

@@ -203,7 +203,9 @@ def policy_status(
     elif counts.ready == counts.targeted:
         ready_reason, ready_message = (
             "AllNodesReady",
-            f"{counts.ready} nodes run generation {generation}",
+            f"{counts.ready} node runs generation {generation}"
+            if counts.ready == 1
+            else f"{counts.ready} nodes run generation {generation}",
         )
     elif counts.failed:
         ready_reason, ready_message = "NodesFailed", degraded_message
