@@ -72,3 +72,27 @@ def test_a_second_field_manager_owns_only_what_it_applies(cluster: Cluster) -> N
     assert cluster.get_policy(policy["metadata"]["name"])["metadata"]["labels"] == {
         "team": "platform"
     }
+
+
+@pytest.mark.parametrize(
+    ("metric", "message"),
+    [
+        ("weir_policy_events", "are weir's own metrics; choose another name"),
+        ("weir_agent_info", "are weir's own metrics; choose another name"),
+        ("my_opens_total", "drop the suffix: weir adds _total"),
+    ],
+)
+def test_reserved_metric_names_are_refused_at_apply(
+    cluster: Cluster, metric: str, message: str
+) -> None:
+    # `kubectl apply` (and so an Argo CD sync) fails with the field path: the series weir
+    # exports about itself cannot be shadowed by a rule.
+    rule = {
+        "apiVersion": "weir.dev/v1alpha1",
+        "kind": "AggregationRule",
+        "metadata": {"name": "shadow"},
+        "spec": {"policyRef": {"name": "p"}, "metric": {"name": metric}},
+    }
+    result = cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(rule), check=False)
+    assert result.returncode != 0
+    assert "spec.metric" in result.stderr and message in result.stderr, result.stderr

@@ -312,3 +312,18 @@ def test_rules_sharing_a_metric_name_must_share_its_shape() -> None:
             ],
         ),
     ]
+
+
+def test_weir_check_refuses_reserved_metric_names() -> None:
+    from weir_api import documents
+
+    text = (
+        "apiVersion: weir.dev/v1alpha1\nkind: AggregationRule\nmetadata: {name: shadow}\n"
+        "spec: {policyRef: {name: p}, metric: {name: weir_policy_events}}\n"
+    )
+    (parsed,) = documents.parse_text(text, source="rule.yaml")
+    rendered = [str(p) for p in parsed.problems]
+    assert rendered == [
+        "spec.metric.name: 'weir_policy_events' is reserved: weir exports weir_policy_*, "
+        "weir_program_*, weir_agent_* itself; choose another name"
+    ]

@@ -34,6 +34,8 @@ GROUP_BY_PATTERN = (
 )
 METRIC_NAME_PATTERN = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
 RESERVED_SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
+# Families the agent exports about itself; a rule may not take their names.
+RESERVED_PREFIXES = ("weir_policy_", "weir_program_", "weir_agent_")
 
 GroupKey = Annotated[str, Field(max_length=80, pattern=GROUP_BY_PATTERN)]
 
@@ -98,6 +100,20 @@ class Value(Model):
 
 class Metric(Model):
     """The Prometheus metric this rule exports."""
+
+    model_config = {
+        "json_schema_extra": cel(
+            (
+                " && ".join(f"!self.name.startsWith('{p}')" for p in RESERVED_PREFIXES),
+                "names starting with " + ", ".join(RESERVED_PREFIXES) + " are weir's own "
+                "metrics; choose another name",
+            ),
+            (
+                " && ".join(f"!self.name.endsWith('{s}')" for s in RESERVED_SUFFIXES),
+                "drop the suffix: weir adds " + ", ".join(RESERVED_SUFFIXES) + " itself",
+            ),
+        )
+    }
 
     name: str = Field(
         max_length=200,

@@ -184,6 +184,13 @@ def _rule(
             f"{name!r} ends in a suffix weir adds itself "
             f"({', '.join(aggregations.RESERVED_SUFFIXES)}); drop it",
         )
+    if name.startswith(aggregations.RESERVED_PREFIXES):
+        yield at(
+            (*path, "metric", "name"),
+            f"{name!r} is reserved: weir exports "
+            f"{', '.join(p + '*' for p in aggregations.RESERVED_PREFIXES)} itself; "
+            "choose another name",
+        )
     if len(set(rule.group_by)) != len(rule.group_by):
         yield at((*path, "groupBy"), "lists a key twice; give each key once")
     buckets = rule.value.buckets
