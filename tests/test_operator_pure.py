@@ -184,3 +184,34 @@ def test_ready_message_counts_one_node_in_the_singular() -> None:
     )
     ready = next(c for c in one.conditions if c.type == "Ready")
     assert (ready.status, ready.message) == ("True", "1 node runs generation 2")
+
+
+def test_invalid_spec_and_failing_policy_reasons() -> None:
+    stamp = "2026-11-27T00:00:00Z"
+    invalid = rollup.policy_status(
+        name="p",
+        generation=2,
+        problems=[Problem("spec.kprobes", "is empty")],
+        reports=[node("n1", generation=1, running=1)],
+        previous=None,
+        now=stamp,
+    )
+    reasons = {c.type: (c.status, c.reason) for c in invalid.conditions}
+    assert reasons["Reconciling"] == ("False", "InvalidSpec")
+    assert reasons["Stalled"] == ("True", "InvalidSpec")
+    rule = rollup.rule_status(
+        name="r",
+        policy="p",
+        generation=1,
+        policy_generation=2,
+        problems=[],
+        reports=[node("n1", state="Failed", running=1, failure="R1 invalid mem access")],
+        previous=None,
+        now=stamp,
+    )
+    by_type = {c.type: c for c in rule.conditions}
+    assert (by_type["Ready"].status, by_type["Ready"].reason) == ("False", "NodesFailed")
+    assert (by_type["Degraded"].status, by_type["Degraded"].message) == (
+        "True",
+        "1 of 1 nodes failed to run TracingPolicy 'p'; see its status",
+    )

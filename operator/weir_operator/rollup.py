@@ -87,7 +87,7 @@ def _conditions(
         _condition(
             "Reconciling",
             not stalled and counts.pending > 0,
-            "NodesPending" if counts.pending else "Settled",
+            "InvalidSpec" if stalled else "NodesPending" if counts.pending else "Settled",
             pending if counts.pending else "",
             generation,
             now,
@@ -259,13 +259,27 @@ def rule_status(
                     series += aggregation.series
                     overflow += aggregation.overflow_events
     ready = not stalled and counts.targeted > 0 and counts.ready == counts.targeted
+    failed = (
+        f"{counts.failed} of {counts.targeted} nodes failed to run TracingPolicy {policy!r}; "
+        f"see its status"
+        if counts.failed
+        else ""
+    )
+    if stalled:
+        ready_reason = "InvalidSpec"
+    elif ready:
+        ready_reason = "AllNodesReady"
+    elif counts.failed:
+        ready_reason = "NodesFailed"
+    else:
+        ready_reason = "NodesPending"
     conditions = _conditions(
         counts,
         stalled=stalled,
         problems_text=text,
-        ready_reason="InvalidSpec" if stalled else "AllNodesReady" if ready else "NodesPending",
-        ready_message=text or counts.summary,
-        degraded_message="",
+        ready_reason=ready_reason,
+        ready_message=text or failed or counts.summary,
+        degraded_message=failed,
         generation=generation,
         now=now,
         before=before,
