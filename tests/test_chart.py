@@ -43,7 +43,17 @@ def test_default_render() -> None:
     ]:
         assert expected in kinds
     agent = by_kind(docs, "DaemonSet", "weir-agent")["spec"]["template"]["spec"]
-    assert agent["hostPID"] is True and agent["tolerations"] == [{"operator": "Exists"}]
+    assert agent["hostPID"] is True
+    assert agent["tolerations"] == [
+        {
+            "key": "node-role.kubernetes.io/control-plane",
+            "operator": "Exists",
+            "effect": "NoSchedule",
+        },
+        {"key": "node-role.kubernetes.io/master", "operator": "Exists", "effect": "NoSchedule"},
+    ]
+    assert agent["priorityClassName"] == "system-node-critical"
+    assert agent["nodeSelector"] == {"kubernetes.io/os": "linux"}
     container = agent["containers"][0]
     security = container["securityContext"]
     assert security["privileged"] is False and security["seccompProfile"] == {
@@ -87,6 +97,93 @@ def test_default_render() -> None:
     )
     assert op_container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert op_container["ports"] == [{"name": "health", "containerPort": 8080}]
+    deployment = by_kind(docs, "Deployment", "weir-operator")["spec"]
+    assert deployment["strategy"] == {"type": "Recreate"}  # never two operators at once
+    assert operator["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert "priorityClassName" not in operator
+
+
+PRODUCTION = [
+    "--set",
+    "imagePullSecrets[0].name=regcred",
+    "--set",
+    "agent.nodeSelector.pool=observability",
+    "--set",
+    "agent.tolerations[0].operator=Exists",
+    "--set",
+    "agent.podAnnotations.team=platform",
+    "--set",
+    "agent.podLabels.tier=node",
+    "--set",
+    "agent.updateStrategy.rollingUpdate.maxUnavailable=10%",
+    "--set",
+    "operator.priorityClassName=system-cluster-critical",
+    "--set",
+    "operator.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+    ".nodeSelectorTerms[0].matchExpressions[0].key=node-role.kubernetes.io/control-plane",
+    "--set",
+    "operator.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+    ".nodeSelectorTerms[0].matchExpressions[0].operator=Exists",
+]
+
+
+def test_production_values_render() -> None:
+    docs = render(*PRODUCTION)
+    agent = by_kind(docs, "DaemonSet", "weir-agent")["spec"]
+    pod = agent["template"]
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["spec"]["nodeSelector"] == {"kubernetes.io/os": "linux", "pool": "observability"}
+    assert pod["spec"]["tolerations"] == [{"operator": "Exists"}]
+    assert pod["metadata"]["annotations"] == {"team": "platform"}
+    assert pod["metadata"]["labels"]["tier"] == "node"
+    assert agent["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "weir",
+        "app.kubernetes.io/instance": "weir",
+        "app.kubernetes.io/component": "agent",
+    }
+    assert agent["updateStrategy"]["rollingUpdate"] == {"maxUnavailable": "10%"}
+    operator = by_kind(docs, "Deployment", "weir-operator")["spec"]["template"]["spec"]
+    assert operator["priorityClassName"] == "system-cluster-critical"
+    assert operator["affinity"]["nodeAffinity"]
+    assert operator["imagePullSecrets"] == [{"name": "regcred"}]
+
+
+def test_two_releases_do_not_collide() -> None:
+    first = render()
+    second = [
+        d
+        for d in yaml.safe_load_all(
+            helm("template", "obs", str(CHART), "--namespace", "monitoring").stdout
+        )
+        if d
+    ]
+    names = {(d["kind"], d["metadata"]["name"]) for d in first}
+    other = {(d["kind"], d["metadata"]["name"]) for d in second}
+    cluster_scoped = {
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    }
+    assert not {n for n in names & other if n[0] in cluster_scoped}
+    ds = by_kind(second, "DaemonSet", "obs-weir-agent")
+    assert ds["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"] == "obs"
+    policy = by_kind(second, "ValidatingAdmissionPolicy", "obs-weir-nodereport-owner")
+    assert (
+        "system:serviceaccount:monitoring:obs-weir-agent"
+        in policy["spec"]["matchConditions"][0]["expression"]
+    )
+    binding = by_kind(second, "ClusterRoleBinding", "obs-weir-agent")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "obs-weir-agent", "namespace": "monitoring"}
+    ]
+
+
+def test_components_can_be_turned_off() -> None:
+    kinds = {d["kind"] for d in render("--set", "agent.enabled=false")}
+    assert "DaemonSet" not in kinds and "Deployment" in kinds
+    kinds = {d["kind"] for d in render("--set", "operator.enabled=false")}
+    assert "Deployment" not in kinds and "DaemonSet" in kinds
 
 
 def test_minimal_capabilities_render_without_sys_admin() -> None:
@@ -138,7 +235,16 @@ def test_non_default_values() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["operator.replicas=3", "serviceMonitor.interval=often", "agent.metricsPort=0", "surprise=1"],
+    [
+        "operator.replicas=3",
+        "serviceMonitor.interval=often",
+        "agent.metricsPort=0",
+        "surprise=1",
+        "agent.updateStrategy.type=Sometimes",
+        "agent.capabilities={NET_RAW}",
+        "agent.seccompProfile=Localhost",
+        "operator.enabled=maybe",
+    ],
 )
 def test_values_schema_refuses_bad_values(bad: str) -> None:
     result = helm("template", "weir", str(CHART), "--set", bad, check=False)
@@ -271,7 +377,11 @@ def test_every_shipped_manifest_server_side_applies_twice_without_drift(tmp_path
 
 @pytest.mark.parametrize(
     "values",
-    [[], ["--set", "serviceMonitor.enabled=true", "--set", "agent.mountHostHeaders=false"]],
+    [
+        [],
+        ["--set", "serviceMonitor.enabled=true", "--set", "agent.mountHostHeaders=false"],
+        PRODUCTION,
+    ],
 )
 def test_rendered_manifests_validate_against_the_kubernetes_schemas(values: list[str]) -> None:
     import kubernetes_validate
