@@ -215,3 +215,37 @@ def test_invalid_spec_and_failing_policy_reasons() -> None:
         "True",
         "1 of 1 nodes failed to run TracingPolicy 'p'; see its status",
     )
+
+
+def test_a_node_that_stopped_reporting_is_unknown_not_ready() -> None:
+    fresh, silent = node("n1"), node("n2")
+    assert fresh.status is not None and silent.status is not None
+    fresh.status.heartbeat_time = "2026-11-27T00:09:30Z"
+    silent.status.heartbeat_time = "2026-11-27T00:05:00Z"  # 300 s before now
+    status = rollup.policy_status(
+        name="p",
+        generation=2,
+        problems=[],
+        reports=[fresh, silent],
+        previous=None,
+        now="2026-11-27T00:10:00Z",
+        stale_after=180,
+    )
+    assert (status.nodes.targeted, status.nodes.ready, status.nodes.unknown) == (2, 1, 1)
+    ready = next(c for c in status.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("False", "NodesUnknown")
+    assert ready.message == (
+        "1 of 2 nodes have not reported for more than 180s; is the weir agent running there?"
+    )
+    # Without a stale age (or for reports without heartbeats) every report is taken at its word.
+    assert (
+        rollup.policy_status(
+            name="p",
+            generation=2,
+            problems=[],
+            reports=[fresh, silent],
+            previous=None,
+            now="2026-11-27T00:10:00Z",
+        ).nodes.ready
+        == 2
+    )

@@ -110,6 +110,12 @@ class NodeReportStatus(Model):
         description="Ready when every targeted policy runs; Degraded when one failed.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
+    heartbeat_time: str | None = Field(
+        default=None,
+        max_length=64,
+        description="When the agent last published (RFC 3339); it publishes at least every "
+        "--heartbeat-interval, so an old time means the agent is not running.",
+    )
     agent_version: str = Field(default="", max_length=64, description="weir version.")
     kernel: str = Field(default="", max_length=256, description="uname -r of the node.")
     headers: HeadersState | None = Field(

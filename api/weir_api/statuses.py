@@ -88,6 +88,12 @@ class NodeCounts(Model):
     ready: int = Field(default=0, ge=0, description="Nodes running the current generation.")
     failed: int = Field(default=0, ge=0, description="Nodes where a program failed.")
     pending: int = Field(default=0, ge=0, description="Nodes not yet on the current generation.")
+    unknown: int = Field(
+        default=0,
+        ge=0,
+        description="Nodes whose agent has not reported within the stale age (down, or cut "
+        "off from the API server): what runs there is not known.",
+    )
     summary: str = Field(default="", max_length=32, description="ready/targeted, for display.")
 
 

@@ -49,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="publish the NodeReport at most this often (seconds)",
     )
+    agent.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=60.0,
+        help="publish the NodeReport at least this often, changed or not (seconds); the "
+        "operator counts a node whose report is older than its stale age as Unknown",
+    )
     agent.add_argument("--interval", type=float, default=2.0, help="refresh seconds")
     agent.add_argument(
         "--stall-seconds",

@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         kubernetes=args.kubernetes,
         namespace=args.namespace,
         report_interval=args.report_interval,
+        heartbeat=args.heartbeat_interval,
         tracefs=args.tracefs,
         metrics_addr=args.metrics_addr,
         report_file=args.report_file,
@@ -206,6 +207,7 @@ def agent(
     kubernetes: bool = False,
     namespace: str = "weir-system",
     report_interval: float = 10.0,
+    heartbeat: float = 60.0,
     tracefs: Path = Path("/sys/kernel/tracing"),
     metrics_addr: str,
     report_file: Path | None,
@@ -277,7 +279,13 @@ def agent(
     pump.start()
     previous: NodeReport | None = None
     cluster = (
-        _Cluster.connect(namespace=namespace, node=node, report_interval=report_interval, stop=stop)
+        _Cluster.connect(
+            namespace=namespace,
+            node=node,
+            report_interval=report_interval,
+            heartbeat=heartbeat,
+            stop=stop,
+        )
         if kubernetes
         else None
     )
@@ -381,6 +389,7 @@ class _Cluster:
         namespace: str,
         node: str,
         report_interval: float,
+        heartbeat: float,
         stop: threading.Event,
     ) -> None:
         from weir_agent import publishing, watching
@@ -389,7 +398,11 @@ class _Cluster:
         self.node = node
         self.source = watching.ConfigMapSource(core=core, namespace=namespace)
         self.publisher = publishing.NodeReportPublisher(
-            core=core, custom=custom, node=node, min_interval=report_interval
+            core=core,
+            custom=custom,
+            node=node,
+            min_interval=report_interval,
+            heartbeat=heartbeat,
         )
         self.not_targeted: dict[str, int] = {}
         self.labels: dict[str, str] = {}
@@ -404,7 +417,13 @@ class _Cluster:
 
     @classmethod
     def connect(
-        cls, *, namespace: str, node: str, report_interval: float, stop: threading.Event
+        cls,
+        *,
+        namespace: str,
+        node: str,
+        report_interval: float,
+        heartbeat: float,
+        stop: threading.Event,
     ) -> _Cluster:
         from kubernetes import client, config
 
@@ -419,6 +438,7 @@ class _Cluster:
             namespace=namespace,
             node=node,
             report_interval=report_interval,
+            heartbeat=heartbeat,
             stop=stop,
         )
 

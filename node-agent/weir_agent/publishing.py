@@ -4,12 +4,16 @@ One NodeReport per node, named after it and owned by its Node when the Node
 exists, written only by that node's agent: created once, then its status is
 replaced through ``/status`` when the report differs from the last one
 published: at once when what runs changed (a policy's generation or state),
-otherwise (counters only) at most once per ``min_interval`` seconds. Failures are logged and
-retried on the next round; the programs keep running either way.
+otherwise (counters only) at most once per ``min_interval`` seconds; and at
+least every ``heartbeat`` seconds even when nothing changed, stamped with
+``heartbeatTime``, so the operator can tell a stopped agent from a quiet one.
+Failures are logged and retried on the next round; the programs keep running
+either way.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 from typing import Any
@@ -24,12 +28,19 @@ log = logging.getLogger("weir.agent")
 
 class NodeReportPublisher:
     def __init__(
-        self, *, core: k8s.CoreV1Api, custom: k8s.CustomObjectsApi, node: str, min_interval: float
+        self,
+        *,
+        core: k8s.CoreV1Api,
+        custom: k8s.CustomObjectsApi,
+        node: str,
+        min_interval: float,
+        heartbeat: float = 60.0,
     ) -> None:
         self.core = core
         self.custom = custom
         self.node = node
         self.min_interval = min_interval
+        self.heartbeat = heartbeat
         self.published: NodeReport | None = None
         self.published_at = 0.0
         self.created = False
@@ -69,14 +80,18 @@ class NodeReportPublisher:
 
     def publish(self, report: NodeReport) -> bool:
         """Write the report if it changed and the interval allows; True when written."""
-        if report == self.published:
+        since = time.monotonic() - self.published_at
+        if report == self.published and since < self.heartbeat:
             return False
-        urgent = states(report) != states(self.published)
-        if not urgent and time.monotonic() - self.published_at < self.min_interval:
+        urgent = states(report) != states(self.published) or since >= self.heartbeat
+        if not urgent and since < self.min_interval:
             return False
         try:
             self._ensure()
             status = report.status.to_wire() if report.status else {}
+            status["heartbeatTime"] = datetime.datetime.now(datetime.UTC).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"
+            )
             self.custom.patch_cluster_custom_object_status(
                 GROUP, VERSION, "nodereports", self.node, {"status": status}
             )

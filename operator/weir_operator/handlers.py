@@ -76,6 +76,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         render_errors=memo.render_errors,
         rerender=lambda name: render_policy(memo, name),
         rendered=lambda: _rendered(memo),
+        stale_after=float(os.environ.get("WEIR_STALE_SECONDS", "180")),
     )
     memo.rollup.start()
 

@@ -71,7 +71,9 @@ class RollUp:
         render_errors: dict[str, str],
         rerender: Callable[[str], None],
         rendered: Callable[[], set[str]],
+        stale_after: float | None = None,
     ) -> None:
+        self.stale_after = stale_after
         self.custom = custom
         self.rendered = rendered  # names of the policies whose ConfigMap exists
         self.interval = interval
@@ -132,6 +134,7 @@ class RollUp:
                 previous=previous,
                 now=stamp,
                 operator_error=self.render_errors.get(name, ""),
+                stale_after=self.stale_after,
             )
             self._write("tracingpolicies", name, stored, result.to_wire())
         for body, parsed in zip(rules, parsed_rules, strict=True):
@@ -200,6 +203,7 @@ class RollUp:
             reports=reports,
             previous=previous,
             now=stamp,
+            stale_after=self.stale_after,
         ).to_wire()
 
     def _write(

@@ -12,12 +12,16 @@ Conditions follow Kubernetes conventions, each with observedGeneration G:
 - Degraded: some nodes failed; the message names how many and the first failure
   in the verifier's own words.
 
+A node whose NodeReport heartbeat is older than the stale age counts as
+unknown: targeted, never ready (its agent may be gone, programs detached).
+
 A condition keeps its lastTransitionTime while its status stays the same, so an
 unchanged roll-up is byte-identical and is not written.
 """
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Sequence
 
 from weir_api import limits
@@ -114,8 +118,31 @@ def _conditions(
     ]
 
 
+def _seconds(timestamp: str) -> float:
+    stamp = datetime.datetime.fromisoformat(timestamp)
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=datetime.UTC)
+    return stamp.timestamp()
+
+
+def stale(report: NodeReport, *, now: str, stale_after: float | None) -> bool:
+    """The report's agent has not published for longer than ``stale_after`` seconds. A report
+    without a heartbeat (from an agent before heartbeats) is taken at its word."""
+    if stale_after is None or report.status is None or not report.status.heartbeat_time:
+        return False
+    try:
+        return _seconds(now) - _seconds(report.status.heartbeat_time) > stale_after
+    except ValueError:
+        return False
+
+
 def _count(
-    name: str, generation: int, reports: Sequence[NodeReport]
+    name: str,
+    generation: int,
+    reports: Sequence[NodeReport],
+    *,
+    now: str = "",
+    stale_after: float | None = None,
 ) -> tuple[NodeCounts, list[FailingNode], list[PolicyReport]]:
     counts = NodeCounts()
     failing: list[FailingNode] = []
@@ -126,6 +153,9 @@ def _count(
         if mine is not None and mine.state == "NotTargeted":
             continue
         counts.targeted += 1
+        if stale(report, now=now, stale_after=stale_after):
+            counts.unknown += 1
+            continue
         if mine is None or mine.generation < generation:
             counts.pending += 1
             continue
@@ -160,11 +190,12 @@ def policy_status(
     previous: TracingPolicyStatus | None,
     now: str,
     operator_error: str = "",
+    stale_after: float | None = None,
 ) -> TracingPolicyStatus:
     """``operator_error``: what the operator itself could not do for this policy (write
     its ConfigMap, say); it makes the policy Degraded and not Ready, whatever the nodes say."""
     before = previous.conditions if previous else []
-    counts, failing, _ = _count(name, generation, reports)
+    counts, failing, _ = _count(name, generation, reports, now=now, stale_after=stale_after)
     totals = Savings()
     for report in reports:  # savings count every node's running version, current or not
         mine = (
@@ -209,6 +240,12 @@ def policy_status(
         )
     elif counts.failed:
         ready_reason, ready_message = "NodesFailed", degraded_message
+    elif counts.unknown:
+        ready_reason, ready_message = (
+            "NodesUnknown",
+            f"{counts.unknown} of {counts.targeted} nodes have not reported for more than "
+            f"{stale_after:.0f}s; is the weir agent running there?",
+        )
     else:
         ready_reason, ready_message = (
             "NodesPending",
@@ -245,6 +282,7 @@ def rule_status(
     reports: Sequence[NodeReport],
     previous: AggregationRuleStatus | None,
     now: str,
+    stale_after: float | None = None,
 ) -> AggregationRuleStatus:
     before = previous.conditions if previous else []
     stalled = bool(problems)
@@ -252,7 +290,9 @@ def rule_status(
     counts = NodeCounts(summary="0/0")
     series = overflow = 0
     if policy_generation is not None:
-        counts, _, current = _count(policy, policy_generation, reports)
+        counts, _, current = _count(
+            policy, policy_generation, reports, now=now, stale_after=stale_after
+        )
         for report in current:
             for aggregation in report.aggregations:
                 if aggregation.name == name:
@@ -271,6 +311,8 @@ def rule_status(
         ready_reason = "AllNodesReady"
     elif counts.failed:
         ready_reason = "NodesFailed"
+    elif counts.unknown:
+        ready_reason = "NodesUnknown"
     else:
         ready_reason = "NodesPending"
     conditions = _conditions(

@@ -1,0 +1,122 @@
+"""Status tells the truth when an agent dies: `kill -9` leaves no goodbye report, so the
+agent's heartbeat (its NodeReport's heartbeatTime, published at least every
+--heartbeat-interval) stops, and the operator counts the node as Unknown after the stale
+age: the policy is no longer Ready. Both roles run as the chart starts them."""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import roles
+from conftest import free_port, wait_for
+from test_kubesim import Cluster
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    instance = Cluster(tmp_path)
+    instance.install()
+    instance.core.create_namespace({"metadata": {"name": "weir-system"}})
+    instance.core.create_node({"metadata": {"name": "n1"}})
+    yield instance
+    instance.close()
+
+
+def ready(cluster: Cluster, name: str) -> dict[str, Any]:
+    status = cluster.get_policy(name).get("status") or {}
+    return next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
+
+
+def test_a_killed_agent_turns_its_node_unknown(
+    kernel: None, cluster: Cluster, tmp_path: Path
+) -> None:
+    docs = roles.render(
+        {
+            "agent": {
+                "metricsPort": free_port(),
+                "reportInterval": 0.3,
+                "heartbeatSeconds": 0.5,
+                "extraArgs": ["--interval=0.3"],
+            },
+            "operator": {"rollupSeconds": 0.5, "staleSeconds": 3, "healthPort": free_port()},
+        }
+    )
+    outside = {"KUBECONFIG": str(cluster.kubeconfig)}
+    agent = roles.start(
+        docs, "agent", fields={"spec.nodeName": "n1"}, env=outside, log=tmp_path / "agent.log"
+    )
+    operator = roles.start(docs, "operator", fields={}, env=outside, log=tmp_path / "op.log")
+    try:
+        policy = {
+            "apiVersion": "weir.dev/v1alpha1",
+            "kind": "TracingPolicy",
+            "metadata": {"name": "beat"},
+            "spec": {
+                "tracepoints": [
+                    {
+                        "subsystem": "syscalls",
+                        "event": "sys_enter_openat",
+                        "args": [{"field": "filename", "type": "filename", "label": "path"}],
+                        "selectors": [
+                            {
+                                "matchArgs": [
+                                    {
+                                        "label": "path",
+                                        "operator": "Prefix",
+                                        "values": [f"/tmp/weir-beat-{uuid.uuid4().hex}/"],
+                                    }
+                                ],
+                                "matchActions": [{"action": "NoPost"}],
+                            }
+                        ],
+                    }
+                ]
+            },
+        }
+        cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(policy))
+        wait_for(lambda: ready(cluster, "beat").get("status") == "True", "Ready", timeout=90)
+        # Quiet but alive: the heartbeat keeps it Ready well past the stale age.
+        beats = {
+            cluster.custom.get_cluster_custom_object("weir.dev", "v1alpha1", "nodereports", "n1")[
+                "status"
+            ]["heartbeatTime"]
+        }
+        wait_for(
+            lambda: (
+                beats.add(
+                    cluster.custom.get_cluster_custom_object(
+                        "weir.dev", "v1alpha1", "nodereports", "n1"
+                    )["status"]["heartbeatTime"]
+                )
+                or len(beats) >= 5
+            ),
+            "five distinct heartbeats",
+            timeout=30,
+        )
+        assert ready(cluster, "beat")["status"] == "True"
+        agent.send_signal(signal.SIGKILL)  # no goodbye report
+        agent.wait(timeout=30)
+        gone = wait_for(
+            lambda: (c := ready(cluster, "beat")).get("reason") == "NodesUnknown" and c,
+            "the node counted as Unknown",
+            timeout=30,
+        )
+        assert gone["status"] == "False"
+        assert gone["message"].startswith("1 of 1 nodes have not reported for more than 3s")
+        nodes = cluster.get_policy("beat")["status"]["nodes"]
+        assert (nodes["unknown"], nodes["ready"], nodes["summary"]) == (1, 0, "0/1")
+        row = cluster.kubectl("get", "tracingpolicy", "beat", "--no-headers").stdout.split()
+        assert row[1:3] == ["False", "0/1"]
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        operator.send_signal(signal.SIGTERM)
+        operator.wait(timeout=60)
+    assert operator.returncode == 0, (tmp_path / "op.log").read_text()
