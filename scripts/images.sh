@@ -36,6 +36,7 @@ if ! podman image exists "$base"; then
         "$tmp/base.tar" "$base" >/dev/null
     rm -rf "$tmp"
     trap - EXIT
+    say "base ready in ${SECONDS}s"
 fi
 
 say "building wheels into .weir/wheels"
@@ -48,4 +49,4 @@ say "building localhost/weir:$version on $base"
 podman build --quiet --file images/weir.Containerfile --build-arg "BASE=$base" \
     --tag "localhost/weir:$version" --tag "ghcr.io/weir-dev/weir:$version" . >/dev/null
 size=$(podman image inspect --format '{{.Size}}' "localhost/weir:$version")
-say "built localhost/weir:$version ($((size / 1000000)) MB)"
+say "built localhost/weir:$version ($((size / 1000000)) MB) in ${SECONDS}s"

@@ -362,6 +362,12 @@ def test_chart_pods_count_exactly_and_report_ready(pods: PodCluster, security: l
         table = pods.kubectl("get", "tracingpolicies")
         row = next(line.split() for line in table.splitlines() if line.startswith("pod-opens"))
         assert row[1:3] == ["True", "1/1"], table
+        # The README's next two commands, as written there.
+        pods.kubectl("apply", "-f", str(ROOT / "examples" / "policies" / "file-opens.yaml"))
+        waited = pods.kubectl(
+            "wait", "--for=condition=Ready", "tracingpolicy/file-opens-etc", "--timeout=90s"
+        )
+        assert "condition met" in waited
 
         # Posted events are JSON lines on the agent container's stdout (kubectl logs).
         def posted() -> list[dict[str, Any]]:
