@@ -1,11 +1,15 @@
-"""Status tells the truth when an agent dies: `kill -9` leaves no goodbye report, so the
-agent's heartbeat (its NodeReport's heartbeatTime, published at least every
+"""The agent's liveness as others see it. Status tells the truth when an agent dies:
+`kill -9` leaves no goodbye report, so the agent's heartbeat (its NodeReport's heartbeatTime, published at least every
 --heartbeat-interval) stops, and the operator counts the node as Unknown after the stale
-age: the policy is no longer Ready. Both roles run as the chart starts them."""
+age: the policy is no longer Ready. And /readyz waits for the first ConfigMap list, even
+an empty one. Both roles run as the chart starts them."""
 
 from __future__ import annotations
 
+import json
 import signal
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,3 +124,49 @@ def test_a_killed_agent_turns_its_node_unknown(
         operator.send_signal(signal.SIGTERM)
         operator.wait(timeout=60)
     assert operator.returncode == 0, (tmp_path / "op.log").read_text()
+
+
+def test_an_agent_with_no_policies_becomes_ready_once_synced(
+    kernel: None, cluster: Cluster, tmp_path: Path
+) -> None:
+    # With the API server paused the agent's first pass sees nothing: not ready. Once the
+    # (empty) ConfigMap list arrives it is ready, though no policy changed anything.
+    port = free_port()
+    docs = roles.render({"agent": {"metricsPort": port, "extraArgs": ["--interval=0.3"]}})
+    fault(cluster, pause=True)
+    agent = roles.start(
+        docs,
+        "agent",
+        fields={"spec.nodeName": "n1"},
+        env={"KUBECONFIG": str(cluster.kubeconfig)},
+        log=tmp_path / "agent.log",
+    )
+    try:
+        wait_for(lambda: probe(port, "/healthz") == 200, "the agent serving", timeout=60)
+        assert probe(port, "/readyz") == 503
+        fault(cluster, pause=False)
+        wait_for(lambda: probe(port, "/readyz") == 200, "ready after the first list", timeout=30)
+    finally:
+        fault(cluster, pause=False)
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=60)
+    assert agent.returncode == 0, (tmp_path / "agent.log").read_text()
+
+
+def fault(cluster: Cluster, **body: Any) -> None:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{cluster.port}/kubesim/faults",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+
+def probe(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)

@@ -488,8 +488,11 @@ class _Cluster:
         return out
 
     def poll(self) -> tuple[object, list[documents.Parsed]]:
+        # "synced" is part of the version: a namespace with no policy ConfigMaps at all
+        # changes nothing else when its first list arrives, and readiness waits for it.
+        synced = self.source.synced.is_set()
         version, parsed = self.source.snapshot()
-        return ("configmaps", version, self._labels_version()), parsed
+        return ("configmaps", version, synced, self._labels_version()), parsed
 
     def _labels_version(self) -> tuple[tuple[str, str], ...]:
         try:
