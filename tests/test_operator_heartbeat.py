@@ -1,5 +1,7 @@
-"""The agent's liveness as others see it. Status tells the truth when an agent dies:
-`kill -9` leaves no goodbye report, so the agent's heartbeat (its NodeReport's heartbeatTime, published at least every
+"""The agent's liveness as others see it.
+
+Status tells the truth when an agent dies: `kill -9` leaves no goodbye report, so the
+agent's heartbeat (its NodeReport's heartbeatTime, published at least every
 --heartbeat-interval) stops, and the operator counts the node as Unknown after the stale
 age: the policy is no longer Ready. And /readyz waits for the first ConfigMap list, even
 an empty one. Both roles run as the chart starts them."""
