@@ -118,3 +118,29 @@ def scrape_http(
         for sample in family.samples:
             out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
     return out
+
+
+def openat_policy(name: str, *prefixes: str, action: str = "NoPost") -> dict[str, Any]:
+    """A TracingPolicy object: openat calls whose path starts with one of ``prefixes``."""
+    return {
+        "apiVersion": "weir.dev/v1alpha1",
+        "kind": "TracingPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "tracepoints": [
+                {
+                    "subsystem": "syscalls",
+                    "event": "sys_enter_openat",
+                    "args": [{"field": "filename", "type": "filename", "label": "path"}],
+                    "selectors": [
+                        {
+                            "matchArgs": [
+                                {"label": "path", "operator": "Prefix", "values": list(prefixes)}
+                            ],
+                            "matchActions": [{"action": action}],
+                        }
+                    ],
+                }
+            ]
+        },
+    }

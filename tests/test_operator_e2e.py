@@ -18,7 +18,7 @@ import yaml
 from kubernetes import client as k8s
 
 import roles
-from agenthelpers import scrape_http
+from agenthelpers import openat_policy, scrape_http
 from conftest import free_port
 from test_kubesim import GROUP, VERSION, Cluster
 
@@ -54,33 +54,7 @@ def opens_policy(
     metric: str = "weir_e2e_opens",
     pod_selector: dict[str, str] | None = None,
 ) -> str:
-    policy = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "TracingPolicy",
-        "metadata": {"name": name},
-        "spec": {
-            "tracepoints": [
-                {
-                    "subsystem": "syscalls",
-                    "event": "sys_enter_openat",
-                    "args": [{"field": "filename", "type": "filename", "label": "path"}],
-                    "selectors": [
-                        {
-                            "matchArgs": [
-                                {
-                                    "label": "path",
-                                    "operator": "Prefix",
-                                    "values": [prefix]
-                                    + ([generation_bump] if generation_bump else []),
-                                }
-                            ],
-                            "matchActions": [{"action": "NoPost"}],
-                        }
-                    ],
-                }
-            ]
-        },
-    }
+    policy = openat_policy(name, prefix, *([generation_bump] if generation_bump else []))
     if pod_selector:
         policy["spec"]["podSelector"] = {"matchLabels": pod_selector}  # type: ignore[index]
     rule = {

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 import roles
+from agenthelpers import openat_policy
 from conftest import free_port, wait_for
 from test_kubesim import Cluster
 
@@ -60,32 +61,7 @@ def test_a_killed_agent_turns_its_node_unknown(
     )
     operator = roles.start(docs, "operator", fields={}, env=outside, log=tmp_path / "op.log")
     try:
-        policy = {
-            "apiVersion": "weir.dev/v1alpha1",
-            "kind": "TracingPolicy",
-            "metadata": {"name": "beat"},
-            "spec": {
-                "tracepoints": [
-                    {
-                        "subsystem": "syscalls",
-                        "event": "sys_enter_openat",
-                        "args": [{"field": "filename", "type": "filename", "label": "path"}],
-                        "selectors": [
-                            {
-                                "matchArgs": [
-                                    {
-                                        "label": "path",
-                                        "operator": "Prefix",
-                                        "values": [f"/tmp/weir-beat-{uuid.uuid4().hex}/"],
-                                    }
-                                ],
-                                "matchActions": [{"action": "NoPost"}],
-                            }
-                        ],
-                    }
-                ]
-            },
-        }
+        policy = openat_policy("beat", f"/tmp/weir-beat-{uuid.uuid4().hex}/")
         cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(policy))
         wait_for(lambda: ready(cluster, "beat").get("status") == "True", "Ready", timeout=90)
         # Quiet but alive: the heartbeat keeps it Ready well past the stale age.

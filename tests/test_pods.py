@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 import roles
-from agenthelpers import scrape_http
+from agenthelpers import openat_policy, scrape_http
 from conftest import ROOT, free_port, kernel_unavailable_reason, require, wait_for
 from kubesim.certs import certificates
 from kubesim.server import Emulator, kubeconfig, serve
@@ -264,31 +264,6 @@ def install_and_run(pods: PodCluster, sets: list[str]) -> tuple[str, str]:
     return pods.play("operator", fields={}), pods.play("agent", fields={"spec.nodeName": "n1"})
 
 
-def opens_policy(name: str, prefix: str, action: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "weir.dev/v1alpha1",
-        "kind": "TracingPolicy",
-        "metadata": {"name": name},
-        "spec": {
-            "tracepoints": [
-                {
-                    "subsystem": "syscalls",
-                    "event": "sys_enter_openat",
-                    "args": [{"field": "filename", "type": "filename", "label": "path"}],
-                    "selectors": [
-                        {
-                            "matchArgs": [
-                                {"label": "path", "operator": "Prefix", "values": [prefix]}
-                            ],
-                            "matchActions": [{"action": action}],
-                        }
-                    ],
-                }
-            ]
-        },
-    }
-
-
 @pytest.mark.parametrize("security", [[], MINIMAL], ids=["chart-defaults", "without-sys-admin"])
 def test_chart_pods_count_exactly_and_report_ready(pods: PodCluster, security: list[str]) -> None:
     operator, agent = install_and_run(pods, security)
@@ -331,9 +306,9 @@ def test_chart_pods_count_exactly_and_report_ready(pods: PodCluster, security: l
             },
         }
         documents = [
-            opens_policy("pod-opens", f"{data}/f", "NoPost"),
+            openat_policy("pod-opens", f"{data}/f"),
             rule,
-            opens_policy("pod-posts", f"{data}/posted/", "Post"),
+            openat_policy("pod-posts", f"{data}/posted/", action="Post"),
         ]
         pods.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
         for name in ("pod-opens", "pod-posts"):
@@ -397,9 +372,7 @@ def test_an_agent_without_kernel_headers_says_what_to_mount(pods: PodCluster) ->
     # agent.mountHostHeaders=false and nothing baked into the image: the agent reports
     # headers missing, and the policy is Degraded with what to mount or install.
     operator, agent = install_and_run(pods, ["agent.mountHostHeaders=false"])
-    pods.kubectl(
-        "apply", "-f", "-", stdin=yaml.safe_dump(opens_policy("nohdr", "/nowhere/", "NoPost"))
-    )
+    pods.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(openat_policy("nohdr", "/nowhere/")))
 
     def degraded() -> str:
         status = json.loads(pods.kubectl("get", "tracingpolicy", "nohdr", "-o", "json")).get(
