@@ -9,11 +9,13 @@ copy. Test-only settings go through the chart's own values (``extraArgs``,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +109,24 @@ def start(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+@contextlib.contextmanager
+def running(
+    docs: Sequence[dict[str, Any]],
+    role: str,
+    *,
+    kubeconfig: Path,
+    log: Path,
+    fields: Mapping[str, str] | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The role as a process against ``kubeconfig`` for the block; then SIGTERM, and (when
+    the block succeeded) it must have exited 0, its log in the failure otherwise."""
+    process = start(docs, role, fields=fields or {}, env={"KUBECONFIG": str(kubeconfig)}, log=log)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    assert process.returncode == 0, log.read_text()

@@ -5,7 +5,6 @@ words an admin can act on, kopf posts a Kubernetes Event for the failing handler
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,10 +34,7 @@ def test_a_missing_namespace_shows_in_status_and_events(cluster: Cluster, tmp_pa
         {"operator": {"rollupSeconds": 0.5, "healthPort": free_port()}}, namespace="weir-gone"
     )
     log = tmp_path / "operator.log"
-    process = roles.start(
-        docs, "operator", fields={}, env={"KUBECONFIG": str(cluster.kubeconfig)}, log=log
-    )
-    try:
+    with roles.running(docs, "operator", kubeconfig=cluster.kubeconfig, log=log):
         cluster.kubectl("apply", "-f", str(ROOT / "examples" / "policies" / "file-opens.yaml"))
         degraded = wait_for(
             lambda: (
@@ -81,10 +77,6 @@ def test_a_missing_namespace_shows_in_status_and_events(cluster: Cluster, tmp_pa
             "the operator error cleared",
         )
         assert cleared["reason"] == "NoFailures"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
-    assert process.returncode == 0, log.read_text()
 
 
 def test_configmaps_deleted_by_hand_come_back(cluster: Cluster, tmp_path: Path) -> None:
@@ -93,15 +85,12 @@ def test_configmaps_deleted_by_hand_come_back(cluster: Cluster, tmp_path: Path) 
     cluster.core.create_namespace({"metadata": {"name": "weir-system"}})
     docs = roles.render({"operator": {"rollupSeconds": 0.5, "healthPort": free_port()}})
     log = tmp_path / "operator.log"
-    process = roles.start(
-        docs, "operator", fields={}, env={"KUBECONFIG": str(cluster.kubeconfig)}, log=log
-    )
 
     def configmaps() -> dict[str, str]:
         items = cluster.core.list_namespaced_config_map("weir-system").items
         return {c.metadata.name: c.metadata.uid for c in items}
 
-    try:
+    with roles.running(docs, "operator", kubeconfig=cluster.kubeconfig, log=log):
         for example in ("file-opens.yaml", "segfaults.yaml"):
             cluster.kubectl("apply", "-f", str(ROOT / "examples" / "policies" / example))
         wanted = {"weir-policy-file-opens-etc", "weir-policy-segfaults"}
@@ -117,8 +106,4 @@ def test_configmaps_deleted_by_hand_come_back(cluster: Cluster, tmp_path: Path) 
         assert set(again.values()).isdisjoint(first.values())
         restored = cluster.core.read_namespaced_config_map("weir-policy-segfaults", "weir-system")
         assert restored.metadata.owner_references[0].name == "segfaults"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
-    assert process.returncode == 0, log.read_text()
     assert "has no ConfigMap; rendering it again" in log.read_text()

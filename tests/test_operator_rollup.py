@@ -4,7 +4,6 @@ written at most once per roll-up interval however often the nodes write."""
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -89,14 +88,8 @@ def test_two_hundred_nodes_roll_up_correctly_with_bounded_writes(
 
     store = cluster.emulator.store
     docs = roles.render({"operator": {"rollupSeconds": INTERVAL, "healthPort": free_port()}})
-    operator = roles.start(
-        docs,
-        "operator",
-        fields={},
-        env={"KUBECONFIG": str(cluster.kubeconfig)},
-        log=tmp_path / "operator.log",
-    )
-    try:
+    log = tmp_path / "operator.log"
+    with roles.running(docs, "operator", kubeconfig=cluster.kubeconfig, log=log):
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not cluster.get_policy("p").get("status"):
             time.sleep(0.2)
@@ -122,10 +115,6 @@ def test_two_hundred_nodes_roll_up_correctly_with_bounded_writes(
         elapsed = time.monotonic() - started
         stop.set()
         thread.join()
-    finally:
-        operator.send_signal(signal.SIGTERM)
-        operator.wait(timeout=60)
-    assert operator.returncode == 0, (tmp_path / "operator.log").read_text()
     assert writes[0] > 100, "the simulated nodes must write far more often than the operator"
     assert status_writes <= elapsed / INTERVAL + 2, (status_writes, other_writes, elapsed)
     status = cluster.get_policy("p")["status"]

@@ -4,8 +4,6 @@ policy and deleting the CRDs both complete. `weir operator` runs as the chart ru
 
 from __future__ import annotations
 
-import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,23 +25,6 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     instance.close()
 
 
-def operator(cluster: Cluster, tmp_path: Path) -> subprocess.Popen[bytes]:
-    docs = roles.render({"operator": {"rollupSeconds": 0.5, "healthPort": free_port()}})
-    return roles.start(
-        docs,
-        "operator",
-        fields={},
-        env={"KUBECONFIG": str(cluster.kubeconfig)},
-        log=tmp_path / "operator.log",
-    )
-
-
-def stop(process: subprocess.Popen[bytes], log: Path) -> None:
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=60)
-    assert process.returncode == 0, log.read_text()
-
-
 def test_no_finalizers_and_deletes_complete_without_the_operator(
     cluster: Cluster, tmp_path: Path
 ) -> None:
@@ -51,8 +32,9 @@ def test_no_finalizers_and_deletes_complete_without_the_operator(
     old = cluster.create_policy("legacy")
     cluster.patch_policy({"metadata": {"finalizers": [OLD_FINALIZER]}}, name="legacy")
     assert cluster.get_policy("legacy")["metadata"]["finalizers"] == [OLD_FINALIZER]
-    process = operator(cluster, tmp_path)
-    try:
+    docs = roles.render({"operator": {"rollupSeconds": 0.5, "healthPort": free_port()}})
+    log = tmp_path / "operator.log"
+    with roles.running(docs, "operator", kubeconfig=cluster.kubeconfig, log=log):
         wait_for(
             lambda: cluster.core.list_namespaced_config_map("weir-system").items,
             "the policy rendered",
@@ -68,8 +50,6 @@ def test_no_finalizers_and_deletes_complete_without_the_operator(
         ):
             live = cluster.custom.get_cluster_custom_object(GROUP, VERSION, plural, name)
             assert not live["metadata"].get("finalizers"), live["metadata"]
-    finally:
-        stop(process, tmp_path / "operator.log")
     assert old["metadata"]["name"] == "legacy"
     # The operator is gone (helm uninstall): deletes must not wait for it.
     done = cluster.kubectl("delete", "tracingpolicy", "file-opens-etc", "--timeout=20s")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agenthelpers import policy_yaml, rule_yaml
+from agenthelpers import openat_policy, policy_yaml, rule_yaml
 from conftest import ROOT, free_port, require
 
 
@@ -29,23 +29,7 @@ def agent(kernel: None, tmp_path: Path) -> Iterator[tuple[int, Path]]:
     (data / "f").write_text("x")
     policies = tmp_path / "policies"
     policies.mkdir()
-    spec = {
-        "tracepoints": [
-            {
-                "subsystem": "syscalls",
-                "event": "sys_enter_openat",
-                "args": [{"field": "filename", "type": "filename", "label": "path"}],
-                "selectors": [
-                    {
-                        "matchArgs": [
-                            {"label": "path", "operator": "Prefix", "values": [f"{data}/"]}
-                        ],
-                        "matchActions": [{"action": "NoPost"}],
-                    }
-                ],
-            }
-        ]
-    }
+    spec = openat_policy("prom", f"{data}/")["spec"]
     (policies / "p.yaml").write_text(
         policy_yaml(
             "prom",
