@@ -4,7 +4,10 @@ Every enumeration the C code uses (argument kinds, operators, actions, stat
 indexes, value kinds, address classes) is defined here once and handed to the
 compiler as ``-DNAME=value`` flags; the C files never define them. Struct
 layouts live in bpf/weir.h and are read back through the ctypes types bcc
-derives from them, by field name, so there is one definition of each fact.
+derives from them, by field name, so there is one definition of each fact. The
+one exception is the posted event (``event_type``): bcc cannot derive its
+two-dimensional string array, so its layout is spelled here and every event's
+size is checked against it.
 """
 
 from __future__ import annotations

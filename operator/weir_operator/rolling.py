@@ -81,7 +81,6 @@ class RollUp:
         self.rerender = rerender
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="weir-rollup", daemon=True)
-        self.writes = 0
 
     def start(self) -> None:
         self.thread.start()
@@ -217,7 +216,6 @@ class RollUp:
             self.custom.patch_cluster_custom_object_status(
                 GROUP, VERSION, plural, name, {"status": patch}
             )
-            self.writes += 1
         except k8s.ApiException as error:
             if error.status != 404:  # deleted meanwhile: nothing to write
                 log.warning("%s/%s: status write failed: %s", plural, name, error.reason)
