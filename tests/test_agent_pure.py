@@ -64,16 +64,31 @@ def test_totals_from_counters() -> None:
 
 def test_plan() -> None:
     class P:
-        def __init__(self, hook: str, digest: str) -> None:
-            self.policy, self.hook, self._digest = "p", hook, digest
+        def __init__(self, hook: str, shape: str, digest: str) -> None:
+            self.policy, self.hook, self._shape, self._digest = "p", hook, shape, digest
 
         def digest(self) -> str:
             return self._digest
 
-    desired = {("p", "a"): P("a", "1"), ("p", "b"): P("b", "2"), ("p", "c"): P("c", "3")}
-    result = plans.plan(desired, {("p", "a"): "1", ("p", "b"): "old", ("p", "d"): "4"})  # type: ignore[arg-type]
+        def shape_digest(self) -> str:
+            return self._shape
+
+    desired = {
+        ("p", "a"): P("a", "s", "1"),
+        ("p", "b"): P("b", "s", "2"),
+        ("p", "c"): P("c", "s", "3"),
+        ("p", "e"): P("e", "s", "5"),
+    }
+    running = {
+        ("p", "a"): P("a", "s", "1"),  # same content: kept
+        ("p", "b"): P("b", "t", "old"),  # new shape: compiled and swapped
+        ("p", "d"): P("d", "s", "4"),  # gone: unloaded
+        ("p", "e"): P("e", "s", "old"),  # same shape, new configuration: map writes
+    }
+    result = plans.plan(desired, running)  # type: ignore[arg-type]
     assert [p.hook for p in result.load] == ["c"]
     assert [p.hook for p in result.replace] == ["b"]
+    assert [p.hook for p in result.reconfigure] == ["e"]
     assert result.unload == (("p", "d"),) and result.keep == (("p", "a"),)
 
 

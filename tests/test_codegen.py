@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -138,7 +139,8 @@ def test_args_follow_the_tracefs_layout() -> None:
             {"label": "flags", "operator": "InRange", "values": ["1:5", "9:9"]},
             abi.Op.RANGE,
             0,
-            {"ranges": ((0, 1, 5), (1, 9, 9))},
+            # flags is signed: the sign bit is flipped, which keeps the order
+            {"ranges": ((0, 2**63 + 1, 2**63 + 5), (0, 2**63 + 9, 2**63 + 9))},
         ),
     ],
 )
@@ -186,7 +188,7 @@ def test_addresses_are_ipv4_mapped_with_prefix_bits() -> None:
         (0, bytes(10) + b"\xff\xff\x0a\x00\x00\x00", 32 + 104),
         (0, b"\xfd" + bytes(15), 32 + 8),
     )
-    assert generated.programs[0].seeds.ranges == ((16, 443, 443), (17, 8000, 8080))
+    assert generated.programs[0].seeds.ranges == ((1, 443, 443), (1, 8000, 8080))
 
 
 def test_aggregations_fill_slots_and_size_the_maps() -> None:
@@ -215,11 +217,39 @@ def test_aggregations_fill_slots_and_size_the_maps() -> None:
         values["AGG0_VALUE"],
     ) == (1, 1, 1, abi.ValueKind.COUNT)
     assert (values["AGG1_VALUE"], values["AGG1_VARG"]) == (abi.ValueKind.HIST_EXP2, 1)
-    assert (values["AGG_PLAIN_MAX"], values["AGG_HIST_MAX"]) == (11, 6)
+    # Capacities hold two configurations' entries, rounded to a power of two (at least 64).
+    assert (values["AGG_PLAIN_MAX"], values["AGG_HIST_MAX"]) == (64, 64)
+    assert [codegen.room(n) for n in (0, 11, 32, 33, 1000, 1024)] == [64, 64, 64, 128, 2048, 2048]
     assert generated.programs[0].aggregations[0].key_fields == (
         ("pod", "cgroup"),
         ("arg:flags", "arg0"),
     )
+
+
+def test_range_prefixes_cover_exactly() -> None:
+    for low, high in [(0, 0), (1, 5), (443, 443), (8000, 8080), (0, 2**64 - 1), (5, 2**64 - 1)]:
+        prefixes = codegen.range_prefixes(low, high)
+        covered = [(v, v + (1 << (64 - bits)) - 1) for v, bits in prefixes]
+        assert covered[0][0] == low and covered[-1][1] == high
+        assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(covered))
+        assert len(prefixes) <= 2 * 64
+    assert codegen.range_prefixes(8000, 8080) == [(8000, 58), (8064, 60), (8080, 64)]
+
+
+def test_shape_apart_from_configuration() -> None:
+    """Values, operators and aggregations are configuration; arguments and posting are shape."""
+    a = make(openat({"label": "path", "operator": "Prefix", "values": ["/a"]}))
+    b = make(openat({"label": "path", "operator": "Postfix", "values": ["/b", "/c"]}))
+    (pa,), (pb,) = a.programs, b.programs
+    assert pa.digest() != pb.digest()
+    assert pa.shape_digest() == pb.shape_digest()
+    assert ("CONFIGURED", 1) in pa.shape_flags()
+    assert not any(codegen.CONFIG_FLAG.match(name) for name, _ in pa.shape_flags())
+    assert pb.config()["S0_M0_OP"] == abi.Op.STR_POSTFIX
+    assert pa.config()["NUM_SELECTORS"] == 1
+    assert "-DCONFIGURED=0" in pa.cflags(configured=False)
+    assert "-DS0_M0_OP=6" in pa.cflags(configured=False)
+    assert not any(f.startswith("-DS0_") for f in pa.cflags())
 
 
 def test_limits_of_the_program_are_problems_with_paths() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agenthelpers import policy_yaml, rule_yaml, scrape_http
+from agenthelpers import openat_policy, policy_yaml, rule_yaml, scrape_http
 from conftest import EXAMPLES, ROOT, free_port
 
 WEIR = [sys.executable, "-m", "weir_cli.main"]
@@ -260,4 +260,32 @@ def test_render_prints_the_fixed_source_and_integer_flags_only(kernel: None) -> 
         for f in flags
     )
     assert " *   str_lpm matcher=0 prefix_bits=72 bytes=b'/etc/'" in result.stdout
+    assert " *   S0_M0_OP = 6" in result.stdout  # the configuration, apart from the shape
     assert os.path.exists(ROOT / "node-agent" / "weir_agent" / "bpf" / "hook.bpf.c")
+
+
+def test_render_escapes_comment_ends_and_stops_quietly_at_a_closed_pipe(
+    kernel: None, tmp_path: Path
+) -> None:
+    hostile = tmp_path / "hostile.yaml"
+    hostile.write_text(yaml.safe_dump(openat_policy("hostile", "/tmp/*/x */ int y;")))
+    result = subprocess.run(
+        [*WEIR, "render", str(hostile)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    listing = result.stdout.split("---- hostile", 1)[1]
+    assert listing.count("*/") == 1 and listing.rstrip().endswith("*/")  # only its own end
+    assert r"bytes=b'/tmp/*\x2fx *\x2f int y;'" in listing
+    # The reader is gone before the first write (as with `| head` on a slow writer).
+    piped = subprocess.Popen(
+        [*WEIR, "render", str(hostile)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert piped.stdout is not None and piped.stderr is not None
+    piped.stdout.close()
+    stderr = piped.stderr.read()
+    assert piped.wait(timeout=60) == 141, stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr

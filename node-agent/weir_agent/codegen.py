@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -39,6 +40,13 @@ MASK64 = (1 << 64) - 1
 RINGBUF_PAGES = 256  # 1 MiB per posting program (a power of two)
 WAKEUP_EVERY = 64  # wake the reader every 64 events per CPU; it also polls on a timer
 STACK_ENTRIES = 4096  # distinct stacks kept per program
+MIN_ROOM = 64  # smallest capacity of a seed or series map (entries, never preallocated)
+# The flags a configured program reads from its ``config`` map instead (weir.h, struct
+# weir_config): selectors, matchers and aggregations. Every other flag is its shape.
+CONFIG_FLAG = re.compile(
+    r"^(NUM_SELECTORS|S\d+_(ACTION|RATE_NS|USTACK|KSTACK)|S\d+_M\d+_(OP|NEG|ARG|VAL)|REV_SLOTS"
+    r"|S\d+_B\d+_(OP|NEG)|AGG\d+_(ON|VALUE|CGROUP|BINARY|KARG0|KARG1|ACLASS|VARG|NBOUNDS|MAX|SID))$"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +86,9 @@ class Seeds:
     strings: tuple[tuple[int, bytes, int], ...] = ()  # matcher, bytes, prefix bits after header
     addresses: tuple[tuple[int, bytes, int], ...] = ()  # matcher, 16 bytes, prefix bits
     integers: tuple[tuple[int, int], ...] = ()  # matcher, value (u64)
-    ranges: tuple[tuple[int, int, int], ...] = ()  # index, low, high
+    # matcher, low, high: as the kernel compares them (u64; signed ones with the sign bit
+    # flipped, which keeps their order); stored as the prefixes that cover each range.
+    ranges: tuple[tuple[int, int, int], ...] = ()
     bounds: tuple[tuple[int, int], ...] = ()  # index, bound
 
 
@@ -105,8 +115,26 @@ class Program:
         """podSelector/namespaceSelector: runs only for the cgroups in its scope map."""
         return bool(dict(self.flags).get("USE_SCOPE"))
 
-    def cflags(self) -> list[str]:
-        return [f"-I{BPF_DIR}", *(f"-D{name}={value}" for name, value in self.flags)]
+    def cflags(self, *, configured: bool = True) -> list[str]:
+        """The compiler's flags: the shape only (configured), or every flag (specialised)."""
+        flags = self.shape_flags() if configured else (*self.flags, ("CONFIGURED", 0))
+        return [f"-I{BPF_DIR}", *(f"-D{name}={value}" for name, value in flags)]
+
+    def shape_flags(self) -> tuple[tuple[str, int | str], ...]:
+        """What a configured program is compiled with: everything but the configuration."""
+        return (
+            *((n, v) for n, v in self.flags if not CONFIG_FLAG.match(n)),
+            ("CONFIGURED", 1),
+        )
+
+    def shape_digest(self) -> str:
+        """Programs with the same shape digest differ only in configuration and seeds."""
+        text = json.dumps([self.kind, self.target, self.shape_flags()])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def config(self) -> dict[str, int]:
+        """The configuration flags as integers (weir.h's struct weir_config, by name)."""
+        return {name: _flag_int(value) for name, value in self.flags if CONFIG_FLAG.match(name)}
 
     def digest(self) -> str:
         """Identifies what is loaded: same digest, same program and seeds."""
@@ -132,6 +160,20 @@ class Generated:
 def _int_literal(value: int) -> str:
     # Hex with ULL suffix: any 64-bit pattern, negative values as two's complement.
     return f"{value & MASK64:#x}ULL"
+
+
+def _flag_int(value: int | str) -> int:
+    """A flag's value as a signed 64-bit integer (the inverse of ``_int_literal``)."""
+    if isinstance(value, int):
+        return value
+    number = int(value.removesuffix("ULL"), 16)
+    return number - (1 << 64) if number >= 1 << 63 else number
+
+
+def room(entries: int) -> int:
+    """A map's capacity for ``entries``: two configurations fit while one replaces the
+    other, rounded up to a power of two so small edits keep the program's shape."""
+    return max(MIN_ROOM, 1 << max(0, 2 * entries - 1).bit_length())
 
 
 class _Flags:
@@ -288,7 +330,7 @@ def _program(
         flags.set(f"S{s}_USTACK", 0)
         flags.set(f"S{s}_KSTACK", 0)
         for m in range(abi.MAX_MATCHERS):
-            for suffix in ("OP", "NEG", "ARG", "VAL", "NRANGES"):
+            for suffix in ("OP", "NEG", "ARG", "VAL"):
                 flags.set(f"S{s}_M{m}_{suffix}", 0)
         for b in range(abi.MAX_BINARIES):
             flags.set(f"S{s}_B{b}_OP", 0)
@@ -340,6 +382,7 @@ def _program(
     for n in range(abi.MAX_AGGREGATIONS):
         for suffix in ("ON", "VALUE", "CGROUP", "BINARY", "NBOUNDS"):
             flags.set(f"AGG{n}_{suffix}", 0)
+        flags.set(f"AGG{n}_SID", n)
         for suffix in ("KARG0", "KARG1", "ACLASS", "VARG"):
             flags.set(f"AGG{n}_{suffix}", -1)
         flags.set(f"AGG{n}_MAX", 1)
@@ -372,16 +415,24 @@ def _program(
     flags.set("STACK_ENTRIES", STACK_ENTRIES)
     uses_exe = uses_exe or bool(posts)
     flags.set("USE_EXE", int(uses_exe))
+    reversed_slots = 0
+    for name, op_value in list(flags.items.items()):
+        if name.endswith("_OP") and "_M" in name and op_value == int(Op.STR_POSTFIX):
+            arg_slot = int(flags.items[name.removesuffix("_OP") + "_ARG"])
+            reversed_slots |= 1 << int(flags.items[f"ARG{arg_slot}_SLOT"])
+    flags.set("REV_SLOTS", reversed_slots)
     flags.set("USE_SOCK", int(any(plan.kind == Kind.SOCK for plan in arg_plans)))
     # One map per value shape; each slot's series plus its pre-seeded overflow entry.
     plain = [a.max_series + 1 for a in agg_slots if a.value < ValueKind.HIST_EXP2]
     hists = [a.max_series + 1 for a in agg_slots if a.value >= ValueKind.HIST_EXP2]
-    flags.set("AGG_PLAIN_MAX", max(1, sum(plain)))
-    flags.set("AGG_HIST_MAX", max(1, sum(hists)))
+    # Capacities (not preallocated) with room for the next configuration's entries.
+    flags.set("AGG_PLAIN_MAX", room(sum(plain)))
+    flags.set("AGG_HIST_MAX", room(sum(hists)))
     built = seeds.build()
-    flags.set("STR_LPM_MAX", max(1, len(built.strings)))
-    flags.set("ADDR_LPM_MAX", max(1, len(built.addresses)))
-    flags.set("INT_SET_MAX", max(1, len(built.integers)))
+    flags.set("STR_LPM_MAX", room(len(built.strings)))
+    flags.set("ADDR_LPM_MAX", room(len(built.addresses)))
+    flags.set("INT_SET_MAX", room(len(built.integers)))
+    flags.set("RANGE_LPM_MAX", room(sum(len(range_prefixes(lo, hi)) for _, lo, hi in built.ranges)))
     program = Program(
         policy=policy_name,
         hook=hook_id,
@@ -557,7 +608,7 @@ def _matcher(
         for network in parsed.networks:
             data, bits = abi.mapped16(network)
             seeds.addresses.append((matcher, data, 32 + bits))
-        _ranges(seeds, matcher, parsed.ranges)
+        _ranges(seeds, matcher, parsed.ranges, signed=False)
     elif operator in {"Equal", "NotEqual"} and len(parsed.integers) == 1:
         op = Op.EQ  # specialised: one value is a compare against a constant
         flags.set(f"{prefix}_VAL", _int_literal(parsed.integers[0]))
@@ -570,7 +621,7 @@ def _matcher(
         flags.set(f"{prefix}_VAL", _int_literal(parsed.integers[0]))
     else:  # InRange
         op = Op.RANGE
-        _ranges(seeds, matcher, parsed.ranges)
+        _ranges(seeds, matcher, parsed.ranges, signed=values.INTEGER_TYPES[arg.type][1])
     if len(parsed.ranges) > abi.MAX_RANGES:
         return [
             at(
@@ -581,13 +632,27 @@ def _matcher(
         ]
     flags.set(f"{prefix}_OP", int(op))
     flags.set(f"{prefix}_NEG", int(negated))
-    flags.set(f"{prefix}_NRANGES", len(parsed.ranges))
     return []
 
 
-def _ranges(seeds: _SeedBuilder, matcher: int, ranges: tuple[tuple[int, int], ...]) -> None:
-    for index, (low, high) in enumerate(ranges[: abi.MAX_RANGES]):
-        seeds.ranges.append((matcher * abi.MAX_RANGES + index, low, high))
+def _ranges(
+    seeds: _SeedBuilder, matcher: int, ranges: tuple[tuple[int, int], ...], *, signed: bool
+) -> None:
+    bias = 1 << 63 if signed else 0
+    for low, high in ranges[: abi.MAX_RANGES]:
+        seeds.ranges.append((matcher, (low & MASK64) ^ bias, (high & MASK64) ^ bias))
+
+
+def range_prefixes(low: int, high: int, bits: int = 64) -> list[tuple[int, int]]:
+    """The fewest (value, prefix length) pairs whose prefixes cover exactly low..high."""
+    out = []
+    while low <= high:
+        size = (low & -low).bit_length() - 1 if low else bits  # the alignment of low
+        while size > 0 and low + (1 << size) - 1 > high:
+            size -= 1
+        out.append((low, bits - size))
+        low += 1 << size
+    return out
 
 
 def _aggregation(

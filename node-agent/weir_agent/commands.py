@@ -163,9 +163,10 @@ def render(*, file: Path) -> int:
             print(f"{item.source}: invalid\n{problems.render(item.problems)}", file=sys.stderr)
         return 1
     rules = [p.obj for p in parsed if isinstance(p.obj, AggregationRule)]
-    print(f"/* {codegen.HOOK_SOURCE}: the program every hook runs, specialised below */")
+    print(f"/* {codegen.HOOK_SOURCE}: the program every hook runs, configured below */")
     print(codegen.source_text(codegen.HOOK_SOURCE))
     status = 0
+    enums = set(abi.enum_flags())
     for item in parsed:
         if not isinstance(item.obj, TracingPolicy):
             continue
@@ -180,25 +181,33 @@ def render(*, file: Path) -> int:
             print(f"{item.source}: {problem}", file=sys.stderr)
             status = 1
         for program in generated.programs:
-            print(f"\n/* ---- {policy.name} {program.hook} ----")
-            print(" * cflags (integers only):")
-            enums = set(abi.enum_flags())
-            for name, value in program.flags:
+            print(f"\n/* ---- {policy.name} {program.hook} (shape {program.shape_digest()}) ----")
+            print(" * shape: the compiler's flags (integers only):")
+            for name, value in program.shape_flags():
                 if name not in enums:
                     print(f" *   -D{name}={value}")
+            print(" * configuration: the config map (an edit to these is a map write):")
+            for name, number in program.config().items():
+                if number:
+                    print(f" *   {name} = {number}")
             print(" * map seeds (written after load, never part of the program):")
             for matcher, data, bits in program.seeds.strings:
-                print(f" *   str_lpm matcher={matcher} prefix_bits={bits} bytes={data!r}")
+                print(f" *   str_lpm matcher={matcher} prefix_bits={bits} bytes={_listed(data)}")
             for matcher, data, bits in program.seeds.addresses:
                 print(f" *   addr_lpm matcher={matcher} prefix_bits={bits} addr={data.hex()}")
             for matcher, value in program.seeds.integers:
                 print(f" *   int_set matcher={matcher} value={value}")
-            for index, low, high in program.seeds.ranges:
-                print(f" *   ranges[{index}] = {low}..{high}")
+            for matcher, low, high in program.seeds.ranges:
+                print(f" *   range_lpm matcher={matcher} keys {low}..{high}")
             for index, bound in program.seeds.bounds:
                 print(f" *   bounds[{index}] = {bound}")
             print(" */")
     return status
+
+
+def _listed(data: bytes) -> str:
+    """A bytes literal that cannot end the listing's C comment."""
+    return repr(data).replace("*/", "*\\x2f")
 
 
 def agent(

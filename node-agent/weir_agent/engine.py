@@ -2,10 +2,13 @@
 
 ``apply`` takes the parsed documents of a policy source (a directory or the
 ConfigMaps) and makes the kernel match them: per policy it generates the
-programs, compiles and verifies every new or changed one *before* touching
-what runs, then attaches new hooks and swaps changed ones through their stubs.
-If anything fails to generate, compile or verify, the previous version keeps
-running and the failure is recorded in the verifier's own words.
+programs; an edit that keeps a program's shape is a configuration flip in its
+maps (no compile, counters kept); a new shape is compiled and verified
+*before* touching what runs, then new hooks are attached and changed ones
+swapped through their stubs. If anything fails to generate, compile or
+verify, the previous version keeps running and the failure is recorded in the
+verifier's own words. Compiles run without the engine's lock, so scrapes and
+event draining go on meanwhile.
 
 Counters survive swaps: after a slot swap the old program's counters and
 aggregation entries are harvested (after a grace period in which in-flight
@@ -121,7 +124,8 @@ class Engine:
             "__arm64_sys_" if machine == "aarch64" else "__x64_sys_"
         )
         self.policies: dict[str, PolicyState] = {}
-        self.lock = threading.RLock()
+        self.lock = threading.RLock()  # guards what readers see (policies, hooks, events)
+        self._applying = threading.Lock()  # one apply at a time; held across compiles
         self.exec_tracker: loading.ExecTracker | None = None
 
     # --- desired state --------------------------------------------------------------
@@ -143,20 +147,24 @@ class Engine:
                     )
                 else:
                     rules.setdefault(target, []).append(item.obj)
-        with self.lock:
-            for name in sorted(set(self.policies) - set(wanted)):
-                self._unload_policy(name)
+        with self._applying:
+            with self.lock:
+                for name in sorted(set(self.policies) - set(wanted)):
+                    self._unload_policy(name)
             for name, item in sorted(wanted.items()):
                 self._apply_policy(item, rules.get(name, []), rule_problems.get(name, []))
 
     def _apply_policy(
         self, item: documents.Parsed, rules: list[AggregationRule], rule_problems: list[Problem]
     ) -> None:
-        state = self.policies.setdefault(item.name, PolicyState(name=item.name))
+        """Called with ``_applying`` held: only this thread changes ``self.policies``, so
+        reading them needs no lock; every change is made under ``self.lock``."""
         policy = item.obj if isinstance(item.obj, TracingPolicy) else None
-        state.generation = policy.metadata.generation if policy else state.generation + 1
-        state.failures = {}
-        state.problems = tuple(item.problems) + tuple(rule_problems)
+        with self.lock:
+            state = self.policies.setdefault(item.name, PolicyState(name=item.name))
+            state.generation = policy.metadata.generation if policy else state.generation + 1
+            state.failures = {}
+            state.problems = tuple(item.problems) + tuple(rule_problems)
         if policy is None or item.problems:
             log.warning(
                 "policy %s is invalid; keeping what runs: %s",
@@ -173,7 +181,8 @@ class Engine:
             ringbuf_pages=self.ringbuf_pages,
         )
         if generated.problems:
-            state.problems += generated.problems
+            with self.lock:
+                state.problems += generated.problems
             log.warning(
                 "policy %s cannot be generated: %s",
                 item.name,
@@ -181,31 +190,70 @@ class Engine:
             )
             return
         desired = {(p.policy, p.hook): p for p in generated.programs}
-        running = {(item.name, h): s.program.digest() for h, s in state.hooks.items()}
+        running = {(item.name, h): s.program for h, s in state.hooks.items()}
         plan = plans.plan(desired, running)
         self._ensure_exec_tracker(plan)
-        # Phase 1: compile and verify everything new before touching what runs.
+        # Phase 1, without the lock: compile and verify every new shape before touching
+        # what runs.
         fresh: dict[str, loading.Loaded] = {}
+        failures: dict[str, ProgramReport] = {}
         for program in plan.load + plan.replace:
             try:
                 fresh[program.hook] = loading.compile_and_load(program)
             except loading.LoadError as error:
-                state.failures[program.hook] = _failure(program.hook, error)
+                failures[program.hook] = _failure(program.hook, error)
                 continue
             if program.posts:
                 loading.open_events(fresh[program.hook], self._on_event)
-            if program.scoped:  # before it runs: a scoped program starts with its pods
-                loading.set_scope(fresh[program.hook], self.scopes.get(program.policy, set()))
-        if state.failures:
+        if failures:
             for loaded in fresh.values():
                 loaded.close()
+            with self.lock:
+                state.failures = failures
             log.warning(
                 "policy %s generation %d failed; previous version keeps running",
                 item.name,
                 state.generation,
             )
             return
-        # Phase 2: attach new hooks, swap changed ones, drop removed ones.
+        with self.lock:
+            retirements = self._switch(state, plan, fresh)
+            state.rules = tuple(rules)
+            if not state.failures:
+                state.running_generation = state.generation
+        if retirements:
+            time.sleep(loading.GRACE_SECONDS)  # runs that read the old configuration end
+            with self.lock:
+                for loaded, retirement in retirements:
+                    loading.retire(loaded, retirement)
+        log.info(
+            "policy %s generation %d: %d loaded, %d replaced, %d reconfigured, %d unloaded, "
+            "%d kept, %d failed",
+            item.name,
+            state.generation,
+            len(plan.load) - len(state.failures),
+            len(plan.replace),
+            len(plan.reconfigure),
+            len(plan.unload),
+            len(plan.keep),
+            len(state.failures),
+        )
+
+    def _switch(
+        self, state: PolicyState, plan: plans.Plan, fresh: dict[str, loading.Loaded]
+    ) -> list[tuple[loading.Loaded, loading.Retirement]]:
+        """Phase 2, with the lock: attach new hooks, reconfigure and swap changed ones,
+        drop removed ones."""
+        for program in plan.load + plan.replace:
+            if program.scoped:  # before it runs: a scoped program starts with its pods
+                loading.set_scope(fresh[program.hook], self.scopes.get(program.policy, set()))
+        retirements = []
+        for program in plan.reconfigure:
+            hook = state.hooks[program.hook]
+            before = hook.loaded.program
+            retirements.append((hook.loaded, loading.configure(hook.loaded, program)))
+            _forget_changed(hook, before, program)
+            hook.program = program
         for program in plan.load:
             loaded = fresh[program.hook]
             try:
@@ -230,19 +278,7 @@ class Engine:
                 old.close()
         for _, hook_id in plan.unload:
             self._unload_hook(state, hook_id)
-        state.rules = tuple(rules)
-        if not state.failures:
-            state.running_generation = state.generation
-        log.info(
-            "policy %s generation %d: %d loaded, %d replaced, %d unloaded, %d kept, %d failed",
-            item.name,
-            state.generation,
-            len(plan.load) - len(state.failures),
-            len(plan.replace),
-            len(plan.unload),
-            len(plan.keep),
-            len(state.failures),
-        )
+        return retirements
 
     def update_scopes(self, scopes: dict[str, set[int]]) -> None:
         """Set the cgroup ids each scoped policy runs for (from its pod/namespace selectors)."""
@@ -298,9 +334,7 @@ class Engine:
                 key = (agg.rule, _series_key(entry))
                 value = SeriesValue(entry.count, entry.sum, entry.buckets)
                 hook.carried_series[key] = hook.carried_series.get(key, SeriesValue()).add(value)
-        stale = {r for r, _ in hook.carried_series} - set(new_layout)
-        for key in [k for k in hook.carried_series if k[0] in stale]:
-            del hook.carried_series[key]
+        _forget_changed(hook, old.program, hook.loaded.program)
 
     def _unload_hook(self, state: PolicyState, hook_id: str) -> None:
         hook = state.hooks.pop(hook_id)
@@ -421,6 +455,15 @@ def totals(
         exported_metric_bytes=exported_metric_bytes,
         exported_event_bytes=exported_event_bytes,
     )
+
+
+def _forget_changed(hook: HookState, before: Program, after: Program) -> None:
+    """Drop carried series of rules that are gone or whose layout changed."""
+    kept = {a.rule for a in after.aggregations}
+    old = {a.rule: a.layout() for a in before.aggregations}
+    changed = {a.rule for a in after.aggregations if old.get(a.rule, a.layout()) != a.layout()}
+    for key in [k for k in hook.carried_series if k[0] not in kept or k[0] in changed]:
+        del hook.carried_series[key]
 
 
 def _series_key(entry: loading.AggEntry) -> SeriesKey:

@@ -1,10 +1,11 @@
 """Compile, verify, attach, swap, seed and read: the only module that imports bcc.
 
-Each hook gets a permanent stub (bpf/stub.bpf.c) attached once; each version of
-a policy's program is compiled from bpf/hook.bpf.c with its flags, loaded
-through the verifier (whose log is captured, not printed), seeded, and put in
-the stub's prog-array slot. Replacing the slot is atomic, so an update loses
-no event and counts none twice.
+Each hook gets a permanent stub (bpf/stub.bpf.c) attached once; each shape of
+a policy's program is compiled from bpf/hook.bpf.c with its shape flags, loaded
+through the verifier (whose log is captured, not printed), configured, and put
+in the stub's prog-array slot. Replacing the slot is atomic, so an update loses
+no event and counts none twice. An edit that keeps the shape is ``configure``:
+map writes into the program's spare configuration, then one flip.
 
 bcc writes compiler diagnostics and the verifier log to file descriptor 2;
 ``_captured_stderr`` redirects it to a temporary file for the duration of a
@@ -162,6 +163,12 @@ class Loaded:
     compile_ms: float
     load_ms: float
     verifier_summary: str
+    active: int = -1  # the configuration copy the program reads (0 or 1; -1: none yet)
+    flipped: float = 0.0  # monotonic time of the last flip
+    sids: dict[str, int] = dataclasses.field(default_factory=dict)  # rule -> series id
+
+    def series_id(self, agg: codegen.AggSlot) -> int:
+        return self.sids.get(agg.rule, agg.slot)
 
     def close(self) -> None:
         self.module.cleanup()
@@ -186,7 +193,7 @@ def compile_and_load(program: Program) -> Loaded:
     started = time.monotonic()
     with _captured_stderr() as compile_log:
         try:
-            module = BPF(src_file=source.encode(), cflags=program.cflags(), debug=abi_debug())
+            module = BPF(src_file=source.encode(), cflags=program.cflags(), debug=0)
         except Exception as error:  # bcc raises bare Exception
             failure: Exception | None = error
         else:
@@ -195,6 +202,8 @@ def compile_and_load(program: Program) -> Loaded:
     if failure is not None:
         raise LoadError("compile", str(failure).splitlines()[0][:500], log_tail(compile_log[0]))
     compiled = time.monotonic()
+    # Loaded without the verifier's log (asking for it costs time on every load); when
+    # the load fails, bcc loads again with the log on and prints it, which we capture.
     with _captured_stderr() as verifier_log:
         try:
             function = module.load_func(b"weir_program", _PROG_TYPES[program.kind])
@@ -216,13 +225,15 @@ def compile_and_load(program: Program) -> Loaded:
         jited_bytes=int(info.jited_prog_len),
         compile_ms=(compiled - started) * 1000,
         load_ms=(loaded - compiled) * 1000,
-        verifier_summary=log_tail(verifier_log[0]),
+        verifier_summary=log_tail(verifier_log[0])
+        or f"verified: {int(info.verified_insns)} instructions processed",
     )
     try:
-        seed(result)
+        _seed_classes(result)
+        configure(result, program)  # the first: nothing to retire
     except Exception as error:
         result.close()
-        raise LoadError("verify", f"seeding maps failed: {error}") from error
+        raise LoadError("verify", f"configuring maps failed: {error}") from error
     return result
 
 
@@ -232,31 +243,16 @@ def _trim_heap() -> None:
         trim(0)
 
 
-def abi_debug() -> int:
-    """bcc's DEBUG_BPF: have the kernel return the verifier log (we capture it)."""
-    return 0x2
-
-
 def _be32(value: int) -> int:
     return int.from_bytes(value.to_bytes(4, "big"), sys.byteorder)
 
 
-def seed(loaded: Loaded) -> None:
-    """Write the program's strings, CIDRs, sets, ranges and bounds into its maps."""
-    module, seeds = loaded.module, loaded.program.seeds
-    strings = module[b"str_lpm"]
-    for matcher, data, bits in seeds.strings:
-        key = strings.Key()
-        key.prefixlen, key.matcher = bits, _be32(matcher)
-        ctypes.memmove(ctypes.addressof(key) + 8, data, len(data))
-        strings[key] = ctypes.c_uint8(1)
-    addresses = module[b"addr_lpm"]
-    for matcher, data, bits in seeds.addresses:
-        key = addresses.Key()
-        key.prefixlen, key.matcher = bits, _be32(matcher)
-        ctypes.memmove(ctypes.addressof(key) + 8, data, 16)
-        addresses[key] = ctypes.c_uint8(1)
-    classes = module[b"class_lpm"]
+GENERATION_BIT = 128  # matcher ids of configuration copy 1 (bpf/hook.bpf.c, MATCH)
+GRACE_SECONDS = 0.05  # runs that read the previous copy finish within this
+
+
+def _seed_classes(loaded: Loaded) -> None:
+    classes = loaded.module[b"class_lpm"]
     for cls, networks in abi.ADDRESS_CLASS_NETWORKS.items():
         for text in networks:
             data, bits = abi.mapped16(ipaddress.ip_network(text))
@@ -264,23 +260,158 @@ def seed(loaded: Loaded) -> None:
             key.prefixlen = bits
             ctypes.memmove(ctypes.addressof(key) + 4, data, 16)
             classes[key] = ctypes.c_uint32(int(cls))
+
+
+def configure(loaded: Loaded, program: Program) -> Retirement:
+    """Make a loaded program run ``program``'s configuration (same shape): write the
+    spare copy (config, seeds tagged with its generation, series of new or changed
+    rules) and flip ``active`` to it. Pass the result to ``retire`` once the runs that
+    read the old copy are done."""
+    if program.shape_digest() != loaded.program.shape_digest():
+        raise ValueError(f"{program.hook}: a new shape needs a new program, not configure")
+    module = loaded.module
+    old_bit = loaded.active
+    bit = 1 if old_bit == 0 else 0
+    _wait_grace(loaded)
+    _clear_generation(module, bit)  # leftovers, if a previous retire was cut short
+    # Series ids: a rule whose layout is unchanged keeps its entries; others start afresh.
+    old_layouts = {a.rule: a.layout() for a in loaded.program.aggregations} if old_bit >= 0 else {}
+    sids: dict[str, int] = {}
+    for agg in program.aggregations:
+        if old_layouts.get(agg.rule) == agg.layout() and agg.rule in loaded.sids:
+            sids[agg.rule] = loaded.sids[agg.rule]
+    taken = set(sids.values()) | (set(loaded.sids.values()) if old_bit >= 0 else set())
+    free = iter(i for i in range(8) if i not in taken)
+    fresh = [agg for agg in program.aggregations if agg.rule not in sids]
+    for agg in fresh:
+        sids[agg.rule] = next(free)
+        _reset_series(module, sids[agg.rule], _agg_table(agg))
+    _write_seeds(module, program.seeds, bit)
+    table = module[b"config"]
+    leaf = table.Leaf()
+    values = program.config()
+    for agg in program.aggregations:
+        values[f"AGG{agg.slot}_SID"] = sids[agg.rule]
+    _fill_config(leaf, values)
+    leaf.GEN = bit
+    table[ctypes.c_int(bit)] = leaf
+    module[b"active"][ctypes.c_int(0)] = ctypes.c_uint32(bit)  # the flip
+    loaded.flipped = time.monotonic()
+    retired = {
+        loaded.sids[a.rule]: _agg_table(a)
+        for a in loaded.program.aggregations
+        if a.rule in loaded.sids and sids.get(a.rule) != loaded.sids[a.rule]
+    }
+    loaded.active, loaded.sids, loaded.program = bit, sids, program
+    return Retirement(old_bit, retired)
+
+
+@dataclasses.dataclass(frozen=True)
+class Retirement:
+    """What a flip left behind: the old copy's seeds and the series ids no rule uses now."""
+
+    bit: int  # -1: nothing (the first configuration)
+    series: dict[int, bytes]  # series id -> its table
+
+
+def retire(loaded: Loaded, retirement: Retirement) -> None:
+    """Remove what the previous configuration left; call ``GRACE_SECONDS`` after the flip
+    (``configure`` waits for it itself before the next flip in any case)."""
+    if retirement.bit < 0 or retirement.bit == loaded.active:
+        return
+    _clear_generation(loaded.module, retirement.bit)
+    for sid, name in retirement.series.items():
+        if sid not in loaded.sids.values():
+            _reset_series(loaded.module, sid, name, overflow=False)
+
+
+def _wait_grace(loaded: Loaded) -> None:
+    left = loaded.flipped + GRACE_SECONDS - time.monotonic()
+    if left > 0:
+        time.sleep(left)
+
+
+def _fill_config(leaf: Any, values: dict[str, int]) -> None:
+    """Set struct weir_config's fields from flag names: S0_M1_OP is S[0].M[1].OP."""
+    for name, value in values.items():
+        target: Any = leaf
+        if hasattr(leaf, name):  # NUM_SELECTORS, REV_SLOTS
+            setattr(leaf, name, value)
+            continue
+        parts = name.split("_")
+        head = parts[0]
+        if head.startswith("AGG"):
+            target = leaf.AGG[int(head[3:])]
+            field = "_".join(parts[1:])
+        else:
+            target = leaf.S[int(head[1:])]
+            rest = parts[1:]
+            if rest[0][0] in "MB" and rest[0][1:].isdigit():
+                target = getattr(target, rest[0][0])[int(rest[0][1:])]
+                rest = rest[1:]
+            field = "_".join(rest)
+        setattr(target, field, value)
+
+
+def _write_seeds(module: Any, seeds: codegen.Seeds, bit: int) -> None:
+    tag = GENERATION_BIT * bit
+    strings = module[b"str_lpm"]
+    for matcher, data, bits in seeds.strings:
+        key = strings.Key()
+        key.prefixlen, key.matcher = bits, _be32(matcher + tag)
+        ctypes.memmove(ctypes.addressof(key) + 8, data, len(data))
+        strings[key] = ctypes.c_uint8(1)
+    addresses = module[b"addr_lpm"]
+    for matcher, data, bits in seeds.addresses:
+        key = addresses.Key()
+        key.prefixlen, key.matcher = bits, _be32(matcher + tag)
+        ctypes.memmove(ctypes.addressof(key) + 8, data, 16)
+        addresses[key] = ctypes.c_uint8(1)
     integers = module[b"int_set"]
     for matcher, value in seeds.integers:
         key = integers.Key()
-        key.matcher, key.value = matcher, value
+        key.matcher, key.value = matcher + tag, value
         integers[key] = ctypes.c_uint8(1)
-    ranges = module[b"ranges"]
-    for index, low, high in seeds.ranges:
-        leaf = ranges.Leaf()
-        leaf.low, leaf.high = _s64(low), _s64(high)
-        ranges[ctypes.c_int(index)] = leaf
+    ranges = module[b"range_lpm"]
+    for matcher, low, high in seeds.ranges:
+        for value, bits in codegen.range_prefixes(low, high):
+            key = ranges.Key()
+            key.prefixlen, key.matcher = 32 + bits, _be32(matcher + tag)
+            ctypes.memmove(ctypes.addressof(key) + 8, value.to_bytes(8, "big"), 8)
+            ranges[key] = ctypes.c_uint8(1)
     bounds = module[b"bounds"]
+    per_rule: dict[int, list[int]] = {}
     for index, bound in seeds.bounds:
-        bounds[ctypes.c_int(index)] = ctypes.c_int64(_s64(bound))
-    for agg in loaded.program.aggregations:
-        table = module[_agg_table(agg)]
+        per_rule.setdefault(index // abi.MAX_BOUNDS, []).append(_s64(bound))
+    for position, values in per_rule.items():
+        leaf = bounds.Leaf()
+        padded = values + [(1 << 63) - 1] * (abi.MAX_BOUNDS - len(values))
+        for i, bound in enumerate(padded):
+            leaf.b[i] = bound
+        bounds[ctypes.c_int(position + abi.MAX_AGGREGATIONS * bit)] = leaf
+
+
+def _clear_generation(module: Any, bit: int) -> None:
+    """Remove one configuration copy's seeds (bounds are overwritten)."""
+    tag = GENERATION_BIT * bit
+    for name in (b"str_lpm", b"addr_lpm", b"range_lpm"):
+        table = module[name]
+        for key in [k for k in list(table) if (_be32(k.matcher) & GENERATION_BIT) == tag]:
+            del table[key]
+    integers = module[b"int_set"]
+    for key in [k for k in list(integers) if (k.matcher & GENERATION_BIT) == tag]:
+        del integers[key]
+
+
+def _reset_series(module: Any, sid: int, name: bytes, *, overflow: bool = True) -> None:
+    """Empty series id ``sid`` (entries and count); with ``overflow``, seed its overflow entry."""
+    table = module[name]
+    for key in [k for k in list(table) if k.slot == sid]:
+        del table[key]
+    module[b"series"][ctypes.c_int(sid)] = ctypes.c_uint64(0)
+    if overflow:
         key = table.Key()
-        key.slot, key.overflow = agg.slot, 1
+        key.slot, key.overflow = sid, 1
         table[key] = table.Leaf()
 
 
@@ -377,9 +508,10 @@ class AggEntry:
 
 def read_aggregation(loaded: Loaded, agg: codegen.AggSlot) -> list[AggEntry]:
     table = loaded.module[_agg_table(agg)]
+    sid = loaded.series_id(agg)
     entries = []
     for key, leaf in table.items():
-        if key.slot != agg.slot:
+        if key.slot != sid:
             continue
         buckets = tuple(int(b) for b in leaf.buckets) if hasattr(leaf, "buckets") else ()
         entries.append(

@@ -1,12 +1,16 @@
-/* hook.bpf.c: the one program every weir hook runs, specialised by -D flags.
+/* hook.bpf.c: the one program every weir hook runs.
  *
- * The agent (weir_agent/codegen.py) compiles this file once per hook with
- * integer flags only: which arguments to read and how (ARGn_*), which matchers
- * each selector runs (Ss_Mm_*, Ss_Bb_*), and which aggregations to fold into
- * (AGGn_*). Every flag is always given, so the compiler folds the unused
- * branches away and the program does only the work its policy asks for.
- * Strings, CIDRs and value sets are never part of the program: they are keys
- * of the maps below, written after load.
+ * The agent (weir_agent/codegen.py) compiles this file with integer -D flags
+ * only. The *shape* flags say which arguments to read and how (ARGn_*),
+ * whether the hook posts, takes stacks or is scoped, and how big the maps are.
+ * The *configuration* (which matchers each selector runs, Ss_Mm_* and Ss_Bb_*,
+ * and which aggregations to fold into, AGGn_*) comes one of two ways:
+ *  - CONFIGURED=1 (what the agent runs): read at run time from the ``config``
+ *    map, so an edit that keeps the shape is a map write, with no compile;
+ *  - CONFIGURED=0 (specialised; `weir render` and the benchmark): as -D flags,
+ *    so the compiler folds the unused branches away.
+ * The C_* macros below read one or the other. Strings, CIDRs and value sets are
+ * never part of the program: they are keys of the maps below, written after load.
  *
  * Flow: count observed -> read args -> selectors (AND within, OR across, first
  * match decides) -> count matched -> fold into aggregations -> post (later).
@@ -27,9 +31,30 @@ BPF_PERCPU_ARRAY(stats, u64, STAT_COUNT);
 BPF_LPM_TRIE(str_lpm, struct weir_strkey, u8, STR_LPM_MAX);
 BPF_LPM_TRIE(addr_lpm, struct weir_addrkey, u8, ADDR_LPM_MAX);
 BPF_LPM_TRIE(class_lpm, struct weir_classkey, u32, 64);
-BPF_HASH(int_set, struct weir_intkey, u8, INT_SET_MAX);
-BPF_ARRAY(ranges, struct weir_range, 64 * WEIR_MAX_RANGES);
-BPF_ARRAY(bounds, s64, 4 * WEIR_MAX_BOUNDS);
+BPF_F_TABLE("hash", struct weir_intkey, u8, int_set, INT_SET_MAX, BPF_F_NO_PREALLOC);
+BPF_LPM_TRIE(range_lpm, struct weir_rangekey, u8, RANGE_LPM_MAX);
+/* Indexed by rule position (0-3) plus 4 for generation 1. */
+BPF_ARRAY(bounds, struct weir_bounds, 2 * WEIR_MAX_AGGS);
+
+#if CONFIGURED
+BPF_ARRAY(config, struct weir_config, 2);
+BPF_ARRAY(active, u32, 1);
+#define C_NUM_SELECTORS (cfg->NUM_SELECTORS)
+#define C_GEN (cfg->GEN)
+#define C_REV_SLOTS (cfg->REV_SLOTS)
+#define C_S(s, f) (cfg->S[s].f)
+#define C_M(s, m, f) (cfg->S[s].M[m].f)
+#define C_B(s, b, f) (cfg->S[s].B[b].f)
+#define C_AGG(n, f) (cfg->AGG[n].f)
+#else
+#define C_NUM_SELECTORS NUM_SELECTORS
+#define C_GEN 0
+#define C_REV_SLOTS REV_SLOTS
+#define C_S(s, f) S##s##_##f
+#define C_M(s, m, f) S##s##_M##m##_##f
+#define C_B(s, b, f) S##s##_B##b##_##f
+#define C_AGG(n, f) AGG##n##_##f
+#endif
 #if USE_EXE
 BPF_TABLE("extern", u32, struct weir_exe, weir_exes, 65536);
 #endif
@@ -58,9 +83,12 @@ struct weir_hist_val {
     u64 sum;
     u64 buckets[WEIR_MAX_BOUNDS + 2];
 };
-BPF_HASH(agg, struct weir_agg_key, struct weir_agg_val, AGG_PLAIN_MAX);
-BPF_HASH(hist, struct weir_agg_key, struct weir_hist_val, AGG_HIST_MAX);
-BPF_ARRAY(series, u64, 4);
+/* Not preallocated: memory follows the series that exist, not maxSeries. */
+BPF_F_TABLE("hash", struct weir_agg_key, struct weir_agg_val, agg, AGG_PLAIN_MAX,
+            BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", struct weir_agg_key, struct weir_hist_val, hist, AGG_HIST_MAX,
+            BPF_F_NO_PREALLOC);
+BPF_ARRAY(series, u64, WEIR_MAX_SERIES_IDS);
 BPF_PERCPU_ARRAY(hist_zero, struct weir_hist_val, 1);
 
 /* Per-argument flags, folded to constants by slot number. */
@@ -205,6 +233,7 @@ static __always_inline void read_sockaddr(struct weir_addr *a, void *ptr, int us
                 ? bpf_probe_read_user_str(k->s, WEIR_MAX_STR, (void *)raw)      \
                 : bpf_probe_read_kernel_str(k->s, WEIR_MAX_STR, (void *)raw);   \
             sc->ints[i] = n > 0 ? n : 0;                                        \
+            sc->slen[ARG##i##_SLOT & 1] = sc->ints[i];                          \
         } else if (ARG##i##_KIND == KIND_STR_DATALOC) {                         \
             struct weir_strkey *k = &sc->str[ARG##i##_SLOT & 1];                \
             zero_str(k);                                                        \
@@ -212,12 +241,14 @@ static __always_inline void read_sockaddr(struct weir_addr *a, void *ptr, int us
             long n = bpf_probe_read_kernel_str(k->s, WEIR_MAX_STR,              \
                                                ctx + (loc & 0xffff));           \
             sc->ints[i] = n > 0 ? n : 0;                                        \
+            sc->slen[ARG##i##_SLOT & 1] = sc->ints[i];                          \
         } else if (ARG##i##_KIND == KIND_STR_INLINE) {                          \
             struct weir_strkey *k = &sc->str[ARG##i##_SLOT & 1];                \
             zero_str(k);                                                        \
             long n = bpf_probe_read_kernel_str(k->s, ARG##i##_SIZE,             \
                                                ctx + ARG##i##_SRC);             \
             sc->ints[i] = n > 0 ? n : 0;                                        \
+            sc->slen[ARG##i##_SLOT & 1] = sc->ints[i];                          \
         } else if (ARG##i##_KIND == KIND_CHAR_BUF) {                            \
             struct weir_strkey *k = &sc->str[ARG##i##_SLOT & 1];                \
             zero_str(k);                                                        \
@@ -229,6 +260,7 @@ static __always_inline void read_sockaddr(struct weir_addr *a, void *ptr, int us
             len &= 0xff;                                                        \
             bpf_probe_read_user(k->s, len, (void *)raw);                        \
             sc->ints[i] = len + 1;                                              \
+            sc->slen[ARG##i##_SLOT & 1] = len + 1;                              \
         } else if (ARG##i##_KIND == KIND_SOCK) {                                \
             read_sock(&sc->addr[ARG##i##_SLOT & 1], (struct sock *)raw);        \
         } else if (ARG##i##_KIND == KIND_SOCKADDR) {                            \
@@ -237,21 +269,15 @@ static __always_inline void read_sockaddr(struct weir_addr *a, void *ptr, int us
         }                                                                       \
     }
 
-static __always_inline int in_ranges(u32 matcher, u64 value, int nranges, int is_signed)
+/* InRange and ports: one lookup among the prefixes that cover the ranges. */
+static __always_inline int in_ranges(struct weir_scratch *sc, u32 matcher, u64 value,
+                                     int is_signed)
 {
-#pragma unroll
-    for (int i = 0; i < WEIR_MAX_RANGES; i++) {
-        if (i >= nranges)
-            break;
-        u32 index = matcher * WEIR_MAX_RANGES + i;
-        struct weir_range *r = ranges.lookup(&index);
-        if (!r)
-            break;
-        if (is_signed ? ((s64)value >= r->low && (s64)value <= r->high)
-                      : (value >= (u64)r->low && value <= (u64)r->high))
-            return 1;
-    }
-    return 0;
+    sc->rkey.prefixlen = 32 + 64;
+    sc->rkey.matcher = bpf_htonl(matcher);
+    u64 key = __builtin_bswap64(is_signed ? value ^ (1ULL << 63) : value);
+    __builtin_memcpy(sc->rkey.value, &key, 8);
+    return range_lpm.lookup(&sc->rkey) != NULL;
 }
 
 static __always_inline int str_hit(struct weir_strkey *k, u32 matcher)
@@ -261,16 +287,21 @@ static __always_inline int str_hit(struct weir_strkey *k, u32 matcher)
     return str_lpm.lookup(k) != NULL;
 }
 
-static __always_inline int postfix_hit(struct weir_scratch *sc, struct weir_strkey *k,
-                                       u64 len, u32 matcher)
+/* Reverse a string slot for Postfix (seeds are stored reversed): once per event,
+ * in a loop without a branch per byte (unrolled, its temporaries would overflow
+ * the stack). len counts the NUL. */
+static __always_inline void reverse_slot(struct weir_scratch *sc, int slot)
 {
-    /* len counts the NUL; reverse the len - 1 characters into sc->rev. */
-    u32 n = len > 0 ? (u32)(len - 1) : 0;
-    for (u32 i = 0; i < WEIR_MAX_STR; i++) {
-        u32 j = n - 1 - i;
-        sc->rev.s[i] = (i < n && j < WEIR_MAX_STR) ? k->s[j] : 0;
+    struct weir_strkey *in = &sc->str[slot & 1];
+    struct weir_strkey *out = &sc->rev[slot & 1];
+    u64 len = sc->slen[slot & 1];
+    s64 n = len > 0 ? (s64)len - 1 : 0;
+#pragma clang loop unroll(disable)
+    for (int i = 0; i < WEIR_MAX_STR; i++) {
+        s64 j = n - 1 - i;
+        u8 keep = (u8)(((u64)j >> 63) - 1); /* 0xff while j >= 0, else 0 */
+        out->s[i] = in->s[j & 255] & keep;
     }
-    return str_hit(&sc->rev, matcher);
 }
 
 static __always_inline int addr_hit(struct weir_scratch *sc, u8 *addr, u32 matcher)
@@ -281,17 +312,19 @@ static __always_inline int addr_hit(struct weir_scratch *sc, u8 *addr, u32 match
     return addr_lpm.lookup(&sc->akey) != NULL;
 }
 
-/* One matchArgs entry; op, neg, arg, value and nranges are constants here. */
+/* One matchArgs entry (op, neg, arg and value are constants in a specialised build). */
 static __always_inline int match_arg(struct weir_scratch *sc, int op, int neg, int arg,
-                                     s64 value, int nranges, u32 matcher)
+                                     s64 value, u32 matcher)
 {
     int hit = 0;
     u64 v = sc->ints[arg & 7];
     if (op == OP_EQ) {
         hit = v == (u64)value;
     } else if (op == OP_INT_SET) {
-        struct weir_intkey key = {.matcher = matcher, .value = v};
-        hit = int_set.lookup(&key) != NULL;
+        sc->ikey.matcher = matcher;
+        sc->ikey.pad = 0;
+        sc->ikey.value = v;
+        hit = int_set.lookup(&sc->ikey) != NULL;
     } else if (op == OP_GT) {
         hit = ARG_SIGNED(arg) ? (s64)v > value : v > (u64)value;
     } else if (op == OP_LT) {
@@ -299,11 +332,11 @@ static __always_inline int match_arg(struct weir_scratch *sc, int op, int neg, i
     } else if (op == OP_MASK) {
         hit = (v & (u64)value) != 0;
     } else if (op == OP_RANGE) {
-        hit = in_ranges(matcher, v, nranges, ARG_SIGNED(arg));
+        hit = in_ranges(sc, matcher, v, ARG_SIGNED(arg));
     } else if (op == OP_STR) {
         hit = str_hit(&sc->str[ARG_SLOT(arg) & 1], matcher);
     } else if (op == OP_STR_POSTFIX) {
-        hit = postfix_hit(sc, &sc->str[ARG_SLOT(arg) & 1], v, matcher);
+        hit = str_hit(&sc->rev[ARG_SLOT(arg) & 1], matcher);
     } else {
         struct weir_addr *a = &sc->addr[ARG_SLOT(arg) & 1];
         /* Address and port operators never match a non-IP socket. */
@@ -314,9 +347,9 @@ static __always_inline int match_arg(struct weir_scratch *sc, int op, int neg, i
         else if (op == OP_SADDR)
             hit = addr_hit(sc, a->saddr, matcher);
         else if (op == OP_DPORT)
-            hit = in_ranges(matcher, a->dport, nranges, 0);
+            hit = in_ranges(sc, matcher, a->dport, 0);
         else if (op == OP_SPORT)
-            hit = in_ranges(matcher, a->sport, nranges, 0);
+            hit = in_ranges(sc, matcher, a->sport, 0);
     }
     return neg ? !hit : hit;
 }
@@ -349,26 +382,29 @@ static __always_inline int match_binary(struct weir_scratch *sc, int neg, u32 ma
 static __always_inline u64 binary_hash(void) { return 0; }
 #endif
 
+/* Matcher ids: 0-63 matchArgs, 64-95 matchBinaries, plus 128 for generation 1.
+ * Every operator is one map lookup or one compare, with no loop: a configured
+ * program inlines all of them for each of its 64 matchers, and the verifier
+ * walks them all. */
 #define MATCH(s, m)                                                            \
-    if (ok && S##s##_M##m##_OP != OP_NONE)                                     \
-        ok = match_arg(sc, S##s##_M##m##_OP, S##s##_M##m##_NEG,                \
-                       S##s##_M##m##_ARG, S##s##_M##m##_VAL,                   \
-                       S##s##_M##m##_NRANGES, (s) * 8 + (m));
+    if (ok && C_M(s, m, OP) != OP_NONE)                                        \
+        ok = match_arg(sc, C_M(s, m, OP), C_M(s, m, NEG), C_M(s, m, ARG) & 7,  \
+                       C_M(s, m, VAL), (s) * 8 + (m) + (C_GEN << 7));
 #define BINARY(s, b)                                                           \
-    if (ok && S##s##_B##b##_OP != OP_NONE)                                     \
-        ok = match_binary(sc, S##s##_B##b##_NEG, 64 + (s) * 4 + (b));
+    if (ok && C_B(s, b, OP) != OP_NONE)                                        \
+        ok = match_binary(sc, C_B(s, b, NEG), 64 + (s) * 4 + (b) + (C_GEN << 7));
 #define SELECTOR(s)                                                            \
-    if (action < 0 && NUM_SELECTORS > (s)) {                                   \
+    if (action < 0 && C_NUM_SELECTORS > (s)) {                                 \
         int ok = 1;                                                            \
         MATCH(s, 0) MATCH(s, 1) MATCH(s, 2) MATCH(s, 3)                        \
         MATCH(s, 4) MATCH(s, 5) MATCH(s, 6) MATCH(s, 7)                        \
         BINARY(s, 0) BINARY(s, 1) BINARY(s, 2) BINARY(s, 3)                    \
         if (ok) {                                                              \
-            action = S##s##_ACTION;                                            \
+            action = C_S(s, ACTION);                                           \
             selector = (s);                                                    \
-            rate_ns = S##s##_RATE_NS;                                          \
-            ustack = S##s##_USTACK;                                            \
-            kstack = S##s##_KSTACK;                                            \
+            rate_ns = C_S(s, RATE_NS);                                         \
+            ustack = C_S(s, USTACK);                                           \
+            kstack = C_S(s, KSTACK);                                           \
         }                                                                      \
     }
 
@@ -383,27 +419,29 @@ static __always_inline u32 address_class(struct weir_scratch *sc, int arg)
     return cls ? *cls : ACLASS_PUBLIC;
 }
 
-static __always_inline u32 explicit_bucket(int slot, s64 value, int nbounds)
+/* slot: the rule's position (0-3) plus 4 for generation 1. */
+static __always_inline u32 explicit_bucket(u32 slot, s64 value, int nbounds)
 {
-    u32 bucket = nbounds;
+    /* Binary search for the first bound >= value (the padding is the largest s64). */
+    struct weir_bounds *b = bounds.lookup(&slot);
+    if (!b)
+        return nbounds;
+    u32 below = 0;
 #pragma unroll
-    for (int i = 0; i < WEIR_MAX_BOUNDS; i++) {
-        if (i >= nbounds)
-            break;
-        u32 index = slot * WEIR_MAX_BOUNDS + i;
-        s64 *bound = bounds.lookup(&index);
-        if (bound && value <= *bound) {
-            bucket = i;
-            break;
-        }
-    }
-    return bucket;
+    for (u32 step = WEIR_MAX_BOUNDS / 2; step > 0; step >>= 1)
+        if (b->b[(below + step - 1) & (WEIR_MAX_BOUNDS - 1)] < value)
+            below += step;
+    if (b->b[below & (WEIR_MAX_BOUNDS - 1)] < value)
+        below += 1;
+    return below < (u32)nbounds ? below : (u32)nbounds;
 }
 
-/* Claim a new series in slot n, or say the slot is full. */
-static __always_inline int claim_series(u32 slot, u64 max_series)
+/* Claim a new series for the key's series id, or say the id is full. Keys live in
+ * the per-CPU scratch: a configured program inlines these four times, and stack
+ * copies would pass the 512-byte BPF stack. */
+static __always_inline int claim_series(struct weir_agg_key *key, u64 max_series)
 {
-    u64 *count = series.lookup(&slot);
+    u64 *count = series.lookup(&key->slot);
     if (!count)
         return 0;
     if (__sync_fetch_and_add(count, 1) >= max_series) {
@@ -413,28 +451,36 @@ static __always_inline int claim_series(u32 slot, u64 max_series)
     return 1;
 }
 
-static __always_inline void release_series(u32 slot)
+static __always_inline void release_series(struct weir_agg_key *key)
 {
-    u64 *count = series.lookup(&slot);
+    u64 *count = series.lookup(&key->slot);
     if (count)
         __sync_fetch_and_add(count, -1);
 }
 
 /* Returns 1 when the event went to the slot's overflow entry. */
-static __always_inline int fold_plain(struct weir_agg_key *key, u64 v, u64 max_series)
+static __always_inline void overflow_key(struct weir_agg_key *key)
 {
+    u32 slot = key->slot;
+    __builtin_memset(key, 0, sizeof(*key));
+    key->slot = slot;
+    key->overflow = 1;
+}
+
+static __always_inline int fold_plain(struct weir_scratch *sc, u64 v, u64 max_series)
+{
+    struct weir_agg_key *key = &sc->key;
     int overflowed = 0;
     struct weir_agg_val *val = agg.lookup(key);
     if (!val) {
-        if (claim_series(key->slot, max_series)) {
-            struct weir_agg_val zero = {};
-            if (agg.insert(key, &zero) != 0)
-                release_series(key->slot); /* another CPU inserted it first */
+        if (claim_series(key, max_series)) {
+            if (agg.insert(key, &sc->zero) != 0)
+                release_series(key); /* another CPU inserted it first */
             val = agg.lookup(key);
         }
         if (!val) {
-            struct weir_agg_key of = {.slot = key->slot, .overflow = 1};
-            val = agg.lookup(&of);
+            overflow_key(key);
+            val = agg.lookup(key);
             overflowed = 1;
         }
     }
@@ -445,22 +491,23 @@ static __always_inline int fold_plain(struct weir_agg_key *key, u64 v, u64 max_s
     return overflowed;
 }
 
-static __always_inline int fold_hist(struct weir_agg_key *key, u64 v, u32 bucket,
+static __always_inline int fold_hist(struct weir_scratch *sc, u64 v, u32 bucket,
                                      u64 max_series)
 {
+    struct weir_agg_key *key = &sc->key;
     int overflowed = 0;
     struct weir_hist_val *val = hist.lookup(key);
     if (!val) {
-        if (claim_series(key->slot, max_series)) {
+        if (claim_series(key, max_series)) {
             u32 z = 0;
             struct weir_hist_val *zero = hist_zero.lookup(&z);
             if (zero && hist.insert(key, zero) != 0)
-                release_series(key->slot);
+                release_series(key);
             val = hist.lookup(key);
         }
         if (!val) {
-            struct weir_agg_key of = {.slot = key->slot, .overflow = 1};
-            val = hist.lookup(&of);
+            overflow_key(key);
+            val = hist.lookup(key);
             overflowed = 1;
         }
     }
@@ -473,26 +520,35 @@ static __always_inline int fold_hist(struct weir_agg_key *key, u64 v, u32 bucket
     return overflowed;
 }
 
-/* Fold the event into aggregation slot n. */
+/* Fold the event into one aggregation; its entries are keyed by its series id.
+ * bslot: the rule's position (0-3) plus 4 for generation 1 (its bounds).
+ * Returns 1 when the event went to the overflow entry. */
+static __always_inline int fold(struct weir_scratch *sc, int value, int cgroup, int binary,
+                                int karg0, int karg1, int aclass, int varg, int nbounds,
+                                u64 max_series, u32 sid, u32 bslot)
+{
+    struct weir_agg_key *key = &sc->key;
+    __builtin_memset(key, 0, sizeof(*key));
+    key->slot = sid & 7;
+    if (cgroup) key->cgroup = bpf_get_current_cgroup_id();
+    if (binary) key->binary = binary_hash();
+    if (karg0 >= 0) key->arg0 = sc->ints[karg0 & 7];
+    if (karg1 >= 0) key->arg1 = sc->ints[karg1 & 7];
+    if (aclass >= 0) key->aclass = address_class(sc, aclass);
+    u64 v = varg >= 0 ? sc->ints[varg & 7] : 1;
+    if (value == VAL_HIST_EXP2)
+        return fold_hist(sc, v, v ? bpf_log2l(v) : 0, max_series);
+    if (value == VAL_HIST_EXPLICIT)
+        return fold_hist(sc, v, explicit_bucket(bslot, (s64)v, nbounds), max_series);
+    return fold_plain(sc, v, max_series);
+}
+
 #define AGGREGATE(n)                                                           \
-    if (AGG##n##_ON) {                                                         \
-        struct weir_agg_key key = {.slot = n};                                 \
-        if (AGG##n##_CGROUP) key.cgroup = bpf_get_current_cgroup_id();         \
-        if (AGG##n##_BINARY) key.binary = binary_hash();                       \
-        if (AGG##n##_KARG0 >= 0) key.arg0 = sc->ints[AGG##n##_KARG0 & 7];      \
-        if (AGG##n##_KARG1 >= 0) key.arg1 = sc->ints[AGG##n##_KARG1 & 7];      \
-        if (AGG##n##_ACLASS >= 0) key.aclass = address_class(sc, AGG##n##_ACLASS); \
-        u64 v = AGG##n##_VARG >= 0 ? sc->ints[AGG##n##_VARG & 7] : 1;          \
-        if (AGG##n##_VALUE == VAL_HIST_EXP2)                                   \
-            overflowed |= fold_hist(&key, v, v ? bpf_log2l(v) : 0,             \
-                                    AGG##n##_MAX);                             \
-        else if (AGG##n##_VALUE == VAL_HIST_EXPLICIT)                          \
-            overflowed |= fold_hist(&key, v,                                   \
-                                    explicit_bucket(n, (s64)v, AGG##n##_NBOUNDS), \
-                                    AGG##n##_MAX);                             \
-        else                                                                   \
-            overflowed |= fold_plain(&key, v, AGG##n##_MAX);                   \
-    }
+    if (C_AGG(n, ON))                                                          \
+        overflowed |= fold(sc, C_AGG(n, VALUE), C_AGG(n, CGROUP), C_AGG(n, BINARY), \
+                           C_AGG(n, KARG0), C_AGG(n, KARG1), C_AGG(n, ACLASS),  \
+                           C_AGG(n, VARG), C_AGG(n, NBOUNDS), C_AGG(n, MAX),    \
+                           C_AGG(n, SID), (n) + (C_GEN << 2));
 
 #if ANY_POST
 /* Send one event to user space, unless the selector's rate limit for this
@@ -573,15 +629,29 @@ int weir_program(void *ctx)
         return 0; /* outside the policy's pods: not this policy's event */
 #endif
     stat_add(STAT_OBSERVED);
+#if CONFIGURED
+    u32 *which = active.lookup(&zero);
+    if (!which)
+        return 0;
+    u32 gen = *which & 1;
+    struct weir_config *cfg = config.lookup(&gen);
+    if (!cfg)
+        return 0;
+#endif
 
     READ_ARG(0) READ_ARG(1) READ_ARG(2) READ_ARG(3)
     READ_ARG(4) READ_ARG(5) READ_ARG(6) READ_ARG(7)
+
+    if (C_REV_SLOTS & 1)
+        reverse_slot(sc, 0);
+    if (C_REV_SLOTS & 2)
+        reverse_slot(sc, 1);
 
     int action = -1;
     int selector = -1;
     u64 rate_ns = 0;
     int ustack = 0, kstack = 0;
-    if (NUM_SELECTORS == 0) {
+    if (C_NUM_SELECTORS == 0) {
         action = ACTION_POST; /* no selectors: every call matches (as Tetragon) */
         selector = 0;
     }
@@ -593,7 +663,7 @@ int weir_program(void *ctx)
 
     int overflowed = 0;
     AGGREGATE(0) AGGREGATE(1) AGGREGATE(2) AGGREGATE(3)
-    if (AGG0_ON || AGG1_ON || AGG2_ON || AGG3_ON)
+    if (C_AGG(0, ON) || C_AGG(1, ON) || C_AGG(2, ON) || C_AGG(3, ON))
         stat_add(STAT_AGGREGATED);
     if (overflowed)
         stat_add(STAT_OVERFLOW);

@@ -20,6 +20,11 @@
 #define WEIR_ADDR_SLOTS 2         /* sock/sockaddr arguments per hook */
 #define WEIR_MAX_RANGES 16        /* ranges per InRange / port matcher */
 #define WEIR_MAX_BOUNDS 64        /* explicit histogram bounds */
+#define WEIR_MAX_SELECTORS 8
+#define WEIR_MAX_MATCHERS 8       /* matchArgs per selector */
+#define WEIR_MAX_BINARIES 4       /* matchBinaries per selector */
+#define WEIR_MAX_AGGS 4           /* AggregationRules per hook */
+#define WEIR_MAX_SERIES_IDS 8     /* series ids: 4 in use, 4 for the next configuration */
 
 /* Key of the string LPM trie: Equal, Prefix and Postfix (on the reversed string)
  * are all longest-prefix lookups; the matcher id (big-endian) is part of the
@@ -54,16 +59,25 @@ struct weir_addr {
     u8 daddr[16];
 };
 
+/* Key of the integer-range LPM trie (InRange, DPort, SPort): a range is stored
+ * as the prefixes that cover it, so a match is one lookup. The value is
+ * big-endian, with the sign bit flipped for signed arguments (order kept). */
+struct weir_rangekey {
+    u32 prefixlen;
+    u32 matcher;
+    u8 value[8];
+};
+
+/* Explicit histogram bounds of one rule, ascending, padded with the largest s64. */
+struct weir_bounds {
+    s64 b[WEIR_MAX_BOUNDS];
+};
+
 /* Integer sets (Equal / NotEqual on integers). */
 struct weir_intkey {
     u32 matcher;
     u32 pad;
     u64 value;
-};
-
-struct weir_range {
-    s64 low;
-    s64 high;
 };
 
 /* The executable of each process, recorded at exec (and seeded from /proc). */
@@ -72,20 +86,10 @@ struct weir_exe {
     struct weir_strkey path;  /* path.s holds the path; the header is scratch */
 };
 
-/* Per-CPU scratch: too big for the 512-byte BPF stack. */
-struct weir_scratch {
-    u64 ints[WEIR_MAX_ARGS];
-    struct weir_strkey str[WEIR_STR_SLOTS];
-    struct weir_strkey rev;
-    struct weir_strkey exe;
-    struct weir_addr addr[WEIR_ADDR_SLOTS];
-    struct weir_addrkey akey;
-    struct weir_classkey ckey;
-};
 
 /* Aggregation key: the fields a rule does not group by stay zero. */
 struct weir_agg_key {
-    u32 slot;      /* which AggregationRule (0-3) */
+    u32 slot;      /* the rule's series id (AGGn_SID) */
     u32 overflow;  /* 1: the slot's overflow entry */
     u64 cgroup;
     u64 binary;
@@ -98,6 +102,22 @@ struct weir_agg_key {
 struct weir_agg_val {
     u64 count;
     u64 sum;
+};
+
+/* Per-CPU scratch: too big for the 512-byte BPF stack. */
+struct weir_scratch {
+    u64 ints[WEIR_MAX_ARGS];
+    struct weir_strkey str[WEIR_STR_SLOTS];
+    struct weir_strkey rev[WEIR_STR_SLOTS];  /* reversed, for Postfix */
+    u64 slen[WEIR_STR_SLOTS];                /* bytes read, NUL included */
+    struct weir_rangekey rkey;
+    struct weir_intkey ikey;
+    struct weir_strkey exe;
+    struct weir_addr addr[WEIR_ADDR_SLOTS];
+    struct weir_addrkey akey;
+    struct weir_classkey ckey;
+    struct weir_agg_key key;
+    struct weir_agg_val zero;  /* never written: the first value of a new series */
 };
 
 /* One posted event. The string and address sections exist only when the hook
@@ -122,6 +142,62 @@ struct weir_event {
     struct weir_addr addr[EV_ADDRS];
 #endif
 };
+
+#if CONFIGURED
+/* The run-time configuration of a configured program (CONFIGURED=1): what a
+ * specialised build takes as -D flags, one field per flag. The field names are
+ * the flags' suffixes (S0_M1_OP is sel[0].M[1].OP), so codegen.py fills them by
+ * name. The program keeps two copies and reads the one ``active`` names; the
+ * agent writes the other copy whole, then flips ``active``, so an event sees
+ * one configuration or the other, never half of each. GEN (0 or 1) tags the
+ * copy's matcher ids, ranges and bounds, which live in shared maps. */
+struct weir_match_cfg {
+    s64 VAL;
+    u8 OP;
+    u8 NEG;
+    u8 ARG;
+    u8 pad[5];
+};
+
+struct weir_binary_cfg {
+    u8 OP;
+    u8 NEG;
+};
+
+struct weir_selector_cfg {
+    u64 RATE_NS;
+    u8 ACTION;
+    u8 USTACK;
+    u8 KSTACK;
+    u8 pad[5];
+    struct weir_match_cfg M[WEIR_MAX_MATCHERS];
+    struct weir_binary_cfg B[WEIR_MAX_BINARIES];
+};
+
+struct weir_agg_cfg {
+    u64 MAX;
+    u8 ON;
+    u8 VALUE;
+    u8 CGROUP;
+    u8 BINARY;
+    s16 KARG0;     /* s16, not s8: bcc's table types have no signed char */
+    s16 KARG1;
+    s16 ACLASS;
+    s16 VARG;
+    u8 NBOUNDS;
+    u8 SID;        /* series id: the slot of this rule's entries in agg/hist */
+    u8 pad[2];
+};
+
+struct weir_config {
+    u32 NUM_SELECTORS;
+    u32 GEN;
+    u32 REV_SLOTS;  /* bit n: string slot n is matched by a Postfix */
+    u32 pad;
+    struct weir_selector_cfg S[WEIR_MAX_SELECTORS];
+    struct weir_agg_cfg AGG[WEIR_MAX_AGGS];
+};
+#endif
 
 struct weir_rate_key {
     u32 selector;
