@@ -133,19 +133,31 @@ print(count)
 """
 
 
-def lseek_policy(name: str, values: list[int], rules: str = "") -> str:
+def lseek_policy(
+    name: str,
+    values: list[int],
+    rules: str = "",
+    *,
+    operator: str = "Equal",
+    whence: bool = False,
+) -> str:
+    """lseek calls whose offset matches; ``whence`` also reads a second argument (a new
+    shape: the program is compiled again and swapped)."""
+    args = [{"field": "offset", "type": "long", "label": "offset"}]
+    if whence:
+        args.append({"field": "whence", "type": "int", "label": "whence"})
     spec = {
         "tracepoints": [
             {
                 "subsystem": "syscalls",
                 "event": "sys_enter_lseek",
-                "args": [{"field": "offset", "type": "long", "label": "offset"}],
+                "args": args,
                 "selectors": [
                     {
                         "matchArgs": [
                             {
                                 "label": "offset",
-                                "operator": "Equal",
+                                "operator": operator,
                                 "values": [str(v) for v in values],
                             }
                         ],
@@ -158,9 +170,61 @@ def lseek_policy(name: str, values: list[int], rules: str = "") -> str:
     return policy_yaml(name, yaml.safe_dump(spec), rules=rules)
 
 
-def test_swap_under_load_loses_nothing_and_counts_nothing_twice(core, tmp_path: Path) -> None:
+def lseeks(*offsets: int) -> None:
+    fd = os.open("/dev/null", os.O_RDONLY)
+    try:
+        for offset in offsets:
+            os.lseek(fd, offset, 0)
+    finally:
+        os.close(fd)
+
+
+def test_an_edit_that_keeps_the_shape_is_map_writes_and_keeps_the_counts(core) -> None:
+    by_offset = rule_yaml("edit-a", "edit", "t_edit_a", group_by="[arg:offset]")
+    total = rule_yaml("edit-b", "edit", "t_edit_b")
+    regrouped = rule_yaml("edit-b", "edit", "t_edit_b", group_by="[arg:offset]")
+    apply(core, lseek_policy("edit", [BASE + 1], by_offset + "---\n" + total))
+    ids = core.program_ids()
+    lseeks(BASE + 1, BASE + 1, BASE + 1, BASE + 2)
+
+    # New values, and rule b groups by offset now: configuration only.
+    apply(core, lseek_policy("edit", [BASE + 1, BASE + 2], by_offset + "---\n" + regrouped))
+    assert core.program_ids() == ids, "an edit that keeps the shape must not load a program"
+    lseeks(BASE + 1, BASE + 1, BASE + 2, BASE + 2, BASE + 2, BASE + 2, BASE + 3)
+    assert stats(core, "edit")["matched"] == 3 + 6
+    samples = scrape(core)
+    assert series(samples, "t_edit_a_total") == {
+        (("offset", str(BASE + 1)),): 5.0,
+        (("offset", str(BASE + 2)),): 4.0,
+    }
+    # Its layout changed, so its series started afresh at the edit.
+    assert series(samples, "t_edit_b_total") == {
+        (("offset", str(BASE + 1)),): 2.0,
+        (("offset", str(BASE + 2)),): 4.0,
+    }
+
+    # Another operator, and the rule that changed goes back: still the same program.
+    apply(core, lseek_policy("edit", [f"{BASE + 2}:{BASE + 3}"], by_offset, operator="InRange"))
+    assert core.program_ids() == ids
+    lseeks(BASE + 1, BASE + 2, BASE + 3, BASE + 3, BASE + 4)
+    assert stats(core, "edit")["matched"] == 9 + 3
+    assert series(scrape(core), "t_edit_a_total") == {
+        (("offset", str(BASE + 1)),): 5.0,
+        (("offset", str(BASE + 2)),): 5.0,
+        (("offset", str(BASE + 3)),): 2.0,
+    }
+    assert "t_edit_b_total" not in scrape(core)
+
+
+@pytest.mark.parametrize("shape", [False, True], ids=["reconfigure", "new-shape"])
+def test_swap_under_load_loses_nothing_and_counts_nothing_twice(
+    core, tmp_path: Path, shape: bool
+) -> None:
+    """Three edits while a process calls lseek as fast as it can: as configuration flips
+    (same program), or as new programs swapped in through the stub (shape changes)."""
     rule = rule_yaml("swap", "swap", "t_swap", group_by="[arg:offset]")
     apply(core, lseek_policy("swap", [BASE], rule))
+    ids = core.program_ids()
     stop = tmp_path / "stop"
     worker = subprocess.Popen(
         [sys.executable, "-c", WORKLOAD.format(offset=BASE), str(stop)],
@@ -169,8 +233,10 @@ def test_swap_under_load_loses_nothing_and_counts_nothing_twice(core, tmp_path: 
     )
     try:
         time.sleep(0.3)
-        for version in range(1, 4):  # three real swaps: each version has a different value set
-            apply(core, lseek_policy("swap", [BASE, BASE + 1000 + version], rule))
+        for version in range(1, 4):  # three real changes: each has a different value set
+            whence = shape and version % 2 == 1  # a new shape each time
+            apply(core, lseek_policy("swap", [BASE, BASE + 1000 + version], rule, whence=whence))
+            assert (core.program_ids() != ids) == shape
             time.sleep(0.2)
     finally:
         stop.touch()

@@ -26,7 +26,7 @@ from weir_agent import abi
 from weir_agent.abi import Action, Kind, Op, Source, ValueKind
 from weir_agent.formats import Field
 from weir_api import aggregations as agg_api
-from weir_api import values
+from weir_api import limits, values
 from weir_api.aggregations import AggregationRule
 from weir_api.policies import Arg, KProbe, Tracepoint, TracingPolicy, UProbe
 from weir_api.problems import PathPart, Problem, at
@@ -426,8 +426,10 @@ def _program(
     plain = [a.max_series + 1 for a in agg_slots if a.value < ValueKind.HIST_EXP2]
     hists = [a.max_series + 1 for a in agg_slots if a.value >= ValueKind.HIST_EXP2]
     # Capacities (not preallocated) with room for the next configuration's entries.
-    flags.set("AGG_PLAIN_MAX", room(sum(plain)))
-    flags.set("AGG_HIST_MAX", room(sum(hists)))
+    # At least one rule's default maxSeries, so that adding or dropping a rule, or a
+    # smaller maxSeries, keeps the shape (the series counters hold maxSeries exactly).
+    flags.set("AGG_PLAIN_MAX", room(max(sum(plain), limits.MAX_SERIES_DEFAULT + 1)))
+    flags.set("AGG_HIST_MAX", room(max(sum(hists), limits.MAX_SERIES_DEFAULT + 1)))
     built = seeds.build()
     flags.set("STR_LPM_MAX", room(len(built.strings)))
     flags.set("ADDR_LPM_MAX", room(len(built.addresses)))

@@ -233,7 +233,7 @@ def compile_and_load(program: Program) -> Loaded:
         configure(result, program)  # the first: nothing to retire
     except Exception as error:
         result.close()
-        raise LoadError("verify", f"configuring maps failed: {error}") from error
+        raise LoadError("verify", f"configuring maps failed: {error!r}") from error
     return result
 
 
@@ -396,17 +396,17 @@ def _clear_generation(module: Any, bit: int) -> None:
     tag = GENERATION_BIT * bit
     for name in (b"str_lpm", b"addr_lpm", b"range_lpm"):
         table = module[name]
-        for key in [k for k in list(table) if (_be32(k.matcher) & GENERATION_BIT) == tag]:
+        for key in [k for k in table if (_be32(k.matcher) & GENERATION_BIT) == tag]:
             del table[key]
     integers = module[b"int_set"]
-    for key in [k for k in list(integers) if (k.matcher & GENERATION_BIT) == tag]:
+    for key in [k for k in integers if (k.matcher & GENERATION_BIT) == tag]:
         del integers[key]
 
 
 def _reset_series(module: Any, sid: int, name: bytes, *, overflow: bool = True) -> None:
     """Empty series id ``sid`` (entries and count); with ``overflow``, seed its overflow entry."""
     table = module[name]
-    for key in [k for k in list(table) if k.slot == sid]:
+    for key in [k for k in table if k.slot == sid]:
         del table[key]
     module[b"series"][ctypes.c_int(sid)] = ctypes.c_uint64(0)
     if overflow:
