@@ -9,7 +9,8 @@ from weir_agent import abi, cgroups, headers, plans, savings, series
 from weir_agent.codegen import AggSlot, ArgPlan
 from weir_agent.formats import parse_format
 from weir_agent.metadata import Labels
-from weir_api import statuses
+from weir_api import documents, statuses
+from weir_api.policies import TracingPolicy
 
 
 def test_saved_ratio_on_a_hand_computed_case() -> None:
@@ -209,3 +210,39 @@ def test_probes_answer_from_the_health_state() -> None:
     health.last_beat -= 61  # the main loop has not beaten for over a minute
     status, body = get("/healthz")
     assert status == "503 Service Unavailable" and body.startswith(b"main loop stalled for 61")
+
+
+def test_standalone_generations_follow_the_spec_and_its_rules() -> None:
+    from weir_agent import sources
+
+    def docs(prefix: str, metric: str = "m") -> list[documents.Parsed]:
+        text = f"""\
+apiVersion: weir.dev/v1alpha1
+kind: TracingPolicy
+metadata: {{name: p}}
+spec:
+  tracepoints:
+  - subsystem: syscalls
+    event: sys_enter_openat
+    args: [{{field: filename, type: filename, label: path}}]
+    selectors: [{{matchArgs: [{{label: path, operator: Prefix, values: ["{prefix}"]}}]}}]
+---
+apiVersion: weir.dev/v1alpha1
+kind: AggregationRule
+metadata: {{name: r}}
+spec: {{policyRef: {{name: p}}, metric: {{name: {metric}}}}}
+"""
+        return documents.parse_text(text, source="p.yaml")
+
+    generations = sources.Generations()
+
+    def generation(parsed: list[documents.Parsed]) -> int:
+        policy = generations.stamp(parsed)[0].obj
+        assert isinstance(policy, TracingPolicy)
+        return policy.metadata.generation
+
+    assert generation(docs("/a")) == 1
+    assert generation(docs("/a")) == 1  # read again, unchanged
+    assert generation(docs("/b")) == 2  # its spec changed
+    assert generation(docs("/b", metric="n")) == 3  # one of its rules changed
+    assert generation(docs("/b", metric="n")) == 3

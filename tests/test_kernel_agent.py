@@ -149,6 +149,25 @@ def test_agent_serves_metrics_reloads_and_detaches_on_sigterm(
             "attached",
         )
         assert policy["programs"][0]["instructions"] > 0
+        assert (policy["generation"], len(policy["digest"])) == (1, 16)
+        ids = policy["programs"][0]["programIds"]
+        # Editing the file is generation 2; another prefix is configuration, not a program.
+        (policies / "opens.yaml").write_text(
+            opens_policy("opens", f"{workdir}/", "t_agent_opens").replace(
+                f"- {workdir}/\n", f"- {workdir}/\n        - /nonexistent/\n"
+            )
+        )
+
+        def generation_two() -> dict[str, object] | None:
+            entry = json.loads(report_file.read_text())["status"]["policies"][0]
+            return entry if entry["runningGeneration"] == 2 else None
+
+        edited = wait_for(generation_two, "generation 2 running")
+        assert edited["digest"] not in ("", policy["digest"])
+        assert edited["programs"][0]["programIds"] == ids
+        for _ in range(2):
+            (workdir / "f").read_text()
+        assert scrape_http(port)["t_agent_opens_total"] == {(): 7.0}  # counting went on
         # an edit reloads: a second file and a changed prefix
         (policies / "more.yaml").write_text(opens_policy("more", f"{workdir}/f", "t_agent_more"))
         wait_for(
@@ -160,7 +179,7 @@ def test_agent_serves_metrics_reloads_and_detaches_on_sigterm(
         (workdir / "f").read_text()
         samples = scrape_http(port)
         assert samples["t_agent_more_total"] == {(): 1.0}
-        assert samples["t_agent_opens_total"] == {(): 6.0}
+        assert samples["t_agent_opens_total"] == {(): 8.0}
         (policies / "more.yaml").unlink()
         wait_for(lambda: "t_agent_more_total" not in scrape_http(port), "policy removed")
 

@@ -325,6 +325,7 @@ def agent(
             previous = report
 
     seen: object = None
+    generations = sources.Generations()  # standalone: files carry no generation
     try:
         while not stop.is_set():
             health.beat()
@@ -334,7 +335,9 @@ def agent(
             else:
                 assert policies is not None
                 current = sources.fingerprint(policies)
-                parsed = sources.read_directory(policies) if current != seen else []
+                parsed = (
+                    generations.stamp(sources.read_directory(policies)) if current != seen else []
+                )
             if current != seen:
                 seen = current
                 for item in parsed:

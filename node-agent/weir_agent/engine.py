@@ -18,6 +18,7 @@ runs finish) into a carried total, so nothing is lost or counted twice.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import platform
 import threading
@@ -73,6 +74,7 @@ class PolicyState:
     name: str
     generation: int = 0  # the latest generation seen
     running_generation: int = 0  # the generation whose programs run
+    digest: str = ""  # of what runs: every hook's program and configuration
     problems: tuple[Problem, ...] = ()
     failures: dict[str, ProgramReport] = dataclasses.field(default_factory=dict)
     hooks: dict[str, HookState] = dataclasses.field(default_factory=dict)
@@ -151,14 +153,23 @@ class Engine:
             with self.lock:
                 for name in sorted(set(self.policies) - set(wanted)):
                     self._unload_policy(name)
+            retirements = []
             for name, item in sorted(wanted.items()):
-                self._apply_policy(item, rules.get(name, []), rule_problems.get(name, []))
+                retirements += self._apply_policy(
+                    item, rules.get(name, []), rule_problems.get(name, [])
+                )
+            if retirements:
+                time.sleep(loading.GRACE_SECONDS)  # runs that read old configurations end
+                with self.lock:
+                    for loaded, retirement in retirements:
+                        loading.retire(loaded, retirement)
 
     def _apply_policy(
         self, item: documents.Parsed, rules: list[AggregationRule], rule_problems: list[Problem]
-    ) -> None:
+    ) -> list[tuple[loading.Loaded, loading.Retirement]]:
         """Called with ``_applying`` held: only this thread changes ``self.policies``, so
-        reading them needs no lock; every change is made under ``self.lock``."""
+        reading them needs no lock; every change is made under ``self.lock``. Returns what
+        the configuration flips left behind, to retire after the grace period."""
         policy = item.obj if isinstance(item.obj, TracingPolicy) else None
         with self.lock:
             state = self.policies.setdefault(item.name, PolicyState(name=item.name))
@@ -171,7 +182,7 @@ class Engine:
                 item.name,
                 "; ".join(map(str, item.problems)),
             )
-            return
+            return []
         layouts = {t.hook_id(): self.layouts(t.subsystem, t.event) for t in policy.spec.tracepoints}
         generated = codegen.generate(
             policy,
@@ -188,7 +199,7 @@ class Engine:
                 item.name,
                 "; ".join(map(str, generated.problems)),
             )
-            return
+            return []
         desired = {(p.policy, p.hook): p for p in generated.programs}
         running = {(item.name, h): s.program for h, s in state.hooks.items()}
         plan = plans.plan(desired, running)
@@ -215,17 +226,13 @@ class Engine:
                 item.name,
                 state.generation,
             )
-            return
+            return []
         with self.lock:
             retirements = self._switch(state, plan, fresh)
             state.rules = tuple(rules)
             if not state.failures:
                 state.running_generation = state.generation
-        if retirements:
-            time.sleep(loading.GRACE_SECONDS)  # runs that read the old configuration end
-            with self.lock:
-                for loaded, retirement in retirements:
-                    loading.retire(loaded, retirement)
+            state.digest = _digest(state.hooks)
         log.info(
             "policy %s generation %d: %d loaded, %d replaced, %d reconfigured, %d unloaded, "
             "%d kept, %d failed",
@@ -238,6 +245,7 @@ class Engine:
             len(plan.keep),
             len(state.failures),
         )
+        return retirements
 
     def _switch(
         self, state: PolicyState, plan: plans.Plan, fresh: dict[str, loading.Loaded]
@@ -455,6 +463,11 @@ def totals(
         exported_metric_bytes=exported_metric_bytes,
         exported_event_bytes=exported_event_bytes,
     )
+
+
+def _digest(hooks: dict[str, HookState]) -> str:
+    text = ",".join(f"{hook_id}={hooks[hook_id].program.digest()}" for hook_id in sorted(hooks))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _forget_changed(hook: HookState, before: Program, after: Program) -> None:

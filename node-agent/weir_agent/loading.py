@@ -183,8 +183,10 @@ _PROG_TYPES = {
 }
 
 
-def compile_and_load(program: Program) -> Loaded:
-    """Compile with the program's flags and load through the verifier; raises LoadError."""
+def compile_and_load(program: Program, *, configured: bool = True) -> Loaded:
+    """Compile with the program's shape flags (or, ``configured=False``, every flag: the
+    specialised build the benchmark compares) and load through the verifier; raises
+    LoadError."""
     source = str(codegen.BPF_DIR / codegen.HOOK_SOURCE)
     found = headers.locate(platform.release())
     if found.state == "missing":
@@ -193,7 +195,9 @@ def compile_and_load(program: Program) -> Loaded:
     started = time.monotonic()
     with _captured_stderr() as compile_log:
         try:
-            module = BPF(src_file=source.encode(), cflags=program.cflags(), debug=0)
+            module = BPF(
+                src_file=source.encode(), cflags=program.cflags(configured=configured), debug=0
+            )
         except Exception as error:  # bcc raises bare Exception
             failure: Exception | None = error
         else:
@@ -230,7 +234,12 @@ def compile_and_load(program: Program) -> Loaded:
     )
     try:
         _seed_classes(result)
-        configure(result, program)  # the first: nothing to retire
+        if configured:
+            configure(result, program)  # the first: nothing to retire
+        else:  # configuration 0 is compiled in: only seeds and series
+            _write_seeds(module, program.seeds, 0)
+            for agg in program.aggregations:
+                _reset_series(module, agg.slot, _agg_table(agg))
     except Exception as error:
         result.close()
         raise LoadError("verify", f"configuring maps failed: {error!r}") from error

@@ -56,6 +56,7 @@ def policy_report(
         name=state.name,
         generation=state.generation,
         running_generation=state.running_generation,
+        digest=state.digest,
         state="Failed" if failed else "Ready",
         programs=sorted(programs.values(), key=lambda p: p.hook),
         aggregations=_merge(aggregations),
