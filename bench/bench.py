@@ -75,7 +75,7 @@ def policy(name: str, *, filtered: bool, post: bool, values: tuple[str, ...] = (
         text += "\n---\n" + json.dumps({
             "apiVersion": "weir.dev/v1alpha1", "kind": "AggregationRule", "metadata": {"name": name},
             "spec": {"policyRef": {"name": name}, "groupBy": ["namespace", "pod", "container"],
-                     "metric": {"name": f"bench_{name.replace('-', '_')}"}},
+                     "metric": {"name": f"bench_{name.replace('-', '_')}_calls"}},
         })
     return text
 
@@ -85,7 +85,9 @@ def weir(text: str, **options: object) -> Iterator[engine.Engine]:
     core = engine.Engine(node_name="bench", **options)  # type: ignore[arg-type]
     core.apply(documents.parse_text(text, source="bench"))
     state = next(iter(core.policies.values()))
-    assert state.hooks and not state.failures, state.failures
+    # Every document must be valid: an invalid rule is dropped, and the row would
+    # measure a program without its aggregation.
+    assert state.hooks and not state.failures and not state.problems, state.problems
     try:
         yield core
     finally:

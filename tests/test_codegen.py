@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from weir_agent import abi, codegen
+from weir_agent import abi, btf, codegen
 from weir_agent.formats import Field, parse_format
 from weir_api import documents
 from weir_api.aggregations import AggregationRule
@@ -22,6 +22,9 @@ SEND = parse_format(
     "field:void * sk;\toffset:8;\tsize:8;\tsigned:0;\n"
     "field:int ret;\toffset:20;\tsize:4;\tsigned:1;\n"
 )
+
+
+SOCK_LAYOUT = {name: 100 + n for n, name in enumerate(btf.SOCK_FIELDS)}
 
 
 def make(spec: dict[str, Any], rules: list[dict[str, Any]] | None = None) -> codegen.Generated:
@@ -53,7 +56,7 @@ def make(spec: dict[str, Any], rules: list[dict[str, Any]] | None = None) -> cod
         "tracepoint:syscalls:sys_enter_openat": OPENAT,
         "tracepoint:sock:sock_send_length": SEND,
     }
-    return codegen.generate(policy.obj, parsed_rules, layouts=layouts)
+    return codegen.generate(policy.obj, parsed_rules, layouts=layouts, sock_layout=SOCK_LAYOUT)
 
 
 def openat(*matches: dict[str, Any], args: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -189,6 +192,26 @@ def test_addresses_are_ipv4_mapped_with_prefix_bits() -> None:
         (0, b"\xfd" + bytes(15), 32 + 8),
     )
     assert generated.programs[0].seeds.ranges == ((1, 443, 443), (1, 8000, 8080))
+    # struct sock's offsets come from the kernel's BTF, as flags; never from headers.
+    assert {name: values[name] for name in btf.SOCK_FIELDS} == SOCK_LAYOUT
+    unknown = codegen.generate(
+        documents.parse_object(
+            {
+                "apiVersion": "weir.dev/v1alpha1",
+                "kind": "TracingPolicy",
+                "metadata": {"name": "p"},
+                "spec": spec,
+            },
+            source="t",
+        ).obj,  # type: ignore[arg-type]
+        [],
+        layouts={"tracepoint:sock:sock_send_length": SEND},
+        sock_layout="cannot read /sys/kernel/btf/vmlinux (No such file or directory)",
+    )
+    assert [str(p) for p in unknown.problems] == [
+        "spec.tracepoints[0].args[0]: a sock argument needs the kernel's layout: "
+        "cannot read /sys/kernel/btf/vmlinux (No such file or directory)"
+    ]
 
 
 def test_aggregations_fill_slots_and_size_the_maps() -> None:

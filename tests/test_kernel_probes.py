@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from agenthelpers import apply, policy_yaml, rule_yaml, scrape, series, stats
-from weir_agent import codegen, loading
+from weir_agent import btf, codegen, loading
 from weir_api import documents
 from weir_api.policies import TracingPolicy
 
@@ -95,7 +95,7 @@ def test_every_kprobe_argument_type_passes_the_verifier(kernel: None) -> None:
     )
     assert parsed.ok, parsed.problems
     assert isinstance(parsed.obj, TracingPolicy)
-    generated = codegen.generate(parsed.obj, [], layouts={})
+    generated = codegen.generate(parsed.obj, [], layouts={}, sock_layout=btf.sock_offsets())
     assert not generated.problems
     assert [p.hook for p in generated.programs] == [
         "kprobe:tcp_sendmsg",

@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from weir_agent import abi
+from weir_agent import abi, btf
 from weir_agent.abi import Action, Kind, Op, Source, ValueKind
 from weir_agent.formats import Field
 from weir_api import aggregations as agg_api
@@ -195,9 +195,11 @@ def generate(
     layouts: Mapping[str, list[Field] | None],
     syscall_prefix: str = "__x64_sys_",
     ringbuf_pages: int = RINGBUF_PAGES,
+    sock_layout: Mapping[str, int] | str = "not given",
 ) -> Generated:
     """All programs of a policy. ``layouts`` maps tracepoint hook ids to their fields
-    (None: no such tracepoint on this kernel)."""
+    (None: no such tracepoint on this kernel); ``sock_layout`` the running kernel's
+    offsets of what a sock argument reads (btf.sock_offsets), or why they are unknown."""
     programs: list[Program] = []
     problems: list[Problem] = []
     groups: list[tuple[str, Sequence[KProbe | Tracepoint | UProbe]]] = [
@@ -218,6 +220,7 @@ def generate(
                 layouts.get(hook.hook_id()),
                 syscall_prefix,
                 ringbuf_pages,
+                sock_layout,
             )
             problems.extend(found)
             if program is not None and not found:
@@ -234,6 +237,7 @@ def _program(
     fields: list[Field] | None,
     syscall_prefix: str,
     ringbuf_pages: int,
+    sock_layout: Mapping[str, int] | str,
 ) -> tuple[Program | None, list[Problem]]:
     problems: list[Problem] = []
     flags = _Flags()
@@ -421,7 +425,17 @@ def _program(
             arg_slot = int(flags.items[name.removesuffix("_OP") + "_ARG"])
             reversed_slots |= 1 << int(flags.items[f"ARG{arg_slot}_SLOT"])
     flags.set("REV_SLOTS", reversed_slots)
-    flags.set("USE_SOCK", int(any(plan.kind == Kind.SOCK for plan in arg_plans)))
+    sock_args = [plan for plan in arg_plans if plan.kind == Kind.SOCK]
+    flags.set("USE_SOCK", int(bool(sock_args)))
+    for name in btf.SOCK_FIELDS:
+        flags.set(name, 0)
+    if sock_args and isinstance(sock_layout, str):
+        slot = sock_args[0].slot
+        arg_path = (*path, "args", slot) if slot < len(hook.args) else (*path, "returnArg")
+        problems.append(at(arg_path, f"a sock argument needs the kernel's layout: {sock_layout}"))
+    elif sock_args and not isinstance(sock_layout, str):
+        for name in btf.SOCK_FIELDS:
+            flags.set(name, sock_layout[name])
     # One map per value shape; each slot's series plus its pre-seeded overflow entry.
     plain = [a.max_series + 1 for a in agg_slots if a.value < ValueKind.HIST_EXP2]
     hists = [a.max_series + 1 for a in agg_slots if a.value >= ValueKind.HIST_EXP2]

@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from weir_agent import abi, codegen, formats, loading, plans, savings
+from weir_agent import abi, btf, codegen, formats, loading, plans, savings
 from weir_agent.codegen import AggSlot, Program
 from weir_api import documents
 from weir_api.aggregations import AggregationRule
@@ -190,6 +190,7 @@ class Engine:
             layouts=layouts,
             syscall_prefix=self.syscall_prefix,
             ringbuf_pages=self.ringbuf_pages,
+            sock_layout=btf.sock_offsets(),
         )
         if generated.problems:
             with self.lock:

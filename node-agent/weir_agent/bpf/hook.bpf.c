@@ -21,9 +21,6 @@
 #include <linux/socket.h>
 #include <linux/in.h>
 #include <linux/in6.h>
-#if USE_SOCK
-#include <net/sock.h> /* large: only programs reading a struct sock pay for it */
-#endif
 #include "weir.h"
 
 BPF_PERCPU_ARRAY(weir_scratch, struct weir_scratch, 1);
@@ -171,27 +168,29 @@ static __always_inline void mapped_v4(u8 *out, u32 addr)
 }
 
 #if USE_SOCK
-static __always_inline void read_sock(struct weir_addr *a, struct sock *sk)
+/* struct sock's fields at the offsets the agent read from the running kernel's BTF
+ * (SK_* flags, weir_agent/btf.py): no kernel header, so no other kernel's layout. */
+static __always_inline void read_sock(struct weir_addr *a, void *sk)
 {
     __builtin_memset(a, 0, sizeof(*a));
     u16 family = 0;
-    bpf_probe_read_kernel(&family, sizeof(family), &sk->__sk_common.skc_family);
+    bpf_probe_read_kernel(&family, sizeof(family), sk + SK_FAMILY);
     a->family = family;
     u16 dport = 0, sport = 0;
-    bpf_probe_read_kernel(&dport, sizeof(dport), &sk->__sk_common.skc_dport);
-    bpf_probe_read_kernel(&sport, sizeof(sport), &sk->__sk_common.skc_num);
+    bpf_probe_read_kernel(&dport, sizeof(dport), sk + SK_DPORT);
+    bpf_probe_read_kernel(&sport, sizeof(sport), sk + SK_NUM);
     a->dport = bpf_ntohs(dport);
     a->sport = sport;
     if (family == AF_INET) {
         u32 d = 0, s = 0;
-        bpf_probe_read_kernel(&d, 4, &sk->__sk_common.skc_daddr);
-        bpf_probe_read_kernel(&s, 4, &sk->__sk_common.skc_rcv_saddr);
+        bpf_probe_read_kernel(&d, 4, sk + SK_DADDR);
+        bpf_probe_read_kernel(&s, 4, sk + SK_RCV_SADDR);
         mapped_v4(a->daddr, d);
         mapped_v4(a->saddr, s);
         a->valid = 1;
     } else if (family == AF_INET6) {
-        bpf_probe_read_kernel(a->daddr, 16, &sk->__sk_common.skc_v6_daddr);
-        bpf_probe_read_kernel(a->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+        bpf_probe_read_kernel(a->daddr, 16, sk + SK_V6_DADDR);
+        bpf_probe_read_kernel(a->saddr, 16, sk + SK_V6_RCV_SADDR);
         a->valid = 1;
     }
 }
@@ -262,7 +261,7 @@ static __always_inline void read_sockaddr(struct weir_addr *a, void *ptr, int us
             sc->ints[i] = len + 1;                                              \
             sc->slen[ARG##i##_SLOT & 1] = len + 1;                              \
         } else if (ARG##i##_KIND == KIND_SOCK) {                                \
-            read_sock(&sc->addr[ARG##i##_SLOT & 1], (struct sock *)raw);        \
+            read_sock(&sc->addr[ARG##i##_SLOT & 1], (void *)raw);               \
         } else if (ARG##i##_KIND == KIND_SOCKADDR) {                            \
             read_sockaddr(&sc->addr[ARG##i##_SLOT & 1], (void *)raw,            \
                           ARG##i##_USER);                                       \

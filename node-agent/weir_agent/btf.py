@@ -1,0 +1,150 @@
+"""Kernel struct layouts from BTF (/sys/kernel/btf/vmlinux). Pure, apart from ``read``.
+
+Programs that read kernel structs (a ``sock`` argument) get the offsets of the
+fields they read as integer -D flags, taken from the running kernel's own type
+information, never from headers that may belong to another kernel. The
+format is the kernel's (Documentation/bpf/btf.rst): a header, then type
+records of kind-dependent size (ids count from 1), then a string section.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+
+VMLINUX = Path("/sys/kernel/btf/vmlinux")
+MAGIC = 0xEB9F
+STRUCT, UNION = 4, 5
+TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG = 8, 9, 10, 11, 18
+# Bytes after the 12-byte btf_type header: fixed, and per vlen item.
+_EXTRA = {1: (4, 0), 3: (12, 0), 4: (0, 12), 5: (0, 12), 6: (0, 8), 13: (0, 8), 14: (4, 0),
+          15: (0, 12), 17: (4, 0), 19: (0, 12)}  # fmt: skip
+
+# What read_sock in bpf/hook.bpf.c reads: flag name -> (struct, field path).
+SOCK_FIELDS = {
+    "SK_FAMILY": ("sock", "__sk_common.skc_family"),
+    "SK_DPORT": ("sock", "__sk_common.skc_dport"),
+    "SK_NUM": ("sock", "__sk_common.skc_num"),
+    "SK_DADDR": ("sock", "__sk_common.skc_daddr"),
+    "SK_RCV_SADDR": ("sock", "__sk_common.skc_rcv_saddr"),
+    "SK_V6_DADDR": ("sock", "__sk_common.skc_v6_daddr"),
+    "SK_V6_RCV_SADDR": ("sock", "__sk_common.skc_v6_rcv_saddr"),
+}
+
+
+class BTFError(ValueError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    name: str  # "" for an anonymous struct or union
+    type: int
+    bit_offset: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Type:
+    kind: int
+    name: str
+    ref: int  # the referenced type (typedef, const, ...) or 0
+    members: tuple[Member, ...] = ()
+
+
+class Types:
+    """The struct, union and modifier types of one BTF blob, by id and by name."""
+
+    def __init__(self, data: bytes) -> None:
+        if len(data) < 24:
+            raise BTFError("too short for a BTF header")
+        magic, _version, _flags, hdr_len = struct.unpack_from("<HBBI", data)
+        if magic != MAGIC:
+            raise BTFError(f"bad magic {magic:#x} (big-endian BTF is not supported)")
+        type_off, type_len, str_off, str_len = struct.unpack_from("<IIII", data, 8)
+        strings = data[hdr_len + str_off : hdr_len + str_off + str_len]
+
+        def name(offset: int) -> str:
+            end = strings.index(b"\0", offset)
+            return strings[offset:end].decode()
+
+        self.by_id: dict[int, Type] = {}
+        self.structs: dict[str, int] = {}
+        pos, end, type_id = hdr_len + type_off, hdr_len + type_off + type_len, 1
+        keep = {STRUCT, UNION, TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG}
+        while pos < end:
+            name_off, info, size_or_type = struct.unpack_from("<III", data, pos)
+            kind, vlen, kflag = (info >> 24) & 0x1F, info & 0xFFFF, info >> 31
+            fixed, per_item = _EXTRA.get(kind, (0, 0))
+            body = pos + 12
+            if kind in keep:
+                members: tuple[Member, ...] = ()
+                if kind in (STRUCT, UNION):
+                    items = []
+                    for i in range(vlen):
+                        m_name, m_type, m_offset = struct.unpack_from("<III", data, body + 12 * i)
+                        bits = m_offset & 0xFFFFFF if kflag else m_offset
+                        items.append(Member(name(m_name), m_type, bits))
+                    members = tuple(items)
+                    if name_off and kind == STRUCT:
+                        self.structs.setdefault(name(name_off), type_id)
+                ref = 0 if kind in (STRUCT, UNION) else size_or_type
+                self.by_id[type_id] = Type(kind, name(name_off) if name_off else "", ref, members)
+            pos = body + fixed + per_item * vlen
+            type_id += 1
+
+    def _resolve(self, type_id: int) -> Type | None:
+        """Through typedefs and qualifiers to the struct or union, if it is one."""
+        for _ in range(32):
+            found = self.by_id.get(type_id)
+            if found is None or found.kind in (STRUCT, UNION):
+                return found
+            type_id = found.ref
+        return None
+
+    def _find(self, type_id: int, field: str) -> tuple[int, int] | None:
+        """(bit offset, member type) of ``field``, looking into anonymous members too."""
+        found = self._resolve(type_id)
+        if found is None:
+            return None
+        for member in found.members:
+            if member.name == field:
+                return member.bit_offset, member.type
+            if not member.name:
+                inner = self._find(member.type, field)
+                if inner is not None:
+                    return member.bit_offset + inner[0], inner[1]
+        return None
+
+    def offset(self, struct_name: str, path: str) -> int:
+        """Byte offset of a dotted field path in a struct; raises BTFError."""
+        if struct_name not in self.structs:
+            raise BTFError(f"no struct {struct_name} in the kernel's BTF")
+        type_id, bits = self.structs[struct_name], 0
+        for field in path.split("."):
+            found = self._find(type_id, field)
+            if found is None:
+                raise BTFError(f"struct {struct_name} has no field {path} in the kernel's BTF")
+            bits, type_id = bits + found[0], found[1]
+        if bits % 8:
+            raise BTFError(f"{struct_name}.{path} is a bit field")
+        return bits // 8
+
+
+def offsets(data: bytes, fields: Mapping[str, tuple[str, str]] = SOCK_FIELDS) -> dict[str, int]:
+    """Flag name -> byte offset, for each (struct, field path) of ``fields``."""
+    types = Types(data)
+    return {flag: types.offset(name, path) for flag, (name, path) in fields.items()}
+
+
+@functools.cache
+def sock_offsets(path: Path = VMLINUX) -> dict[str, int] | str:
+    """The running kernel's offsets of what read_sock reads, or why they are unknown."""
+    try:
+        return offsets(path.read_bytes())
+    except OSError as error:
+        return f"cannot read {path} ({error.strerror}); sock arguments need a kernel with BTF"
+    except BTFError as error:
+        return f"{path}: {error}"
