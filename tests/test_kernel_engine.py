@@ -179,6 +179,16 @@ def lseeks(*offsets: int) -> None:
         os.close(fd)
 
 
+def test_policies_of_one_shape_compile_once_and_count_apart(core) -> None:
+    apply(core, lseek_policy("shape-a", [BASE + 11]), lseek_policy("shape-b", [BASE + 12]))
+    a, b = (next(iter(core.policies[n].hooks.values())).loaded for n in ("shape-a", "shape-b"))
+    assert a.program.shape_digest() == b.program.shape_digest()
+    assert min(a.compile_ms, b.compile_ms) == 0.0  # the second (at least) was not compiled
+    assert a.prog_id != b.prog_id
+    lseeks(BASE + 11, BASE + 11, BASE + 12, BASE + 12, BASE + 12)
+    assert (stats(core, "shape-a")["matched"], stats(core, "shape-b")["matched"]) == (2, 3)
+
+
 def test_an_edit_that_keeps_the_shape_is_map_writes_and_keeps_the_counts(core) -> None:
     by_offset = rule_yaml("edit-a", "edit", "t_edit_a", group_by="[arg:offset]")
     total = rule_yaml("edit-b", "edit", "t_edit_b")

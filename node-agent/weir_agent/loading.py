@@ -21,6 +21,7 @@ import ipaddress
 import os
 import platform
 import re
+import struct
 import sys
 import tempfile
 import threading
@@ -30,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from bcc import BPF
+from bcc import table as bcc_table
+from bcc.libbcc import lib as bcc_lib
 
 from weir_agent import abi, codegen, headers
 from weir_agent.codegen import Program
@@ -184,51 +187,42 @@ _PROG_TYPES = {
 
 
 def compile_and_load(program: Program, *, configured: bool = True) -> Loaded:
-    """Compile with the program's shape flags (or, ``configured=False``, every flag: the
-    specialised build the benchmark compares) and load through the verifier; raises
-    LoadError."""
-    source = str(codegen.BPF_DIR / codegen.HOOK_SOURCE)
-    found = headers.locate(platform.release())
-    if found.state == "missing":
-        raise LoadError("compile", found.problem)
-    headers.use(found)
+    """Load ``program`` through the verifier with maps of its own; raises LoadError.
+
+    Compiled with its shape flags (or, ``configured=False``, every flag: the
+    specialised build the benchmark compares) once per shape: later programs of the
+    same shape load the cached instructions with fresh maps, with no compile."""
+    template, compile_ms = _template(program, configured)
     started = time.monotonic()
-    with _captured_stderr() as compile_log:
-        try:
-            module = BPF(
-                src_file=source.encode(), cflags=program.cflags(configured=configured), debug=0
-            )
-        except Exception as error:  # bcc raises bare Exception
-            failure: Exception | None = error
-        else:
-            failure = None
-    _trim_heap()  # clang's working memory is freed by now; give it back to the system
-    if failure is not None:
-        raise LoadError("compile", str(failure).splitlines()[0][:500], log_tail(compile_log[0]))
-    compiled = time.monotonic()
+    try:
+        module = _Copy(template)
+    except OSError as error:
+        raise LoadError("verify", f"creating maps failed: {error}") from error
     # Loaded without the verifier's log (asking for it costs time on every load); when
     # the load fails, bcc loads again with the log on and prints it, which we capture.
     with _captured_stderr() as verifier_log:
-        try:
-            function = module.load_func(b"weir_program", _PROG_TYPES[program.kind])
-        except Exception as error:
-            failure = error
+        fd = module.load(_PROG_TYPES[program.kind])
     loaded = time.monotonic()
-    if failure is not None:
+    if fd < 0:
+        reason = os.strerror(ctypes.get_errno())
         module.cleanup()
-        raise LoadError("verify", str(failure), log_tail(verifier_log[0]))
-    info = prog_info(function.fd)
+        raise LoadError(
+            "verify",
+            f"Failed to load BPF program b'weir_program': {reason}",
+            log_tail(verifier_log[0]),
+        )
+    info = prog_info(fd)
     processed = _PROCESSED.findall(verifier_log[0])
     result = Loaded(
         program=program,
         module=module,
-        fd=function.fd,
+        fd=fd,
         prog_id=info.id,
         instructions=int(processed[-1]) if processed else int(info.verified_insns),
         translated_bytes=int(info.xlated_prog_len),
         jited_bytes=int(info.jited_prog_len),
-        compile_ms=(compiled - started) * 1000,
-        load_ms=(loaded - compiled) * 1000,
+        compile_ms=compile_ms,
+        load_ms=(loaded - started) * 1000,
         verifier_summary=log_tail(verifier_log[0])
         or f"verified: {int(info.verified_insns)} instructions processed",
     )
@@ -244,6 +238,202 @@ def compile_and_load(program: Program, *, configured: bool = True) -> Loaded:
         result.close()
         raise LoadError("verify", f"configuring maps failed: {error!r}") from error
     return result
+
+
+# --- one compile per shape ---------------------------------------------------------------
+TEMPLATES_KEPT = 16  # compiled shapes kept (each holds its instructions and unused maps)
+SHARED_MAPS = (b"weir_exes",)  # maps every program uses as they are (the exec tracker's)
+_BPF_MAP_CREATE = 0
+_BPF_PSEUDO_MAP_FD = 1
+
+
+@dataclasses.dataclass
+class _Template:
+    """A compiled shape: bcc's module (whose maps are never used) and its instructions."""
+
+    module: Any  # bcc.BPF
+    insns: bytes
+    map_fds: tuple[int, ...]  # the module's maps the instructions name, in order
+
+
+_templates: dict[tuple[str, bool], _Template] = {}
+_templates_lock = threading.Lock()
+
+
+def _template(program: Program, configured: bool) -> tuple[_Template, float]:
+    """The compiled shape of ``program`` and the milliseconds compiling took (0: cached)."""
+    key = (program.shape_digest() if configured else program.digest(), configured)
+    with _templates_lock:
+        if key in _templates:
+            _templates[key] = _templates.pop(key)  # most recently used last
+            return _templates[key], 0.0
+        found = headers.locate(platform.release())
+        if found.state == "missing":
+            raise LoadError("compile", found.problem)
+        headers.use(found)
+        source = str(codegen.BPF_DIR / codegen.HOOK_SOURCE)
+        started = time.monotonic()
+        with _captured_stderr() as compile_log:
+            try:
+                module = BPF(
+                    src_file=source.encode(), cflags=program.cflags(configured=configured), debug=0
+                )
+            except Exception as error:  # bcc raises bare Exception
+                failure: Exception | None = error
+            else:
+                failure = None
+        _trim_heap()  # clang's working memory is freed by now; give it back to the system
+        if failure is not None:
+            raise LoadError("compile", str(failure).splitlines()[0][:500], log_tail(compile_log[0]))
+        insns = module.dump_func(b"weir_program")
+        fds = tuple(dict.fromkeys(fd for _, fd in _map_loads(insns)))
+        _templates[key] = _Template(module=module, insns=insns, map_fds=fds)
+        while len(_templates) > TEMPLATES_KEPT:
+            _templates.pop(next(iter(_templates))).module.cleanup()
+        return _templates[key], (time.monotonic() - started) * 1000
+
+
+def _map_loads(insns: bytes) -> Iterator[tuple[int, int]]:
+    """(instruction index, map fd) of each ld_imm64 that loads a map by fd."""
+    index = 0
+    while index * 8 < len(insns):
+        opcode, regs, _off, imm = struct.unpack_from("<BBhi", insns, index * 8)
+        if opcode == 0x18:  # ld_imm64 takes two instructions
+            if regs >> 4 == _BPF_PSEUDO_MAP_FD:
+                yield index, imm
+            index += 2
+        else:
+            index += 1
+
+
+class _MapInfo(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("name", ctypes.c_char * 16),
+        ("rest", ctypes.c_uint8 * 64),
+    ]
+
+
+class _MapCreate(ctypes.Structure):
+    _fields_ = [
+        ("map_type", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("inner_map_fd", ctypes.c_uint32),
+        ("numa_node", ctypes.c_uint32),
+        ("map_name", ctypes.c_char * 16),
+        ("rest", ctypes.c_uint8 * 48),
+    ]
+
+
+def _bpf(cmd: int, attr: ctypes.Structure) -> int:
+    result = int(_libc.syscall(_SYS_BPF, cmd, ctypes.byref(attr), ctypes.sizeof(attr)))
+    if result < 0:
+        number = ctypes.get_errno()
+        raise OSError(number, os.strerror(number))
+    return result
+
+
+def _clone_map(fd: int) -> int:
+    """A new, empty map defined as the map ``fd`` is."""
+    info = _MapInfo()
+    _bpf(
+        _BPF_OBJ_GET_INFO_BY_FD,
+        _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info)),
+    )
+    attr = _MapCreate(
+        map_type=info.type,
+        key_size=info.key_size,
+        value_size=info.value_size,
+        max_entries=info.max_entries,
+        map_flags=info.map_flags,
+        map_name=info.name,
+    )
+    return _bpf(_BPF_MAP_CREATE, attr)
+
+
+class _Copy:
+    """A program of a compiled shape with maps of its own, used as bcc's BPF is: tables
+    by name (bcc's table classes over this copy's map fds), ring buffers, cleanup."""
+
+    def __init__(self, template: _Template) -> None:
+        self.template = template
+        self.module = template.module.module  # what bcc's tables read key/leaf types from
+        shared = {template.module.get_table(n).map_fd for n in SHARED_MAPS if _has(template, n)}
+        self.fds: dict[int, int] = {}  # the template's map fd -> this copy's
+        try:
+            for fd in template.map_fds:
+                self.fds[fd] = fd if fd in shared else _clone_map(fd)
+        except OSError:
+            self._close_maps()
+            raise
+        self.prog_fd = -1
+        self.tables: dict[bytes, Any] = {}
+        self._ringbuf_manager: Any = None
+        self._callbacks: list[Any] = []
+
+    def load(self, prog_type: int) -> int:
+        insns = bytearray(self.template.insns)
+        for index, fd in _map_loads(bytes(insns)):
+            struct.pack_into("<i", insns, index * 8 + 4, self.fds[fd])
+        buffer = ctypes.create_string_buffer(bytes(insns), len(insns))
+        module = self.template.module.module
+        self.prog_fd = bcc_lib.bcc_func_load(
+            module, prog_type, b"weir_program", buffer, len(insns),
+            bcc_lib.bpf_module_license(module), bcc_lib.bpf_module_kern_version(module),
+            0, None, 0, None, -1,
+        )  # fmt: skip
+        return int(self.prog_fd)
+
+    def __getitem__(self, name: bytes) -> Any:
+        if name not in self.tables:
+            original = self.template.module.get_table(name)
+            if original.map_fd not in self.fds:
+                raise KeyError(name)
+            leaf = getattr(original, "sLeaf", original.Leaf)  # per-CPU tables: one CPU's
+            self.tables[name] = bcc_table.Table(
+                self, original.map_id, self.fds[original.map_fd], original.Key, leaf, name
+            )
+        return self.tables[name]
+
+    def _open_ring_buffer(self, map_fd: int, fn: Any, ctx: Any = None) -> None:
+        self._callbacks.append(fn)
+        if self._ringbuf_manager is None:
+            self._ringbuf_manager = bcc_lib.bpf_new_ringbuf(map_fd, fn, ctx)
+            if not self._ringbuf_manager:
+                raise OSError("could not open the ring buffer")
+        elif bcc_lib.bpf_add_ringbuf(self._ringbuf_manager, map_fd, fn, ctx) < 0:
+            raise OSError("could not open the ring buffer")
+
+    def ring_buffer_consume(self) -> None:
+        if self._ringbuf_manager is not None:
+            bcc_lib.bpf_consume_ringbuf(self._ringbuf_manager)
+
+    def _close_maps(self) -> None:
+        for original, fd in self.fds.items():
+            if fd != original:
+                os.close(fd)
+        self.fds = {}
+
+    def cleanup(self) -> None:
+        if self._ringbuf_manager is not None:
+            bcc_lib.bpf_free_ringbuf(self._ringbuf_manager)
+            self._ringbuf_manager = None
+        if self.prog_fd >= 0:
+            os.close(self.prog_fd)
+            self.prog_fd = -1
+        self._close_maps()
+
+
+def _has(template: _Template, name: bytes) -> bool:
+    return bool(bcc_lib.bpf_table_fd(template.module.module, name) >= 0)
 
 
 def _trim_heap() -> None:
