@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from weir_api import documents
+from weir_api import checks, documents
 from weir_api.aggregations import AggregationRule
 from weir_api.policies import TracingPolicy
 
@@ -327,3 +327,53 @@ def test_weir_check_refuses_reserved_metric_names() -> None:
         "spec.metric.name: 'weir_policy_events' is reserved: weir exports weir_policy_*, "
         "weir_program_*, weir_agent_* itself; choose another name"
     ]
+
+
+def test_rules_that_would_pass_the_memory_budget_are_refused_with_the_numbers() -> None:
+    labelled = policy(
+        args=[
+            {"field": "filename", "type": "filename", "label": "path"},
+            {"field": "flags", "type": "int", "label": "flags"},
+        ]
+    )
+
+    def check(*rules: dict[str, Any]) -> list[tuple[str, list[str]]]:
+        parsed = documents.cross_check(
+            [documents.parse_object(labelled, source="p")]
+            + [documents.parse_object(r, source=r["metadata"]["name"]) for r in rules]
+        )
+        return [(p.name, [str(x) for x in p.problems]) for p in parsed[1:]]
+
+    def named(name: str, doc: dict[str, Any]) -> dict[str, Any]:
+        return doc | {"metadata": {"name": name}}
+
+    huge = named(
+        "huge", rule(value={"type": "histogram", "arg": "flags"}, maxSeries=1_000_000)
+    )
+    counts = named("counts", rule(metric={"name": "weir_counts"}, maxSeries=1_000_000))
+    # A default rule takes about 1 MiB; the posting hook adds its ring buffer.
+    assert check(named("small", rule())) == [("small", [])]
+    assert check(counts) == [("counts", [])]  # 1M count series: 107 MiB, under the budget
+    assert check(huge, counts) == [
+        (
+            "huge",
+            [
+                "spec.maxSeries: the policy's maps could take 719 MiB, past the budget of "
+                "128 MiB per policy; this rule's series take up to 610.4 MiB (640 B per series "
+                "per hook); lower maxSeries, or fold fewer hooks (spec.hook)"
+            ],
+        ),
+        (
+            "counts",
+            [
+                "spec.maxSeries: the policy's maps could take 719 MiB, past the budget of "
+                "128 MiB per policy; this rule's series take up to 106.8 MiB (112 B per series "
+                "per hook); lower maxSeries, or fold fewer hooks (spec.hook)"
+            ],
+        ),
+    ]
+    total, parts = checks.memory(
+        TracingPolicy.model_validate(labelled).spec,
+        [("huge", AggregationRule.model_validate(huge).spec)],
+    )
+    assert parts == {"huge": 1_000_001 * 640} and total == parts["huge"] + 256 * 4096 + 16_384 * 64

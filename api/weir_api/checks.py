@@ -256,6 +256,54 @@ def _rule(
                 )
 
 
+def memory(
+    policy: TracingPolicySpec, rules: Sequence[tuple[str, AggregationRuleSpec]]
+) -> tuple[int, dict[str, int]]:
+    """The most kernel memory a policy's maps can take (bytes), and each rule's part.
+
+    Series count once per hook a rule folds (a rule without ``hook`` folds them all);
+    posting hooks add their ring buffer and rate-limit map, stacks their stack maps."""
+    total = 0
+    for hook in policy.hooks():
+        actions = [s.action() for s in hook.selectors]
+        if not hook.selectors or any(a.action == "Post" for a in actions):
+            total += limits.RINGBUF_PAGES * 4096 + limits.RATE_LIMIT_ENTRIES * limits.RATE_LIMIT_BYTES
+        if any(a.user_stack_trace for a in actions):
+            total += limits.STACK_ENTRIES * limits.USER_STACK_BYTES
+        if any(a.kernel_stack_trace for a in actions):
+            total += limits.STACK_ENTRIES * limits.KERNEL_STACK_BYTES
+    parts = {}
+    hooks = [h.hook_id() for h in policy.hooks()]
+    for name, rule in rules:
+        folded = sum(1 for h in hooks if rule.hook in (None, h))
+        parts[name] = folded * (rule.max_series + 1) * limits.SERIES_BYTES[rule.value.type]
+    return total + sum(parts.values()), parts
+
+
+def check_memory(
+    policy: TracingPolicySpec, rules: Sequence[tuple[str, AggregationRuleSpec]]
+) -> dict[str, list[Problem]]:
+    """Problems for the rules of a policy whose maps would pass the memory budget."""
+    total, parts = memory(policy, rules)
+    if total <= limits.POLICY_MEMORY_BUDGET:
+        return {}
+    mib = 2**20
+    return {
+        name: [
+            at(
+                ("spec", "maxSeries"),
+                f"the policy's maps could take {total / mib:.0f} MiB, past the budget of "
+                f"{limits.POLICY_MEMORY_BUDGET / mib:.0f} MiB per policy; this rule's series "
+                f"take up to {part / mib:.1f} MiB ({limits.SERIES_BYTES[rule.value.type]} B "
+                "per series per hook); lower maxSeries, or fold fewer hooks (spec.hook)",
+            )
+        ]
+        for name, rule in rules
+        for part in [parts[name]]
+        if part > 0
+    }
+
+
 def check_metric_names(
     rules: Sequence[tuple[str, AggregationRuleSpec]],
 ) -> dict[str, list[Problem]]:

@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from weir_api import API_VERSION, checks
-from weir_api.aggregations import AggregationRule
+from weir_api.aggregations import AggregationRule, AggregationRuleSpec
 from weir_api.policies import TracingPolicy
 from weir_api.problems import Problem, from_validation_error
 from weir_api.reports import NodeReport
@@ -98,6 +98,16 @@ def cross_check(parsed: list[Parsed]) -> list[Parsed]:
     shared = checks.check_metric_names(
         [(p.obj.name, p.obj.spec) for p in parsed if isinstance(p.obj, AggregationRule) and p.ok]
     )
+    by_policy: dict[str, list[tuple[str, AggregationRuleSpec]]] = {}
+    for item in parsed:
+        if isinstance(item.obj, AggregationRule) and item.ok:
+            by_policy.setdefault(item.obj.spec.policy_ref.name, []).append(
+                (item.obj.name, item.obj.spec)
+            )
+    for name, rules in by_policy.items():
+        if name in policies:
+            for rule, found in checks.check_memory(policies[name].spec, rules).items():
+                shared.setdefault(rule, []).extend(found)
     result = []
     for item in parsed:
         if isinstance(item.obj, AggregationRule) and not item.problems:

@@ -22,3 +22,18 @@ MAX_BUCKETS = 64
 MAX_FAILING_NODES = 10  # failing nodes listed in a policy's status
 MAX_VERIFIER_LOG = 4096  # bytes of verifier log kept per program in reports
 MAX_MESSAGE = 32_768  # condition messages (metav1.Condition)
+
+# The kernel memory a policy's maps may take at most (their worst case, in bytes):
+# `weir check`, the operator and the agent refuse rules that would take a policy past it.
+POLICY_MEMORY_BUDGET = 128 * 2**20
+# Per series (aggregation maps are not preallocated: a series costs memory once it
+# exists): the 48-byte key, the value and the hash element's own ~48 bytes.
+SERIES_BYTES = {"count": 112, "sum": 112, "histogram": 48 + 8 + 8 + 66 * 8 + 48}
+# Per posting hook: the ring buffer (pages of 4 KiB) and the rate-limit LRU (preallocated).
+RINGBUF_PAGES = 256
+RATE_LIMIT_ENTRIES = 16_384
+RATE_LIMIT_BYTES = 64  # per entry: key, value and element
+# Per hook taking stacks: the stack maps are preallocated.
+STACK_ENTRIES = 1_024
+USER_STACK_BYTES = 127 * 32 + 8  # 127 frames of build id and offset
+KERNEL_STACK_BYTES = 127 * 8 + 8

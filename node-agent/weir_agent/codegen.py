@@ -37,9 +37,8 @@ HOOK_SOURCE = "hook.bpf.c"
 STUB_SOURCE = "stub.bpf.c"
 EXEC_SOURCE = "exec.bpf.c"
 MASK64 = (1 << 64) - 1
-RINGBUF_PAGES = 256  # 1 MiB per posting program (a power of two)
+RINGBUF_PAGES = limits.RINGBUF_PAGES  # 1 MiB per posting program (a power of two)
 WAKEUP_EVERY = 64  # wake the reader every 64 events per CPU; it also polls on a timer
-STACK_ENTRIES = 4096  # distinct stacks kept per program
 MIN_ROOM = 64  # smallest capacity of a seed or series map (entries, never preallocated)
 # The flags a configured program reads from its ``config`` map instead (weir.h, struct
 # weir_config): selectors, matchers and aggregations. Every other flag is its shape.
@@ -416,7 +415,8 @@ def _program(
     flags.set("EV_ADDRS", address_slots if posts else 0)
     flags.set("RINGBUF_PAGES", ringbuf_pages)
     flags.set("WAKEUP_EVERY", WAKEUP_EVERY)
-    flags.set("STACK_ENTRIES", STACK_ENTRIES)
+    flags.set("STACK_ENTRIES", limits.STACK_ENTRIES)
+    flags.set("RATE_LIMIT_ENTRIES", limits.RATE_LIMIT_ENTRIES)
     uses_exe = uses_exe or bool(posts)
     flags.set("USE_EXE", int(uses_exe))
     reversed_slots = 0

@@ -94,6 +94,7 @@ def _check_policy(
     item: documents.Parsed, rules: Sequence[object], label: str, *, kernel: bool
 ) -> int:
     from weir_agent import btf, codegen, formats
+    from weir_api import checks, limits
     from weir_api.aggregations import AggregationRule
     from weir_api.policies import TracingPolicy
 
@@ -119,6 +120,11 @@ def _check_policy(
                 "[{action: NoPost}] to count and aggregate only",
                 file=sys.stderr,
             )
+    total, _ = checks.memory(policy.spec, [(r.name, r.spec) for r in mine])
+    print(
+        f"{label}: maps take up to {total / 2**20:.1f} MiB "
+        f"(budget {limits.POLICY_MEMORY_BUDGET / 2**20:.0f} MiB per policy)"
+    )
     if not kernel:
         print(f"{label}: valid ({len(generated.programs)} programs generated)")
         return 0

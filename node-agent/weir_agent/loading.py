@@ -451,7 +451,10 @@ GRACE_SECONDS = 0.05  # runs that read the previous copy finish within this
 
 
 def _seed_classes(loaded: Loaded) -> None:
-    classes = loaded.module[b"class_lpm"]
+    try:
+        classes = loaded.module[b"class_lpm"]
+    except KeyError:
+        return  # a specialised program without addressClass has no such map
     for cls, networks in abi.ADDRESS_CLASS_NETWORKS.items():
         for text in networks:
             data, bits = abi.mapped16(ipaddress.ip_network(text))
@@ -553,36 +556,38 @@ def _fill_config(leaf: Any, values: dict[str, int]) -> None:
 
 
 def _write_seeds(module: Any, seeds: codegen.Seeds, bit: int) -> None:
+    """Write seeds tagged with configuration copy ``bit`` (maps are only opened when the
+    seeds need them: a specialised program has only the maps it uses)."""
     tag = GENERATION_BIT * bit
-    strings = module[b"str_lpm"]
     for matcher, data, bits in seeds.strings:
+        strings = module[b"str_lpm"]
         key = strings.Key()
         key.prefixlen, key.matcher = bits, _be32(matcher + tag)
         ctypes.memmove(ctypes.addressof(key) + 8, data, len(data))
         strings[key] = ctypes.c_uint8(1)
-    addresses = module[b"addr_lpm"]
     for matcher, data, bits in seeds.addresses:
+        addresses = module[b"addr_lpm"]
         key = addresses.Key()
         key.prefixlen, key.matcher = bits, _be32(matcher + tag)
         ctypes.memmove(ctypes.addressof(key) + 8, data, 16)
         addresses[key] = ctypes.c_uint8(1)
-    integers = module[b"int_set"]
     for matcher, value in seeds.integers:
+        integers = module[b"int_set"]
         key = integers.Key()
         key.matcher, key.value = matcher + tag, value
         integers[key] = ctypes.c_uint8(1)
-    ranges = module[b"range_lpm"]
     for matcher, low, high in seeds.ranges:
+        ranges = module[b"range_lpm"]
         for value, bits in codegen.range_prefixes(low, high):
             key = ranges.Key()
             key.prefixlen, key.matcher = 32 + bits, _be32(matcher + tag)
             ctypes.memmove(ctypes.addressof(key) + 8, value.to_bytes(8, "big"), 8)
             ranges[key] = ctypes.c_uint8(1)
-    bounds = module[b"bounds"]
     per_rule: dict[int, list[int]] = {}
     for index, bound in seeds.bounds:
         per_rule.setdefault(index // abi.MAX_BOUNDS, []).append(_s64(bound))
     for position, values in per_rule.items():
+        bounds = module[b"bounds"]
         leaf = bounds.Leaf()
         padded = values + [(1 << 63) - 1] * (abi.MAX_BOUNDS - len(values))
         for i, bound in enumerate(padded):

@@ -63,7 +63,7 @@ BPF_HASH(scope, u64, u8, 65536);
 #if ANY_POST
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(wakeups, u64, 1);
-BPF_TABLE("lru_hash", struct weir_rate_key, u64, rate_limits, 65536);
+BPF_TABLE("lru_hash", struct weir_rate_key, u64, rate_limits, RATE_LIMIT_ENTRIES);
 #endif
 #if ANY_USTACK
 BPF_STACK_TRACE_BUILDID(user_stacks, STACK_ENTRIES);
