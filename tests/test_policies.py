@@ -347,9 +347,7 @@ def test_rules_that_would_pass_the_memory_budget_are_refused_with_the_numbers() 
     def named(name: str, doc: dict[str, Any]) -> dict[str, Any]:
         return doc | {"metadata": {"name": name}}
 
-    huge = named(
-        "huge", rule(value={"type": "histogram", "arg": "flags"}, maxSeries=1_000_000)
-    )
+    huge = named("huge", rule(value={"type": "histogram", "arg": "flags"}, maxSeries=1_000_000))
     counts = named("counts", rule(metric={"name": "weir_counts"}, maxSeries=1_000_000))
     # A default rule takes about 1 MiB; the posting hook adds its ring buffer.
     assert check(named("small", rule())) == [("small", [])]

@@ -17,9 +17,11 @@ runs finish) into a carried total, so nothing is lost or counted twice.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import logging
+import os
 import platform
 import threading
 import time
@@ -37,6 +39,7 @@ from weir_api.statuses import Savings
 
 log = logging.getLogger("weir.agent")
 SWAP_GRACE_SECONDS = 0.05
+LOAD_WORKERS = max(2, os.cpu_count() or 1)  # verifier runs in parallel (compiles take turns)
 SeriesKey = tuple[int, int, int, int, int, bool]  # cgroup, binary, arg0, arg1, aclass, overflow
 
 
@@ -153,23 +156,33 @@ class Engine:
             with self.lock:
                 for name in sorted(set(self.policies) - set(wanted)):
                     self._unload_policy(name)
+            prepared = [
+                self._prepare(item, rules.get(name, []), rule_problems.get(name, []))
+                for name, item in sorted(wanted.items())
+            ]
+            # Phase 1, without the lock: compile (once per shape) and verify every new
+            # program of every policy before touching what runs; loads run in parallel.
+            jobs = [p for ready in prepared if ready for p in ready.plan.load + ready.plan.replace]
+            self._ensure_exec_tracker(jobs)
+            with concurrent.futures.ThreadPoolExecutor(LOAD_WORKERS) as pool:
+                results = dict(zip(map(id, jobs), pool.map(self._load, jobs), strict=True))
             retirements = []
-            for name, item in sorted(wanted.items()):
-                retirements += self._apply_policy(
-                    item, rules.get(name, []), rule_problems.get(name, [])
-                )
+            for ready in prepared:
+                if ready is not None:
+                    retirements += self._finish(ready, results)
             if retirements:
                 time.sleep(loading.GRACE_SECONDS)  # runs that read old configurations end
                 with self.lock:
                     for loaded, retirement in retirements:
                         loading.retire(loaded, retirement)
 
-    def _apply_policy(
+    def _prepare(
         self, item: documents.Parsed, rules: list[AggregationRule], rule_problems: list[Problem]
-    ) -> list[tuple[loading.Loaded, loading.Retirement]]:
-        """Called with ``_applying`` held: only this thread changes ``self.policies``, so
-        reading them needs no lock; every change is made under ``self.lock``. Returns what
-        the configuration flips left behind, to retire after the grace period."""
+    ) -> _Prepared | None:
+        """Generate a policy's programs and plan them against what runs (None: nothing to
+        do but record its problems). Called with ``_applying`` held: only this thread
+        changes ``self.policies``, so reading them needs no lock; every change is made
+        under ``self.lock``."""
         policy = item.obj if isinstance(item.obj, TracingPolicy) else None
         with self.lock:
             state = self.policies.setdefault(item.name, PolicyState(name=item.name))
@@ -182,7 +195,7 @@ class Engine:
                 item.name,
                 "; ".join(map(str, item.problems)),
             )
-            return []
+            return None
         layouts = {t.hook_id(): self.layouts(t.subsystem, t.event) for t in policy.spec.tracepoints}
         generated = codegen.generate(
             policy,
@@ -200,23 +213,35 @@ class Engine:
                 item.name,
                 "; ".join(map(str, generated.problems)),
             )
-            return []
+            return None
         desired = {(p.policy, p.hook): p for p in generated.programs}
         running = {(item.name, h): s.program for h, s in state.hooks.items()}
-        plan = plans.plan(desired, running)
-        self._ensure_exec_tracker(plan)
-        # Phase 1, without the lock: compile and verify every new shape before touching
-        # what runs.
+        return _Prepared(state, tuple(rules), plans.plan(desired, running))
+
+    def _load(self, program: Program) -> loading.Loaded | ProgramReport:
+        try:
+            loaded = loading.compile_and_load(program)
+        except loading.LoadError as error:
+            return _failure(program.hook, error)
+        if program.posts:
+            loading.open_events(loaded, self._on_event)
+        return loaded
+
+    def _finish(
+        self, ready: _Prepared, results: dict[int, loading.Loaded | ProgramReport]
+    ) -> list[tuple[loading.Loaded, loading.Retirement]]:
+        """Phase 2 for one policy: switch to what phase 1 loaded, or keep what runs when
+        any of its programs failed. Returns what the configuration flips left behind, to
+        retire after the grace period."""
+        state, plan, rules = ready.state, ready.plan, ready.rules
         fresh: dict[str, loading.Loaded] = {}
         failures: dict[str, ProgramReport] = {}
         for program in plan.load + plan.replace:
-            try:
-                fresh[program.hook] = loading.compile_and_load(program)
-            except loading.LoadError as error:
-                failures[program.hook] = _failure(program.hook, error)
-                continue
-            if program.posts:
-                loading.open_events(fresh[program.hook], self._on_event)
+            result = results[id(program)]
+            if isinstance(result, ProgramReport):
+                failures[program.hook] = result
+            else:
+                fresh[program.hook] = result
         if failures:
             for loaded in fresh.values():
                 loaded.close()
@@ -224,7 +249,7 @@ class Engine:
                 state.failures = failures
             log.warning(
                 "policy %s generation %d failed; previous version keeps running",
-                item.name,
+                state.name,
                 state.generation,
             )
             return []
@@ -237,7 +262,7 @@ class Engine:
         log.info(
             "policy %s generation %d: %d loaded, %d replaced, %d reconfigured, %d unloaded, "
             "%d kept, %d failed",
-            item.name,
+            state.name,
             state.generation,
             len(plan.load) - len(state.failures),
             len(plan.replace),
@@ -303,8 +328,8 @@ class Engine:
                     if hook.program.scoped:
                         loading.set_scope(hook.loaded, self.scopes.get(state.name, set()))
 
-    def _ensure_exec_tracker(self, plan: plans.Plan) -> None:
-        needs = any(dict(p.flags).get("USE_EXE") for p in plan.load + plan.replace)
+    def _ensure_exec_tracker(self, programs: Sequence[Program]) -> None:
+        needs = any(dict(p.flags).get("USE_EXE") for p in programs)
         if needs and self.exec_tracker is None:
             self.exec_tracker = loading.exec_tracker()
 
@@ -433,6 +458,13 @@ class Engine:
                 for state in self.policies.values()
                 for hook_id, hook in state.hooks.items()
             }
+
+
+@dataclasses.dataclass(frozen=True)
+class _Prepared:
+    state: PolicyState
+    rules: tuple[AggregationRule, ...]
+    plan: plans.Plan
 
 
 @dataclasses.dataclass(frozen=True)

@@ -198,21 +198,17 @@ def compile_and_load(program: Program, *, configured: bool = True) -> Loaded:
         module = _Copy(template)
     except OSError as error:
         raise LoadError("verify", f"creating maps failed: {error}") from error
-    # Loaded without the verifier's log (asking for it costs time on every load); when
-    # the load fails, bcc loads again with the log on and prints it, which we capture.
-    with _captured_stderr() as verifier_log:
-        fd = module.load(_PROG_TYPES[program.kind])
+    fd, (reason, verifier_log) = module.load(_PROG_TYPES[program.kind])
     loaded = time.monotonic()
     if fd < 0:
-        reason = os.strerror(ctypes.get_errno())
         module.cleanup()
         raise LoadError(
             "verify",
             f"Failed to load BPF program b'weir_program': {reason}",
-            log_tail(verifier_log[0]),
+            log_tail(verifier_log),
         )
     info = prog_info(fd)
-    processed = _PROCESSED.findall(verifier_log[0])
+    processed = _PROCESSED.findall(verifier_log)
     result = Loaded(
         program=program,
         module=module,
@@ -223,8 +219,7 @@ def compile_and_load(program: Program, *, configured: bool = True) -> Loaded:
         jited_bytes=int(info.jited_prog_len),
         compile_ms=compile_ms,
         load_ms=(loaded - started) * 1000,
-        verifier_summary=log_tail(verifier_log[0])
-        or f"verified: {int(info.verified_insns)} instructions processed",
+        verifier_summary=f"verified: {int(info.verified_insns)} instructions processed",
     )
     try:
         _seed_classes(result)
@@ -242,6 +237,7 @@ def compile_and_load(program: Program, *, configured: bool = True) -> Loaded:
 
 # --- one compile per shape ---------------------------------------------------------------
 TEMPLATES_KEPT = 16  # compiled shapes kept (each holds its instructions and unused maps)
+VERIFIER_LOG_BYTES = 1 << 20  # the kernel keeps the log's end when it is longer
 SHARED_MAPS = (b"weir_exes",)  # maps every program uses as they are (the exec tracker's)
 _BPF_MAP_CREATE = 0
 _BPF_PSEUDO_MAP_FD = 1
@@ -379,18 +375,23 @@ class _Copy:
         self._ringbuf_manager: Any = None
         self._callbacks: list[Any] = []
 
-    def load(self, prog_type: int) -> int:
+    def load(self, prog_type: int) -> tuple[int, tuple[str, str]]:
+        """Load through the verifier: (fd or -1, (errno text, verifier log)). The log is
+        asked for only when the load fails (bcc loads again with it into our buffer), so
+        loads need no stderr capture and can run in parallel."""
         insns = bytearray(self.template.insns)
         for index, fd in _map_loads(bytes(insns)):
             struct.pack_into("<i", insns, index * 8 + 4, self.fds[fd])
         buffer = ctypes.create_string_buffer(bytes(insns), len(insns))
+        log = ctypes.create_string_buffer(VERIFIER_LOG_BYTES)
         module = self.template.module.module
         self.prog_fd = bcc_lib.bcc_func_load(
             module, prog_type, b"weir_program", buffer, len(insns),
             bcc_lib.bpf_module_license(module), bcc_lib.bpf_module_kern_version(module),
-            0, None, 0, None, -1,
+            0, log, len(log), None, -1,
         )  # fmt: skip
-        return int(self.prog_fd)
+        reason = os.strerror(ctypes.get_errno()) if self.prog_fd < 0 else ""
+        return int(self.prog_fd), (reason, log.value.decode(errors="replace"))
 
     def __getitem__(self, name: bytes) -> Any:
         if name not in self.tables:
