@@ -267,9 +267,8 @@ def memory(
     for hook in policy.hooks():
         actions = [s.action() for s in hook.selectors]
         if not hook.selectors or any(a.action == "Post" for a in actions):
-            total += (
-                limits.RINGBUF_PAGES * 4096 + limits.RATE_LIMIT_ENTRIES * limits.RATE_LIMIT_BYTES
-            )
+            total += limits.RINGBUF_PAGES * 4096
+            total += limits.RATE_LIMIT_ENTRIES * limits.RATE_LIMIT_BYTES
         if any(a.user_stack_trace for a in actions):
             total += limits.STACK_ENTRIES * limits.USER_STACK_BYTES
         if any(a.kernel_stack_trace for a in actions):
