@@ -106,6 +106,11 @@ class Program:
     selector_actions: tuple[Action, ...]
 
     @property
+    def pin_id(self) -> str:
+        """Names the hook's pins (/sys/fs/bpf/weir/<pin_id>): no user text in a path."""
+        return hashlib.sha256(f"{self.policy}\0{self.hook}".encode()).hexdigest()[:16]
+
+    @property
     def posts(self) -> bool:
         return bool(dict(self.flags).get("ANY_POST"))
 

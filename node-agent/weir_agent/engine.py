@@ -27,6 +27,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from weir_agent import abi, btf, codegen, formats, loading, plans, savings
 from weir_agent.codegen import AggSlot, Program
@@ -118,8 +119,12 @@ class Engine:
         layouts: Layouts = formats.read_format,
         syscall_prefix: str | None = None,
         ringbuf_pages: int = codegen.RINGBUF_PAGES,
+        pin_root: Path | None = None,
     ) -> None:
+        """``pin_root``: pin every hook's link, slot and maps there (e.g. /sys/fs/bpf/weir),
+        so hooks keep counting while no agent runs and the next agent adopts them."""
         self.node_name = node_name
+        self.pin_root = pin_root
         self.layouts = layouts
         self.ringbuf_pages = ringbuf_pages
         self._pending: list[PendingEvent] = []
@@ -218,9 +223,16 @@ class Engine:
         running = {(item.name, h): s.program for h, s in state.hooks.items()}
         return _Prepared(state, tuple(rules), plans.plan(desired, running))
 
+    def _pins(self, program: Program) -> tuple[Path | None, Path | None]:
+        """Where a program's stub and its maps are pinned (None, None: not pinned)."""
+        if self.pin_root is None:
+            return None, None
+        hook = self.pin_root / program.pin_id
+        return hook, hook / program.shape_digest()
+
     def _load(self, program: Program) -> loading.Loaded | ProgramReport:
         try:
-            loaded = loading.compile_and_load(program)
+            loaded = loading.compile_and_load(program, pin=self._pins(program)[1])
         except loading.LoadError as error:
             return _failure(program.hook, error)
         if program.posts:
@@ -290,12 +302,17 @@ class Engine:
             hook.program = program
         for program in plan.load:
             loaded = fresh[program.hook]
+            stub_pin, maps_pin = self._pins(program)
             try:
-                stub = loading.attach_stub(program, loaded)
+                stub = loading.attach_stub(program, loaded, pin=stub_pin)
             except loading.LoadError as error:
                 loaded.close()
                 state.failures[program.hook] = _failure(program.hook, error, loaded)
                 continue
+            if stub.adopted and stub_pin is not None:  # maps of another shape it ran
+                for other in stub_pin.iterdir():
+                    if other.is_dir() and other != maps_pin:
+                        loading.remove_pins(other)
             size = savings.event_size(program.policy, program.hook, program.args)
             state.hooks[program.hook] = HookState(program, loaded, stub, size)
         swapped: list[tuple[HookState, loading.Loaded]] = []
@@ -370,24 +387,40 @@ class Engine:
                 hook.carried_series[key] = hook.carried_series.get(key, SeriesValue()).add(value)
         _forget_changed(hook, old.program, hook.loaded.program)
 
-    def _unload_hook(self, state: PolicyState, hook_id: str) -> None:
+    def _unload_hook(self, state: PolicyState, hook_id: str, *, detach: bool = True) -> None:
         hook = state.hooks.pop(hook_id)
-        hook.stub.close()
+        hook.stub.close(detach=detach)
         if hook.program.posts:
             loading.consume_events(hook.loaded)  # keep what it posted before detaching
-        hook.loaded.close()
+        hook.loaded.close(detach=detach)
 
-    def _unload_policy(self, name: str) -> None:
+    def _unload_policy(self, name: str, *, detach: bool = True) -> None:
         state = self.policies.pop(name)
         for hook_id in list(state.hooks):
-            self._unload_hook(state, hook_id)
-        log.info("policy %s unloaded", name)
+            self._unload_hook(state, hook_id, detach=detach)
+        log.info("policy %s %s", name, "unloaded" if detach else "left running, pinned")
 
-    def close(self) -> None:
+    def close(self, *, detach: bool = True) -> None:
+        """Let go of every program; ``detach=False`` leaves pinned hooks running (their
+        counts go on in their maps) for the next agent to adopt."""
         with self.lock:
             for name in list(self.policies):
-                self._unload_policy(name)
+                self._unload_policy(name, detach=detach or self.pin_root is None)
             self.exec_tracker = None  # shared by the process; see loading.exec_tracker
+
+    def prune_pins(self) -> list[str]:
+        """Remove pins of hooks no policy has now (a policy deleted while no agent ran);
+        call once the policy source is complete. Returns the pin ids removed."""
+        if self.pin_root is None or not self.pin_root.is_dir():
+            return []
+        with self.lock:
+            keep = {h.program.pin_id for s in self.policies.values() for h in s.hooks.values()}
+            gone = sorted(d.name for d in self.pin_root.iterdir() if d.name not in keep)
+            for name in gone:
+                loading.remove_pins(self.pin_root / name)
+        if gone:
+            log.info("removed the pins of %d hooks no policy has", len(gone))
+        return gone
 
     # --- reading --------------------------------------------------------------------
     def snapshot(self) -> list[HookSnapshot]:

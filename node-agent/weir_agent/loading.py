@@ -169,12 +169,17 @@ class Loaded:
     active: int = -1  # the configuration copy the program reads (0 or 1; -1: none yet)
     flipped: float = 0.0  # monotonic time of the last flip
     sids: dict[str, int] = dataclasses.field(default_factory=dict)  # rule -> series id
+    pin: Path | None = None  # where its maps are pinned
+    adopted: bool = False  # its maps, counts and configuration were an earlier agent's
 
     def series_id(self, agg: codegen.AggSlot) -> int:
         return self.sids.get(agg.rule, agg.slot)
 
-    def close(self) -> None:
+    def close(self, *, detach: bool = True) -> None:
+        """Close this agent's handles; with ``detach``, remove the pinned maps too."""
         self.module.cleanup()
+        if detach and self.pin is not None:
+            remove_pins(self.pin)
 
 
 _PROG_TYPES = {
@@ -186,16 +191,20 @@ _PROG_TYPES = {
 }
 
 
-def compile_and_load(program: Program, *, configured: bool = True) -> Loaded:
+def compile_and_load(
+    program: Program, *, configured: bool = True, pin: Path | None = None
+) -> Loaded:
     """Load ``program`` through the verifier with maps of its own; raises LoadError.
 
     Compiled with its shape flags (or, ``configured=False``, every flag: the
     specialised build the benchmark compares) once per shape: later programs of the
-    same shape load the cached instructions with fresh maps, with no compile."""
+    same shape load the cached instructions with fresh maps, with no compile. With
+    ``pin``, the maps live there: an earlier agent's maps of this shape are adopted,
+    with their counts and their configuration."""
     template, compile_ms = _template(program, configured)
     started = time.monotonic()
     try:
-        module = _Copy(template)
+        module = _Copy(template, pin)
     except OSError as error:
         raise LoadError("verify", f"creating maps failed: {error}") from error
     fd, (reason, verifier_log) = module.load(_PROG_TYPES[program.kind])
@@ -223,7 +232,10 @@ def compile_and_load(program: Program, *, configured: bool = True) -> Loaded:
     )
     try:
         _seed_classes(result)
-        if configured:
+        result.pin = pin
+        if configured and module.adopted:
+            _adopt(result, program)
+        elif configured:
             configure(result, program)  # the first: nothing to retire
         else:  # configuration 0 is compiled in: only seeds and series
             _write_seeds(module, program.seeds, 0)
@@ -240,6 +252,13 @@ TEMPLATES_KEPT = 16  # compiled shapes kept (each holds its instructions and unu
 VERIFIER_LOG_BYTES = 1 << 20  # the kernel keeps the log's end when it is longer
 SHARED_MAPS = (b"weir_exes",)  # maps every program uses as they are (the exec tracker's)
 _BPF_MAP_CREATE = 0
+_BPF_MAP_LOOKUP_ELEM = 1
+_BPF_MAP_UPDATE_ELEM = 2
+_BPF_MAP_TYPE_ARRAY = 2
+_BPF_OBJ_PIN = 6
+_BPF_OBJ_GET = 7
+_BPF_LINK_CREATE = 28
+_BPF_PERF_EVENT = 41  # the attach type of a link to a perf event
 _BPF_PSEUDO_MAP_FD = 1
 
 
@@ -250,6 +269,7 @@ class _Template:
     module: Any  # bcc.BPF
     insns: bytes
     map_fds: tuple[int, ...]  # the module's maps the instructions name, in order
+    function: bytes = b"weir_program"
 
 
 _templates: dict[tuple[str, bool], _Template] = {}
@@ -259,6 +279,13 @@ _templates_lock = threading.Lock()
 def _template(program: Program, configured: bool) -> tuple[_Template, float]:
     """The compiled shape of ``program`` and the milliseconds compiling took (0: cached)."""
     key = (program.shape_digest() if configured else program.digest(), configured)
+    flags = program.cflags(configured=configured)
+    return _compiled(key, codegen.HOOK_SOURCE, flags, b"weir_program")
+
+
+def _compiled(
+    key: tuple[str, bool], source_name: str, cflags: list[str], function: bytes
+) -> tuple[_Template, float]:
     with _templates_lock:
         if key in _templates:
             _templates[key] = _templates.pop(key)  # most recently used last
@@ -267,13 +294,11 @@ def _template(program: Program, configured: bool) -> tuple[_Template, float]:
         if found.state == "missing":
             raise LoadError("compile", found.problem)
         headers.use(found)
-        source = str(codegen.BPF_DIR / codegen.HOOK_SOURCE)
+        source = str(codegen.BPF_DIR / source_name)
         started = time.monotonic()
         with _captured_stderr() as compile_log:
             try:
-                module = BPF(
-                    src_file=source.encode(), cflags=program.cflags(configured=configured), debug=0
-                )
+                module = BPF(src_file=source.encode(), cflags=cflags, debug=0)
             except Exception as error:  # bcc raises bare Exception
                 failure: Exception | None = error
             else:
@@ -281,9 +306,9 @@ def _template(program: Program, configured: bool) -> tuple[_Template, float]:
         _trim_heap()  # clang's working memory is freed by now; give it back to the system
         if failure is not None:
             raise LoadError("compile", str(failure).splitlines()[0][:500], log_tail(compile_log[0]))
-        insns = module.dump_func(b"weir_program")
+        insns = module.dump_func(function)
         fds = tuple(dict.fromkeys(fd for _, fd in _map_loads(insns)))
-        _templates[key] = _Template(module=module, insns=insns, map_fds=fds)
+        _templates[key] = _Template(module=module, insns=insns, map_fds=fds, function=function)
         while len(_templates) > TEMPLATES_KEPT:
             _templates.pop(next(iter(_templates))).module.cleanup()
         return _templates[key], (time.monotonic() - started) * 1000
@@ -337,13 +362,63 @@ def _bpf(cmd: int, attr: ctypes.Structure) -> int:
     return result
 
 
-def _clone_map(fd: int) -> int:
-    """A new, empty map defined as the map ``fd`` is."""
+def _map_info(fd: int) -> _MapInfo:
     info = _MapInfo()
     _bpf(
         _BPF_OBJ_GET_INFO_BY_FD,
         _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info)),
     )
+    return info
+
+
+def _same_map(a: int, b: int) -> bool:
+    x, y = _map_info(a), _map_info(b)
+    fields = ("type", "key_size", "value_size", "max_entries", "map_flags")
+    return all(getattr(x, f) == getattr(y, f) for f in fields)
+
+
+class _ObjAttr(ctypes.Structure):
+    _fields_ = [
+        ("pathname", ctypes.c_uint64),
+        ("bpf_fd", ctypes.c_uint32),
+        ("file_flags", ctypes.c_uint32),
+        ("path_fd", ctypes.c_int32),
+        ("pad", ctypes.c_uint32),
+    ]
+
+
+def _obj_pin(fd: int, path: Path) -> None:
+    name = ctypes.create_string_buffer(str(path).encode())
+    _bpf(_BPF_OBJ_PIN, _ObjAttr(pathname=ctypes.addressof(name), bpf_fd=fd))
+
+
+def _obj_get(path: Path) -> int:
+    name = ctypes.create_string_buffer(str(path).encode())
+    return _bpf(_BPF_OBJ_GET, _ObjAttr(pathname=ctypes.addressof(name)))
+
+
+class _ElemAttr(ctypes.Structure):
+    _fields_ = [
+        ("map_fd", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+        ("key", ctypes.c_uint64),
+        ("value", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),
+    ]
+
+
+def _set_slot(map_fd: int, prog_fd: int) -> None:
+    """prog_array[0] = prog_fd: one atomic update (the tail-call swap)."""
+    key, value = ctypes.c_uint32(0), ctypes.c_uint32(prog_fd)
+    attr = _ElemAttr(
+        map_fd=map_fd, key=ctypes.addressof(key), value=ctypes.addressof(value), flags=0
+    )
+    _bpf(_BPF_MAP_UPDATE_ELEM, attr)
+
+
+def _clone_map(fd: int) -> int:
+    """A new, empty map defined as the map ``fd`` is."""
+    info = _map_info(fd)
     attr = _MapCreate(
         map_type=info.type,
         key_size=info.key_size,
@@ -359,14 +434,42 @@ class _Copy:
     """A program of a compiled shape with maps of its own, used as bcc's BPF is: tables
     by name (bcc's table classes over this copy's map fds), ring buffers, cleanup."""
 
-    def __init__(self, template: _Template) -> None:
+    def __init__(self, template: _Template, pin: Path | None = None) -> None:
+        """With ``pin``, maps pinned there by an earlier agent are used as they are (their
+        counts go on) and new ones are pinned there; ``adopted`` says all were found."""
         self.template = template
         self.module = template.module.module  # what bcc's tables read key/leaf types from
         shared = {template.module.get_table(n).map_fd for n in SHARED_MAPS if _has(template, n)}
         self.fds: dict[int, int] = {}  # the template's map fd -> this copy's
+        self.adopted = pin is not None
         try:
             for fd in template.map_fds:
-                self.fds[fd] = fd if fd in shared else _clone_map(fd)
+                if fd in shared:
+                    self.fds[fd] = fd
+                    continue
+                path = pin / _map_info(fd).name.decode() if pin is not None else None
+                if path is not None and path.exists():
+                    self.fds[fd] = _obj_get(path)
+                    if not _same_map(fd, self.fds[fd]):  # a pin from another layout
+                        os.close(self.fds.pop(fd))
+                        path.unlink()
+                if fd not in self.fds:
+                    self.adopted = False
+                    self.fds[fd] = _clone_map(fd)
+                    if path is not None:
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        _obj_pin(self.fds[fd], path)
+            self.meta_fd = -1
+            if pin is not None:  # what the maps were configured for, for the next agent
+                meta = pin / "weir_meta"
+                if meta.exists():
+                    self.meta_fd = _obj_get(meta)
+                else:
+                    self.meta_fd = _bpf(_BPF_MAP_CREATE, _MapCreate(
+                        map_type=_BPF_MAP_TYPE_ARRAY, key_size=4, value_size=32,
+                        max_entries=1, map_name=b"weir_meta"))  # fmt: skip
+                    pin.mkdir(parents=True, exist_ok=True)
+                    _obj_pin(self.meta_fd, meta)
         except OSError:
             self._close_maps()
             raise
@@ -376,6 +479,9 @@ class _Copy:
         self._callbacks: list[Any] = []
 
     def load(self, prog_type: int) -> tuple[int, tuple[str, str]]:
+        return self._load(prog_type, self.template.function)
+
+    def _load(self, prog_type: int, function: bytes) -> tuple[int, tuple[str, str]]:
         """Load through the verifier: (fd or -1, (errno text, verifier log)). The log is
         asked for only when the load fails (bcc loads again with it into our buffer), so
         loads need no stderr capture and can run in parallel."""
@@ -386,7 +492,7 @@ class _Copy:
         log = ctypes.create_string_buffer(VERIFIER_LOG_BYTES)
         module = self.template.module.module
         self.prog_fd = bcc_lib.bcc_func_load(
-            module, prog_type, b"weir_program", buffer, len(insns),
+            module, prog_type, function, buffer, len(insns),
             bcc_lib.bpf_module_license(module), bcc_lib.bpf_module_kern_version(module),
             0, log, len(log), None, -1,
         )  # fmt: skip
@@ -417,11 +523,28 @@ class _Copy:
         if self._ringbuf_manager is not None:
             bcc_lib.bpf_consume_ringbuf(self._ringbuf_manager)
 
+    def write_meta(self, digest: str) -> None:
+        if self.meta_fd >= 0:
+            key, value = ctypes.c_uint32(0), ctypes.create_string_buffer(digest.encode(), 32)
+            _bpf(_BPF_MAP_UPDATE_ELEM, _ElemAttr(map_fd=self.meta_fd, key=ctypes.addressof(key),
+                                                 value=ctypes.addressof(value)))  # fmt: skip
+
+    def read_meta(self) -> str:
+        if self.meta_fd < 0:
+            return ""
+        key, value = ctypes.c_uint32(0), ctypes.create_string_buffer(32)
+        _bpf(_BPF_MAP_LOOKUP_ELEM, _ElemAttr(map_fd=self.meta_fd, key=ctypes.addressof(key),
+                                             value=ctypes.addressof(value)))  # fmt: skip
+        return value.value.decode(errors="replace")
+
     def _close_maps(self) -> None:
         for original, fd in self.fds.items():
             if fd != original:
                 os.close(fd)
         self.fds = {}
+        if getattr(self, "meta_fd", -1) >= 0:
+            os.close(self.meta_fd)
+            self.meta_fd = -1
 
     def cleanup(self) -> None:
         if self._ringbuf_manager is not None:
@@ -465,6 +588,21 @@ def _seed_classes(loaded: Loaded) -> None:
             classes[key] = ctypes.c_uint32(int(cls))
 
 
+def _adopt(loaded: Loaded, program: Program) -> None:
+    """Take over maps an earlier agent pinned: its configuration copy and series ids when
+    it ran this very program (same digest), else configure this one over them (series of
+    every rule start afresh; the hook's counters go on)."""
+    module = loaded.module
+    loaded.active = int(module[b"active"][ctypes.c_int(0)].value) & 1
+    loaded.adopted = True
+    if module.read_meta() == program.digest():
+        config = module[b"config"][ctypes.c_int(loaded.active)]
+        loaded.sids = {a.rule: int(config.AGG[a.slot].SID) for a in program.aggregations}
+        return
+    loaded.sids = {}
+    retire(loaded, configure(loaded, program))
+
+
 def configure(loaded: Loaded, program: Program) -> Retirement:
     """Make a loaded program run ``program``'s configuration (same shape): write the
     spare copy (config, seeds tagged with its generation, series of new or changed
@@ -500,6 +638,8 @@ def configure(loaded: Loaded, program: Program) -> Retirement:
     table[ctypes.c_int(bit)] = leaf
     module[b"active"][ctypes.c_int(0)] = ctypes.c_uint32(bit)  # the flip
     loaded.flipped = time.monotonic()
+    if isinstance(module, _Copy):
+        module.write_meta(program.digest())
     retired = {
         loaded.sids[a.rule]: _agg_table(a)
         for a in loaded.program.aggregations
@@ -631,59 +771,187 @@ def _s64(value: int) -> int:
 
 @dataclasses.dataclass
 class Stub:
-    """The permanent program on a hook."""
+    """The permanent program on a hook: a tail call through ``slot``, attached by a BPF
+    link. Pinned (``pin``), the link and the slot outlive the agent: the hook keeps
+    running its program while no agent is there, and the next agent adopts it."""
 
-    module: Any
-    slot: Any
+    slot_fd: int
+    link_fd: int
+    pin: Path | None
+    copy: _Copy | None = None  # the stub program this agent loaded (None: adopted)
+    adopted: bool = False
 
     def swap(self, loaded: Loaded) -> None:
-        self.slot[ctypes.c_int(0)] = ctypes.c_int(loaded.fd)
+        _set_slot(self.slot_fd, loaded.fd)
 
-    def close(self) -> None:
-        self.module.cleanup()
+    def program_ids(self) -> list[int]:
+        info = _LinkInfo()
+        size, address = ctypes.sizeof(info), ctypes.addressof(info)
+        _bpf(_BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(bpf_fd=self.link_fd, info_len=size, info=address))
+        return [int(info.prog_id)]
+
+    def close(self, *, detach: bool = True) -> None:
+        """Close this agent's handles; with ``detach``, remove the pins too, so the hook
+        is detached once nothing else holds them."""
+        if detach and self.pin is not None:
+            remove_pins(self.pin)
+        for fd in (self.link_fd, self.slot_fd):
+            os.close(fd)
+        if self.copy is not None:
+            self.copy.cleanup()
 
 
-def attach_stub(program: Program, first: Loaded) -> Stub:
-    """Attach the hook's stub with ``first`` already in its slot; raises LoadError."""
-    source = str(codegen.BPF_DIR / codegen.STUB_SOURCE)
-    with _captured_stderr() as log:
+class _LinkInfo(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("prog_id", ctypes.c_uint32),
+        ("rest", ctypes.c_uint8 * 52),
+    ]
+
+
+def attach_stub(program: Program, first: Loaded, *, pin: Path | None = None) -> Stub:
+    """Attach the hook's stub with ``first`` in its slot, or adopt the stub a previous
+    agent pinned at ``pin`` and put ``first`` in its slot; raises LoadError."""
+    if pin is not None and (pin / "link").exists() and (pin / "slot").exists():
         try:
-            module = BPF(src_file=source.encode())
-        except Exception as error:
-            failure: Exception | None = error
-        else:
-            failure = None
-    if failure is not None:
-        raise LoadError("compile", f"stub: {failure}", log_tail(log[0]))
-    stub = Stub(module=module, slot=module[b"slot"])
-    stub.swap(first)
-    kind, target = program.kind, program.target
-    with _captured_stderr() as log:
+            stub = Stub(_obj_get(pin / "slot"), _obj_get(pin / "link"), pin, adopted=True)
+            stub.swap(first)
+        except OSError as error:
+            raise LoadError("attach", f"adopting {pin}: {error}") from error
+        return stub
+    template, _ = _compiled(("stub", True), codegen.STUB_SOURCE, [], b"weir_stub")
+    copy = _Copy(template)
+    fd, (reason, log) = copy._load(_PROG_TYPES[program.kind], b"weir_stub")
+    if fd < 0:
+        copy.cleanup()
+        raise LoadError("verify", f"stub: {reason}", log_tail(log))
+    slot_fd = copy.fds[template.map_fds[0]]
+    try:
+        _set_slot(slot_fd, first.fd)
+        event = _perf_event(program)
+    except OSError as error:
+        copy.cleanup()
+        raise LoadError("attach", str(error)) from error
+    except LoadError:
+        copy.cleanup()
+        raise
+    try:
+        link = _link_create(fd, event)
+    except OSError as error:
+        copy.cleanup()
+        raise LoadError("attach", f"BPF_LINK_CREATE: {error}") from error
+    finally:
+        os.close(event)
+    stub = Stub(os.dup(slot_fd), link, pin, copy=copy)
+    if pin is not None:
         try:
-            if kind == "tracepoint":
-                module.attach_tracepoint(tp=target[0].encode(), fn_name=b"weir_stub")
-            elif kind == "kprobe":
-                module.attach_kprobe(event=target[0].encode(), fn_name=b"weir_stub")
-            elif kind == "kretprobe":
-                module.attach_kretprobe(event=target[0].encode(), fn_name=b"weir_stub")
-            elif kind == "uprobe":
-                module.attach_uprobe(
-                    name=target[0].encode(), sym=target[1].encode(), fn_name=b"weir_stub"
-                )
-            else:
-                module.attach_uretprobe(
-                    name=target[0].encode(), sym=target[1].encode(), fn_name=b"weir_stub"
-                )
-        except Exception as error:
-            failure = error
-    if failure is not None:
-        module.cleanup()
-        raise LoadError("attach", str(failure), log_tail(log[0]))
+            pin.mkdir(parents=True, exist_ok=True)
+            _obj_pin(stub.slot_fd, pin / "slot")
+            _obj_pin(stub.link_fd, pin / "link")
+        except OSError as error:
+            stub.close()
+            raise LoadError("attach", f"pinning under {pin}: {error}") from error
     return stub
 
 
+def remove_pins(path: Path) -> None:
+    """Remove a pin directory; its objects go once no program or fd holds them (the
+    link's pin first, so the hook is detached before anything else goes)."""
+    if not path.exists():
+        return
+    link = path / "link"
+    if link.exists():
+        link.unlink()
+    for child in sorted(path.iterdir()):
+        if child.is_dir():
+            remove_pins(child)
+        else:
+            child.unlink()
+    path.rmdir()
+
+
+# --- perf events and links -------------------------------------------------------------
+_SYS_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241}.get(platform.machine(), 298)
+_PERF_TYPE_TRACEPOINT = 2
+_PERF_FLAG_FD_CLOEXEC = 8
+_PMUS = Path("/sys/bus/event_source/devices")
+TRACEFS_EVENTS = Path("/sys/kernel/tracing/events")
+
+
+class _PerfAttr(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("size", ctypes.c_uint32),
+        ("config", ctypes.c_uint64),
+        ("sample_period", ctypes.c_uint64),
+        ("sample_type", ctypes.c_uint64),
+        ("read_format", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),
+        ("wakeup_events", ctypes.c_uint32),
+        ("bp_type", ctypes.c_uint32),
+        ("config1", ctypes.c_uint64),
+        ("config2", ctypes.c_uint64),
+        ("rest", ctypes.c_uint8 * 56),
+    ]
+
+
+class _LinkAttr(ctypes.Structure):
+    _fields_ = [
+        ("prog_fd", ctypes.c_uint32),
+        ("target_fd", ctypes.c_uint32),
+        ("attach_type", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("bpf_cookie", ctypes.c_uint64),
+        ("rest", ctypes.c_uint8 * 32),
+    ]
+
+
+def _perf_event(program: Program) -> int:
+    """A perf event on the program's hook, for a BPF link; raises OSError or LoadError."""
+    attr = _PerfAttr(size=112, sample_period=1, wakeup_events=1)
+    name: Any = None  # a string the kernel reads through config1, alive until the call
+    kind, target = program.kind, program.target
+    if kind == "tracepoint":
+        subsystem, event = target[0].split(":", 1)
+        attr.type = _PERF_TYPE_TRACEPOINT
+        attr.config = int((TRACEFS_EVENTS / subsystem / event / "id").read_text())
+    else:
+        pmu = _PMUS / ("kprobe" if kind.startswith("k") else "uprobe")
+        if not (pmu / "type").exists():
+            raise LoadError("attach", f"this kernel has no {pmu.name} PMU ({pmu})")
+        attr.type = int((pmu / "type").read_text())
+        if kind.endswith("retprobe"):
+            bit = (pmu / "format" / "retprobe").read_text().strip().split(":")[1]
+            attr.config = 1 << int(bit)
+        if pmu.name == "kprobe":
+            name = ctypes.create_string_buffer(target[0].encode())
+            attr.config1, attr.config2 = ctypes.addressof(name), 0
+        else:
+            try:
+                path, offset = BPF._check_path_symbol(
+                    target[0].encode(), target[1].encode(), None, -1
+                )
+            except Exception as error:  # bcc raises bare Exception
+                raise LoadError("attach", str(error)) from None
+            name = ctypes.create_string_buffer(path if isinstance(path, bytes) else path.encode())
+            attr.config1, attr.config2 = ctypes.addressof(name), int(offset)
+    flags = _PERF_FLAG_FD_CLOEXEC
+    fd = int(_libc.syscall(_SYS_PERF_EVENT_OPEN, ctypes.byref(attr), -1, 0, -1, flags))
+    del name
+    if fd < 0:
+        number = ctypes.get_errno()
+        raise OSError(number, f"perf_event_open on {':'.join(target)}: {os.strerror(number)}")
+    return fd
+
+
+def _link_create(prog_fd: int, event_fd: int) -> int:
+    attr = _LinkAttr(prog_fd=prog_fd, target_fd=event_fd, attach_type=_BPF_PERF_EVENT)
+    return _bpf(_BPF_LINK_CREATE, attr)
+
+
 def stub_program_ids(stub: Stub) -> list[int]:
-    return [int(prog_info(fn.fd).id) for fn in stub.module.funcs.values()]
+    return stub.program_ids()
 
 
 # --- reading ---------------------------------------------------------------------------
