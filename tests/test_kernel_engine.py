@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import yaml
 
 from agenthelpers import apply, policy_yaml, rule_yaml, scrape, series, stats
 from conftest import ROOT
-from weir_agent import codegen, formats, reporting, sources
+from weir_agent import codegen, engine, formats, loading, reporting, sources
 from weir_api import documents
 
 BASE = 7_400_000_000
@@ -224,6 +225,74 @@ def test_an_edit_that_keeps_the_shape_is_map_writes_and_keeps_the_counts(core) -
         (("offset", str(BASE + 3)),): 2.0,
     }
     assert "t_edit_b_total" not in scrape(core)
+
+
+@pytest.fixture
+def pin_root() -> Iterator[Path]:
+    root = Path("/sys/fs/bpf") / f"weir-test-{uuid.uuid4().hex[:12]}"
+    yield root
+    loading.remove_pins(root)  # whatever a failing test left behind
+
+
+def test_a_restart_under_load_loses_nothing_and_counts_go_on(
+    kernel: None, tmp_path: Path, pin_root: Path
+) -> None:
+    """The first engine goes away with its hooks pinned; while no engine runs the hook
+    keeps counting; the second adopts the pins: every call counted once, in one series."""
+    rule = rule_yaml("restart", "restart", "t_restart", group_by="[arg:offset]")
+    text = lseek_policy("restart", [BASE + 21], rule)
+    first = engine.Engine(node_name="n1", pin_root=pin_root)
+    apply(first, text)
+    ids = first.program_ids()
+    stop = tmp_path / "stop"
+    worker = subprocess.Popen(
+        [sys.executable, "-c", WORKLOAD.format(offset=BASE + 21), str(stop)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    second = engine.Engine(node_name="n1", pin_root=pin_root)
+    try:
+        time.sleep(0.3)
+        first.close(detach=False)  # the agent stops; its hook does not
+        time.sleep(0.3)
+        apply(second, text)
+        adopted = second.program_ids()
+        time.sleep(0.3)
+    finally:
+        stop.touch()
+        out, _ = worker.communicate(timeout=60)
+    sent = int(out)
+    try:
+        assert sent > 10_000, "the workload must overlap the restart"
+        key = ("restart", "tracepoint:syscalls:sys_enter_lseek")
+        assert adopted[key][0] == ids[key][0], "the stub stays attached"
+        assert stats(second, "restart")["matched"] == sent
+        assert series(scrape(second), "t_restart_total") == {
+            (("offset", str(BASE + 21)),): float(sent)
+        }
+        assert second.policies["restart"].hooks[key[1]].loaded.adopted
+    finally:
+        second.close()
+    assert not any(pin_root.iterdir()), "detaching removes the pins"
+    assert key[1] not in str(list(pin_root.iterdir()))
+
+
+def test_pins_of_a_policy_gone_while_no_agent_ran_are_removed(
+    kernel: None, pin_root: Path
+) -> None:
+    first = engine.Engine(node_name="n1", pin_root=pin_root)
+    apply(first, lseek_policy("stays", [BASE + 31]), lseek_policy("goes", [BASE + 32]))
+    first.close(detach=False)
+    assert len(list(pin_root.iterdir())) == 2
+    second = engine.Engine(node_name="n1", pin_root=pin_root)
+    try:
+        apply(second, lseek_policy("stays", [BASE + 31]))
+        assert len(second.prune_pins()) == 1
+        (kept,) = pin_root.iterdir()
+        lseeks(BASE + 31, BASE + 32)
+        assert stats(second, "stays")["matched"] == 1
+    finally:
+        second.close()
 
 
 @pytest.mark.parametrize("shape", [False, True], ids=["reconfigure", "new-shape"])
