@@ -95,3 +95,15 @@ def wait_for(
         time.sleep(0.3)
     extra = f"\n{logs()}" if logs else ""
     raise AssertionError(f"timed out waiting for {what} (last: {last!r}){extra}")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_test_pins_left() -> Any:
+    """Agents started for the nodes a test plays pin under /sys/fs/bpf/weir-tests (see
+    roles.command); whatever a failed test left there is detached at the end."""
+    yield
+    root = Path("/sys/fs/bpf/weir-tests")
+    if os.geteuid() == 0 and root.exists():
+        from weir_agent import loading
+
+        loading.remove_pins(root)

@@ -29,6 +29,9 @@ WEIR = ROOT / ".venv" / "bin" / "weir"  # the console script the image's ENTRYPO
 NAMESPACE = "weir-system"
 
 
+BPFFS = Path("/sys/fs/bpf/weir-tests")
+
+
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     require(HELM.exists(), "helm is not in .tools/ (make setup fetches it with npm)")
     result = subprocess.run([str(HELM), *args], capture_output=True, text=True, timeout=120)
@@ -87,7 +90,12 @@ def command(
     """argv (the image's entrypoint ``weir`` + the chart's args) and the chart's env."""
     container = pod_spec(docs, role)["containers"][0]
     env = container_env(container, fields=fields)
-    return [str(WEIR), *(expand(a, env) for a in container["args"])], env
+    argv = [str(WEIR), *(expand(a, env) for a in container["args"])]
+    if role == "agent" and "spec.nodeName" in fields:
+        # Each node has its own bpf filesystem, mounted at /sys/fs/bpf (hostPath): the
+        # nodes this host plays get a directory each, where their agents pin.
+        argv.append(f"--bpffs={BPFFS}/node-{fields['spec.nodeName']}/weir")
+    return argv, env
 
 
 def start(

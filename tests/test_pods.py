@@ -161,7 +161,7 @@ class PodCluster:
     def service_account(self, name: str) -> Path:
         """What the kubelet projects into /var/run/secrets/kubernetes.io/serviceaccount."""
         directory = self.tmp / f"sa-{name}"
-        directory.mkdir()
+        directory.mkdir(exist_ok=True)
         (directory / "token").write_text(self.tokens[name])
         shutil.copy(self.ca, directory / "ca.crt")
         (directory / "namespace").write_text("weir-system")
@@ -196,9 +196,32 @@ class PodCluster:
         )
         return (result.stdout + result.stderr)[-6000:]
 
-    def close(self) -> None:
+    def stop(self, name: str) -> None:
+        """Stop one pod (its containers get SIGTERM, as from the kubelet)."""
+        path = next(p for p in self.pods if p.stem == name)
+        self._down(path)
+        self.pods.remove(path)
+
+    @staticmethod
+    def _down(path: Path) -> None:
+        # SIGTERM and a grace period first, as the kubelet does (`kube down` alone kills).
+        podman("pod", "stop", "--time", "30", path.stem, check=False, timeout=120)
+        podman("kube", "down", str(path), check=False, timeout=120)
+
+    def uninstall(self) -> None:
+        """`helm uninstall`, then the pods stop (as the kubelet stops them once the garbage
+        collector deleted them): the agent, seeing its DaemonSet gone, detaches its hooks."""
+        subprocess.run(
+            [str(roles.HELM), "uninstall", "weir", "--namespace", "weir-system",
+             "--kubeconfig", str(self.kubeconfig)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
         for path in self.pods:
-            podman("kube", "down", str(path), check=False, timeout=120)
+            self._down(path)
+        self.pods = []
+
+    def close(self) -> None:
+        self.uninstall()
         self.server.shutdown()
         self.server.server_close()
 
@@ -213,6 +236,7 @@ def pods(tmp_path: Path) -> Iterator[PodCluster]:
         cluster.close()
 
 
+PINS = Path("/sys/fs/bpf/weir")  # the node's bpffs (hostPath), where the agent pins
 CAPABILITIES = {"SYS_ADMIN": 21, "SYS_PTRACE": 19, "SYS_RESOURCE": 24, "PERFMON": 38, "BPF": 39}
 MINIMAL = ["agent.capabilities={BPF,PERFMON,SYS_PTRACE}", "agent.seccompProfile=Unconfined"]
 
@@ -361,6 +385,26 @@ def test_chart_pods_count_exactly_and_report_ready(pods: PodCluster, security: l
         users = pods.emulator.requests_by_user
         assert users["system:serviceaccount:weir-system:weir-operator"] > 0
         assert users["system:serviceaccount:weir-system:weir-agent"] > 0
+
+        # A restart: the pod stops while its DaemonSet stays, its hooks stay pinned and
+        # count; the next pod adopts them, so opens made while no agent ran are counted.
+        assert len([p for p in PINS.iterdir() if p.is_dir()]) == 3  # one per hook
+        pods.stop(agent)
+        for _ in range(4):
+            (data / "f").read_text()
+        agent = pods.play("agent", fields={"spec.nodeName": "n1"})
+        agent_ip = pod_ip(agent)
+        wait_for(
+            lambda: (
+                scrape_http(9400, agent_ip)["weir_pod_test_opens_total"][(("namespace", ""),)]
+                == 13.0
+            ),
+            "the 4 opens made while no agent ran counted by the next one",
+            logs=logs,
+        )
+        # An uninstall: the DaemonSet goes, the agent detaches and removes its pins.
+        pods.uninstall()
+        assert not PINS.exists() or not any(PINS.iterdir())
     finally:
         for path in (data / "f", data / "posted" / "p"):
             path.unlink(missing_ok=True)

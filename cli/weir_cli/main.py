@@ -67,6 +67,24 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument(
         "--no-table", action="store_true", help="log lines instead of the live table"
     )
+    agent.add_argument(
+        "--keep-attached",
+        action="store_true",
+        help="pin every hook's programs and maps under --bpffs and leave them running when "
+        "the agent stops, so a restart or upgrade loses no event and counts go on (in "
+        "Kubernetes they are detached when the agent's DaemonSet is being deleted)",
+    )
+    agent.add_argument(
+        "--bpffs",
+        type=Path,
+        default=Path("/sys/fs/bpf/weir"),
+        help="where --keep-attached pins (a directory in a bpf filesystem)",
+    )
+    agent.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="detach every hook pinned under --bpffs, remove the pins and exit",
+    )
 
     check = sub.add_parser(
         "check", help="validate, generate, compile and verify policies on this kernel"

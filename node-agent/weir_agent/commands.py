@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
         return check(files=args.files, kernel=not args.no_kernel)
     if args.command == "render":
         return render(file=args.file)
+    if args.cleanup:
+        return cleanup(bpffs=args.bpffs)
     if (args.policies is None) == (not args.kubernetes):
         print(
             "weir agent: give either --policies DIR (standalone) or --kubernetes", file=sys.stderr
@@ -58,7 +60,21 @@ def run(args: argparse.Namespace) -> int:
         interval=args.interval,
         table=sys.stdout.isatty() and not args.no_table,
         stall_seconds=args.stall_seconds,
+        pin_root=args.bpffs if args.keep_attached else None,
     )
+
+
+def cleanup(*, bpffs: Path) -> int:
+    """Detach every hook pinned under ``bpffs`` and remove the pins."""
+    from weir_agent import loading
+
+    if not bpffs.exists():
+        print(f"weir agent --cleanup: nothing pinned under {bpffs}")
+        return 0
+    hooks = [p for p in bpffs.iterdir() if p.is_dir()]
+    loading.remove_pins(bpffs)
+    print(f"weir agent --cleanup: detached {len(hooks)} hooks and removed {bpffs}")
+    return 0
 
 
 def _read(files: list[Path]) -> tuple[list[documents.Parsed], int]:
@@ -229,6 +245,7 @@ def agent(
     interval: float,
     table: bool,
     stall_seconds: float = 120.0,
+    pin_root: Path | None = None,
 ) -> int:
     from prometheus_client import CollectorRegistry
 
@@ -263,7 +280,9 @@ def agent(
     else:
         log.info("kernel headers: %s", headers)
     core = engine.Engine(
-        node_name=node, layouts=functools.partial(formats.read_format, tracefs=tracefs)
+        node_name=node,
+        layouts=functools.partial(formats.read_format, tracefs=tracefs),
+        pin_root=pin_root,
     )
     resolver = metadata.CgroupResolver(cgroups.CgroupIndex())
     registry = CollectorRegistry(auto_describe=False)
@@ -275,7 +294,7 @@ def agent(
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
-        log.info("signal %d: detaching and exiting", signum)
+        log.info("signal %d: exiting", signum)
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -329,11 +348,15 @@ def agent(
             previous = report
 
     seen: object = None
+    pruned = False  # pins of hooks no policy has are removed once the source is complete
     generations = sources.Generations()  # standalone: files carry no generation
     try:
         while not stop.is_set():
             health.beat()
             not_targeted: dict[str, int] = {}
+            # Whether the source was complete before this poll (the watcher may finish its
+            # first list while we apply what was there before it).
+            complete = cluster is None or cluster.source.synced.is_set()
             if cluster is not None:
                 current, parsed = cluster.poll()
             else:
@@ -360,8 +383,11 @@ def agent(
                 # Say what is about to be compiled before compiling it.
                 emit(report_now(_generations(parsed)))
                 core.apply(parsed)
-                if cluster is None or cluster.source.synced.is_set():
+                if complete:
                     health.ready.set()
+                    if not pruned:
+                        core.prune_pins()
+                        pruned = True
             if cluster is not None:
                 core.update_scopes(cluster.scopes())
             emit(report_now())
@@ -378,7 +404,8 @@ def agent(
         stop.set()
         pump.join(timeout=5)
         final = report_now()
-        core.close()
+        detach = pin_root is None or (cluster is not None and cluster.uninstalling())
+        core.close(detach=detach)
         writer.pump()
         if sink is not None and sink is not sys.stdout:
             sink.close()
@@ -390,7 +417,13 @@ def agent(
             cluster.publisher.publish(gone)
         server.shutdown()
         thread.join(timeout=5)
-    log.info("stopped; all programs detached")
+    if detach:
+        log.info("stopped; all programs detached")
+    else:
+        log.info(
+            "stopped; hooks left running, pinned under %s (`weir agent --cleanup` detaches)",
+            pin_root,
+        )
     return 0
 
 
@@ -407,10 +440,13 @@ class _Cluster:
         report_interval: float,
         heartbeat: float,
         stop: threading.Event,
+        apps: Any = None,
     ) -> None:
         from weir_agent import publishing, watching
 
         self.core = core
+        self.apps = apps
+        self.namespace = namespace
         self.node = node
         self.source = watching.ConfigMapSource(core=core, namespace=namespace)
         self.publisher = publishing.NodeReportPublisher(
@@ -451,12 +487,36 @@ class _Cluster:
         return cls(
             core=client.CoreV1Api(api),
             custom=client.CustomObjectsApi(api),
+            apps=client.AppsV1Api(api),
             namespace=namespace,
             node=node,
             report_interval=report_interval,
             heartbeat=heartbeat,
             stop=stop,
         )
+
+    def uninstalling(self) -> bool:
+        """Whether this agent's DaemonSet (WEIR_DAEMONSET, set by the chart) is gone or
+        being deleted, or the agent may no longer read it: an uninstall, not a restart or
+        a rolling update, so its hooks are detached."""
+        from kubernetes.client.exceptions import ApiException
+
+        name = os.environ.get("WEIR_DAEMONSET")
+        if not name or self.apps is None:
+            return False
+        try:
+            found = self.apps.read_namespaced_daemon_set(name, self.namespace, _request_timeout=10)
+        except ApiException as error:
+            # Gone (404), or so are the agent's Role (403) or service account (401): helm
+            # deletes the DaemonSet first and the RBAC after it, before the pod stops.
+            if error.status in (401, 403, 404):
+                return True
+            log.warning("cannot read DaemonSet %s (%s): leaving hooks attached", name, error)
+            return False
+        except Exception as error:  # the API may be unreachable
+            log.warning("cannot read DaemonSet %s (%s): leaving hooks attached", name, error)
+            return False
+        return found.metadata.deletion_timestamp is not None
 
     def pod_resolver(self, fallback: Any) -> Any:
         """Labels from the pods on this node (watched from now on)."""
