@@ -308,3 +308,75 @@ def test_render_escapes_comment_ends_and_stops_quietly_at_a_closed_pipe(
     stderr = piped.stderr.read()
     assert piped.wait(timeout=60) == 141, stderr
     assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+
+
+def test_keep_attached_leaves_hooks_counting_and_cleanup_detaches_them(
+    kernel: None, tmp_path: Path, workdir: Path
+) -> None:
+    """`weir agent --keep-attached` stops without detaching: opens made while no agent runs
+    are counted by the next one; `weir agent --cleanup` detaches and removes the pins."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "kept.yaml").write_text(opens_policy("kept", f"{workdir}/", "t_kept_opens"))
+    bpffs = Path("/sys/fs/bpf") / f"weir-test-{uuid.uuid4().hex[:12]}"
+    report_file = tmp_path / "report.json"
+
+    def start() -> tuple[subprocess.Popen[str], int]:
+        port = free_port()
+        agent = subprocess.Popen(
+            [*WEIR, "agent", "--policies", str(policies), "--metrics-addr", f"127.0.0.1:{port}",
+             "--report-file", str(report_file), "--interval", "0.3", "--node-name", "n1",
+             "--keep-attached", "--bpffs", str(bpffs)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        verified = (("hook", "tracepoint:syscalls:sys_enter_openat"), ("policy", "kept"))
+        wait_for(
+            lambda: scrape_http(port)["weir_program_verified"][verified] == 1.0,
+            "the policy attached",
+        )
+        return agent, port
+
+    def stop(agent: subprocess.Popen[str]) -> str:
+        agent.send_signal(signal.SIGTERM)
+        output, _ = agent.communicate(timeout=60)
+        assert agent.returncode == 0, output
+        return output
+
+    try:
+        agent, port = start()
+        for _ in range(2):
+            (workdir / "f").read_text()
+        assert scrape_http(port)["t_kept_opens_total"] == {(): 2.0}
+        policy = wait_for(
+            lambda: next(
+                (
+                    p
+                    for p in json.loads(report_file.read_text())["status"]["policies"]
+                    if p["state"] == "Ready"
+                ),
+                None,
+            ),
+            "the report",
+        )
+        stub = policy["programs"][0]["programIds"][0]  # the stub, then its program
+        output = stop(agent)
+        assert "hooks left running, pinned under" in output
+        for _ in range(3):  # no agent runs: the pinned hook counts
+            (workdir / "f").read_text()
+        agent, port = start()
+        assert scrape_http(port)["t_kept_opens_total"] == {(): 5.0}
+        stop(agent)
+        assert stub in bpf_program_ids()  # the stub stayed attached the whole time
+        cleanup = subprocess.run(
+            [*WEIR, "agent", "--cleanup", "--bpffs", str(bpffs)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert cleanup.returncode == 0, cleanup.stderr
+        assert "detached 1 hooks" in cleanup.stdout
+        assert not bpffs.exists()
+        wait_for(lambda: stub not in bpf_program_ids(), "the stub unloaded")
+    finally:
+        if bpffs.exists():
+            from weir_agent import loading
+
+            loading.remove_pins(bpffs)

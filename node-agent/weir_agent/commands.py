@@ -272,9 +272,9 @@ def agent(
     if headers == "missing":
         log.error("%s", hdrs.locate(platform.release()).problem)
     elif headers == "fallback":
-        log.warning(
-            "kernel headers for %s are another version's (fallback): kprobe programs reading "
-            "kernel structs may see another layout",
+        log.info(
+            "kernel headers for %s are another version's (fallback): programs take only uapi "
+            "definitions from them; struct layouts come from the kernel's BTF",
             platform.release(),
         )
     else:

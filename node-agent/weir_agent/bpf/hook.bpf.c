@@ -654,16 +654,66 @@ int weir_program(void *ctx)
         action = ACTION_POST; /* no selectors: every call matches (as Tetragon) */
         selector = 0;
     }
+#if CONFIGURED
+    /* Loops, not unrolled copies: one copy of each operator keeps the program (and its
+     * compile) small; the verifier walks every iteration either way. */
+#pragma clang loop unroll(disable)
+    for (u32 s = 0; s < WEIR_MAX_SELECTORS; s++) {
+        if (action >= 0 || s >= cfg->NUM_SELECTORS)
+            break;
+        struct weir_selector_cfg *sel = &cfg->S[s & (WEIR_MAX_SELECTORS - 1)];
+        int ok = 1;
+#pragma clang loop unroll(disable)
+        for (u32 m = 0; m < WEIR_MAX_MATCHERS; m++) {
+            struct weir_match_cfg *mc = &sel->M[m & (WEIR_MAX_MATCHERS - 1)];
+            if (mc->OP == OP_NONE)
+                continue;
+            ok = match_arg(sc, mc->OP, mc->NEG, mc->ARG & 7, mc->VAL,
+                           s * WEIR_MAX_MATCHERS + m + (C_GEN << 7));
+            if (!ok)
+                break;
+        }
+#pragma clang loop unroll(disable)
+        for (u32 b = 0; ok && b < WEIR_MAX_BINARIES; b++) {
+            struct weir_binary_cfg *bc = &sel->B[b & (WEIR_MAX_BINARIES - 1)];
+            if (bc->OP != OP_NONE)
+                ok = match_binary(sc, bc->NEG, 64 + s * WEIR_MAX_BINARIES + b + (C_GEN << 7));
+        }
+        if (ok) {
+            action = sel->ACTION;
+            selector = s;
+            rate_ns = sel->RATE_NS;
+            ustack = sel->USTACK;
+            kstack = sel->KSTACK;
+        }
+    }
+#else
     SELECTOR(0) SELECTOR(1) SELECTOR(2) SELECTOR(3)
     SELECTOR(4) SELECTOR(5) SELECTOR(6) SELECTOR(7)
+#endif
     if (action < 0)
         return 0;
     stat_add(STAT_MATCHED);
 
     int overflowed = 0;
+#if CONFIGURED
+    int aggregated = 0;
+#pragma clang loop unroll(disable)
+    for (u32 n = 0; n < WEIR_MAX_AGGS; n++) {
+        struct weir_agg_cfg *a = &cfg->AGG[n & (WEIR_MAX_AGGS - 1)];
+        if (!a->ON)
+            continue;
+        aggregated = 1;
+        overflowed |= fold(sc, a->VALUE, a->CGROUP, a->BINARY, a->KARG0, a->KARG1, a->ACLASS,
+                           a->VARG, a->NBOUNDS, a->MAX, a->SID, n + (C_GEN << 2));
+    }
+    if (aggregated)
+        stat_add(STAT_AGGREGATED);
+#else
     AGGREGATE(0) AGGREGATE(1) AGGREGATE(2) AGGREGATE(3)
     if (C_AGG(0, ON) || C_AGG(1, ON) || C_AGG(2, ON) || C_AGG(3, ON))
         stat_add(STAT_AGGREGATED);
+#endif
     if (overflowed)
         stat_add(STAT_OVERFLOW);
     if (action == ACTION_POST)
