@@ -39,7 +39,6 @@ from weir_api.reports import ProgramReport
 from weir_api.statuses import Savings
 
 log = logging.getLogger("weir.agent")
-SWAP_GRACE_SECONDS = 0.05
 LOAD_WORKERS = max(2, os.cpu_count() or 1)  # verifier runs in parallel (compiles take turns)
 SeriesKey = tuple[int, int, int, int, int, bool]  # cgroup, binary, arg0, arg1, aclass, overflow
 
@@ -256,7 +255,7 @@ class Engine:
                 fresh[program.hook] = result
         if failures:
             for loaded in fresh.values():
-                loaded.close()
+                loaded.close(detach=not loaded.adopted)  # adopted maps: a hook still runs
             with self.lock:
                 state.failures = failures
             log.warning(
@@ -306,7 +305,7 @@ class Engine:
             try:
                 stub = loading.attach_stub(program, loaded, pin=stub_pin)
             except loading.LoadError as error:
-                loaded.close()
+                loaded.close(detach=not loaded.adopted)
                 state.failures[program.hook] = _failure(program.hook, error, loaded)
                 continue
             if stub.adopted and stub_pin is not None:  # maps of another shape it ran
@@ -322,7 +321,7 @@ class Engine:
             swapped.append((hook, hook.loaded))
             hook.loaded = fresh[program.hook]
         if swapped:
-            time.sleep(SWAP_GRACE_SECONDS)  # let runs of the old programs finish
+            time.sleep(loading.GRACE_SECONDS)  # let runs of the old programs finish
             for hook, old in swapped:
                 self._harvest(hook, old)
                 hook.program = hook.loaded.program

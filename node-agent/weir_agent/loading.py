@@ -242,7 +242,7 @@ def compile_and_load(
             for agg in program.aggregations:
                 _reset_series(module, agg.slot, _agg_table(agg))
     except Exception as error:
-        result.close()
+        result.close(detach=not module.adopted)  # adopted maps: a hook still runs on them
         raise LoadError("verify", f"configuring maps failed: {error!r}") from error
     return result
 
@@ -571,7 +571,7 @@ def _be32(value: int) -> int:
 
 
 GENERATION_BIT = 128  # matcher ids of configuration copy 1 (bpf/hook.bpf.c, MATCH)
-GRACE_SECONDS = 0.05  # runs that read the previous copy finish within this
+GRACE_SECONDS = 0.05  # runs of a replaced program or configuration copy end within this
 
 
 def _seed_classes(loaded: Loaded) -> None:
