@@ -381,6 +381,42 @@ def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
         stalled_rule["status"] == "True"
         and "TracingPolicy 'nope' does not exist" in stalled_rule["message"]
     )
+    # Rules that would take a policy's maps past the memory budget are Stalled, with the
+    # numbers, and never rendered.
+    huge = [
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "AggregationRule",
+            "metadata": {"name": name},
+            "spec": {
+                "policyRef": {"name": "invalid"},
+                "metric": {"name": f"weir_{name.replace('-', '_')}"},
+                "maxSeries": 1_000_000,
+            },
+        }
+        for name in ("huge-a", "huge-b")
+    ]
+    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(huge))
+
+    def over_budget() -> str | None:
+        found = cluster.custom.get_cluster_custom_object(
+            GROUP, VERSION, "aggregationrules", "huge-b"
+        )
+        stalled = next(
+            (
+                c
+                for c in (found.get("status") or {}).get("conditions", [])
+                if c["type"] == "Stalled"
+            ),
+            None,
+        )
+        return stalled["message"] if stalled and stalled["status"] == "True" else None
+
+    assert "past the budget of 128 MiB per policy" in wait_for(over_budget, "huge rules Stalled")
+    rendered = cluster.core.read_namespaced_config_map("weir-policy-invalid", NS)
+    assert "huge-a" not in json.dumps(rendered.data)
+    for doc in huge:
+        cluster.kubectl("delete", "aggregationrule", doc["metadata"]["name"])
     # With the API server paused the agent keeps counting; it catches up afterwards.
     counted = scrape_http(stack["metrics"])["weir_e2e_opens_total"][HOST]
     cluster.emulator.faults.paused.clear()

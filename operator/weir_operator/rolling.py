@@ -22,9 +22,8 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from weir_api import GROUP, VERSION, checks, documents
+from weir_api import GROUP, VERSION, documents
 from weir_api.aggregations import AggregationRule
-from weir_api.policies import TracingPolicy
 from weir_api.problems import Problem
 from weir_api.reports import NodeReport
 from weir_api.statuses import AggregationRuleStatus, TracingPolicyStatus
@@ -176,6 +175,7 @@ class RollUp:
         if isinstance(parsed.obj, AggregationRule):
             policy_name = parsed.obj.spec.policy_ref.name
             policy_body = policies.get(policy_name)
+            policy_docs = []
             if policy_body is None:
                 problems.append(
                     Problem(
@@ -184,14 +184,13 @@ class RollUp:
                     )
                 )
             else:
-                policy = parse(policy_body)
+                policy_docs = [parse(policy_body)]
                 policy_generation = int(policy_body["metadata"].get("generation", 1))
-                if isinstance(policy.obj, TracingPolicy):
-                    problems += checks.check_rule(parsed.obj.spec, policy.obj.spec)
-            others = [
-                (r.obj.name, r.obj.spec) for r in all_rules if isinstance(r.obj, AggregationRule)
-            ]
-            problems += checks.check_metric_names(others).get(parsed.obj.name, [])
+            # The checks the agent and `weir check` make too: against the policy, metric
+            # names shared with other rules, the policy's memory budget.
+            checked = documents.cross_check([*policy_docs, *all_rules])
+            mine = next(r for r in checked if r.obj is parsed.obj)
+            problems += [p for p in mine.problems if p not in parsed.problems]
         previous = AggregationRuleStatus.model_validate(stored) if stored else None
         return rollup.rule_status(
             name=body["metadata"]["name"],
