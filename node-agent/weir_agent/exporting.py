@@ -7,7 +7,7 @@ into labels and yields:
 - one metric per AggregationRule, named by it (counters end in ``_total``,
   histograms in Prometheus form);
 - ``weir_policy_events_total{policy,hook,stage}`` (observed, matched, posted,
-  aggregated, dropped) and the drop reasons;
+  aggregated) and ``weir_policy_dropped_events_total{policy,hook,reason}``;
 - ``weir_policy_exported_bytes_total``, ``weir_policy_raw_bytes_total`` and
   ``weir_policy_saved_ratio`` (see savings.py for the definitions);
 - ``weir_program_verified``, ``weir_program_instructions`` and, when
@@ -42,8 +42,7 @@ STAGES = {
     "matched": (abi.Stat.MATCHED,),
     "posted": (abi.Stat.POSTED,),
     "aggregated": (abi.Stat.AGGREGATED,),
-    "dropped": (abi.Stat.OVERFLOW, abi.Stat.RATE_LIMITED, abi.Stat.RINGBUF_FULL),
-}
+}  # drops are weir_policy_dropped_events_total{reason}, once (their sum is no stage)
 DROP_REASONS = {
     "overflow": abi.Stat.OVERFLOW,
     "rate_limit": abi.Stat.RATE_LIMITED,
