@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,16 @@ def test_check_warns_when_a_hook_would_post_every_call(kernel: None, tmp_path: P
         "tracepoint:syscalls:sys_enter_getppid has no selectors, so every call is posted"
         in result.stderr
     )
+
+
+def test_json_log_lines_carry_time_level_logger_message_and_the_object() -> None:
+    import logging
+
+    from weir_cli import logs
+
+    record = logging.LogRecord("kopf.objects", logging.WARNING, "x", 1, "retrying %s", ("a",), None)
+    record.k8s_ref = {"kind": "TracingPolicy", "name": "p", "apiVersion": "weir.dev/v1alpha1"}
+    line = json.loads(logs.JsonFormatter().format(record))
+    assert line["time"].endswith("Z") and line["level"] == "WARNING"
+    assert (line["logger"], line["message"]) == ("kopf.objects", "retrying a")
+    assert line["object"] == {"kind": "TracingPolicy", "name": "p"}

@@ -321,12 +321,12 @@ def test_keep_attached_leaves_hooks_counting_and_cleanup_detaches_them(
     bpffs = Path("/sys/fs/bpf") / f"weir-test-{uuid.uuid4().hex[:12]}"
     report_file = tmp_path / "report.json"
 
-    def start() -> tuple[subprocess.Popen[str], int]:
+    def start(*extra: str) -> tuple[subprocess.Popen[str], int]:
         port = free_port()
         agent = subprocess.Popen(
             [*WEIR, "agent", "--policies", str(policies), "--metrics-addr", f"127.0.0.1:{port}",
              "--report-file", str(report_file), "--interval", "0.3", "--node-name", "n1",
-             "--keep-attached", "--bpffs", str(bpffs)],
+             "--keep-attached", "--bpffs", str(bpffs), *extra],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         verified = (("hook", "tracepoint:syscalls:sys_enter_openat"), ("policy", "kept"))
@@ -363,9 +363,11 @@ def test_keep_attached_leaves_hooks_counting_and_cleanup_detaches_them(
         assert "hooks left running, pinned under" in output
         for _ in range(3):  # no agent runs: the pinned hook counts
             (workdir / "f").read_text()
-        agent, port = start()
+        agent, port = start("--log-format", "json")
         assert scrape_http(port)["t_kept_opens_total"] == {(): 5.0}
-        stop(agent)
+        lines = [json.loads(line) for line in stop(agent).splitlines() if line.strip()]
+        assert all({"time", "level", "logger", "message"} <= set(x) for x in lines)
+        assert any("hooks left running" in x["message"] for x in lines)
         assert stub in bpf_program_ids()  # the stub stayed attached the whole time
         cleanup = subprocess.run(
             [*WEIR, "agent", "--cleanup", "--bpffs", str(bpffs)],

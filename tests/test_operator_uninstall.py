@@ -4,6 +4,7 @@ policy and deleting the CRDs both complete. `weir operator` runs as the chart ru
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +33,9 @@ def test_no_finalizers_and_deletes_complete_without_the_operator(
     old = cluster.create_policy("legacy")
     cluster.patch_policy({"metadata": {"finalizers": [OLD_FINALIZER]}}, name="legacy")
     assert cluster.get_policy("legacy")["metadata"]["finalizers"] == [OLD_FINALIZER]
-    docs = roles.render({"operator": {"rollupSeconds": 0.5, "healthPort": free_port()}})
+    docs = roles.render(
+        {"logFormat": "json", "operator": {"rollupSeconds": 0.5, "healthPort": free_port()}}
+    )
     log = tmp_path / "operator.log"
     with roles.running(docs, "operator", kubeconfig=cluster.kubeconfig, log=log):
         wait_for(
@@ -51,6 +54,10 @@ def test_no_finalizers_and_deletes_complete_without_the_operator(
             live = cluster.custom.get_cluster_custom_object(GROUP, VERSION, plural, name)
             assert not live["metadata"].get("finalizers"), live["metadata"]
     assert old["metadata"]["name"] == "legacy"
+    # logFormat json: every line the operator logged is a JSON object
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    assert lines and all({"time", "level", "logger", "message"} <= set(x) for x in lines)
+    assert any(x.get("object", {}).get("kind") for x in lines), "kopf's object in the line"
     # The operator is gone (helm uninstall): deletes must not wait for it.
     done = cluster.kubectl("delete", "tracingpolicy", "file-opens-etc", "--timeout=20s")
     assert "deleted" in done.stdout

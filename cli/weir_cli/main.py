@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="where --keep-attached pins (a directory in a bpf filesystem)",
     )
     agent.add_argument(
+        "--log-format", choices=["text", "json"], default="text", help="log lines or JSON"
+    )
+    agent.add_argument(
         "--cleanup",
         action="store_true",
         help="detach every hook pinned under --bpffs, remove the pins and exit",
@@ -99,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     operator = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
     operator.add_argument("--namespace", default="weir-system", help="where ConfigMaps go")
+    operator.add_argument(
+        "--log-format", choices=["text", "json"], default="text", help="log lines or JSON"
+    )
     operator.add_argument(
         "--liveness",
         default="http://0.0.0.0:8080/healthz",
@@ -122,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from weir_cli import logs
+
+    logs.configure(getattr(args, "log_format", "text"))
     if args.command == "crds":
         from weir_cli import crds_command
 
