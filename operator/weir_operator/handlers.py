@@ -77,6 +77,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         rerender=lambda name: render_policy(memo, name),
         rendered=lambda: _rendered(memo),
         stale_after=float(os.environ.get("WEIR_STALE_SECONDS", "180")),
+        counters_interval=float(os.environ.get("WEIR_STATUS_COUNTERS_SECONDS", "60")),
     )
     memo.rollup.start()
 

@@ -16,7 +16,9 @@ import contextlib
 import datetime
 import json
 import logging
+import math
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -71,8 +73,13 @@ class RollUp:
         rerender: Callable[[str], None],
         rendered: Callable[[], set[str]],
         stale_after: float | None = None,
+        counters_interval: float = 60.0,
     ) -> None:
         self.stale_after = stale_after
+        # A status whose only change is counters (savings, series) is written at most once
+        # per counters_interval; conditions and node counts are written at once.
+        self.counters_interval = counters_interval
+        self.counters_written: dict[tuple[str, str], float] = {}
         self.custom = custom
         self.rendered = rendered  # names of the policies whose ConfigMap exists
         self.interval = interval
@@ -209,6 +216,11 @@ class RollUp:
     ) -> None:
         if stored == desired:
             return  # nothing changed: no write
+        key, now = (plural, name), time.monotonic()
+        recent = now - self.counters_written.get(key, -math.inf) < self.counters_interval
+        if recent and _without_counters(stored) == _without_counters(desired):
+            return  # counters only: they are in metrics at once, in status every interval
+        self.counters_written[key] = now
         patch: dict[str, Any] = {key: None for key in set(stored) - set(desired)}
         patch.update(desired)
         try:
@@ -218,3 +230,14 @@ class RollUp:
         except k8s.ApiException as error:
             if error.status != 404:  # deleted meanwhile: nothing to write
                 log.warning("%s/%s: status write failed: %s", plural, name, error.reason)
+
+
+COUNTERS = ("savings", "series", "overflowEvents")  # status fields that change by counting
+
+
+def _without_counters(status: dict[str, Any]) -> dict[str, Any]:
+    """The status but its counters; whether SAVED shows a value at all stays in (a policy
+    that starts counting gets its SAVED column at once, not an interval later)."""
+    rest = {k: v for k, v in status.items() if k not in COUNTERS}
+    rest["savingsShown"] = bool((status.get("savings") or {}).get("saved"))
+    return rest
