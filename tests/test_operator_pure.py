@@ -249,3 +249,26 @@ def test_a_node_that_stopped_reporting_is_unknown_not_ready() -> None:
         ).nodes.ready
         == 2
     )
+
+
+def test_a_failure_is_said_once() -> None:
+    """A compile failure has no verifier log: its message is not repeated as the "last line"."""
+    report = node("n1", state="Failed", running=1)
+    assert report.status is not None
+    report.status.policies[0].programs = [
+        ProgramReport(
+            hook="(policy)",
+            state="failed",
+            failure_phase="compile",
+            message="spec.tracepoints[0]: no such tracepoint; aggregationrule r: too many",
+        )
+    ]
+    status = rollup.policy_status(
+        name="p", generation=2, problems=[], reports=[report], previous=None,
+        now="2026-11-27T00:00:00Z",
+    )  # fmt: skip
+    degraded = next(c for c in status.conditions if c.type == "Degraded")
+    assert degraded.message == (
+        "1 of 1 nodes failed; first: node n1 (policy) compile: spec.tracepoints[0]: no such "
+        "tracepoint; aggregationrule r: too many"
+    )

@@ -12,7 +12,6 @@ import datetime
 from collections.abc import Mapping, Sequence
 
 from weir_agent.engine import Engine, HookSnapshot, PolicyState, PolicyTotals
-from weir_api import problems
 from weir_api.meta import Condition
 from weir_api.policies import ObjectMeta
 from weir_api.reports import (
@@ -36,7 +35,7 @@ def policy_report(
     programs.update(state.failures)
     failed = bool(state.failures or state.problems)
     if state.problems and not state.failures:
-        message = problems.render(state.problems)[:4000]
+        message = "; ".join(map(str, state.problems))[:4000]  # one line, for a condition
         programs["(policy)"] = ProgramReport(
             hook="(policy)", state="failed", failure_phase="compile", message=message
         )

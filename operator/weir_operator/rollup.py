@@ -220,10 +220,12 @@ def policy_status(
     first = failing[0] if failing else None
     degraded_message = ""
     if first is not None:
-        words = (first.verifier_log.strip().splitlines() or [first.message])[-1]
+        # The verifier's last line says why; a compile failure has only its message.
+        last = (first.verifier_log.strip().splitlines() or [""])[-1]
+        words = f": {last}" if last and last not in first.message else ""
         degraded_message = (
             f"{counts.failed} of {counts.targeted} nodes failed; first: node {first.node} "
-            f"{first.hook} {first.phase}: {first.message}: {words}"
+            f"{first.hook} {first.phase}: {first.message}{words}"
         )
     if stalled:
         ready_reason, ready_message = "InvalidSpec", text
