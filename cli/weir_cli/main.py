@@ -80,9 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("/sys/fs/bpf/weir"),
         help="where --keep-attached pins (a directory in a bpf filesystem)",
     )
-    agent.add_argument(
-        "--log-format", choices=["text", "json"], default="text", help="log lines or JSON"
-    )
+    _log_format(agent)
     agent.add_argument(
         "--cleanup",
         action="store_true",
@@ -102,9 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     operator = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
     operator.add_argument("--namespace", default="weir-system", help="where ConfigMaps go")
-    operator.add_argument(
-        "--log-format", choices=["text", "json"], default="text", help="log lines or JSON"
-    )
+    _log_format(operator)
     operator.add_argument(
         "--liveness",
         default="http://0.0.0.0:8080/healthz",
@@ -114,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     crds = sub.add_parser("crds", help="write the CRDs generated from the API models")
     crds.add_argument("--out", type=Path, default=Path("crds"), help="directory to write")
     return parser
+
+
+def _log_format(role: argparse.ArgumentParser) -> None:
+    from weir_cli import logs
+
+    role.add_argument(
+        "--log-format", choices=logs.FORMATS, default="text", help="log lines, or JSON objects"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
