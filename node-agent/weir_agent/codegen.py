@@ -1,13 +1,15 @@
-"""Policy → programs: the flags and map seeds that specialise bpf/hook.bpf.c.
+"""Policy → programs: the flags and map seeds that configure bpf/hook.bpf.c.
 
-Pure. For every hook of a policy this produces a ``Program``: the integer -D
-flags that say which arguments to read and how, which matchers each selector
-runs and which aggregations to fold into, plus the ``Seeds`` (strings, CIDRs,
-integer sets, ranges, bucket bounds) written into the maps after load. No
-user-supplied string is ever placed in C text or in a flag: flags are built
-from parsed integers and enumerations only, which ``Program.flags`` enforces.
+Pure. For every hook of a policy this produces a ``Program``: integer flags that
+say which arguments to read and how (its shape, ``shape_flags``: what the
+compiler sees), which matchers each selector runs and which aggregations to fold
+into (its configuration, ``config``: what the config map holds), plus the
+``Seeds`` (strings, CIDRs, integer sets, ranges, bucket bounds) written into the
+maps after load. No user-supplied string is ever placed in C text or in a flag:
+flags are built from parsed integers and enumerations only, which
+``Program.flags`` enforces.
 
-Limits of the unrolled program (8 args, 2 string and 2 address args, 8
+Limits of the program's layout (8 args, 2 string and 2 address args, 8
 selectors of 8 matchArgs, 4 aggregations per hook, 16 ranges per matcher)
 that the API schema does not already enforce come back as ``Problem``s with
 field paths.

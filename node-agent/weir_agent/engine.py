@@ -486,7 +486,7 @@ class Engine:
         """(policy, hook) → ids of the kernel programs (stub and current) it runs."""
         with self.lock:
             return {
-                (state.name, hook_id): [*loading.stub_program_ids(hook.stub), hook.loaded.prog_id]
+                (state.name, hook_id): [*hook.stub.program_ids(), hook.loaded.prog_id]
                 for state in self.policies.values()
                 for hook_id, hook in state.hooks.items()
             }
@@ -555,7 +555,7 @@ def _running(hook: HookState) -> ProgramReport:
         state="attached",
         verifier_log=loaded.verifier_summary,
         instructions=loaded.instructions,
-        program_ids=[*loading.stub_program_ids(hook.stub), loaded.prog_id],
+        program_ids=[*hook.stub.program_ids(), loaded.prog_id],
         translated_bytes=loaded.translated_bytes,
         jited_bytes=loaded.jited_bytes,
         compile_ms=round(loaded.compile_ms, 1),

@@ -1,15 +1,18 @@
 """Compile, verify, attach, swap, seed and read: the only module that imports bcc.
 
-Each hook gets a permanent stub (bpf/stub.bpf.c) attached once; each shape of
-a policy's program is compiled from bpf/hook.bpf.c with its shape flags, loaded
-through the verifier (whose log is captured, not printed), configured, and put
-in the stub's prog-array slot. Replacing the slot is atomic, so an update loses
-no event and counts none twice. An edit that keeps the shape is ``configure``:
-map writes into the program's spare configuration, then one flip.
+Each hook gets a permanent stub (bpf/stub.bpf.c) attached once through a BPF
+link; each shape of bpf/hook.bpf.c is compiled once, and every program of that
+shape is a copy of its instructions with maps of its own, loaded through the
+verifier, configured, and put in the stub's prog-array slot. Replacing the slot
+is atomic, so an update loses no event and counts none twice. An edit that
+keeps the shape is ``configure``: map writes into the program's spare
+configuration, then one flip. With a pin directory, links, slots and maps are
+pinned in bpffs and the next agent adopts them.
 
-bcc writes compiler diagnostics and the verifier log to file descriptor 2;
-``_captured_stderr`` redirects it to a temporary file for the duration of a
-compile or load, so the agent can report the verifier's own words.
+bcc writes compiler diagnostics to file descriptor 2; ``_captured_stderr``
+redirects it to a temporary file during a compile, so the agent can report the
+compiler's words. Loads ask for the verifier's log into their own buffer, and
+only when they fail.
 """
 
 from __future__ import annotations
@@ -442,6 +445,7 @@ class _Copy:
         shared = {template.module.get_table(n).map_fd for n in SHARED_MAPS if _has(template, n)}
         self.fds: dict[int, int] = {}  # the template's map fd -> this copy's
         self.adopted = pin is not None
+        self.meta_fd = -1
         try:
             for fd in template.map_fds:
                 if fd in shared:
@@ -459,7 +463,6 @@ class _Copy:
                     if path is not None:
                         path.parent.mkdir(parents=True, exist_ok=True)
                         _obj_pin(self.fds[fd], path)
-            self.meta_fd = -1
             if pin is not None:  # what the maps were configured for, for the next agent
                 meta = pin / "weir_meta"
                 if meta.exists():
@@ -542,7 +545,7 @@ class _Copy:
             if fd != original:
                 os.close(fd)
         self.fds = {}
-        if getattr(self, "meta_fd", -1) >= 0:
+        if self.meta_fd >= 0:
             os.close(self.meta_fd)
             self.meta_fd = -1
 
@@ -948,10 +951,6 @@ def _perf_event(program: Program) -> int:
 def _link_create(prog_fd: int, event_fd: int) -> int:
     attr = _LinkAttr(prog_fd=prog_fd, target_fd=event_fd, attach_type=_BPF_PERF_EVENT)
     return _bpf(_BPF_LINK_CREATE, attr)
-
-
-def stub_program_ids(stub: Stub) -> list[int]:
-    return stub.program_ids()
 
 
 # --- reading ---------------------------------------------------------------------------

@@ -18,7 +18,6 @@
 #define WEIR_MAX_ARGS 8           /* argument slots per hook */
 #define WEIR_STR_SLOTS 2          /* string arguments per hook */
 #define WEIR_ADDR_SLOTS 2         /* sock/sockaddr arguments per hook */
-#define WEIR_MAX_RANGES 16        /* ranges per InRange / port matcher */
 #define WEIR_MAX_BOUNDS 64        /* explicit histogram bounds */
 #define WEIR_MAX_SELECTORS 8
 #define WEIR_MAX_MATCHERS 8       /* matchArgs per selector */
