@@ -9,6 +9,7 @@ and what to do; an empty list means the object is valid.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 
 from weir_api import aggregations, limits, values
@@ -23,10 +24,24 @@ def check_policy(spec: TracingPolicySpec) -> list[Problem]:
     return list(_policy(spec, ("spec",)))
 
 
+def policy_bytes(spec: TracingPolicySpec) -> int:
+    """The spec's size as compact JSON, as the API server and kubectl store it."""
+    text = json.dumps(spec.to_wire(), separators=(",", ":"), ensure_ascii=False)
+    return len(text.encode("utf-8"))
+
+
 def _policy(spec: TracingPolicySpec, path: Sequence[PathPart]) -> Iterator[Problem]:
     hooks = spec.hooks()
     if not hooks:
         yield at(path, "a policy needs at least one of kprobes, tracepoints or uprobes")
+    size = policy_bytes(spec)
+    if size > limits.MAX_POLICY_BYTES:
+        yield at(
+            path,
+            f"is {size:,} bytes as JSON; a policy may take at most "
+            f"{limits.MAX_POLICY_BYTES:,} (kubectl apply copies it into a 256 KiB annotation); "
+            "split its hooks across policies, or shorten its value lists",
+        )
     if len(hooks) > limits.MAX_HOOKS:
         yield at(path, f"{len(hooks)} hooks; at most {limits.MAX_HOOKS} per policy, split it")
     seen: dict[str, str] = {}

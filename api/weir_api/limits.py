@@ -22,6 +22,10 @@ MAX_BUCKETS = 64
 MAX_FAILING_NODES = 10  # failing nodes listed in a policy's status
 MAX_VERIFIER_LOG = 4096  # bytes of verifier log kept per program in reports
 MAX_MESSAGE = 32_768  # condition messages (metav1.Condition)
+# A policy's spec as compact JSON (UTF-8). `kubectl apply` (client-side) copies the whole
+# object into an annotation, and the API allows 256 KiB of annotations per object: this
+# leaves room for metadata, and a rendered ConfigMap stays far below its 1 MiB.
+MAX_POLICY_BYTES = 192 * 1024
 
 # The kernel memory a policy's maps may take at most (their worst case, in bytes):
 # `weir check`, the operator and the agent refuse rules that would take a policy past it.

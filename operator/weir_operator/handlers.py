@@ -11,8 +11,10 @@
 - When the operator itself cannot do its part (its namespace is missing, RBAC
   refuses a write), it says so in the policy's status, not only in its log.
 
-The operator never writes ``spec``; kopf keeps its handler progress in
-annotations. Run it with ``weir operator --namespace NS``.
+The operator never writes ``spec`` and keeps nothing on the objects: its handlers
+watch events, so kopf stores no progress or diff base in annotations (a copy of a
+large spec there would pass the API's 256 KiB annotation limit). Run it with
+``weir operator --namespace NS``.
 """
 
 from __future__ import annotations
@@ -54,9 +56,7 @@ def login(**kwargs: Any) -> Any:
 
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="weir.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="weir.dev")
-    settings.persistence.finalizer = "weir.dev/operator"  # only to remove it from old objects
+    logging.getLogger("kopf.objects").addFilter(_quiet_event_handlers)
     settings.posting.level = logging.WARNING
     settings.posting.loggers = True  # handler failures become Events on the object
     settings.watching.server_timeout = 60
@@ -70,16 +70,30 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo.namespace = memo.get("namespace") or os.environ.get("WEIR_NAMESPACE", "weir-system")
     memo.render_lock = threading.Lock()
     memo.render_errors = {}
+    memo.handled = {}  # ("policy" | "rule", name) -> (uid, generation) rendered
+    memo.said = {}  # (kind, name, policy) -> the render failure last posted as an Event
+    memo.rule_targets = {}  # rule name -> the policy it folded when last seen
     memo.rollup = rolling.RollUp(
         custom=memo.custom,
         interval=float(os.environ.get("WEIR_ROLLUP_SECONDS", "10")),
         render_errors=memo.render_errors,
         rerender=lambda name: render_policy(memo, name),
         rendered=lambda: _rendered(memo),
+        handled=lambda name: ("policy", name) in memo.handled,
         stale_after=float(os.environ.get("WEIR_STALE_SECONDS", "180")),
         counters_interval=float(os.environ.get("WEIR_STATUS_COUNTERS_SECONDS", "60")),
     )
     memo.rollup.start()
+
+
+def _quiet_event_handlers(record: logging.LogRecord) -> bool:
+    """kopf logs every watch event's handler run; status writes alone would make one line
+    per object per roll-up pass. What the handlers do is logged by them."""
+    return not (
+        record.levelno <= logging.INFO
+        and record.getMessage()
+        in {f"Handler '{n}' succeeded." for n in ("policy_event", "rule_event")}
+    )
 
 
 def _rendered(memo: kopf.Memo) -> set[str]:
@@ -113,7 +127,7 @@ def _policy(memo: kopf.Memo, name: str) -> dict[str, Any] | None:
         raise
 
 
-def render_policy(memo: kopf.Memo, name: str) -> None:
+def render_policy(memo: kopf.Memo, name: str, logger: Any = log) -> None:
     """Write the policy's ConfigMap when it is valid and something changed.
 
     Policy and rule handlers may render the same policy at once (kopf runs sync
@@ -121,7 +135,7 @@ def render_policy(memo: kopf.Memo, name: str) -> None:
     everything it read."""
     with memo.render_lock:
         try:
-            _render_policy(memo, name)
+            _render_policy(memo, name, logger)
         except k8s.ApiException as error:
             memo.render_errors[name] = rolling.describe_api_error(
                 error, doing=f"write ConfigMap weir-policy-{name} in namespace {memo.namespace}"
@@ -130,13 +144,13 @@ def render_policy(memo: kopf.Memo, name: str) -> None:
         memo.render_errors.pop(name, None)
 
 
-def _render_policy(memo: kopf.Memo, name: str) -> None:
+def _render_policy(memo: kopf.Memo, name: str, logger: Any) -> None:
     body = _policy(memo, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return
     parsed = rolling.parse(body)
     if not parsed.ok or not isinstance(parsed.obj, TracingPolicy):
-        log.warning("policy %s is invalid; nothing rendered", name)
+        logger.warning("policy %s is invalid; nothing rendered", name)
         return
     rules = [
         r.obj
@@ -168,7 +182,7 @@ def _render_policy(memo: kopf.Memo, name: str) -> None:
             memo.core.replace_namespaced_config_map(cm_name, memo.namespace, desired)
     else:
         memo.core.replace_namespaced_config_map(cm_name, memo.namespace, desired)
-    log.info(
+    logger.info(
         "rendered %s/%s for generation %s",
         memo.namespace,
         cm_name,
@@ -176,29 +190,99 @@ def _render_policy(memo: kopf.Memo, name: str) -> None:
     )
 
 
-@kopf.on.resume(GROUP, VERSION, "tracingpolicies")
-@kopf.on.create(GROUP, VERSION, "tracingpolicies")
-@kopf.on.update(GROUP, VERSION, "tracingpolicies", field="spec")
-def policy_changed(name: str, memo: kopf.Memo, **_: Any) -> None:
-    _render_or_retry(memo, name)
+# Annotations and the finalizer that kopf's change handlers kept on every object before
+# the operator moved to watch-event handlers. The diff base held a copy of the whole spec,
+# so a large policy pushed the object past the API's 256 KiB annotation limit.
+LEGACY_ANNOTATIONS = (
+    "weir.dev/last-handled-configuration",
+    "weir.dev/policy_changed",
+    "weir.dev/rule_changed",
+)
+LEGACY_FINALIZER = "weir.dev/operator"
 
 
-def _render_or_retry(memo: kopf.Memo, name: str) -> None:
-    """Render; when the API refuses, fail the handler with words an admin can act on (kopf
-    logs them and posts them as an Event on the object) and retry soon."""
+@kopf.on.event(GROUP, VERSION, "tracingpolicies")
+def policy_event(
+    type: str | None, body: Any, name: str, memo: kopf.Memo, logger: Any, **_: Any
+) -> None:
+    """Render a policy when its spec is new to this operator (its generation changed, or
+    the operator just started). Watch events, not kopf's change handlers: those keep their
+    progress and a copy of the spec in annotations, which a large policy cannot afford.
+    What was rendered is known from the ConfigMap's digest; the roll-up pass retries a
+    render that failed and restores a ConfigMap deleted by hand."""
+    if type == "DELETED":
+        memo.handled.pop(("policy", name), None)
+        return  # the ConfigMap goes with it (ownerReference)
+    _drop_legacy(memo, "tracingpolicies", body)
+    if body["metadata"].get("deletionTimestamp"):
+        return
+    seen = (body["metadata"].get("uid"), body["metadata"].get("generation"))
+    if memo.handled.get(("policy", name)) == seen:
+        return  # a status write or a metadata change: nothing to render
+    if _render_or_say(memo, name, body, logger):
+        memo.handled[("policy", name)] = seen
+
+
+@kopf.on.event(GROUP, VERSION, "aggregationrules")
+def rule_event(
+    type: str | None, body: Any, name: str, memo: kopf.Memo, logger: Any, **_: Any
+) -> None:
+    """Render the policy a rule folds (and the one it folded before, when policyRef
+    changed, or when the rule is deleted)."""
+    key = ("rule", name)
+    before = memo.rule_targets.get(name)
+    if type == "DELETED":
+        memo.handled.pop(key, None)
+        memo.rule_targets.pop(name, None)
+        if before:
+            _render_or_say(memo, before, body, logger)
+        return
+    _drop_legacy(memo, "aggregationrules", body)
+    seen = (body["metadata"].get("uid"), body["metadata"].get("generation"))
+    if memo.handled.get(key) == seen or body["metadata"].get("deletionTimestamp"):
+        return
+    target = ((body.get("spec") or {}).get("policyRef") or {}).get("name")
+    memo.rule_targets[name] = target
+    done = all([_render_or_say(memo, n, body, logger) for n in {target, before} if n])
+    if done:
+        memo.handled[key] = seen
+
+
+def _render_or_say(memo: kopf.Memo, name: str, body: Any, logger: Any) -> bool:
+    """Render; when the API refuses, say so in words an admin can act on, once per distinct
+    failure: in the log and as a Warning Event on the object (what `kubectl describe` and
+    `kubectl get events` show). The roll-up shows it in status and retries every pass."""
+    said = (body.get("kind"), body["metadata"]["name"], name)
     try:
-        render_policy(memo, name)
+        render_policy(memo, name, logger)
     except k8s.ApiException:
-        raise kopf.TemporaryError(memo.render_errors.get(name, "render failed"), delay=5) from None
+        message = memo.render_errors.get(name, "render failed")
+        if memo.said.get(said) != message:
+            memo.said[said] = message
+            logger.warning(message)
+            kopf.warn(body, reason="OperatorError", message=message)
+        return False
+    memo.said.pop(said, None)
+    return True
 
 
-@kopf.on.resume(GROUP, VERSION, "aggregationrules")
-@kopf.on.create(GROUP, VERSION, "aggregationrules")
-@kopf.on.update(GROUP, VERSION, "aggregationrules", field="spec")
-@kopf.on.delete(GROUP, VERSION, "aggregationrules", optional=True)
-def rule_changed(spec: Any, old: Any, memo: kopf.Memo, **_: Any) -> None:
-    names = {spec.get("policyRef", {}).get("name")}
-    if old:
-        names.add((old.get("spec") or {}).get("policyRef", {}).get("name"))
-    for name in filter(None, names):
-        _render_or_retry(memo, name)
+def _drop_legacy(memo: kopf.Memo, plural: str, body: Any) -> None:
+    """Remove what earlier operators kept on the object (kopf's annotations, the old
+    finalizer), with one merge patch; nothing when the object is clean."""
+    meta = body["metadata"]
+    annotations = [k for k in LEGACY_ANNOTATIONS if k in (meta.get("annotations") or {})]
+    finalizers = list(meta.get("finalizers") or [])
+    if not annotations and LEGACY_FINALIZER not in finalizers:
+        return
+    patch: dict[str, Any] = {}
+    if annotations:
+        patch["annotations"] = {k: None for k in annotations}
+    if LEGACY_FINALIZER in finalizers:
+        patch["finalizers"] = [f for f in finalizers if f != LEGACY_FINALIZER]
+        patch["resourceVersion"] = meta.get("resourceVersion")  # a list: no lost update
+    try:
+        memo.custom.patch_cluster_custom_object(
+            GROUP, VERSION, plural, meta["name"], {"metadata": patch}
+        )
+    except k8s.ApiException as error:  # the next event tries again
+        log.info("%s/%s: could not drop legacy metadata: %s", plural, meta["name"], error.reason)

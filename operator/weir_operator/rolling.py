@@ -72,6 +72,7 @@ class RollUp:
         render_errors: dict[str, str],
         rerender: Callable[[str], None],
         rendered: Callable[[], set[str]],
+        handled: Callable[[str], bool] = lambda name: True,
         stale_after: float | None = None,
         counters_interval: float = 60.0,
     ) -> None:
@@ -82,6 +83,7 @@ class RollUp:
         self.counters_written: dict[tuple[str, str], float] = {}
         self.custom = custom
         self.rendered = rendered  # names of the policies whose ConfigMap exists
+        self.handled = handled  # whether the handlers rendered this policy already
         self.interval = interval
         self.render_errors = render_errors
         self.rerender = rerender
@@ -155,11 +157,12 @@ class RollUp:
 
     def _restore(self, policies: list[dict[str, Any]]) -> None:
         """A valid policy whose ConfigMap is gone (deleted by hand, say) is rendered again:
-        drift is repaired within one pass, not at the next operator restart."""
+        drift is repaired within one pass, not at the next operator restart. Policies the
+        handlers have not seen yet are theirs to render."""
         present = self.rendered()
         for body in policies:
             name = body["metadata"]["name"]
-            if name in present or name in self.render_errors:
+            if name in present or name in self.render_errors or not self.handled(name):
                 continue
             if body["metadata"].get("deletionTimestamp") or not parse(body).ok:
                 continue

@@ -18,7 +18,7 @@ from weir_operator import handlers
 def run(*, namespace: str, liveness: str | None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     memo = kopf.Memo(namespace=namespace)
-    assert handlers.policy_changed  # importing handlers registers them with kopf
+    assert handlers.policy_event  # importing handlers registers them with kopf
     asyncio.run(
         kopf.operator(clusterwide=True, standalone=True, memo=memo, liveness_endpoint=liveness)
     )
