@@ -9,7 +9,7 @@ help:
 	@echo "make run    - start the node agent on examples/policies (standalone, no Kubernetes)"
 	@echo "make test   - the whole suite: lint, types, layer contracts, generated-file drift, tests"
 	@echo "make images - build the weir image with podman, offline (run by make test)"
-	@echo "make crds   - regenerate crds/ from the API models"
+	@echo "make crds   - regenerate crds/, the chart's CRDs and docs/api.md's limits from the API models"
 	@echo "make bench  - the cost and data-volume benchmark (root; installs bpftrace, matplotlib)"
 	@echo "make setup  - install packages, mount tracefs/bpffs, create .venv (run by the others)"
 
@@ -31,6 +31,8 @@ contracts: setup
 
 crds: setup
 	$(PY) -m weir_cli.main crds --out crds
+	cp crds/*.yaml charts/weir/crds/
+	$(PY) scripts/limits_docs.py docs/api.md
 
 test: lint typecheck contracts images
 	$(PY) -m pytest

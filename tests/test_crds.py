@@ -4,6 +4,7 @@ the Kubernetes API server accepts."""
 from __future__ import annotations
 
 import copy
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,18 @@ def test_crd_schema_is_structural(name: str) -> None:
     assert crd["spec"]["scope"] == "Cluster"
     assert crd["spec"]["names"]["categories"] == ["weir"]
     assert crd["metadata"]["name"] == f"{crd['spec']['names']['plural']}.weir.dev"
+
+
+def test_the_limits_table_in_the_docs_is_generated() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "limits_docs", ROOT / "scripts" / "limits_docs.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    page = (ROOT / "docs" / "api.md").read_text()
+    assert module.rewrite(page) == page, "docs/api.md's limits are stale: run `make crds`"
+    assert "| AggregationRules per hook | 4 |" in page
 
 
 def test_structural_checker_catches_what_the_api_server_rejects() -> None:
@@ -130,7 +143,127 @@ CEL_CASES = [
         ),
         "stack traces are taken for Post only",
     ),
+    (
+        "GT on a filename",
+        "TracingPolicy",
+        lambda o: (
+            o["spec"]["tracepoints"][0].update(
+                args=[{"field": "sig", "type": "filename", "label": "sig"}]
+            )
+            or o["spec"]["tracepoints"][0]["selectors"][0]["matchArgs"][0].update(operator="GT")
+        ),
+        "a matchArgs operator must fit its arg's type: integers take Equal, GT, InRange, LT, "
+        "Mask, NotEqual; strings (string, filename, char_buf) take Equal, NotEqual, NotPostfix, "
+        "NotPrefix, Postfix, Prefix; sock and sockaddr take DAddr, DPort, NotDAddr, NotDPort, "
+        "NotSAddr, NotSPort, SAddr, SPort",
+    ),
+    (
+        "an undeclared label",
+        "TracingPolicy",
+        lambda o: o["spec"]["tracepoints"][0]["selectors"][0]["matchArgs"][0].update(label="nope"),
+        "every matchArgs entry names an arg of this hook (by label, or by index); declare the "
+        "arg in args first",
+    ),
+    (
+        "an undeclared index",
+        "TracingPolicy",
+        lambda o: o["spec"]["tracepoints"][0]["selectors"][0]["matchArgs"][0].update(
+            label=None, index=7
+        ),
+        "every matchArgs entry names an arg of this hook (by label, or by index); declare the "
+        "arg in args first",
+    ),
+    (
+        "a label twice",
+        "TracingPolicy",
+        lambda o: o["spec"]["tracepoints"][0]["args"][1].update(label="sig"),
+        "each arg's label must be unique within the hook (it defaults to the field name, or "
+        "arg<index>)",
+    ),
+    (
+        "a default label twice",
+        "TracingPolicy",
+        lambda o: (
+            o["spec"]["tracepoints"][0].update(
+                args=[
+                    {"field": "sig", "type": "int"},
+                    {"field": "sig", "type": "int", "label": "s"},
+                ]
+            )
+            or o["spec"]["tracepoints"][0]["args"][0].update(label=None, field="x", index=None)
+            or o["spec"]["tracepoints"][0]["args"][1].update(label="x")
+        ),
+        "each arg's label must be unique within the hook (it defaults to the field name, or "
+        "arg<index>)",
+    ),
+    (
+        "field and index on a tracepoint arg",
+        "TracingPolicy",
+        lambda o: o["spec"]["tracepoints"][0]["args"][0].update(index=0),
+        "a tracepoint arg takes field or index, not both",
+    ),
+    (
+        "char_buf on a tracepoint",
+        "TracingPolicy",
+        lambda o: o["spec"]["tracepoints"][0]["args"][0].update(type="char_buf", sizeArgIndex=1),
+        "char_buf is for kprobes and uprobes; on a tracepoint use string (a __data_loc or "
+        "char[] field) or filename (a user pointer)",
+    ),
+    (
+        "field on a kprobe arg",
+        "TracingPolicy",
+        lambda o: o["spec"].update(
+            kprobes=[{"call": "tcp_sendmsg", "args": [{"field": "size", "type": "int"}]}]
+        ),
+        "kprobe args take index, the function argument's position (0-5); field is for tracepoints",
+    ),
+    (
+        "a string returnArg",
+        "TracingPolicy",
+        lambda o: o["spec"].update(
+            kprobes=[
+                {
+                    "call": "do_sys_openat2",
+                    "return": True,
+                    "returnArg": {"index": 0, "type": "string"},
+                }
+            ]
+        ),
+        "return values are read as integers: returnArg takes an integer type (int, long, "
+        "size_t, ...)",
+    ),
+    (
+        "sizeArgIndex on an int",
+        "TracingPolicy",
+        lambda o: o["spec"]["tracepoints"][0]["args"][0].update(sizeArgIndex=1),
+        "sizeArgIndex applies to char_buf args only; remove it",
+    ),
 ]
+
+
+def test_a_kprobe_matching_its_return_arg_passes_the_rules() -> None:
+    obj = _segfaults()
+    obj["spec"] = {
+        "kprobes": [
+            {
+                "call": "tcp_sendmsg",
+                "return": True,
+                "args": [{"index": 0, "type": "sock", "label": "sk"}],
+                "returnArg": {"index": 0, "type": "int", "label": "ret"},
+                "selectors": [
+                    {
+                        "matchArgs": [
+                            {"label": "ret", "operator": "GT", "values": ["0"]},
+                            {"label": "sk", "operator": "NotDAddr", "values": ["10.0.0.0/8"]},
+                            {"index": 0, "operator": "DPort", "values": ["443"]},
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
+    schema = schema_of("TracingPolicy")
+    assert cel_failures(schema, apply_defaults(schema, obj)) == []
 
 
 @pytest.mark.parametrize(

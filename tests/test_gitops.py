@@ -96,3 +96,61 @@ def test_reserved_metric_names_are_refused_at_apply(
     result = cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(rule), check=False)
     assert result.returncode != 0
     assert "spec.metric" in result.stderr and message in result.stderr, result.stderr
+
+
+def _openat(arg_type: str, operator: str, value: str, label: str = "path") -> dict[str, object]:
+    return {
+        "apiVersion": "weir.dev/v1alpha1",
+        "kind": "TracingPolicy",
+        "metadata": {"name": "refused"},
+        "spec": {
+            "tracepoints": [
+                {
+                    "subsystem": "syscalls",
+                    "event": "sys_enter_openat",
+                    "args": [{"field": "filename", "type": arg_type, "label": "path"}],
+                    "selectors": [
+                        {"matchArgs": [{"label": label, "operator": operator, "values": [value]}]}
+                    ],
+                }
+            ]
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("policy", "field", "message"),
+    [
+        (
+            _openat("filename", "GT", "1"),
+            "spec.tracepoints[0]",
+            "a matchArgs operator must fit its arg's type",
+        ),
+        (
+            _openat("filename", "Prefix", "/etc/", label="nope"),
+            "spec.tracepoints[0]",
+            "every matchArgs entry names an arg of this hook",
+        ),
+        (
+            _openat("filename", "Prefix", "x" * 300),
+            "spec.tracepoints[0].selectors[0].matchArgs[0].values[0]",
+            "Too long: may not be more than 247",
+        ),
+        (
+            _openat("filename", "Prefix", ""),
+            "spec.tracepoints[0].selectors[0].matchArgs[0].values[0]",
+            "should be at least 1 chars long",
+        ),
+    ],
+    ids=["GT on a filename", "an undeclared label", "a 300-byte string", "an empty string"],
+)
+def test_invalid_policies_are_refused_at_apply_with_the_field_path(
+    cluster: Cluster, policy: dict[str, object], field: str, message: str
+) -> None:
+    for mode in ([], ["--server-side"]):
+        result = cluster.kubectl(
+            "apply", *mode, "-f", "-", stdin=yaml.safe_dump(policy), check=False
+        )
+        assert result.returncode != 0, result.stdout
+        assert f"{field}: " in result.stderr and message in result.stderr, result.stderr
+    assert "refused" not in cluster.kubectl("get", "tracingpolicies", "-o", "name").stdout

@@ -5,15 +5,17 @@ words an admin can act on, kopf posts a Kubernetes Event for the failing handler
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 import roles
 from conftest import ROOT, free_port, wait_for
-from test_kubesim import Cluster
+from test_kubesim import GROUP, VERSION, Cluster
 
 
 @pytest.fixture
@@ -95,6 +97,15 @@ def test_configmaps_deleted_by_hand_come_back(cluster: Cluster, tmp_path: Path) 
             cluster.kubectl("apply", "-f", str(ROOT / "examples" / "policies" / example))
         wanted = {"weir-policy-file-opens-etc", "weir-policy-segfaults"}
         first = wait_for(lambda: set(c := configmaps()) == wanted and c, "both rendered")
+        for plural in ("tracingpolicies", "aggregationrules"):
+            for name in ("file-opens-etc", "segfaults"):
+                wait_for(
+                    lambda plural=plural, name=name: cluster.custom.get_cluster_custom_object(
+                        GROUP, VERSION, plural, name
+                    ).get("status"),
+                    f"{plural}/{name} rolled up",
+                )
+        time.sleep(1)  # the handlers' own renders (policy and rule events) are done by now
         cluster.kubectl("delete", "-n", "weir-system", "configmap", *sorted(wanted))
         again = wait_for(
             lambda: (
@@ -107,3 +118,69 @@ def test_configmaps_deleted_by_hand_come_back(cluster: Cluster, tmp_path: Path) 
         restored = cluster.core.read_namespaced_config_map("weir-policy-segfaults", "weir-system")
         assert restored.metadata.owner_references[0].name == "segfaults"
     assert "has no ConfigMap; rendering it again" in log.read_text()
+
+
+def test_rules_past_a_hooks_limit_are_refused_before_rendering(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # Five rules fold the one hook of file-opens-etc: the operator refuses the fifth by
+    # name, with the count, renders the other four, and the policy stays healthy.
+    cluster.core.create_namespace({"metadata": {"name": "weir-system"}})
+    docs = roles.render({"operator": {"rollupSeconds": 0.5, "healthPort": free_port()}})
+    policy = ROOT / "examples" / "policies" / "file-opens.yaml"
+    with roles.running(docs, "operator", kubeconfig=cluster.kubeconfig, log=tmp_path / "op.log"):
+        cluster.kubectl("apply", "-f", str(policy))
+        for name in ("extra-a", "extra-b", "extra-c", "extra-d"):
+            rule = {
+                "apiVersion": "weir.dev/v1alpha1",
+                "kind": "AggregationRule",
+                "metadata": {"name": name},
+                "spec": {
+                    "policyRef": {"name": "file-opens-etc"},
+                    "metric": {"name": f"weir_{name.replace('-', '_')}"},
+                },
+            }
+            cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(rule))
+        names = ["extra-a", "extra-b", "extra-c", "extra-d", "file-opens-etc"]
+
+        def rule_condition(name: str, kind: str) -> dict[str, Any] | None:
+            status = (
+                cluster.custom.get_cluster_custom_object(
+                    GROUP, VERSION, "aggregationrules", name
+                ).get("status")
+                or {}
+            )
+            return next((c for c in status.get("conditions", []) if c["type"] == kind), None)
+
+        stalled = wait_for(
+            lambda: (
+                (c := rule_condition("file-opens-etc", "Stalled")) and c["status"] == "True" and c
+            ),
+            "the fifth rule refused",
+        )
+        assert stalled["reason"] == "InvalidSpec"
+        assert (
+            "spec: 5 AggregationRules fold hook tracepoint:syscalls:sys_enter_openat "
+            f"({', '.join(names)}); at most 4, the first by name" in stalled["message"]
+        )
+        rendered = wait_for(
+            lambda: (
+                (
+                    c := cluster.core.read_namespaced_config_map(
+                        "weir-policy-file-opens-etc", "weir-system"
+                    )
+                )
+                and c.data["policy.yaml"].count("kind: AggregationRule") == 4
+                and c
+            ),
+            "the four rules that fit rendered",
+        )
+        folded = [
+            d["metadata"]["name"]
+            for d in yaml.safe_load_all(rendered.data["policy.yaml"])
+            if d["kind"] == "AggregationRule"
+        ]
+        assert folded == names[:4]
+        for name in names[:4]:
+            assert (rule_condition(name, "Stalled") or {}).get("status") != "True", name
+        assert (condition(cluster, "file-opens-etc", "Stalled") or {}).get("status") != "True"

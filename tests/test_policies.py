@@ -91,7 +91,12 @@ def match(operator: str, values: list[str], label: str = "path") -> list[dict[st
         ),
         (
             {"selectors": match("Prefix", ["x" * 300])},
-            "spec.tracepoints[0].selectors[0].matchArgs[0].values[0]: is 300 bytes; the kernel "
+            "spec.tracepoints[0].selectors[0].matchArgs[0].values[0]: is 300 characters; at "
+            "most 247",
+        ),
+        (
+            {"selectors": match("Prefix", ["é" * 200])},
+            "spec.tracepoints[0].selectors[0].matchArgs[0].values[0]: is 400 bytes; the kernel "
             "compares at most 247 bytes",
         ),
         (
@@ -106,17 +111,18 @@ def match(operator: str, values: list[str], label: str = "path") -> list[dict[st
         ),
         (
             {"selectors": [{"matchActions": [{"action": "Post", "rateLimit": "soon"}]}]},
-            "spec.tracepoints[0].selectors[0].matchActions[0].rateLimit: 'soon' is not a duration; "
-            "write e.g. 500ms, 10s, 1m or 1h",
+            "spec.tracepoints[0].selectors[0].matchActions[0].rateLimit: 'soon' is not valid "
+            "here: write a duration: a whole number and ms, s, m or h (e.g. 500ms, 10s, 1m)",
         ),
         (
             {"selectors": [{"matchBinaries": [{"operator": "In", "values": ["curl"]}]}]},
-            "spec.tracepoints[0].selectors[0].matchBinaries[0].values[0]: 'curl' is not an "
-            "absolute path; write the executable's full path, e.g. /usr/bin/curl",
+            "spec.tracepoints[0].selectors[0].matchBinaries[0].values[0]: 'curl' is not valid "
+            "here: write an absolute path, starting with / (e.g. /usr/bin/curl)",
         ),
         (
             {"event": "Sys-Enter"},
-            "spec.tracepoints[0].event: String should match pattern '^[a-z0-9_]+$'",
+            "spec.tracepoints[0].event: 'Sys-Enter' is not valid here: write lower-case "
+            "letters, digits and _, as tracefs names it (e.g. sys_enter_openat)",
         ),
         (
             {"selector": []},
@@ -265,10 +271,11 @@ def test_aggregation_rule_checks() -> None:
         "spec.metric.name: 'weir_opens_total' ends in a suffix weir adds itself (_total, _bucket, "
         "_count, _sum, _created); drop it"
     ]
-    assert "spec.groupBy[0]: String should match pattern" in cross(rule(groupBy=["cluster"]))[0]
-    assert cross(rule(maxSeries=0)) == [
-        "spec.maxSeries: Input should be greater than or equal to 1"
+    assert cross(rule(groupBy=["cluster"])) == [
+        "spec.groupBy[0]: 'cluster' is not valid here: write one of namespace, pod, container, "
+        "workload, node, binary, arg:LABEL or addressClass:LABEL"
     ]
+    assert cross(rule(maxSeries=0)) == ["spec.maxSeries: is 0; must be at least 1"]
     assert cross(
         rule(
             value={
@@ -375,3 +382,42 @@ def test_rules_that_would_pass_the_memory_budget_are_refused_with_the_numbers() 
         [("huge", AggregationRule.model_validate(huge).spec)],
     )
     assert parts == {"huge": 1_000_001 * 640} and total == parts["huge"] + 256 * 4096 + 16_384 * 64
+
+
+def test_a_hook_folds_at_most_four_rules_the_rest_are_refused_with_the_count() -> None:
+    rules = []
+    for name in ("e", "d", "c", "b", "a"):
+        doc = rule(metric={"name": f"weir_opens_{name}"})
+        doc["metadata"]["name"] = name
+        rules.append(documents.parse_object(doc, source=name))
+    parsed = documents.cross_check([documents.parse_object(policy(), source="p"), *rules])
+    problems = {p.name: [str(x) for x in p.problems] for p in parsed[1:]}
+    assert problems == {
+        "a": [],
+        "b": [],
+        "c": [],
+        "d": [],
+        "e": [
+            "spec: 5 AggregationRules fold hook tracepoint:syscalls:sys_enter_openat (a, b, c, "
+            "d, e); at most 4, the first by name; set hook: to fold another hook, or merge rules"
+        ],
+    }
+
+
+def test_program_limits_are_refused_before_any_node() -> None:
+    ports = [{"field": "flags", "type": "int"}]
+    assert problems_of(
+        policy(args=ports, selectors=match("InRange", [f"{n}:{n}" for n in range(17)], "flags"))
+    ) == [
+        "spec.tracepoints[0].selectors[0].matchArgs[0].values: 17 values; InRange takes at most "
+        "16 (ranges are checked in a bounded loop in the kernel)"
+    ]
+    strings = [{"field": "filename", "type": "string", "label": f"s{n}"} for n in range(3)]
+    assert problems_of(policy(args=strings, selectors=[])) == [
+        "spec.tracepoints[0].args: at most 2 string, filename and char_buf args per hook (each "
+        "takes a per-CPU scratch slot); drop one, or split the hook across policies"
+    ]
+    keys = ["arg:a", "arg:b", "arg:c"]
+    assert cross(rule(groupBy=keys))[0] == (
+        "spec.groupBy: 3 arg: keys; at most 2 per rule (the series key holds 2 argument values)"
+    )

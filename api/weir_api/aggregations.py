@@ -127,6 +127,21 @@ class Metric(Model):
 class AggregationRuleSpec(Model):
     """Which matches to aggregate, keyed by what, holding what, exported as what."""
 
+    model_config = {
+        "json_schema_extra": cel(
+            (
+                "!has(self.groupBy) || self.groupBy.all(k, self.groupBy.exists_one(j, j == k))",
+                "groupBy lists a key twice; give each key once",
+            ),
+            (
+                "!has(self.groupBy) || self.groupBy.filter(k, k.startsWith('arg:')).size()"
+                f" <= {limits.MAX_GROUP_ARGS}",
+                f"at most {limits.MAX_GROUP_ARGS} arg: keys per rule (the series key holds "
+                f"{limits.MAX_GROUP_ARGS} argument values)",
+            ),
+        )
+    }
+
     policy_ref: PolicyRef = Field(description="The TracingPolicy to aggregate.")
     hook: str | None = Field(
         default=None,

@@ -14,10 +14,16 @@ from collections.abc import Iterator, Sequence
 
 from weir_api import aggregations, limits, values
 from weir_api.aggregations import AggregationRuleSpec
-from weir_api.policies import Hook, KProbe, MatchArg, Tracepoint, TracingPolicySpec, UProbe
+from weir_api.policies import (
+    MAX_FUNCTION_ARG,
+    Hook,
+    KProbe,
+    MatchArg,
+    Tracepoint,
+    TracingPolicySpec,
+    UProbe,
+)
 from weir_api.problems import PathPart, Problem, at
-
-MAX_FUNCTION_ARG = 5  # x86-64 and arm64 pass six arguments in registers
 
 
 def check_policy(spec: TracingPolicySpec) -> list[Problem]:
@@ -67,6 +73,16 @@ def _policy(spec: TracingPolicySpec, path: Sequence[PathPart]) -> Iterator[Probl
 def _hook(hook: KProbe | Tracepoint | UProbe, path: Sequence[PathPart]) -> Iterator[Problem]:
     labels: dict[str, int] = {}
     indexes: dict[int, int] = {}
+    for types, most, what in (
+        (values.STRING_TYPES, limits.STRING_ARGS, "string, filename and char_buf"),
+        (values.ADDRESS_TYPES, limits.ADDRESS_ARGS, "sock and sockaddr"),
+    ):
+        if sum(arg.type in types for arg in hook.args) > most:
+            yield at(
+                (*path, "args"),
+                f"at most {most} {what} args per hook (each takes a per-CPU scratch slot); "
+                "drop one, or split the hook across policies",
+            )
     for number, arg in enumerate(hook.args):
         arg_path = (*path, "args", number)
         if isinstance(hook, Tracepoint):
@@ -132,17 +148,10 @@ def _hook(hook: KProbe | Tracepoint | UProbe, path: Sequence[PathPart]) -> Itera
         for b_number, binary in enumerate(selector.match_binaries):
             b_path = (*sel_path, "matchBinaries", b_number)
             for v_number, text in enumerate(binary.values):
-                try:
+                try:  # the schema checks the leading /
                     values.parse_string(text)
                 except ValueError as error:
                     yield at((*b_path, "values", v_number), str(error))
-                    continue
-                if not text.startswith("/"):
-                    yield at(
-                        (*b_path, "values", v_number),
-                        f"{text!r} is not an absolute path; "
-                        "write the executable's full path, e.g. /usr/bin/curl",
-                    )
         for a_number, action in enumerate(selector.match_actions):
             a_path = (*sel_path, "matchActions", a_number)
             if action.rate_limit is not None:
@@ -174,6 +183,13 @@ def _match_arg(hook: Hook, match: MatchArg, path: Sequence[PathPart]) -> Iterato
             f"type {arg.type}; use one of {', '.join(sorted(allowed))}",
         )
         return
+    ranged = match.operator == "InRange" or match.operator in values.PORT_OPERATORS
+    if ranged and len(match.values) > limits.MAX_RANGES:
+        yield at(
+            (*path, "values"),
+            f"{len(match.values)} values; {match.operator} takes at most {limits.MAX_RANGES} "
+            "(ranges are checked in a bounded loop in the kernel)",
+        )
     if match.operator in values.SINGLE_VALUE_OPERATORS and len(match.values) != 1:
         yield at(
             (*path, "values"), f"{match.operator} takes exactly one value, got {len(match.values)}"
@@ -208,6 +224,13 @@ def _rule(
         )
     if len(set(rule.group_by)) != len(rule.group_by):
         yield at((*path, "groupBy"), "lists a key twice; give each key once")
+    arg_keys = [k for k in rule.group_by if k.startswith("arg:")]
+    if len(arg_keys) > limits.MAX_GROUP_ARGS:
+        yield at(
+            (*path, "groupBy"),
+            f"{len(arg_keys)} arg: keys; at most {limits.MAX_GROUP_ARGS} per rule (the series "
+            f"key holds {limits.MAX_GROUP_ARGS} argument values)",
+        )
     buckets = rule.value.buckets
     if buckets is not None and buckets.type == "explicit":
         if not buckets.bounds:
@@ -318,6 +341,30 @@ def check_memory(
         for part in [parts[name]]
         if part > 0
     }
+
+
+def check_rules_per_hook(
+    policy: TracingPolicySpec, rules: Sequence[tuple[str, AggregationRuleSpec]]
+) -> dict[str, list[Problem]]:
+    """A hook folds at most MAX_RULES_PER_HOOK rules. The first ones by name keep their
+    place; each rule past them gets a problem with the count, so the policy and the other
+    rules keep working."""
+    problems: dict[str, list[Problem]] = {}
+    for hook in policy.hooks():
+        hook_id = hook.hook_id()
+        folding = sorted(name for name, rule in rules if rule.hook in (None, hook_id))
+        if len(folding) <= limits.MAX_RULES_PER_HOOK:
+            continue
+        for name in folding[limits.MAX_RULES_PER_HOOK :]:
+            problems.setdefault(name, []).append(
+                at(
+                    ("spec",),
+                    f"{len(folding)} AggregationRules fold hook {hook_id} "
+                    f"({', '.join(folding)}); at most {limits.MAX_RULES_PER_HOOK}, the first by "
+                    "name; set hook: to fold another hook, or merge rules",
+                )
+            )
+    return problems
 
 
 def check_metric_names(

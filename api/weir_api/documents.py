@@ -106,7 +106,12 @@ def cross_check(parsed: list[Parsed]) -> list[Parsed]:
             )
     for name, rules in by_policy.items():
         if name in policies:
-            for rule, found in checks.check_memory(policies[name].spec, rules).items():
+            spec = policies[name].spec
+            for rule, found in checks.check_rules_per_hook(spec, rules).items():
+                shared.setdefault(rule, []).extend(found)
+            refused = set(shared)
+            kept = [(n, r) for n, r in rules if n not in refused]
+            for rule, found in checks.check_memory(spec, kept).items():
                 shared.setdefault(rule, []).extend(found)
     result = []
     for item in parsed:

@@ -9,6 +9,11 @@ CRD schema (maxItems, maxLength) so the API server enforces them as well.
 
 MAX_HOOKS = 32  # kprobes + tracepoints + uprobes in one policy
 MAX_ARGS = 8  # args per hook
+STRING_ARGS = 2  # string, filename and char_buf args per hook (per-CPU scratch slots)
+ADDRESS_ARGS = 2  # sock and sockaddr args per hook
+MAX_RANGES = 16  # values of one InRange or port matchArgs (a bounded loop in the kernel)
+MAX_RULES_PER_HOOK = 4  # AggregationRules folding one hook
+MAX_GROUP_ARGS = 2  # arg: keys of one AggregationRule
 MAX_SELECTORS = 8  # selectors per hook (Tetragon: 5)
 MAX_MATCH_ARGS = 8  # matchArgs per selector
 MAX_MATCH_BINARIES = 4  # matchBinaries per selector
@@ -41,3 +46,62 @@ RATE_LIMIT_BYTES = 64  # per entry: key, value and element
 STACK_ENTRIES = 1_024
 USER_STACK_BYTES = 127 * 32 + 8  # 127 frames of build id and offset
 KERNEL_STACK_BYTES = 127 * 8 + 8
+
+
+def table() -> list[tuple[str, str, str]]:
+    """(what, limit, why): the limits users meet, as docs/api.md shows them (generated
+    from here by `make crds`; a test fails when the page drifts)."""
+    return [
+        ("hooks per policy", f"{MAX_HOOKS}", "schema"),
+        (
+            "policy size",
+            f"{MAX_POLICY_BYTES // 1024} KiB of JSON",
+            "`kubectl apply` copies the object into a 256 KiB annotation (operator)",
+        ),
+        ("args per hook", f"{MAX_ARGS}", "schema"),
+        (
+            "string args per hook (string, filename, char_buf)",
+            f"{STRING_ARGS}",
+            "per-CPU scratch slots (CEL)",
+        ),
+        ("sock and sockaddr args per hook", f"{ADDRESS_ARGS}", "per-CPU scratch slots (CEL)"),
+        ("selectors per hook", f"{MAX_SELECTORS}", "schema"),
+        (
+            "matchArgs, matchBinaries per selector",
+            f"{MAX_MATCH_ARGS}, {MAX_MATCH_BINARIES}",
+            "schema",
+        ),
+        ("values per matchArgs or matchBinaries", f"{MAX_VALUES}", "kept in maps (schema)"),
+        (
+            "string value",
+            f"{MAX_STRING} bytes, no NUL",
+            "LPM trie keys hold 256 bytes after the prefix length (schema: characters; "
+            "operator: UTF-8 bytes)",
+        ),
+        (
+            "values per InRange or port matchArgs",
+            f"{MAX_RANGES}",
+            "a bounded loop in the kernel (CEL)",
+        ),
+        (
+            "AggregationRules per hook",
+            f"{MAX_RULES_PER_HOOK}",
+            "the program's aggregation slots (operator)",
+        ),
+        ("groupBy keys per rule", f"{MAX_GROUP_BY}", "schema"),
+        ("arg: keys per rule", f"{MAX_GROUP_ARGS}", "the map key's layout (CEL)"),
+        ("maxSeries", f"1 … {MAX_SERIES_LIMIT:,}", f"default {MAX_SERIES_DEFAULT:,} (schema)"),
+        ("explicit histogram bounds", f"{MAX_BUCKETS}", "schema"),
+        (
+            "kernel memory per policy",
+            f"{POLICY_MEMORY_BUDGET // 2**20} MiB",
+            "the worst case of its maps: series, ring buffers, stacks (operator)",
+        ),
+    ]
+
+
+def markdown() -> str:
+    """The limits table as Markdown."""
+    rows = ["| what | limit | why (where it is enforced) |", "|---|---|---|"]
+    rows += [f"| {what} | {limit} | {why} |" for what, limit, why in table()]
+    return "\n".join(rows) + "\n"

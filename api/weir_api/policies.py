@@ -68,8 +68,17 @@ MatchArgOperator = Literal[
 ]
 
 LABEL_PATTERN = r"^[a-z_][a-z0-9_]*$"
-ValueString = Annotated[str, Field(max_length=1024)]
+# The schema counts characters, the kernel bytes: a value of multi-byte characters within
+# the schema's bound can still be refused by `weir check` and the operator (UTF-8 bytes).
+ValueString = Annotated[str, Field(min_length=1, max_length=limits.MAX_STRING)]
+BinaryPath = Annotated[str, Field(min_length=1, max_length=limits.MAX_STRING, pattern=r"^/")]
 SYMBOL_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*$"
+MAX_FUNCTION_ARG = 5  # x86-64 and arm64 pass six arguments in registers
+RANGE_OPERATORS = frozenset({"InRange"}) | values.PORT_OPERATORS
+
+
+def _cel_list(items: Any) -> str:
+    return "[" + ", ".join(f"'{item}'" for item in sorted(items)) + "]"
 
 
 class Arg(Model):
@@ -81,6 +90,10 @@ class Arg(Model):
             (
                 "self.type != 'char_buf' || has(self.sizeArgIndex)",
                 "a char_buf arg needs sizeArgIndex: the index of the argument holding its length",
+            ),
+            (
+                "self.type == 'char_buf' || !has(self.sizeArgIndex)",
+                "sizeArgIndex applies to char_buf args only; remove it",
             ),
         )
     }
@@ -141,6 +154,12 @@ class MatchArg(Model):
                 "!(self.operator in ['GT', 'LT', 'Mask']) || size(self.values) == 1",
                 "GT, LT and Mask take exactly one value",
             ),
+            (
+                f"!(self.operator in {_cel_list(RANGE_OPERATORS)})"
+                f" || size(self.values) <= {limits.MAX_RANGES}",
+                f"InRange and the port operators take at most {limits.MAX_RANGES} values "
+                "(ranges are checked in a bounded loop in the kernel)",
+            ),
         )
     }
 
@@ -173,7 +192,7 @@ class MatchBinary(Model):
     operator: Literal["In", "NotIn", "Prefix", "NotPrefix"] = Field(
         description="In/NotIn: exact executable paths. Prefix/NotPrefix: path prefixes."
     )
-    values: list[ValueString] = Field(
+    values: list[BinaryPath] = Field(
         min_length=1,
         max_length=limits.MAX_VALUES,
         description="Absolute paths (or path prefixes) of executables, e.g. /usr/bin/curl.",
@@ -201,6 +220,7 @@ class MatchAction(Model):
     rate_limit: str | None = Field(
         default=None,
         max_length=16,
+        pattern=r"^[0-9]+(ms|s|m|h)$",
         description="Post at most one event per this window (e.g. 10s, 1m) per policy, hook, "
         "selector and process (tgid); the rest are counted as dropped (reason rate_limit).",
     )
@@ -231,6 +251,114 @@ class Selector(Model):
 
     def action(self) -> MatchAction:
         return self.match_actions[0] if self.match_actions else MatchAction(action="Post")
+
+
+# CEL over a hook's own fields: what `checks` says about args and matchArgs that needs no
+# other object, refused by the API server at apply time. `a` is an arg, `m` a matchArgs
+# entry; an arg is known by its label, else its field, else arg<index> (Arg.name).
+_NAME = (
+    "(has(a.label) ? a.label : (has(a.field) ? a.field"
+    " : (has(a.index) ? 'arg' + string(a.index) : '')))"
+)
+_REFERS = f"(has(m.label) ? {_NAME} == m.label : (has(a.index) ? a.index == m.index : false))"
+_FITS = (
+    f"((a.type in {_cel_list(values.INTEGER_TYPES)}"
+    f" && m.operator in {_cel_list(values.INTEGER_OPERATORS)})"
+    f" || (a.type in {_cel_list(values.STRING_TYPES)}"
+    f" && m.operator in {_cel_list(values.STRING_OPERATORS)})"
+    f" || (a.type in {_cel_list(values.ADDRESS_TYPES)}"
+    f" && m.operator in {_cel_list(values.ADDRESS_OPERATORS | values.PORT_OPERATORS)}))"
+)
+
+
+def _every_match(condition: str) -> str:
+    # Guards are ternaries, not ||: CEL's || absorbs an error on either side, but not every
+    # implementation (cel-python inside nested comprehensions) does.
+    return (
+        "has(self.selectors) ? self.selectors.all(s, has(s.matchArgs)"
+        f" ? s.matchArgs.all(m, {condition}) : true) : true"
+    )
+
+
+def hook_rules(kind: Literal["kprobe", "tracepoint", "uprobe"]) -> dict[str, Any]:
+    """``x-kubernetes-validations`` for one hook kind (a kprobe's returnArg is an arg too)."""
+    ret = "self.returnArg"
+    refers_ret = _REFERS.replace("a.", f"{ret}.")
+    fits_ret = _FITS.replace("a.", f"{ret}.")
+    declared_args = f"(has(self.args) ? self.args.exists(a, {_REFERS}) : false)"
+    declared = declared_args
+    fits = f"(has(self.args) ? self.args.all(a, {_REFERS} ? {_FITS} : true) : true)"
+    if kind == "kprobe":  # args are looked up first, then the returnArg (Hook.arg_by_ref)
+        declared = f"({declared} || (has({ret}) ? {refers_ret} : false))"
+        fits = (
+            f"({fits} && (has({ret}) && !{declared_args} ? (!{refers_ret} || {fits_ret}) : true))"
+        )
+    rules = [
+        (
+            _every_match(declared),
+            "every matchArgs entry names an arg of this hook (by label, or by index); "
+            "declare the arg in args first",
+        ),
+        (
+            _every_match(fits),
+            "a matchArgs operator must fit its arg's type: integers take "
+            f"{', '.join(sorted(values.INTEGER_OPERATORS))}; strings (string, filename, "
+            f"char_buf) take {', '.join(sorted(values.STRING_OPERATORS))}; sock and sockaddr "
+            f"take {', '.join(sorted(values.ADDRESS_OPERATORS | values.PORT_OPERATORS))}",
+        ),
+        (
+            f"!has(self.args) || self.args.all(a, self.args.exists_one(b, "
+            f"{_NAME.replace('a.', 'b.')} == {_NAME}))",
+            "each arg's label must be unique within the hook (it defaults to the field "
+            "name, or arg<index>)",
+        ),
+        (
+            "!has(self.args) || self.args.all(a, has(a.index) ? "
+            "self.args.exists_one(b, has(b.index) ? b.index == a.index : false) : true)",
+            "each index is read once per hook; give each argument once",
+        ),
+    ]
+    for types, most, what in (
+        (values.STRING_TYPES, limits.STRING_ARGS, "string, filename and char_buf"),
+        (values.ADDRESS_TYPES, limits.ADDRESS_ARGS, "sock and sockaddr"),
+    ):
+        rules.append(
+            (
+                f"!has(self.args) || self.args.filter(a, a.type in {_cel_list(types)}).size()"
+                f" <= {most}",
+                f"at most {most} {what} args per hook (each takes a per-CPU scratch slot)",
+            )
+        )
+    if kind == "tracepoint":
+        rules += [
+            (
+                "!has(self.args) || self.args.all(a, !(has(a.field) && has(a.index)))",
+                "a tracepoint arg takes field or index, not both",
+            ),
+            (
+                "!has(self.args) || self.args.all(a, a.type != 'char_buf')",
+                "char_buf is for kprobes and uprobes; on a tracepoint use string (a "
+                "__data_loc or char[] field) or filename (a user pointer)",
+            ),
+        ]
+    else:
+        rules.append(
+            (
+                "!has(self.args) || self.args.all(a, !has(a.field) && has(a.index)"
+                f" && a.index <= {MAX_FUNCTION_ARG})",
+                f"{kind} args take index, the function argument's position "
+                f"(0-{MAX_FUNCTION_ARG}); field is for tracepoints",
+            )
+        )
+    if kind == "kprobe":
+        rules.append(
+            (
+                f"!has({ret}) || {ret}.type in {_cel_list(values.INTEGER_TYPES)}",
+                "return values are read as integers: returnArg takes an integer type "
+                "(int, long, size_t, ...)",
+            )
+        )
+    return cel(*rules)
 
 
 class Hook(Model):
@@ -265,6 +393,8 @@ class Hook(Model):
 class KProbe(Hook):
     """A kernel function entry (or return) probe."""
 
+    model_config = {"json_schema_extra": hook_rules("kprobe")}
+
     call: str = Field(
         max_length=limits.MAX_NAME,
         pattern=SYMBOL_PATTERN,
@@ -292,6 +422,8 @@ class KProbe(Hook):
 class Tracepoint(Hook):
     """A kernel tracepoint (stable ABI; argument layouts come from tracefs)."""
 
+    model_config = {"json_schema_extra": hook_rules("tracepoint")}
+
     subsystem: str = Field(
         max_length=64, pattern=r"^[a-z0-9_]+$", description="e.g. syscalls, sock, signal."
     )
@@ -307,6 +439,8 @@ class Tracepoint(Hook):
 
 class UProbe(Hook):
     """A user-space function probe in one executable or library."""
+
+    model_config = {"json_schema_extra": hook_rules("uprobe")}
 
     path: str = Field(
         max_length=4096,

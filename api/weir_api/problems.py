@@ -74,7 +74,61 @@ def _humane(item: object) -> str:
         return f'must be a string, got {item.get("input")!r}; quote it (e.g. "{item.get("input")}")'
     if kind == "literal_error" and "expected" in ctx:
         return f"must be one of {ctx['expected']}, got {item.get('input')!r}"
+    given = item.get("input")
+    if kind == "string_pattern_mismatch":
+        words = PATTERN_WORDS.get(str(ctx.get("pattern")), f"match {ctx.get('pattern')}")
+        return f"{given!r} is not valid here: write {words}"
+    if kind == "string_too_long":
+        length = len(given) if isinstance(given, str) else "too many"
+        return f"is {length} characters; at most {ctx.get('max_length')}"
+    if kind == "string_too_short":
+        return "is empty; give a value or remove the field"
+    if kind == "too_long":
+        return f"has {ctx.get('actual_length')} items; at most {ctx.get('max_length')}"
+    if kind == "too_short":
+        return f"needs at least {ctx.get('min_length')} item(s)"
+    if kind in {"int_type", "int_parsing", "int_from_float"}:
+        return f"must be a whole number, got {given!r}"
+    if kind in {"bool_type", "bool_parsing"}:
+        return f"must be true or false, got {given!r}"
+    if kind in {"list_type"}:
+        return f"must be a list, got {given!r}"
+    if kind in {"dict_type", "model_type", "model_attributes_type"}:
+        return f"must be a mapping (key: value), got {given!r}"
+    if kind in {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}:
+        bound = {
+            "greater_than_equal": f"at least {ctx.get('ge')}",
+            "less_than_equal": f"at most {ctx.get('le')}",
+            "greater_than": f"more than {ctx.get('gt')}",
+            "less_than": f"less than {ctx.get('lt')}",
+        }[kind]
+        return f"is {given!r}; must be {bound}"
     return message
+
+
+# What each schema pattern asks for, in words (a test checks every pattern has them).
+PATTERN_WORDS = {
+    r"^[a-z_][a-z0-9_]*$": "lower-case letters, digits and _, not starting with a digit "
+    "(e.g. bytes_sent)",
+    r"^[A-Za-z_][A-Za-z0-9_]*$": "a field name from the event's tracefs format (letters, "
+    "digits and _, e.g. filename)",
+    r"^[a-z0-9_]+$": "lower-case letters, digits and _, as tracefs names it (e.g. "
+    "sys_enter_openat)",
+    r"^/": "an absolute path, starting with / (e.g. /usr/bin/curl)",
+    r"^[0-9]+(ms|s|m|h)$": "a duration: a whole number and ms, s, m or h (e.g. 500ms, 10s, 1m)",
+    r"^[A-Za-z_][A-Za-z0-9_.]*$": "a kernel function name (letters, digits, _ and ., e.g. "
+    "tcp_sendmsg)",
+    r"^[A-Za-z_.$][A-Za-z0-9_.$@]*$": "a symbol name as the binary's symbol table has it "
+    "(e.g. readline, or a mangled C++ name)",
+    r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$": "a Kubernetes object name: lower-case letters, "
+    "digits, - and . (e.g. file-opens)",
+    r"^[a-zA-Z_:][a-zA-Z0-9_:]*$": "a Prometheus metric name: letters, digits, _ and :, not "
+    "starting with a digit (e.g. weir_file_opens)",
+    r"^(namespace|pod|container|workload|node|binary|(arg|addressClass):[a-z_][a-z0-9_]*)$": (
+        "one of namespace, pod, container, workload, node, binary, arg:LABEL or addressClass:LABEL"
+    ),
+    r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$": "a CamelCase reason (e.g. VerifierRejected)",
+}
 
 
 def render(problems: Iterable[Problem]) -> str:

@@ -19,16 +19,16 @@ from typing import Any
 
 from weir_api import limits
 
-MAX_ARGS = 8
-STR_SLOTS = 2
-ADDR_SLOTS = 2
-MAX_SELECTORS = 8
-MAX_MATCHERS = 8  # matchArgs per selector in the program's unrolled layout
-MAX_BINARIES = 4
-MAX_AGGREGATIONS = 4  # AggregationRules folded by one hook
-MAX_GROUP_ARGS = 2  # arg:LABEL keys per AggregationRule
-MAX_RANGES = 16
-MAX_BOUNDS = 64
+MAX_ARGS = limits.MAX_ARGS
+STR_SLOTS = limits.STRING_ARGS
+ADDR_SLOTS = limits.ADDRESS_ARGS
+MAX_SELECTORS = limits.MAX_SELECTORS
+MAX_MATCHERS = limits.MAX_MATCH_ARGS  # matchArgs per selector in the program's layout
+MAX_BINARIES = limits.MAX_MATCH_BINARIES
+MAX_AGGREGATIONS = limits.MAX_RULES_PER_HOOK  # AggregationRules folded by one hook
+MAX_GROUP_ARGS = limits.MAX_GROUP_ARGS  # arg:LABEL keys per AggregationRule
+MAX_RANGES = limits.MAX_RANGES
+MAX_BOUNDS = limits.MAX_BUCKETS
 MAX_STR = limits.MAX_STRING + 1  # bytes read of a string, NUL included
 EXP2_BUCKETS = 65
 
