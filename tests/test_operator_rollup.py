@@ -5,8 +5,10 @@ nodes write."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from typing import Any
 import pytest
 
 import roles
-from conftest import free_port
+from conftest import free_port, wait_for
 from test_kubesim import GROUP, VERSION, Cluster
 from weir_api.policies import ObjectMeta
 from weir_api.reports import NodeReportSpec, NodeReportStatus, PolicyReport, ProgramReport
@@ -145,3 +147,55 @@ def test_two_hundred_nodes_roll_up_correctly_with_bounded_writes(
     )
     assert degraded["message"].endswith("R2 min value is negative")
     assert status["savings"]["observed"] >= 200
+
+
+def test_status_converges_within_two_intervals_after_a_fault_burst(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # A burst of 500s and 429s hits every request the operator makes (its roll-up, its
+    # watches). Status must catch up within two roll-up intervals of the burst's end, not
+    # after a minute of backoff.
+    interval = 1.5
+    nodes = ["n1", "n2", "n3"]
+    for name in nodes:
+        body = report(name, 1, failing=False)
+        cluster.custom.create_cluster_custom_object(GROUP, VERSION, "nodereports", body)
+        cluster.custom.patch_cluster_custom_object_status(
+            GROUP, VERSION, "nodereports", name, {"status": body["status"]}
+        )
+    cluster.create_policy("p")
+    docs = roles.render({"operator": {"rollupSeconds": interval, "healthPort": free_port()}})
+    faults = f"http://127.0.0.1:{cluster.port}/kubesim/faults"
+
+    def post(**body: object) -> dict[str, Any]:
+        request = urllib.request.Request(
+            faults, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())  # type: ignore[no-any-return]
+
+    def degraded() -> str | None:
+        conditions = (cluster.get_policy("p").get("status") or {}).get("conditions", [])
+        return next((c["status"] for c in conditions if c["type"] == "Degraded"), None)
+
+    log = tmp_path / "operator.log"
+    measured = []
+    with roles.running(docs, "operator", kubeconfig=cluster.kubeconfig, log=log):
+        wait_for(lambda: degraded() == "False", "the policy rolled up, nothing failing")
+        for round_ in range(2):
+            failing = round_ == 0  # a node fails, then recovers, each time behind a burst
+            cluster.custom.patch_cluster_custom_object_status(
+                GROUP, VERSION, "nodereports", "n2", {"status": report("n2", 2, failing)["status"]}
+            )
+            post(errors=6, throttle=6)
+            deadline = time.monotonic() + 60
+            while (left := post()) and (left["errors"] or left["throttle"]):
+                assert time.monotonic() < deadline, f"the operator stopped calling the API: {left}"
+                time.sleep(0.05)
+            burst_over = time.monotonic()
+            want = "True" if failing else "False"
+            wait_for(lambda want=want: degraded() == want, f"Degraded={want} after the burst")
+            measured.append(time.monotonic() - burst_over)
+    print(f"converged {measured} s after the burst; roll-up interval {interval} s")
+    assert all(m <= 2 * interval for m in measured), (measured, log.read_text()[-3000:])
+    assert "roll-up pass failed" in log.read_text()

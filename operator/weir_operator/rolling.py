@@ -61,6 +61,9 @@ def describe_api_error(error: k8s.ApiException, *, doing: str) -> str:
     return f"the operator cannot {doing}: {message} (HTTP {error.status}); {hint}"
 
 
+RETRY_FIRST = 0.5  # seconds before the first retry of a failed roll-up pass
+
+
 class RollUp:
     """The only status writer; runs in its own thread until ``stop``."""
 
@@ -98,12 +101,26 @@ class RollUp:
         self.thread.join(timeout=10)
 
     def _run(self) -> None:
+        failures = 0
         while not self.stopping.is_set():
             try:
                 self.once()
-            except Exception as error:  # the next pass retries; say why meanwhile
-                log.warning("roll-up pass failed: %s", error)
-            self.stopping.wait(self.interval)
+                failures = 0
+            except Exception as error:  # retried soon; said in one line meanwhile
+                failures += 1
+                if isinstance(error, k8s.ApiException):
+                    words = describe_api_error(error, doing="roll NodeReports up into status")
+                else:
+                    words = str(error)
+                log.warning("roll-up pass failed: %s; next try in %gs", words, self.delay(failures))
+            self.stopping.wait(self.delay(failures))
+
+    def delay(self, failures: int) -> float:
+        """After a failed pass, retry sooner than a whole interval: RETRY_FIRST seconds,
+        doubling, never more than the interval (a burst of API errors costs seconds)."""
+        if failures == 0:
+            return self.interval
+        return min(self.interval, RETRY_FIRST * 2 ** (failures - 1))
 
     def _list(self, plural: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self.custom.list_cluster_custom_object(
