@@ -10,18 +10,20 @@ copy. Test-only settings go through the chart's own values (``extraArgs``,
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import re
 import signal
 import subprocess
 import tempfile
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from conftest import ROOT, require
+from conftest import ROOT, free_port, require
 
 CHART = ROOT / "charts" / "weir"
 HELM = ROOT / ".tools" / "helm"
@@ -41,9 +43,13 @@ def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def render(values: Mapping[str, Any] | None = None, namespace: str = NAMESPACE) -> list[Any]:
-    """`helm template` with these values (as a values file); the rendered documents."""
+    """`helm template` with these values (as a values file); the rendered documents. An
+    operator's metrics port is a free one unless given: tests run many operators on one
+    host."""
+    chosen = copy.deepcopy(dict(values or {}))
+    chosen.setdefault("operator", {}).setdefault("metricsPort", free_port())
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as file:
-        yaml.safe_dump(dict(values or {}), file)
+        yaml.safe_dump(chosen, file)
         file.flush()
         out = helm("template", "weir", str(CHART), "--namespace", namespace, "-f", file.name)
     return [d for d in yaml.safe_load_all(out.stdout) if d]
@@ -138,3 +144,22 @@ def running(
             process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
     assert process.returncode == 0, log.read_text()
+
+
+def scrape(
+    docs: Sequence[dict[str, Any]], role: str, port_name: str = "metrics"
+) -> dict[str, float]:
+    """GET the role's /metrics on the container port the chart names; every sample as
+    ``name{label="value",...}`` -> value (labels sorted)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    container = pod_spec(docs, role)["containers"][0]
+    port = next(p["containerPort"] for p in container["ports"] if p["name"] == port_name)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}"] = sample.value
+    return samples

@@ -64,6 +64,9 @@ def test_a_missing_namespace_shows_in_status_and_events(cluster: Cluster, tmp_pa
             "an event about the policy's failing handler",
         )
         assert 'namespaces "weir-gone" not found' in "\n".join(events)
+        samples = roles.scrape(docs, "operator")
+        assert samples['weir_operator_renders_total{result="error"}'] >= 1
+        assert samples['weir_operator_api_errors_total{code="404",operation="render"}'] >= 1
         # The admin creates the namespace: the ConfigMap is written and the error clears.
         cluster.core.create_namespace({"metadata": {"name": "weir-gone"}})
         wait_for(

@@ -124,6 +124,20 @@ def test_an_agent_with_no_policies_becomes_ready_once_synced(
         assert probe(port, "/readyz") == 503
         fault(cluster, pause=False)
         wait_for(lambda: probe(port, "/readyz") == 200, "ready after the first list", timeout=30)
+        # Requests the API refuses are counted in the agent's metrics, by operation and code.
+        fault(cluster, errors=4)
+        samples = wait_for(
+            lambda: (
+                (m := roles.scrape(docs, "agent"))
+                and sum(v for k, v in m.items() if k.startswith("weir_agent_api_errors_total"))
+                >= 4
+                and m
+            ),
+            "the injected 500s counted",
+        )
+        errors = {k: v for k, v in samples.items() if k.startswith("weir_agent_api_errors")}
+        assert all('code="500"' in k for k in errors), errors
+        assert samples['weir_agent_nodereport_writes_total{result="ok"}'] >= 1
     finally:
         fault(cluster, pause=False)
         agent.send_signal(signal.SIGTERM)

@@ -196,6 +196,16 @@ def test_status_converges_within_two_intervals_after_a_fault_burst(
             want = "True" if failing else "False"
             wait_for(lambda want=want: degraded() == want, f"Degraded={want} after the burst")
             measured.append(time.monotonic() - burst_over)
+        samples = roles.scrape(docs, "operator")
     print(f"converged {measured} s after the burst; roll-up interval {interval} s")
     assert all(m <= 2 * interval for m in measured), (measured, log.read_text()[-3000:])
     assert "roll-up pass failed" in log.read_text()
+    # The operator's own metrics say what happened: failed passes, the API's answers by
+    # code, the status writes that converged.
+    assert samples['weir_operator_rollup_passes_total{result="error"}'] >= 2
+    assert samples['weir_operator_rollup_passes_total{result="ok"}'] >= 2
+    assert samples['weir_operator_api_errors_total{code="429",operation="rollup"}'] >= 1
+    assert samples['weir_operator_api_errors_total{code="500",operation="rollup"}'] >= 1
+    writes = samples['weir_operator_status_writes_total{kind="tracingpolicies",result="ok"}']
+    assert writes >= 3  # the first roll-up, Degraded, recovered
+    assert samples["weir_operator_rollup_duration_seconds_count{}"] >= 4

@@ -332,7 +332,7 @@ def test_weir_check_refuses_reserved_metric_names() -> None:
     rendered = [str(p) for p in parsed.problems]
     assert rendered == [
         "spec.metric.name: 'weir_policy_events' is reserved: weir exports weir_policy_*, "
-        "weir_program_*, weir_agent_* itself; choose another name"
+        "weir_program_*, weir_agent_*, weir_operator_* itself; choose another name"
     ]
 
 

@@ -35,7 +35,7 @@ GROUP_BY_PATTERN = (
 METRIC_NAME_PATTERN = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
 RESERVED_SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
 # Families the agent exports about itself; a rule may not take their names.
-RESERVED_PREFIXES = ("weir_policy_", "weir_program_", "weir_agent_")
+RESERVED_PREFIXES = ("weir_policy_", "weir_program_", "weir_agent_", "weir_operator_")
 
 GroupKey = Annotated[str, Field(max_length=80, pattern=GROUP_BY_PATTERN)]
 

@@ -106,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="http://0.0.0.0:8080/healthz",
         help="URL kopf serves its liveness probe on ('' to disable)",
     )
+    operator.add_argument(
+        "--metrics-addr",
+        default="0.0.0.0:9401",
+        help="HOST:PORT to serve the operator's own /metrics on ('' to disable)",
+    )
 
     crds = sub.add_parser("crds", help="write the CRDs generated from the API models")
     crds.add_argument("--out", type=Path, default=Path("crds"), help="directory to write")
@@ -146,7 +151,11 @@ def _main(argv: Sequence[str] | None = None) -> int:
     if args.command == "operator":
         from weir_operator import running
 
-        return running.run(namespace=args.namespace, liveness=args.liveness or None)
+        return running.run(
+            namespace=args.namespace,
+            liveness=args.liveness or None,
+            metrics_addr=args.metrics_addr or None,
+        )
     raise AssertionError(args.command)
 
 

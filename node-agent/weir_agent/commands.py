@@ -323,6 +323,7 @@ def agent(
     )
     if cluster is not None:
         collector.resolver = writer.resolver = cluster.pod_resolver(resolver)
+        collector.publisher = cluster.publisher
 
     def report_now(pending: dict[str, int] | None = None) -> NodeReport:
         report = reporting.from_engine(
@@ -442,19 +443,21 @@ class _Cluster:
         stop: threading.Event,
         apps: Any = None,
     ) -> None:
-        from weir_agent import publishing, watching
+        from weir_agent import apierrors, publishing, watching
 
+        self.errors = apierrors.ApiErrors()
         self.core = core
         self.apps = apps
         self.namespace = namespace
         self.node = node
-        self.source = watching.ConfigMapSource(core=core, namespace=namespace)
+        self.source = watching.ConfigMapSource(core=core, namespace=namespace, errors=self.errors)
         self.publisher = publishing.NodeReportPublisher(
             core=core,
             custom=custom,
             node=node,
             min_interval=report_interval,
             heartbeat=heartbeat,
+            errors=self.errors,
         )
         self.not_targeted: dict[str, int] = {}
         self.labels: dict[str, str] = {}
@@ -511,9 +514,11 @@ class _Cluster:
             # deletes the DaemonSet first and the RBAC after it, before the pod stops.
             if error.status in (401, 403, 404):
                 return True
+            self.errors.record("read DaemonSet", error)
             log.warning("cannot read DaemonSet %s (%s): leaving hooks attached", name, error)
             return False
         except Exception as error:  # the API may be unreachable
+            self.errors.record("read DaemonSet", error)
             log.warning("cannot read DaemonSet %s (%s): leaving hooks attached", name, error)
             return False
         return found.metadata.deletion_timestamp is not None
@@ -523,6 +528,7 @@ class _Cluster:
         from weir_agent import pods
 
         self.pods = pods.PodResolver(core=self.core, node=self.node, index=fallback.index)
+        self.pods.errors = self.errors
         threading.Thread(
             target=self.pods.run, args=(self.stop,), name="weir-pods", daemon=True
         ).start()
@@ -555,6 +561,7 @@ class _Cluster:
                 }
                 self.namespaces_at = time.monotonic()
             except Exception as error:  # keep the last known labels
+                self.errors.record("list Namespaces", error)
                 log.warning("namespaces: %s", error)
         out = {}
         for name, (pod, ns) in self.selectors.items():
@@ -572,10 +579,12 @@ class _Cluster:
 
     def _labels_version(self) -> tuple[tuple[str, str], ...]:
         try:
-            labels = self.core.read_node(self.node).metadata.labels or {}
-        except Exception:  # no Node object (or the API is away): no labels
-            labels = {}
-        self.labels = dict(labels)
+            self.labels = dict(self.core.read_node(self.node).metadata.labels or {})
+        except Exception as error:
+            if getattr(error, "status", None) == 404:
+                self.labels = {}  # no Node object (a standalone host): no labels
+            else:  # the API is away: keep the last known labels, and the policies they pick
+                self.errors.record("read Node", error)
         return tuple(sorted(self.labels.items()))
 
     def targeted(

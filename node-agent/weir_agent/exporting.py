@@ -71,6 +71,7 @@ class WeirCollector:
         self.resolver = resolver
         self.node = node
         self.headers = headers
+        self.publisher: Any = None  # in a cluster: its API errors and NodeReport writes
 
     def collect(self) -> Iterator[Metric]:
         snapshots = self.engine.snapshot()
@@ -85,6 +86,28 @@ class WeirCollector:
         )
         info.add_metric([self.node, version.VERSION, self.headers], 1)
         yield info
+        if self.publisher is not None:
+            yield from self._api_families(self.publisher)
+
+    @staticmethod
+    def _api_families(publisher: Any) -> Iterator[Metric]:
+        errors = CounterMetricFamily(
+            "weir_agent_api_errors",
+            "Kubernetes API requests this agent could not make, by operation and HTTP status "
+            "(none: no answer).",
+            labels=["operation", "code"],
+        )
+        for (operation, code), count in sorted(publisher.errors.snapshot().items()):
+            errors.add_metric([operation, code], count)
+        yield errors
+        writes = CounterMetricFamily(
+            "weir_agent_nodereport_writes",
+            "NodeReport status writes by result (ok, failed).",
+            labels=["result"],
+        )
+        writes.add_metric(["ok"], publisher.writes)
+        writes.add_metric(["failed"], publisher.failures)
+        yield writes
 
     def _rule_families(self, snapshots: list[HookSnapshot]) -> dict[str, list[Metric]]:
         binaries = self.engine.binary_paths()

@@ -18,6 +18,7 @@ from typing import Any
 from kubernetes import client as k8s
 
 from weir_agent import cgroups, watching
+from weir_agent.apierrors import ApiErrors
 from weir_agent.metadata import Labels
 from weir_api.meta import LabelSelector
 
@@ -62,6 +63,7 @@ class PodResolver:
     """Labels for cgroup ids from the pods on this node."""
 
     def __init__(self, *, core: k8s.CoreV1Api, node: str, index: cgroups.CgroupIndex) -> None:
+        self.errors: ApiErrors | None = None  # counted in weir_agent_api_errors_total
         self.core = core
         self.node = node
         self.index = index
@@ -130,4 +132,5 @@ class PodResolver:
             on_event=changed,
             stop=stop,
             what="pods on this node",
+            errors=self.errors,
         )

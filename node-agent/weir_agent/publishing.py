@@ -20,6 +20,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 
+from weir_agent.apierrors import ApiErrors
 from weir_api import GROUP, VERSION
 from weir_api.reports import NodeReport
 
@@ -35,7 +36,10 @@ class NodeReportPublisher:
         node: str,
         min_interval: float,
         heartbeat: float = 60.0,
+        errors: ApiErrors | None = None,
     ) -> None:
+        self.errors = errors or ApiErrors()
+        self.failures = 0
         self.core = core
         self.custom = custom
         self.node = node
@@ -96,6 +100,8 @@ class NodeReportPublisher:
                 GROUP, VERSION, "nodereports", self.node, {"status": status}
             )
         except Exception as error:
+            self.errors.record("publish NodeReport", error)
+            self.failures += 1
             log.warning("publishing NodeReport %s failed: %s; will retry", self.node, error)
             self.created = False
             return False

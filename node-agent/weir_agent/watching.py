@@ -16,6 +16,7 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 
+from weir_agent.apierrors import ApiErrors
 from weir_api import documents
 
 LABEL = "weir.dev/policy"
@@ -23,8 +24,11 @@ log = logging.getLogger("weir.agent")
 
 
 class ConfigMapSource:
-    def __init__(self, *, core: k8s.CoreV1Api, namespace: str) -> None:
+    def __init__(
+        self, *, core: k8s.CoreV1Api, namespace: str, errors: ApiErrors | None = None
+    ) -> None:
         self.core = core
+        self.errors = errors
         self.namespace = namespace
         self.lock = threading.Lock()
         self.texts: dict[str, str] = {}
@@ -72,6 +76,7 @@ class ConfigMapSource:
             on_event=changed,
             stop=stop,
             what="policy ConfigMaps",
+            errors=self.errors,
         )
 
 
@@ -82,6 +87,7 @@ def follow(
     on_event: Any,
     stop: threading.Event,
     what: str,
+    errors: ApiErrors | None = None,
     **selectors: Any,
 ) -> None:
     """List, then watch from the list's resourceVersion; relist after a 410 or a dropped
@@ -108,6 +114,8 @@ def follow(
                     break  # e.g. 410 Gone: relist
                 on_event(event["type"], event["object"])
         except Exception as error:
+            if errors is not None:
+                errors.record(f"follow {what}", error)
             log.warning("%s: %s; retrying in %.0fs", what, error, backoff)
             stop.wait(backoff)
             backoff = min(backoff * 2, 30.0)

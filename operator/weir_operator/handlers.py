@@ -32,7 +32,7 @@ from kubernetes import config as k8s_config
 from weir_api import GROUP, VERSION, documents
 from weir_api.aggregations import AggregationRule
 from weir_api.policies import TracingPolicy
-from weir_operator import rendering, rolling
+from weir_operator import metrics, rendering, rolling
 
 log = logging.getLogger("weir.operator")
 
@@ -137,6 +137,8 @@ def render_policy(memo: kopf.Memo, name: str, logger: Any = log) -> None:
         try:
             _render_policy(memo, name, logger)
         except k8s.ApiException as error:
+            metrics.RENDERS.labels(result="error").inc()
+            metrics.api_error("render", error)
             memo.render_errors[name] = rolling.describe_api_error(
                 error, doing=f"write ConfigMap weir-policy-{name} in namespace {memo.namespace}"
             )
@@ -151,6 +153,7 @@ def _render_policy(memo: kopf.Memo, name: str, logger: Any) -> None:
     parsed = rolling.parse(body)
     if not parsed.ok or not isinstance(parsed.obj, TracingPolicy):
         logger.warning("policy %s is invalid; nothing rendered", name)
+        metrics.RENDERS.labels(result="invalid").inc()
         return
     rules = [
         r.obj
@@ -172,6 +175,7 @@ def _render_policy(memo: kopf.Memo, name: str, logger: Any) -> None:
             raise
         current = None
     if rendering.unchanged(current, desired):
+        metrics.RENDERS.labels(result="unchanged").inc()
         return
     if current is None:
         try:
@@ -182,6 +186,7 @@ def _render_policy(memo: kopf.Memo, name: str, logger: Any) -> None:
             memo.core.replace_namespaced_config_map(cm_name, memo.namespace, desired)
     else:
         memo.core.replace_namespaced_config_map(cm_name, memo.namespace, desired)
+    metrics.RENDERS.labels(result="written").inc()
     logger.info(
         "rendered %s/%s for generation %s",
         memo.namespace,
@@ -285,4 +290,5 @@ def _drop_legacy(memo: kopf.Memo, plural: str, body: Any) -> None:
             GROUP, VERSION, plural, meta["name"], {"metadata": patch}
         )
     except k8s.ApiException as error:  # the next event tries again
+        metrics.api_error("drop_legacy_metadata", error)
         log.info("%s/%s: could not drop legacy metadata: %s", plural, meta["name"], error.reason)

@@ -29,7 +29,7 @@ from weir_api.aggregations import AggregationRule
 from weir_api.problems import Problem
 from weir_api.reports import NodeReport
 from weir_api.statuses import AggregationRuleStatus, TracingPolicyStatus
-from weir_operator import rollup
+from weir_operator import metrics, rollup
 
 log = logging.getLogger("weir.operator")
 
@@ -103,16 +103,21 @@ class RollUp:
     def _run(self) -> None:
         failures = 0
         while not self.stopping.is_set():
+            started = time.monotonic()
             try:
                 self.once()
                 failures = 0
+                metrics.PASSES.labels(result="ok").inc()
             except Exception as error:  # retried soon; said in one line meanwhile
                 failures += 1
+                metrics.PASSES.labels(result="error").inc()
                 if isinstance(error, k8s.ApiException):
+                    metrics.api_error("rollup", error)
                     words = describe_api_error(error, doing="roll NodeReports up into status")
                 else:
                     words = str(error)
                 log.warning("roll-up pass failed: %s; next try in %gs", words, self.delay(failures))
+            metrics.PASS_SECONDS.observe(time.monotonic() - started)
             self.stopping.wait(self.delay(failures))
 
     def delay(self, failures: int) -> float:
@@ -120,7 +125,7 @@ class RollUp:
         doubling, never more than the interval (a burst of API errors costs seconds)."""
         if failures == 0:
             return self.interval
-        return min(self.interval, RETRY_FIRST * 2 ** (failures - 1))
+        return min(self.interval, RETRY_FIRST * 2.0 ** (failures - 1))
 
     def _list(self, plural: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self.custom.list_cluster_custom_object(
@@ -247,7 +252,10 @@ class RollUp:
             self.custom.patch_cluster_custom_object_status(
                 GROUP, VERSION, plural, name, {"status": patch}
             )
+            metrics.STATUS_WRITES.labels(kind=plural, result="ok").inc()
         except k8s.ApiException as error:
+            metrics.STATUS_WRITES.labels(kind=plural, result="error").inc()
+            metrics.api_error("write_status", error)
             if error.status != 404:  # deleted meanwhile: nothing to write
                 log.warning("%s/%s: status write failed: %s", plural, name, error.reason)
 

@@ -12,12 +12,14 @@ import logging
 
 import kopf
 
-from weir_operator import handlers
+from weir_operator import handlers, metrics
 
 
-def run(*, namespace: str, liveness: str | None) -> int:
+def run(*, namespace: str, liveness: str | None, metrics_addr: str | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     memo = kopf.Memo(namespace=namespace)
+    if metrics_addr:
+        metrics.serve(metrics_addr)
     assert handlers.policy_event  # importing handlers registers them with kopf
     asyncio.run(
         kopf.operator(clusterwide=True, standalone=True, memo=memo, liveness_endpoint=liveness)
