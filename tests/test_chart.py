@@ -96,7 +96,14 @@ def test_default_render() -> None:
         "http://0.0.0.0:8080/healthz",
     )
     assert op_container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert op_container["ports"] == [{"name": "health", "containerPort": 8080}]
+    assert op_args.metrics_addr == "0.0.0.0:9401"
+    assert op_container["ports"] == [
+        {"name": "health", "containerPort": 8080},
+        {"name": "metrics", "containerPort": 9401},
+    ]
+    service = by_kind(docs, "Service", "weir-operator")["spec"]
+    assert service["ports"] == [{"name": "metrics", "port": 9401, "targetPort": "metrics"}]
+    assert service["selector"]["app.kubernetes.io/component"] == "operator"
     deployment = by_kind(docs, "Deployment", "weir-operator")["spec"]
     assert deployment["strategy"] == {"type": "Recreate"}  # never two operators at once
     assert operator["nodeSelector"] == {"kubernetes.io/os": "linux"}
@@ -395,4 +402,4 @@ def test_rendered_manifests_validate_against_the_kubernetes_schemas(values: list
             continue
         kubernetes_validate.validate(doc, "1.32", strict=True)  # raises with the field on error
         checked += 1
-    assert checked == 15  # every built-in object the chart renders
+    assert checked == 16  # every built-in object the chart renders
