@@ -20,8 +20,8 @@ run: setup
 	$(PY) -m weir_cli.main agent --policies examples/policies --report-file .weir/nodereport.json --events-file .weir/events.jsonl
 
 lint: setup
-	$(PY) -m ruff check $(SRC) tests
-	$(PY) -m ruff format --check $(SRC) tests
+	$(PY) -m ruff check $(SRC) tests scripts
+	$(PY) -m ruff format --check $(SRC) tests scripts
 
 typecheck: setup
 	$(PY) -m mypy $(SRC)

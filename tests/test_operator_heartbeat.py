@@ -129,8 +129,7 @@ def test_an_agent_with_no_policies_becomes_ready_once_synced(
         samples = wait_for(
             lambda: (
                 (m := roles.scrape(docs, "agent"))
-                and sum(v for k, v in m.items() if k.startswith("weir_agent_api_errors_total"))
-                >= 4
+                and sum(v for k, v in m.items() if k.startswith("weir_agent_api_errors_total")) >= 4
                 and m
             ),
             "the injected 500s counted",
