@@ -329,12 +329,19 @@ def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
         lambda: scrape_http(stack["metrics"])["weir_e2e_verify_total"][HOST] == before + 1,
         "generation 1 still counting",
     )
-    # An invalid policy is Stalled and renders nothing.
-    invalid = (
-        opens_policy("invalid", f"{data}/")
-        .split("---")[0]
-        .replace("operator: Prefix", "operator: GT")
+    # What the API server can check it refuses at apply; what it cannot (here a value of
+    # 124 characters that takes 248 UTF-8 bytes) is Stalled and renders nothing.
+    policy_text = opens_policy("invalid", f"{data}/").split("---")[0]
+    refused = cluster.kubectl(
+        "apply",
+        "-f",
+        "-",
+        stdin=policy_text.replace("operator: Prefix", "operator: GT"),
+        check=False,
     )
+    assert refused.returncode != 0 and "must fit its arg's type" in refused.stderr
+    invalid = policy_text.replace(f"{data}/", "é" * 124)
+    assert invalid != policy_text
     cluster.kubectl("apply", "-f", "-", stdin=invalid)
     stalled = wait_for(
         lambda: (
@@ -344,7 +351,10 @@ def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
         ),
         "Stalled",
     )
-    assert "GT does not apply to 'path'" in condition(stalled, "Stalled")["message"]
+    assert (
+        "is 248 bytes; the kernel compares at most 247 bytes"
+        in condition(stalled, "Stalled")["message"]
+    )
     with pytest.raises(k8s.ApiException):
         cluster.core.read_namespaced_config_map("weir-policy-invalid", NS)
     # Fixing it clears Stalled and renders it.
