@@ -272,3 +272,64 @@ def test_a_failure_is_said_once() -> None:
         "1 of 1 nodes failed; first: node n1 (policy) compile: spec.tracepoints[0]: no such "
         "tracepoint; aggregationrule r: too many"
     )
+
+
+def test_a_node_that_should_run_an_agent_but_never_reported_is_counted_and_named() -> None:
+    from weir_api.meta import LabelSelector
+
+    expected = rollup.Expected(
+        {"n1": {"zone": "a"}, "n2": {"zone": "a"}, "n3": {"zone": "b"}, "n4": {"zone": "b"}}
+    )
+    status = rollup.policy_status(
+        name="p",
+        generation=2,
+        problems=[],
+        reports=[node("n1"), node("n3")],
+        previous=None,
+        now="t",
+        expected=expected,
+    )
+    assert (status.nodes.targeted, status.nodes.ready, status.nodes.missing) == (4, 2, 2)
+    assert status.nodes.summary == "2/4"
+    assert status.missing_nodes == ["n2", "n4"]
+    ready = next(c for c in status.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("False", "NodesMissing")
+    assert ready.message.startswith("2 of 4 nodes have no weir agent report yet: n2, n4; ")
+    degraded = next(c for c in status.conditions if c.type == "Degraded")
+    assert degraded.status == "False"  # nothing failed: the agent is not there
+    # The policy's nodeSelector picks among the expected nodes.
+    zone_a = rollup.policy_status(
+        name="p",
+        generation=2,
+        problems=[],
+        reports=[node("n1")],
+        previous=None,
+        now="t",
+        expected=expected,
+        selector=LabelSelector(match_labels={"zone": "a"}),
+    )
+    assert (zone_a.nodes.targeted, zone_a.nodes.missing, zone_a.missing_nodes) == (2, 1, ["n2"])
+    # Not told which nodes should run agents: the reports alone count (as before).
+    alone = rollup.policy_status(
+        name="p", generation=2, problems=[], reports=[node("n1")], previous=None, now="t"
+    )
+    assert (alone.nodes.targeted, alone.nodes.missing) == (1, 0)
+    rule = rollup.rule_status(
+        name="r",
+        policy="p",
+        generation=1,
+        policy_generation=2,
+        problems=[],
+        reports=[node("n1"), node("n3")],
+        previous=None,
+        now="t",
+        expected=expected,
+    )
+    rule_ready = next(c for c in rule.conditions if c.type == "Ready")
+    assert (rule_ready.reason, rule.nodes.missing) == ("NodesMissing", 2)
+    many = rollup.Expected({f"m{i:02}": {} for i in range(12)})
+    crowded = rollup.policy_status(
+        name="p", generation=2, problems=[], reports=[], previous=None, now="t", expected=many
+    )
+    assert len(crowded.missing_nodes) == 10
+    assert "m09 and 2 more; check the agent pods" in crowded.conditions[0].message

@@ -209,3 +209,90 @@ def test_status_converges_within_two_intervals_after_a_fault_burst(
     writes = samples['weir_operator_status_writes_total{kind="tracingpolicies",result="ok"}']
     assert writes >= 3  # the first roll-up, Degraded, recovered
     assert samples["weir_operator_rollup_duration_seconds_count{}"] >= 4
+
+
+def test_nodes_whose_agent_never_reported_are_counted_and_named(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # The agent DaemonSet has pods on n1, n2 and (not yet bound, pinned by node affinity)
+    # n3; only n1's agent reports. NODES counts all three and names the other two; a
+    # policy whose nodeSelector picks only n1 is Ready. Pods and Nodes are watched.
+    docs = roles.render({"operator": {"rollupSeconds": INTERVAL, "healthPort": free_port()}})
+    selector = dict(
+        item.split("=")
+        for item in roles.container_env(
+            roles.pod_spec(docs, "operator")["containers"][0], fields={}
+        )["WEIR_AGENT_SELECTOR"].split(",")
+    )
+    for name, zone in (("n1", "a"), ("n2", "b"), ("n3", "b")):
+        cluster.core.create_node({"metadata": {"name": name, "labels": {"zone": zone}}})
+
+    def agent_pod(name: str, node: str, bound: bool) -> dict[str, Any]:
+        spec: dict[str, Any] = {"containers": [{"name": "agent", "image": "weir"}]}
+        if bound:
+            spec["nodeName"] = node
+        term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
+        spec["affinity"] = {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
+            }
+        }
+        return {"metadata": {"name": name, "labels": selector}, "spec": spec}
+
+    for pod in (
+        agent_pod("a1", "n1", True),
+        agent_pod("a2", "n2", True),
+        agent_pod("a3", "n3", False),
+    ):
+        cluster.core.create_namespaced_pod("weir-system", pod)
+    # a pod that is not the agent's, on a fourth node: not counted
+    cluster.core.create_namespaced_pod(
+        "weir-system", {"metadata": {"name": "other"}, "spec": {"nodeName": "n4", "containers": []}}
+    )
+    body = report("n1", 1, failing=False)
+    cluster.custom.create_cluster_custom_object(GROUP, VERSION, "nodereports", body)
+    cluster.custom.patch_cluster_custom_object_status(
+        GROUP, VERSION, "nodereports", "n1", {"status": body["status"]}
+    )
+    cluster.create_policy("p")
+    zoned = cluster.policy("zoned")
+    zoned["spec"]["nodeSelector"] = {"matchLabels": {"zone": "a"}}
+    cluster.custom.create_cluster_custom_object(GROUP, VERSION, "tracingpolicies", zoned)
+    # n1 reports "zoned" too (the agent there runs it)
+    status = body["status"]
+    status["policies"].append({**status["policies"][0], "name": "zoned"})
+    cluster.custom.patch_cluster_custom_object_status(
+        GROUP, VERSION, "nodereports", "n1", {"status": status}
+    )
+
+    def status_of(name: str) -> dict[str, Any]:
+        return cluster.get_policy(name).get("status") or {}
+
+    def ready(name: str) -> dict[str, Any]:
+        return next((c for c in status_of(name).get("conditions", []) if c["type"] == "Ready"), {})
+
+    with roles.running(docs, "operator", kubeconfig=cluster.kubeconfig, log=tmp_path / "op.log"):
+        missing = wait_for(
+            lambda: (c := ready("p")).get("reason") == "NodesMissing" and c, "n2, n3 missing"
+        )
+        assert missing["status"] == "False"
+        assert missing["message"].startswith("2 of 3 nodes have no weir agent report yet: n2, n3;")
+        nodes = status_of("p")["nodes"]
+        assert (nodes["targeted"], nodes["ready"], nodes["missing"], nodes["summary"]) == (
+            3,
+            1,
+            2,
+            "1/3",
+        )
+        assert status_of("p")["missingNodes"] == ["n2", "n3"]
+        row = cluster.kubectl("get", "tracingpolicy", "p", "--no-headers").stdout.split()
+        assert row[1:3] == ["False", "1/3"]
+        wait_for(lambda: ready("zoned").get("status") == "True", "zoned Ready on its one node")
+        assert status_of("zoned")["nodes"]["summary"] == "1/1"
+        # The DaemonSet leaves n2 and n3 (their pods deleted): p is Ready on n1.
+        for name in ("a2", "a3"):
+            cluster.core.delete_namespaced_pod(name, "weir-system")
+        wait_for(
+            lambda: ready("p").get("status") == "True", "Ready once only n1 should run an agent"
+        )
+        assert status_of("p")["nodes"]["summary"] == "1/1"

@@ -94,6 +94,13 @@ class NodeCounts(Model):
         description="Nodes whose agent has not reported within the stale age (down, or cut "
         "off from the API server): what runs there is not known.",
     )
+    missing: int = Field(
+        default=0,
+        ge=0,
+        description="Nodes that should run a weir agent (its DaemonSet placed a pod there) and "
+        "match the policy's nodeSelector, but have no NodeReport at all: the agent never "
+        "started there, or failed before its first report.",
+    )
     summary: str = Field(default="", max_length=32, description="ready/targeted, for display.")
 
 
@@ -119,6 +126,11 @@ class TracingPolicyStatus(Model):
     )
     conditions: list[Condition] = _conditions_field()
     nodes: NodeCounts = Field(default_factory=NodeCounts, description="Node counts.")
+    missing_nodes: list[str] = Field(
+        default_factory=list,
+        max_length=limits.MAX_FAILING_NODES,
+        description=f"At most {limits.MAX_FAILING_NODES} of the nodes counted as missing, by name.",
+    )
     failing_nodes: list[FailingNode] = Field(
         default_factory=list,
         max_length=limits.MAX_FAILING_NODES,

@@ -32,7 +32,7 @@ from kubernetes import config as k8s_config
 from weir_api import GROUP, VERSION, documents
 from weir_api.aggregations import AggregationRule
 from weir_api.policies import TracingPolicy
-from weir_operator import metrics, rendering, rolling
+from weir_operator import metrics, rendering, rolling, rollup
 
 log = logging.getLogger("weir.operator")
 
@@ -71,6 +71,11 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo.render_lock = threading.Lock()
     memo.render_errors = {}
     memo.handled = {}  # ("policy" | "rule", name) -> (uid, generation) rendered
+    # The nodes that should run an agent: those its DaemonSet placed a pod on (pods picked
+    # by WEIR_AGENT_SELECTOR, which the chart sets), with the Nodes' labels.
+    memo.agent_selector = _selector(os.environ.get("WEIR_AGENT_SELECTOR", ""))
+    memo.agent_pods = {}  # pod name -> node name
+    memo.node_labels = {}  # node name -> labels
     memo.said = {}  # (kind, name, policy) -> the render failure last posted as an Event
     memo.rule_targets = {}  # rule name -> the policy it folded when last seen
     memo.rollup = rolling.RollUp(
@@ -80,10 +85,24 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         rerender=lambda name: render_policy(memo, name),
         rendered=lambda: _rendered(memo),
         handled=lambda name: ("policy", name) in memo.handled,
+        expected=lambda: _expected(memo),
         stale_after=float(os.environ.get("WEIR_STALE_SECONDS", "180")),
         counters_interval=float(os.environ.get("WEIR_STATUS_COUNTERS_SECONDS", "60")),
     )
     memo.rollup.start()
+
+
+def _selector(text: str) -> dict[str, str] | None:
+    """``k=v,k=v`` (a label selector of equalities); None when empty."""
+    pairs = [item.partition("=") for item in text.split(",") if item.strip()]
+    return {k.strip(): v.strip() for k, _, v in pairs} or None
+
+
+def _expected(memo: kopf.Memo) -> rollup.Expected | None:
+    if memo.agent_selector is None:
+        return None  # not told which pods are agents: count the reports only
+    nodes = set(memo.agent_pods.values()) - {""}
+    return rollup.Expected({node: dict(memo.node_labels.get(node, {})) for node in nodes})
 
 
 def _quiet_event_handlers(record: logging.LogRecord) -> bool:
@@ -292,3 +311,49 @@ def _drop_legacy(memo: kopf.Memo, plural: str, body: Any) -> None:
     except k8s.ApiException as error:  # the next event tries again
         metrics.api_error("drop_legacy_metadata", error)
         log.info("%s/%s: could not drop legacy metadata: %s", plural, meta["name"], error.reason)
+
+
+WATCH_ONLY = ("node_event", "agent_pod_event")
+
+
+@kopf.on.event("", "v1", "nodes")
+def node_event(type: str | None, name: str, labels: Any, memo: kopf.Memo, **_: Any) -> None:
+    """Node labels, for the policies' nodeSelectors (a watch, never a poll)."""
+    if type == "DELETED":
+        memo.node_labels.pop(name, None)
+    else:
+        memo.node_labels[name] = dict(labels)
+
+
+def _is_agent_pod(labels: Any, namespace: str, memo: kopf.Memo, **_: Any) -> bool:
+    selector = memo.get("agent_selector")
+    return bool(
+        selector
+        and namespace == memo.namespace
+        and all(labels.get(k) == v for k, v in selector.items())
+    )
+
+
+@kopf.on.event("", "v1", "pods", when=_is_agent_pod)
+def agent_pod_event(type: str | None, name: str, spec: Any, memo: kopf.Memo, **_: Any) -> None:
+    """Where the agent DaemonSet placed its pods: the node it is bound to, or, before the
+    scheduler binds it, the node the DaemonSet controller pinned it to."""
+    if type == "DELETED":
+        memo.agent_pods.pop(name, None)
+    else:
+        memo.agent_pods[name] = spec.get("nodeName") or pinned_node(spec)
+
+
+def pinned_node(spec: Any) -> str:
+    """The node of a DaemonSet pod not yet bound: its required node affinity on
+    metadata.name."""
+    affinity = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    for term in affinity.get("nodeSelectorTerms") or []:
+        for field in term.get("matchFields") or []:
+            if field.get("key") == "metadata.name" and field.get("operator") == "In":
+                values = field.get("values") or []
+                if len(values) == 1:
+                    return str(values[0])
+    return ""

@@ -26,6 +26,8 @@ from kubernetes import client as k8s
 
 from weir_api import GROUP, VERSION, documents
 from weir_api.aggregations import AggregationRule
+from weir_api.meta import LabelSelector
+from weir_api.policies import TracingPolicy
 from weir_api.problems import Problem
 from weir_api.reports import NodeReport
 from weir_api.statuses import AggregationRuleStatus, TracingPolicyStatus
@@ -45,6 +47,12 @@ def parse(body: Any) -> documents.Parsed:
         k: v for k, v in dict(raw.get("metadata", {})).items() if k in {"name", "generation", "uid"}
     }
     return documents.parse_object(raw, source=f"{raw.get('kind')}/{raw['metadata'].get('name')}")
+
+
+def node_selector(parsed: documents.Parsed) -> LabelSelector | None:
+    if isinstance(parsed.obj, TracingPolicy):
+        return parsed.obj.spec.node_selector
+    return None
 
 
 def describe_api_error(error: k8s.ApiException, *, doing: str) -> str:
@@ -76,6 +84,7 @@ class RollUp:
         rerender: Callable[[str], None],
         rendered: Callable[[], set[str]],
         handled: Callable[[str], bool] = lambda name: True,
+        expected: Callable[[], rollup.Expected | None] = lambda: None,
         stale_after: float | None = None,
         counters_interval: float = 60.0,
     ) -> None:
@@ -87,6 +96,7 @@ class RollUp:
         self.custom = custom
         self.rendered = rendered  # names of the policies whose ConfigMap exists
         self.handled = handled  # whether the handlers rendered this policy already
+        self.expected = expected  # the nodes that should run an agent (None: unknown)
         self.interval = interval
         self.render_errors = render_errors
         self.rerender = rerender
@@ -147,6 +157,7 @@ class RollUp:
             except ValueError:
                 log.warning("ignoring a malformed NodeReport %s", item["metadata"].get("name"))
         stamp = now()
+        expected = self.expected()
         by_name = {p["metadata"]["name"]: p for p in policies}
         parsed_rules = [parse(r) for r in rules]
         for body in policies:
@@ -155,10 +166,13 @@ class RollUp:
             name = body["metadata"]["name"]
             stored = body.get("status") or {}
             previous = TracingPolicyStatus.model_validate(stored) if stored else None
+            parsed = parse(body)
             result = rollup.policy_status(
                 name=name,
                 generation=int(body["metadata"].get("generation", 1)),
-                problems=parse(body).problems,
+                problems=parsed.problems,
+                expected=expected,
+                selector=node_selector(parsed),
                 reports=reports,
                 previous=previous,
                 now=stamp,
@@ -174,7 +188,9 @@ class RollUp:
                 "aggregationrules",
                 body["metadata"]["name"],
                 stored,
-                self._rule_status(body, parsed, parsed_rules, by_name, reports, stored, stamp),
+                self._rule_status(
+                    body, parsed, parsed_rules, by_name, reports, stored, stamp, expected
+                ),
             )
 
     def _restore(self, policies: list[dict[str, Any]]) -> None:
@@ -201,9 +217,11 @@ class RollUp:
         reports: list[NodeReport],
         stored: dict[str, Any],
         stamp: str,
+        expected: rollup.Expected | None,
     ) -> dict[str, Any]:
         problems: list[Problem] = list(parsed.problems)
         policy_generation = None
+        selector = None
         if isinstance(parsed.obj, AggregationRule):
             policy_name = parsed.obj.spec.policy_ref.name
             policy_body = policies.get(policy_name)
@@ -218,6 +236,7 @@ class RollUp:
             else:
                 policy_docs = [parse(policy_body)]
                 policy_generation = int(policy_body["metadata"].get("generation", 1))
+                selector = node_selector(policy_docs[0])
             # The checks the agent and `weir check` make too: against the policy, metric
             # names shared with other rules, the policy's memory budget.
             checked = documents.cross_check([*policy_docs, *all_rules])
@@ -234,6 +253,8 @@ class RollUp:
             previous=previous,
             now=stamp,
             stale_after=self.stale_after,
+            expected=expected,
+            selector=selector,
         ).to_wire()
 
     def _write(

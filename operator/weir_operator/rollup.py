@@ -21,11 +21,12 @@ unchanged roll-up is byte-identical and is not written.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from weir_api import limits
-from weir_api.meta import Condition
+from weir_api.meta import Condition, LabelSelector
 from weir_api.problems import Problem
 from weir_api.reports import NodeReport, PolicyReport
 from weir_api.statuses import (
@@ -136,6 +137,21 @@ def stale(report: NodeReport, *, now: str, stale_after: float | None) -> bool:
         return False
 
 
+@dataclasses.dataclass(frozen=True)
+class Expected:
+    """The nodes that should run a weir agent (where its DaemonSet placed a pod), with
+    their labels, so that a node whose agent never reported still counts."""
+
+    nodes: Mapping[str, Mapping[str, str]]
+
+    def targeted_by(self, selector: LabelSelector | None) -> list[str]:
+        return sorted(
+            node
+            for node, labels in self.nodes.items()
+            if selector is None or selector.matches(dict(labels))
+        )
+
+
 def _count(
     name: str,
     generation: int,
@@ -143,10 +159,20 @@ def _count(
     *,
     now: str = "",
     stale_after: float | None = None,
-) -> tuple[NodeCounts, list[FailingNode], list[PolicyReport]]:
+    expected: Expected | None = None,
+    selector: LabelSelector | None = None,
+) -> tuple[NodeCounts, list[FailingNode], list[PolicyReport], list[str]]:
     counts = NodeCounts()
     failing: list[FailingNode] = []
     current: list[PolicyReport] = []
+    reporting = {r.spec.node_name or r.metadata.name for r in reports}
+    missing = [
+        node
+        for node in (expected.targeted_by(selector) if expected else [])
+        if node not in reporting
+    ]
+    counts.missing = len(missing)
+    counts.targeted += len(missing)
     for report in sorted(reports, key=lambda r: r.metadata.name):
         status = report.status
         mine = next((p for p in status.policies if p.name == name), None) if status else None
@@ -178,7 +204,18 @@ def _count(
         else:
             counts.pending += 1
     counts.summary = f"{counts.ready}/{counts.targeted}"
-    return counts, failing, current
+    return counts, failing, current, missing
+
+
+def missing_message(counts: NodeCounts, missing: Sequence[str]) -> str:
+    shown = ", ".join(missing[: limits.MAX_FAILING_NODES])
+    extra = len(missing) - limits.MAX_FAILING_NODES
+    more = f" and {extra} more" if extra > 0 else ""
+    return (
+        f"{counts.missing} of {counts.targeted} nodes have no weir agent report yet: "
+        f"{shown}{more}; check the agent pods there (kubectl get pods -o wide -l "
+        "app.kubernetes.io/component=agent -A)"
+    )
 
 
 def policy_status(
@@ -191,11 +228,23 @@ def policy_status(
     now: str,
     operator_error: str = "",
     stale_after: float | None = None,
+    expected: Expected | None = None,
+    selector: LabelSelector | None = None,
 ) -> TracingPolicyStatus:
     """``operator_error``: what the operator itself could not do for this policy (write
-    its ConfigMap, say); it makes the policy Degraded and not Ready, whatever the nodes say."""
+    its ConfigMap, say); it makes the policy Degraded and not Ready, whatever the nodes say.
+    ``expected``: the nodes that should run an agent (None: count reports only);
+    ``selector``: the policy's nodeSelector, which picks among them."""
     before = previous.conditions if previous else []
-    counts, failing, _ = _count(name, generation, reports, now=now, stale_after=stale_after)
+    counts, failing, _, missing = _count(
+        name,
+        generation,
+        reports,
+        now=now,
+        stale_after=stale_after,
+        expected=expected,
+        selector=selector,
+    )
     totals = Savings()
     for report in reports:  # savings count every node's running version, current or not
         mine = (
@@ -248,6 +297,8 @@ def policy_status(
             f"{counts.unknown} of {counts.targeted} nodes have not reported for more than "
             f"{stale_after:.0f}s; is the weir agent running there?",
         )
+    elif counts.missing:
+        ready_reason, ready_message = "NodesMissing", missing_message(counts, missing)
     else:
         ready_reason, ready_message = (
             "NodesPending",
@@ -269,6 +320,7 @@ def policy_status(
         observed_generation=generation,
         conditions=conditions,
         nodes=counts,
+        missing_nodes=missing[: limits.MAX_FAILING_NODES],
         failing_nodes=failing,
         savings=totals,
     )
@@ -285,15 +337,24 @@ def rule_status(
     previous: AggregationRuleStatus | None,
     now: str,
     stale_after: float | None = None,
+    expected: Expected | None = None,
+    selector: LabelSelector | None = None,
 ) -> AggregationRuleStatus:
     before = previous.conditions if previous else []
     stalled = bool(problems)
     text = "; ".join(str(p) for p in problems[:5])
     counts = NodeCounts(summary="0/0")
     series = overflow = 0
+    missing: list[str] = []
     if policy_generation is not None:
-        counts, _, current = _count(
-            policy, policy_generation, reports, now=now, stale_after=stale_after
+        counts, _, current, missing = _count(
+            policy,
+            policy_generation,
+            reports,
+            now=now,
+            stale_after=stale_after,
+            expected=expected,
+            selector=selector,
         )
         for report in current:
             for aggregation in report.aggregations:
@@ -315,6 +376,8 @@ def rule_status(
         ready_reason = "NodesFailed"
     elif counts.unknown:
         ready_reason = "NodesUnknown"
+    elif counts.missing:
+        ready_reason = "NodesMissing"
     else:
         ready_reason = "NodesPending"
     conditions = _conditions(
@@ -322,7 +385,9 @@ def rule_status(
         stalled=stalled,
         problems_text=text,
         ready_reason=ready_reason,
-        ready_message=text or failed or counts.summary,
+        ready_message=text
+        or failed
+        or (missing_message(counts, missing) if counts.missing else counts.summary),
         degraded_message=failed,
         generation=generation,
         now=now,

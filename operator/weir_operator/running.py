@@ -1,8 +1,9 @@
 """``weir operator``: the one entrypoint of the operator role.
 
 The image, the chart and every test start the operator through this function
-(``weir operator --namespace NS``): kopf, cluster-wide, standalone (one active
-operator), with its liveness endpoint for the Deployment's probe.
+(``weir operator --namespace NS``): kopf (cluster-scoped kinds cluster-wide, pods in
+its namespace), standalone (one active operator), with its liveness endpoint for the
+Deployment's probe.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ def run(*, namespace: str, liveness: str | None, metrics_addr: str | None = None
         metrics.serve(metrics_addr)
     assert handlers.policy_event  # importing handlers registers them with kopf
     asyncio.run(
-        kopf.operator(clusterwide=True, standalone=True, memo=memo, liveness_endpoint=liveness)
+        # Cluster-scoped kinds (policies, rules, Nodes) are watched cluster-wide whatever
+        # the namespaces; namespaced ones (the agent's pods) only in the operator's own.
+        kopf.operator(
+            namespaces=[namespace], standalone=True, memo=memo, liveness_endpoint=liveness
+        )
     )
     return 0
