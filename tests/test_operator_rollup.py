@@ -137,6 +137,7 @@ def test_two_hundred_nodes_roll_up_correctly_with_bounded_writes(
         "failed": 10,
         "pending": 0,
         "unknown": 0,
+        "missing": 0,
         "summary": "190/200",
     }
     assert len(status["failingNodes"]) == 10

@@ -325,7 +325,8 @@ def node_event(type: str | None, name: str, labels: Any, memo: kopf.Memo, **_: A
         memo.node_labels[name] = dict(labels)
 
 
-def _is_agent_pod(labels: Any, namespace: str, memo: kopf.Memo, **_: Any) -> bool:
+def _is_agent_pod(**kwargs: Any) -> bool:
+    labels, namespace, memo = kwargs["labels"], kwargs["namespace"], kwargs["memo"]
     selector = memo.get("agent_selector")
     return bool(
         selector
