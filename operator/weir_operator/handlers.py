@@ -73,7 +73,14 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo.handled = {}  # ("policy" | "rule", name) -> (uid, generation) rendered
     # The nodes that should run an agent: those its DaemonSet placed a pod on (pods picked
     # by WEIR_AGENT_SELECTOR, which the chart sets), with the Nodes' labels.
-    memo.agent_selector = _selector(os.environ.get("WEIR_AGENT_SELECTOR", ""))
+    agent_labels = os.environ.get("WEIR_AGENT_SELECTOR", "")
+    memo.agent_selector = _selector(agent_labels)
+    # The pod watch is filtered by the API server: the agent's pods in this namespace only
+    # (an operator run without the chart's selector watches its namespace's pods).
+    pods = ("", "v1", "pods")
+    settings.watching.field_selectors[pods] = f"metadata.namespace={memo.namespace}"
+    if agent_labels:
+        settings.watching.label_selectors[pods] = agent_labels
     memo.agent_pods = {}  # pod name -> node name
     memo.node_labels = {}  # node name -> labels
     memo.said = {}  # (kind, name, policy) -> the render failure last posted as an Event

@@ -1,8 +1,8 @@
 """``weir operator``: the one entrypoint of the operator role.
 
 The image, the chart and every test start the operator through this function
-(``weir operator --namespace NS``): kopf (cluster-scoped kinds cluster-wide, pods in
-its namespace), standalone (one active operator), with its liveness endpoint for the
+(``weir operator --namespace NS``): kopf, cluster-wide (pods only the agent's, in its
+namespace, selected by the API server), standalone (one active operator), with its liveness endpoint for the
 Deployment's probe.
 """
 
@@ -23,10 +23,6 @@ def run(*, namespace: str, liveness: str | None, metrics_addr: str | None = None
         metrics.serve(metrics_addr)
     assert handlers.policy_event  # importing handlers registers them with kopf
     asyncio.run(
-        # Cluster-scoped kinds (policies, rules, Nodes) are watched cluster-wide whatever
-        # the namespaces; namespaced ones (the agent's pods) only in the operator's own.
-        kopf.operator(
-            namespaces=[namespace], standalone=True, memo=memo, liveness_endpoint=liveness
-        )
+        kopf.operator(clusterwide=True, standalone=True, memo=memo, liveness_endpoint=liveness)
     )
     return 0
