@@ -2,8 +2,8 @@
 
 The image, the chart and every test start the operator through this function
 (``weir operator --namespace NS``): kopf, cluster-wide (pods only the agent's, in its
-namespace, selected by the API server), standalone (one active operator), with its liveness endpoint for the
-Deployment's probe.
+namespace, selected by the API server), standalone (one active operator), with its
+liveness endpoint for the Deployment's probe.
 """
 
 from __future__ import annotations
