@@ -49,11 +49,15 @@ def kernel_unavailable_reason() -> str | None:
     return None
 
 
+_USED_THE_KERNEL: list[bool] = []
+
+
 @pytest.fixture
 def kernel() -> None:
     """Use in every test that loads BPF programs."""
     reason = kernel_unavailable_reason()
     require(reason is None, reason or "")
+    _USED_THE_KERNEL.append(True)
 
 
 @pytest.fixture
@@ -103,7 +107,9 @@ def _no_test_pins_left() -> Any:
     roles.command); whatever a failed test left there is detached at the end."""
     yield
     root = Path("/sys/fs/bpf/weir-tests")
-    if os.geteuid() == 0 and root.exists():
+    # Only a session that ran kernel tests cleans up: another session (pure tests, say)
+    # running meanwhile must not detach its agents' pins.
+    if _USED_THE_KERNEL and os.geteuid() == 0 and root.exists():
         from weir_agent import loading
 
         loading.remove_pins(root)

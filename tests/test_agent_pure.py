@@ -246,3 +246,13 @@ spec: {{policyRef: {{name: p}}, metric: {{name: {metric}}}}}
     assert generation(docs("/b")) == 2  # its spec changed
     assert generation(docs("/b", metric="n")) == 3  # one of its rules changed
     assert generation(docs("/b", metric="n")) == 3
+
+
+def test_parse_format_numbers_fields_from_the_first_common_one() -> None:
+    fields = parse_format(
+        "format:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n"
+        "\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n"
+        "\tfield:long id;\toffset:8;\tsize:8;\tsigned:1;\n"
+        "\tfield:unsigned long args[6];\toffset:16;\tsize:48;\tsigned:0;\n"
+    )
+    assert [(f.name, f.position) for f in fields] == [("id", 2), ("args", 3)]

@@ -313,3 +313,41 @@ def test_digest_changes_with_seeds_only_when_they_change() -> None:
     same = make(openat({"label": "path", "operator": "Prefix", "values": ["/a"]})).programs[0]
     other = make(openat({"label": "path", "operator": "Prefix", "values": ["/b"]})).programs[0]
     assert one.digest() == same.digest() != other.digest()
+
+
+def test_tetragon_spellings_generate_what_they_mean() -> None:
+    policy = TracingPolicy.model_validate(
+        {
+            "metadata": {"name": "t"},
+            "spec": {
+                "kprobes": [
+                    {
+                        "call": "sys_write",  # Tetragon's spelling of a syscall
+                        "syscall": True,
+                        "message": "a write",
+                        "tags": ["observability.filesystem"],
+                        "args": [
+                            {"index": 0, "type": "int", "label": "fd"},
+                            {"index": 1, "type": "char_buf", "sizeArgIndex": 3, "label": "buf"},
+                            {"index": 2, "type": "size_t", "label": "count"},
+                            {"index": 3, "type": "nop"},
+                        ],
+                    },
+                    {"call": "write", "syscall": True},
+                ],
+                "uprobes": [{"path": "/bin/bash", "symbols": ["readline", "main"]}],
+            },
+        }
+    )
+    generated = codegen.generate(policy, [], layouts={}, sock_layout=SOCK_LAYOUT)
+    assert generated.problems == ()
+    write, bare, *uprobes = generated.programs
+    assert write.target == bare.target == ("__x64_sys_write",)
+    assert (write.message, write.tags) == ("a write", ("observability.filesystem",))
+    assert [a.name for a in write.args] == ["fd", "buf", "count"]  # nop reads nothing
+    flags = dict(write.flags)
+    buf = next(a for a in write.args if a.name == "buf")
+    count = next(a for a in write.args if a.name == "count")
+    assert flags[f"ARG{buf.slot}_LEN_ARG"] == count.slot  # 1-based: 3 is index 2
+    assert [p.target for p in uprobes] == [("/bin/bash", "readline"), ("/bin/bash", "main")]
+    assert [p.hook for p in uprobes] == ["uprobe:/bin/bash:readline", "uprobe:/bin/bash:main"]

@@ -458,3 +458,40 @@ def test_a_broken_policy_file_affects_only_itself(core, tmp_path: Path, scratch:
     )
     states = {p.name: p.state for p in report.status.policies}
     assert states == {"good": "Ready", "invalid": "Failed"}
+
+
+def test_tracepoint_index_counts_the_format_from_its_first_field_as_tetragon_does(core) -> None:
+    # sys_enter_lseek: common_type, common_flags, common_preempt_count, common_pid (0-3),
+    # __syscall_nr (4), fd (5), offset (6), whence (7). A Tetragon policy's `index: 6` is
+    # the offset, never another field.
+    spec = {
+        "tracepoints": [
+            {
+                "subsystem": "syscalls",
+                "event": "sys_enter_lseek",
+                "args": [{"index": 6, "type": "int64"}],
+                "selectors": [
+                    {
+                        "matchArgs": [
+                            {"index": 6, "operator": "Equal", "values": [str(BASE + 77)]}
+                        ],
+                        "matchActions": [{"action": "NoPost"}],
+                    }
+                ],
+            }
+        ]
+    }
+    apply(core, policy_yaml("tetragon-index", yaml.safe_dump(spec)))
+    lseeks(BASE + 77, BASE + 77, BASE + 77, BASE + 78)
+    assert stats(core, "tetragon-index")["matched"] == 3
+    header = yaml.safe_load(yaml.safe_dump(spec))
+    header["tracepoints"][0]["args"][0]["index"] = 3
+    header["tracepoints"][0]["selectors"][0]["matchArgs"][0]["index"] = 3
+    apply(core, policy_yaml("header-index", yaml.safe_dump(header)))
+    (problem,) = core.policies["header-index"].problems
+    assert str(problem) == (
+        "spec.tracepoints[0].args[0]: syscalls:sys_enter_lseek has no own field at index 3: "
+        "indexes count the format's fields from the first, and 0-3 are the common_* header "
+        "every event carries; its fields are: __syscall_nr (index 4), fd (index 5), offset "
+        "(index 6), whence (index 7)"
+    )

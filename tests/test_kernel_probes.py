@@ -59,7 +59,7 @@ KPROBES = {
         {
             "call": "vfs_write",
             "args": [
-                {"index": 1, "type": "char_buf", "sizeArgIndex": 2, "label": "buf"},
+                {"index": 1, "type": "char_buf", "sizeArgIndex": 3, "label": "buf"},
                 {"index": 2, "type": "size_t", "label": "count"},
             ],
             "selectors": [

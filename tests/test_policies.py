@@ -130,10 +130,15 @@ def match(operator: str, values: list[str], label: str = "path") -> list[dict[st
             "`kubectl explain` or docs/api.md",
         ),
         (
-            {"args": [{"field": "sk", "type": "socket"}]},
+            {"args": [{"field": "sk", "type": "sokc"}]},
             "spec.tracepoints[0].args[0].type: must be one of 'int', 'uint', 'int8', 'uint8', "
             "'int16', 'uint16', 'int32', 'uint32', 'int64', 'uint64', 'long', 'ulong', 'size_t', "
-            "'string', 'filename', 'char_buf', 'sock' or 'sockaddr', got 'socket'",
+            "'string', 'filename', 'char_buf', 'sock', 'sockaddr' or 'nop', got 'sokc'",
+        ),
+        (
+            {"args": [{"field": "sk", "type": "socket"}]},
+            "spec.tracepoints[0].args[0].type: Tetragon's arg type socket is not supported by "
+            "weir (yet); read the value as an integer (uint64), or see docs/tetragon.md",
         ),
     ],
 )
@@ -180,7 +185,8 @@ def test_kprobe_rules() -> None:
         "spec.kprobes[0].args[2].index: is 7; functions pass at most six arguments in registers "
         "(0-5)",
         "spec.kprobes[0].args[3].sizeArgIndex: char_buf needs sizeArgIndex: the position of the "
-        "argument that holds the buffer's length",
+        "argument that holds the buffer's length, counted from 1 as in Tetragon (3 for the "
+        "argument at index 2)",
         "spec.kprobes[0].selectors[0].matchArgs[0].values[1]: '300.1.1.1' is not an IP address "
         "or CIDR; write e.g. 10.0.0.0/8 or 192.168.1.1",
         "spec.kprobes[0].selectors[0].matchArgs[1].operator: Prefix does not apply to 'arg0' of "
@@ -193,7 +199,7 @@ def test_duplicate_hooks_and_empty_policy() -> None:
     doc["spec"]["tracepoints"].append(doc["spec"]["tracepoints"][0])
     assert problems_of(doc) == [
         "spec.tracepoints[1]: tracepoint:syscalls:sys_enter_openat is already hooked at "
-        "spec.tracepoints.0; merge their selectors into one entry"
+        "spec.tracepoints[0]; merge their selectors into one entry"
     ]
     doc["spec"] = {}
     assert problems_of(doc) == [
@@ -421,3 +427,18 @@ def test_program_limits_are_refused_before_any_node() -> None:
     assert cross(rule(groupBy=keys))[0] == (
         "spec.groupBy: 3 arg: keys; at most 2 per rule (the series key holds 2 argument values)"
     )
+
+
+def test_enforcement_parameters_are_accepted_and_said_to_be_ignored() -> None:
+    from weir_api import checks
+    from weir_api.policies import TracingPolicy
+
+    doc = policy(selectors=[{"matchActions": [{"action": "Post", "argError": -1, "argSig": 9}]}])
+    assert problems_of(doc) == []
+    spec = TracingPolicy.model_validate(doc).spec
+    assert [str(w) for w in checks.policy_warnings(spec)] == [
+        "spec.tracepoints[0].selectors[0].matchActions[0].argError: ignored: an enforcement "
+        "parameter, and weir observes",
+        "spec.tracepoints[0].selectors[0].matchActions[0].argSig: ignored: an enforcement "
+        "parameter, and weir observes",
+    ]

@@ -82,7 +82,7 @@ def test_operators_fit_types() -> None:
     assert "NotDAddr" in values.operators_for("sock")
     assert "NotDAddr" not in values.operators_for("string")
     assert set(values.ARG_TYPES) == (
-        set(values.INTEGER_TYPES) | values.STRING_TYPES | values.ADDRESS_TYPES
+        set(values.INTEGER_TYPES) | values.STRING_TYPES | values.ADDRESS_TYPES | values.NOP_TYPES
     )
 
 

@@ -23,11 +23,29 @@ from weir_api.policies import (
     TracingPolicySpec,
     UProbe,
 )
-from weir_api.problems import PathPart, Problem, at
+from weir_api.problems import PathPart, Problem, at, format_path
 
 
 def check_policy(spec: TracingPolicySpec) -> list[Problem]:
     return list(_policy(spec, ("spec",)))
+
+
+def policy_warnings(spec: TracingPolicySpec) -> list[Problem]:
+    """What is accepted but has no effect: Tetragon's enforcement parameters."""
+    found = []
+    for where, hook in spec.hooks_with_paths():
+        for s_number, selector in enumerate(hook.selectors):
+            for a_number, action in enumerate(selector.match_actions):
+                a_path = ("spec", *where, "selectors", s_number, "matchActions", a_number)
+                for field, value in (("argError", action.arg_error), ("argSig", action.arg_sig)):
+                    if value is not None:
+                        found.append(
+                            at(
+                                (*a_path, field),
+                                "ignored: an enforcement parameter, and weir observes",
+                            )
+                        )
+    return sorted(set(found), key=lambda p: p.path)
 
 
 def policy_bytes(spec: TracingPolicySpec) -> int:
@@ -51,23 +69,28 @@ def _policy(spec: TracingPolicySpec, path: Sequence[PathPart]) -> Iterator[Probl
     if len(hooks) > limits.MAX_HOOKS:
         yield at(path, f"{len(hooks)} hooks; at most {limits.MAX_HOOKS} per policy, split it")
     seen: dict[str, str] = {}
-    groups: list[tuple[str, Sequence[KProbe | Tracepoint | UProbe]]] = [
-        ("kprobes", spec.kprobes),
-        ("tracepoints", spec.tracepoints),
-        ("uprobes", spec.uprobes),
-    ]
-    for kind, items in groups:
-        for index, hook in enumerate(items):
-            hook_path = (*path, kind, index)
-            hook_id = hook.hook_id()
-            if hook_id in seen:
-                yield at(
-                    hook_path,
-                    f"{hook_id} is already hooked at {seen[hook_id]}; merge "
-                    "their selectors into one entry",
-                )
-            seen.setdefault(hook_id, ".".join(str(p) for p in hook_path))
+    checked: set[tuple[str, int]] = set()
+    for where, hook in spec.hooks_with_paths():
+        hook_path = (*path, *where)
+        if isinstance(hook, UProbe) and hook.symbol is None:
+            yield at(hook_path, "a uprobe needs symbol, or symbols (a list)")
+            continue
+        hook_id = hook.hook_id()
+        if hook_id in seen:
+            yield at(
+                hook_path,
+                f"{hook_id} is already hooked at {seen[hook_id]}; merge "
+                "their selectors into one entry",
+            )
+        seen.setdefault(hook_id, format_path(hook_path))
+        if where not in checked:  # a uprobe's symbols share its args and selectors
+            checked.add(where)
             yield from _hook(hook, hook_path)
+
+
+def check_hook(hook: KProbe | Tracepoint | UProbe, path: Sequence[PathPart]) -> list[Problem]:
+    """One hook's own problems (its args, selectors and actions)."""
+    return list(_hook(hook, path))
 
 
 def _hook(hook: KProbe | Tracepoint | UProbe, path: Sequence[PathPart]) -> Iterator[Problem]:
@@ -129,7 +152,8 @@ def _hook(hook: KProbe | Tracepoint | UProbe, path: Sequence[PathPart]) -> Itera
                 yield at(
                     (*arg_path, "sizeArgIndex"),
                     "char_buf needs sizeArgIndex: the "
-                    "position of the argument that holds the buffer's length",
+                    "position of the argument that holds the buffer's length, counted from 1 "
+                    "as in Tetragon (3 for the argument at index 2)",
                 )
         elif arg.size_arg_index is not None:
             yield at((*arg_path, "sizeArgIndex"), "applies to char_buf only; remove it")
@@ -176,6 +200,9 @@ def _match_arg(hook: Hook, match: MatchArg, path: Sequence[PathPart]) -> Iterato
         )
         return
     allowed = values.operators_for(arg.type)
+    if arg.type in values.NOP_TYPES:
+        yield at(path, f"{arg.name()!r} is a nop arg: it reads nothing, so nothing can match it")
+        return
     if match.operator not in allowed:
         yield at(
             (*path, "operator"),

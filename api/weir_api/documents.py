@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from weir_api import API_VERSION, checks
 from weir_api.aggregations import AggregationRule, AggregationRuleSpec
-from weir_api.policies import TracingPolicy
+from weir_api.policies import KProbe, Tracepoint, TracingPolicy, UProbe
 from weir_api.problems import Problem, from_validation_error
 from weir_api.reports import NodeReport
 
@@ -84,12 +84,35 @@ def parse_object(document: Any, *, source: str) -> Parsed:
         obj: Object = model.model_validate(document)
     except ValidationError as error:
         problems.extend(from_validation_error(error))
+        if kind == "TracingPolicy":  # the rest of what is wrong, in the same pass
+            found = set(problems)
+            problems.extend(p for p in _hook_checks(document.get("spec")) if p not in found)
         return Parsed(source=source, kind=kind, name=name, obj=None, problems=tuple(problems))
     if isinstance(obj, TracingPolicy):
         problems.extend(checks.check_policy(obj.spec))
     elif isinstance(obj, AggregationRule):
         problems.extend(checks.check_rule(obj.spec, None))
     return Parsed(source=source, kind=kind, name=name, obj=obj, problems=tuple(problems))
+
+
+def _hook_checks(spec: Any) -> list[Problem]:
+    """When a policy fails its schema, the semantic checks of every hook that passes its
+    own: a user sees all that is wrong at once, not in rounds."""
+    if not isinstance(spec, dict):
+        return []
+    found: list[Problem] = []
+    for group, model in (("kprobes", KProbe), ("tracepoints", Tracepoint), ("uprobes", UProbe)):
+        items = spec.get(group)
+        for index, item in enumerate(items if isinstance(items, list) else []):
+            try:
+                hook = model.model_validate(item)
+            except ValidationError:
+                continue  # its schema problems are already listed
+            for one in hook.expanded() if isinstance(hook, UProbe) else [hook]:
+                if not isinstance(one, UProbe) or one.symbol is not None:
+                    found.extend(checks.check_hook(one, ("spec", group, index)))
+                    break
+    return found
 
 
 def cross_check(parsed: list[Parsed]) -> list[Parsed]:

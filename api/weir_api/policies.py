@@ -43,6 +43,7 @@ ArgType = Literal[
     "char_buf",
     "sock",
     "sockaddr",
+    "nop",
 ]
 assert set(ArgType.__args__) == set(values.ARG_TYPES)  # type: ignore[attr-defined]
 
@@ -73,6 +74,9 @@ LABEL_PATTERN = r"^[a-z_][a-z0-9_]*$"
 ValueString = Annotated[str, Field(min_length=1, max_length=limits.MAX_STRING)]
 BinaryPath = Annotated[str, Field(min_length=1, max_length=limits.MAX_STRING, pattern=r"^/")]
 SYMBOL_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*$"
+UprobeSymbol = Annotated[
+    str, Field(max_length=limits.MAX_NAME, pattern=r"^[A-Za-z_.$][A-Za-z0-9_.$@]*$")
+]
 MAX_FUNCTION_ARG = 5  # x86-64 and arm64 pass six arguments in registers
 RANGE_OPERATORS = frozenset({"InRange"}) | values.PORT_OPERATORS
 
@@ -89,7 +93,8 @@ class Arg(Model):
             ("has(self.index) || has(self.field)", "an arg needs index or field"),
             (
                 "self.type != 'char_buf' || has(self.sizeArgIndex)",
-                "a char_buf arg needs sizeArgIndex: the index of the argument holding its length",
+                "a char_buf arg needs sizeArgIndex: the argument holding its length, counted "
+                "from 1",
             ),
             (
                 "self.type == 'char_buf' || !has(self.sizeArgIndex)",
@@ -103,7 +108,9 @@ class Arg(Model):
         ge=0,
         le=63,
         description="kprobes/uprobes: the function argument's position (0-5). Tracepoints: "
-        "the position among the event's own fields in its tracefs format (common_* excluded).",
+        "the field's position in the event's tracefs format counted from its first line, the "
+        "common_* header included, as Tetragon counts (raw_syscalls:sys_enter's id is 4); "
+        "`field:` names it instead.",
     )
     field: str | None = Field(
         default=None,
@@ -116,7 +123,7 @@ class Arg(Model):
         description="How to read and compare the value: integers (int, uint, int8..uint64, "
         "long, ulong, size_t), string (kernel char *), filename (user-space path pointer, as "
         "syscalls take), char_buf (user buffer, length in sizeArgIndex), sock (struct sock *), "
-        "sockaddr (struct sockaddr *)."
+        "sockaddr (struct sockaddr *), nop (read nothing: a placeholder, as in Tetragon)."
     )
     label: str | None = Field(
         default=None,
@@ -127,9 +134,10 @@ class Arg(Model):
     )
     size_arg_index: int | None = Field(
         default=None,
-        ge=0,
-        le=5,
-        description="char_buf only: position of the argument that holds the buffer's length.",
+        ge=1,
+        le=MAX_FUNCTION_ARG + 1,
+        description="char_buf only: the argument that holds the buffer's length, counted from "
+        "1 as Tetragon counts it (3 is the argument at index 2).",
     )
 
     def name(self) -> str:
@@ -229,6 +237,16 @@ class MatchAction(Model):
     )
     kernel_stack_trace: bool = Field(
         default=False, description="Attach the kernel stack, symbolised, to the event."
+    )
+    arg_error: int | None = Field(
+        default=None,
+        description="Tetragon's error for Override: enforcement only, accepted and ignored "
+        "(weir observes), with a warning.",
+    )
+    arg_sig: int | None = Field(
+        default=None,
+        description="Tetragon's signal for Signal: enforcement only, accepted and ignored "
+        "(weir observes), with a warning.",
     )
 
 
@@ -373,6 +391,18 @@ class Hook(Model):
         description="ORed in order, first match decides; none means every call matches and "
         "is posted.",
     )
+    message: str = Field(
+        default="",
+        max_length=256,
+        description="A short text for this hook's events (as Tetragon's), e.g. \"Sensitive "
+        'file opened".',
+    )
+    tags: list[Annotated[str, Field(max_length=128)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Labels carried in this hook's events (as Tetragon's), e.g. "
+        "observability.filesystem.",
+    )
 
     def hook_id(self) -> str:
         raise NotImplementedError
@@ -440,17 +470,31 @@ class Tracepoint(Hook):
 class UProbe(Hook):
     """A user-space function probe in one executable or library."""
 
-    model_config = {"json_schema_extra": hook_rules("uprobe")}
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                *hook_rules("uprobe")["x-kubernetes-validations"],
+                {
+                    "rule": "has(self.symbol) != (has(self.symbols) && size(self.symbols) > 0)",
+                    "message": "give symbol, or symbols (a list: one hook each), not both",
+                },
+            ]
+        }
+    }
 
     path: str = Field(
         max_length=4096,
         pattern=r"^/",
         description="Absolute path of the executable or shared library on the node.",
     )
-    symbol: str = Field(
-        max_length=limits.MAX_NAME,
-        pattern=r"^[A-Za-z_.$][A-Za-z0-9_.$@]*$",
-        description="The function symbol, e.g. readline (mangled names for C++).",
+    symbol: UprobeSymbol | None = Field(
+        default=None, description="The function symbol, e.g. readline (mangled names for C++)."
+    )
+    symbols: list[UprobeSymbol] = Field(
+        default_factory=list,
+        max_length=limits.MAX_HOOKS,
+        description="Several symbols of the same binary, as Tetragon writes them: one hook "
+        "each, sharing args and selectors.",
     )
     return_: bool = Field(
         default=False, alias="return", description="Probe the return (uretprobe) instead."
@@ -458,6 +502,12 @@ class UProbe(Hook):
 
     def hook_id(self) -> str:
         return f"{'uretprobe' if self.return_ else 'uprobe'}:{self.path}:{self.symbol}"
+
+    def expanded(self) -> list[UProbe]:
+        """One uprobe per symbol (``symbols`` lists several)."""
+        if not self.symbols:
+            return [self]
+        return [self.model_copy(update={"symbol": s, "symbols": []}) for s in self.symbols]
 
 
 class TracingPolicySpec(Model):
@@ -496,7 +546,17 @@ class TracingPolicySpec(Model):
     )
 
     def hooks(self) -> list[KProbe | Tracepoint | UProbe]:
-        return [*self.kprobes, *self.tracepoints, *self.uprobes]
+        return [hook for _, hook in self.hooks_with_paths()]
+
+    def hooks_with_paths(self) -> list[tuple[tuple[str, int], KProbe | Tracepoint | UProbe]]:
+        """Every hook with where it is written ((group, index) under spec); a uprobe with
+        ``symbols`` is one hook per symbol, all at its index."""
+        out: list[tuple[tuple[str, int], KProbe | Tracepoint | UProbe]] = []
+        out += [(("kprobes", n), hook) for n, hook in enumerate(self.kprobes)]
+        out += [(("tracepoints", n), hook) for n, hook in enumerate(self.tracepoints)]
+        for n, uprobe in enumerate(self.uprobes):
+            out += [(("uprobes", n), hook) for hook in uprobe.expanded()]
+        return out
 
 
 class ObjectMeta(Model):

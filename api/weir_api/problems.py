@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 
 from pydantic import ValidationError
 
+from weir_api import tetragon
+
 PathPart = str | int
 
 
@@ -66,14 +68,19 @@ def _humane(item: object) -> str:
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     ctx = item.get("ctx") or {}
+    loc = list(item.get("loc") or ())
     if kind == "extra_forbidden":
-        return "unknown field; check the spelling against `kubectl explain` or docs/api.md"
+        return tetragon.unknown_field(loc) or (
+            "unknown field; check the spelling against `kubectl explain` or docs/api.md"
+        )
     if kind == "missing":
         return "required field is missing"
     if kind == "string_type":
         return f'must be a string, got {item.get("input")!r}; quote it (e.g. "{item.get("input")}")'
     if kind == "literal_error" and "expected" in ctx:
-        return f"must be one of {ctx['expected']}, got {item.get('input')!r}"
+        return tetragon.unknown_value(loc, item.get("input")) or (
+            f"must be one of {ctx['expected']}, got {item.get('input')!r}"
+        )
     given = item.get("input")
     if kind == "string_pattern_mismatch":
         words = PATTERN_WORDS.get(str(ctx.get("pattern")), f"match {ctx.get('pattern')}")

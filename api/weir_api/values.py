@@ -38,7 +38,14 @@ INTEGER_TYPES: dict[str, tuple[int, bool]] = {
 STRING_TYPES = frozenset({"string", "filename", "char_buf"})
 # Addresses read from a ``struct sock *`` or a ``struct sockaddr *``.
 ADDRESS_TYPES = frozenset({"sock", "sockaddr"})
-ARG_TYPES = tuple(INTEGER_TYPES) + tuple(sorted(STRING_TYPES)) + tuple(sorted(ADDRESS_TYPES))
+# ``nop`` reads nothing: a placeholder that keeps Tetragon's argument positions.
+NOP_TYPES = frozenset({"nop"})
+ARG_TYPES = (
+    tuple(INTEGER_TYPES)
+    + tuple(sorted(STRING_TYPES))
+    + tuple(sorted(ADDRESS_TYPES))
+    + tuple(NOP_TYPES)
+)
 
 INTEGER_OPERATORS = frozenset({"Equal", "NotEqual", "GT", "LT", "Mask", "InRange"})
 STRING_OPERATORS = frozenset({"Equal", "NotEqual", "Prefix", "NotPrefix", "Postfix", "NotPostfix"})

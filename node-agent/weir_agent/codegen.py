@@ -106,6 +106,8 @@ class Program:
     args: tuple[ArgPlan, ...]
     aggregations: tuple[AggSlot, ...]
     selector_actions: tuple[Action, ...]
+    message: str = ""  # the hook's message and tags (Tetragon's), carried into its events
+    tags: tuple[str, ...] = ()
 
     @property
     def pin_id(self) -> str:
@@ -151,6 +153,8 @@ class Program:
                 self.flags,
                 dataclasses.asdict(self.seeds),
                 [dataclasses.asdict(a) for a in self.aggregations],
+                self.message,
+                self.tags,
             ],
             default=lambda b: b.hex() if isinstance(b, bytes) else str(b),
         )
@@ -208,29 +212,23 @@ def generate(
     offsets of what a sock argument reads (btf.sock_offsets), or why they are unknown."""
     programs: list[Program] = []
     problems: list[Problem] = []
-    groups: list[tuple[str, Sequence[KProbe | Tracepoint | UProbe]]] = [
-        ("kprobes", policy.spec.kprobes),
-        ("tracepoints", policy.spec.tracepoints),
-        ("uprobes", policy.spec.uprobes),
-    ]
-    for group, hooks in groups:
-        for index, hook in enumerate(hooks):
-            path: tuple[PathPart, ...] = ("spec", group, index)
-            hook_rules = [r for r in rules if r.spec.hook in (None, hook.hook_id())]
-            program, found = _program(
-                policy.spec.pod_selector is not None or policy.spec.namespace_selector is not None,
-                policy.name,
-                hook,
-                hook_rules,
-                path,
-                layouts.get(hook.hook_id()),
-                syscall_prefix,
-                ringbuf_pages,
-                sock_layout,
-            )
-            problems.extend(found)
-            if program is not None and not found:
-                programs.append(program)
+    for where, hook in policy.spec.hooks_with_paths():
+        path: tuple[PathPart, ...] = ("spec", *where)
+        hook_rules = [r for r in rules if r.spec.hook in (None, hook.hook_id())]
+        program, found = _program(
+            policy.spec.pod_selector is not None or policy.spec.namespace_selector is not None,
+            policy.name,
+            hook,
+            hook_rules,
+            path,
+            layouts.get(hook.hook_id()),
+            syscall_prefix,
+            ringbuf_pages,
+            sock_layout,
+        )
+        problems.extend(found)
+        if program is not None and not found:
+            programs.append(program)
     return Generated(programs=tuple(programs), problems=tuple(problems))
 
 
@@ -265,12 +263,15 @@ def _program(
             ]
         target: tuple[str, ...] = (f"{hook.subsystem}:{hook.event}",)
     elif isinstance(hook, KProbe):
-        target = (f"{syscall_prefix}{hook.call}" if syscall else hook.call,)
+        # A syscall named as Tetragon writes it (sys_write) or bare (write): the same symbol.
+        name = hook.call.removeprefix("sys_") if syscall else hook.call
+        target = (f"{syscall_prefix}{name}" if syscall else hook.call,)
     else:
+        assert hook.symbol is not None  # policies.hooks_with_paths gives one symbol each
         target = (hook.path, hook.symbol)
 
-    # --- arguments -> slots
-    declared = hook.declared_args()
+    # --- arguments -> slots (a nop arg reads nothing and takes no slot)
+    declared = [arg for arg in hook.declared_args() if arg.type not in values.NOP_TYPES]
     if kind in {"kretprobe", "uretprobe"} and hook.args:
         problems.append(
             at(
@@ -317,7 +318,8 @@ def _program(
         arg_plans.append(ArgPlan(slot=slot, name=arg.name(), type=arg.type, kind=plan.kind))
     for slot, arg in enumerate(declared):
         if arg.type == "char_buf" and arg.size_arg_index is not None:
-            length = next((a for a in declared if a.index == arg.size_arg_index), None)
+            # 1-based, as in Tetragon: sizeArgIndex 3 is the argument at index 2.
+            length = next((a for a in declared if a.index == arg.size_arg_index - 1), None)
             if length is None or length.type not in values.INTEGER_TYPES:
                 problems.append(
                     at(
@@ -466,6 +468,8 @@ def _program(
         args=tuple(arg_plans),
         aggregations=tuple(agg_slots),
         selector_actions=tuple(actions),
+        message=hook.message,
+        tags=tuple(hook.tags),
     )
     return program, problems
 
@@ -489,8 +493,17 @@ def _arg(
         assert fields is not None
         field = _field(arg, fields)
         if field is None:
-            known = ", ".join(f.name for f in fields)
-            ref = f"field {arg.field!r}" if arg.field else f"index {arg.index}"
+            known = ", ".join(f"{f.name} (index {f.position})" for f in fields)
+            if arg.field:
+                ref = f"field {arg.field!r}"
+            elif fields and arg.index is not None and arg.index < fields[0].position:
+                ref = (
+                    f"own field at index {arg.index}: indexes count the format's fields "
+                    f"from the first, and 0-{fields[0].position - 1} are the common_* header "
+                    "every event carries"
+                )
+            else:
+                ref = f"field at index {arg.index}"
             return None, [
                 at(path, f"{hook.subsystem}:{hook.event} has no {ref}; its fields are: {known}")
             ]
@@ -544,10 +557,13 @@ def _arg(
 
 
 def _field(arg: Arg, fields: list[Field]) -> Field | None:
+    """A tracepoint arg's field: by name, or by ``index``, which counts the format's fields
+    from the first, common_* included, as Tetragon does (raw_syscalls:sys_enter's ``id``
+    is index 4)."""
     if arg.field is not None:
         return next((f for f in fields if f.name == arg.field), None)
-    if arg.index is not None and arg.index < len(fields):
-        return fields[arg.index]
+    if arg.index is not None:
+        return next((f for f in fields if f.position == arg.index), None)
     return None
 
 

@@ -128,6 +128,8 @@ def _check_policy(
     if generated.problems:
         print(f"{label}: cannot generate\n{problems.render(generated.problems)}", file=sys.stderr)
         return 1
+    for warning in checks.policy_warnings(policy.spec):
+        print(f"{label}: warning: {warning}", file=sys.stderr)
     for hook in policy.spec.hooks():
         if not hook.selectors:
             print(
@@ -144,7 +146,7 @@ def _check_policy(
     if not kernel:
         print(f"{label}: valid ({len(generated.programs)} programs generated)")
         return 0
-    from weir_agent import loading
+    from weir_agent import attachable, loading
 
     failed = 0
     if any(dict(p.flags).get("USE_EXE") for p in generated.programs):
@@ -159,11 +161,19 @@ def _check_policy(
                 file=sys.stderr,
             )
             continue
-        print(
+        loaded.close()
+        cannot, notes = attachable.check(program)
+        verified = (
             f"{label}: {program.hook}: verified, {loaded.instructions} instructions, "
             f"{loaded.translated_bytes} bytes, compile {loaded.compile_ms:.0f} ms"
         )
-        loaded.close()
+        if cannot:
+            failed = 1
+            print(f"{verified}; cannot attach: {'; '.join(cannot)}", file=sys.stderr)
+        elif notes:
+            print(f"{verified}; {'; '.join(notes)}")
+        else:
+            print(f"{verified}; can attach")
     return failed
 
 

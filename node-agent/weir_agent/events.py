@@ -77,6 +77,8 @@ def encode(
         "node": node,
         "policy": program.policy,
         "hook": program.hook,
+        **({"message": program.message} if program.message else {}),
+        **({"tags": list(program.tags)} if program.tags else {}),
         "selector": raw.selector,
         "pid": raw.pid,
         "tid": raw.tid,

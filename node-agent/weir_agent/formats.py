@@ -26,6 +26,9 @@ class Field:
     offset: int
     size: int
     signed: bool
+    # The field's position in the whole format, common_* fields included: what a policy's
+    # tracepoint `index` counts (Tetragon's numbering).
+    position: int = -1
 
     @property
     def is_pointer(self) -> bool:
@@ -43,9 +46,10 @@ class Field:
 
 
 def parse_format(text: str) -> list[Field]:
-    """The event's own fields (common_* excluded), in order."""
+    """The event's own fields (common_* excluded), in order, each with its position in the
+    whole format."""
     fields = []
-    for match in _FIELD.finditer(text):
+    for position, match in enumerate(_FIELD.finditer(text)):
         declaration = match.group("decl").strip()
         array = re.search(r"\s*\[(\d*)\]$", declaration)
         base = declaration[: array.start()] if array else declaration
@@ -65,6 +69,7 @@ def parse_format(text: str) -> list[Field]:
                 offset=int(match.group("offset")),
                 size=int(match.group("size")),
                 signed=match.group("signed") == "1",
+                position=position,
             )
         )
     return fields

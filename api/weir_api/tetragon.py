@@ -1,0 +1,171 @@
+"""Tetragon's vocabulary, for messages: what a Tetragon user may write that weir does not
+take, and what to say instead of "unknown field".
+
+weir reads Tetragon's TracingPolicy shape. Fields and values Tetragon has and weir does
+not fall in two groups: enforcement (weir observes; it never kills, overrides or signals)
+and observability features weir does not have yet. Each gets its own words, naming the
+field, so a policy ported from Tetragon says what to remove or wait for. docs/tetragon.md
+lists them with what weir supports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+ENFORCEMENT = "enforcement is not supported: weir observes"
+
+# matchActions[].action values that enforce.
+ENFORCEMENT_ACTIONS = frozenset({"Sigkill", "Override", "Signal", "NotifyEnforcer", "Set"})
+# matchActions[].action values that observe, in Tetragon, but weir does not have yet.
+LATER_ACTIONS = frozenset(
+    {
+        "FollowFD",
+        "UnfollowFD",
+        "CopyFD",
+        "GetUrl",
+        "DnsLookup",
+        "TrackSock",
+        "UntrackSock",
+        "NoOp",
+        "CleanupEnforcerNotification",
+    }
+)
+# Spec keys that only enforce.
+ENFORCEMENT_FIELDS = frozenset({"enforcers", "lsmhooks"})
+# Keys (at any level) Tetragon has and weir does not support yet.
+LATER_FIELDS = frozenset(
+    {
+        # spec
+        "lists",
+        "options",
+        "usdts",
+        "containerSelector",
+        "loader",
+        # hooks
+        "returnArgAction",
+        "ignore",
+        "data",
+        "offsets",
+        "refCtrOffsets",
+        "addresses",
+        "btfArgs",
+        # args
+        "returnCopy",
+        "maxData",
+        "resolve",
+        "btfType",
+        "source",
+        # selectors
+        "matchPIDs",
+        "matchNamespaces",
+        "matchCapabilities",
+        "matchNamespaceChanges",
+        "matchCapabilityChanges",
+        "matchReturnArgs",
+        "matchReturnActions",
+        "matchData",
+        # matchActions parameters of actions weir does not have
+        "argFd",
+        "argName",
+        "argUrl",
+        "argFqdn",
+        "argSock",
+        "imaHash",
+    }
+)
+# Argument types Tetragon reads that weir does not yet.
+LATER_TYPES = frozenset(
+    {
+        "file",
+        "path",
+        "fd",
+        "skb",
+        "sock_type",
+        "cred",
+        "capability",
+        "kernel_cap_t",
+        "cap_inheritable",
+        "cap_permitted",
+        "cap_effective",
+        "bpf_attr",
+        "perf_event",
+        "bpf_map",
+        "bpf_prog",
+        "user_namespace",
+        "linux_binprm",
+        "dentry",
+        "net_device",
+        "load_info",
+        "module",
+        "kernel_module",
+        "syscall64",
+        "socket",
+        "data_loc",
+        "const_buf",
+        "int32_arr",
+        "uint32_arr",
+        "int64_arr",
+        "uint64_arr",
+    }
+)
+# matchArgs operators Tetragon has that weir does not yet.
+LATER_OPERATORS = frozenset(
+    {
+        "InMap",
+        "NotInMap",
+        "Family",
+        "NotFamily",
+        "Protocol",
+        "NotProtocol",
+        "SPortPriv",
+        "NotSPortPriv",
+        "DPortPriv",
+        "NotDPortPriv",
+        "State",
+        "CapabilitiesGained",
+        "FileType",
+        "NotFileType",
+        "SubString",
+        "SubStringIgnCase",
+        "Lesser",
+        "Greater",
+    }
+)
+
+
+def unknown_field(loc: Sequence[object]) -> str | None:
+    """Words for a field weir's schema does not have, when Tetragon has it."""
+    name = str(loc[-1]) if loc else ""
+    if name == "lsmhooks":
+        return (
+            f"{ENFORCEMENT}; remove lsmhooks (to observe an LSM hook, put a kprobe on its "
+            "security_* function, e.g. security_bprm_check)"
+        )
+    if name in ENFORCEMENT_FIELDS:
+        return f"{ENFORCEMENT}; remove {name}"
+    if name in LATER_FIELDS:
+        return (
+            f"Tetragon's {name} is not supported by weir (yet); remove it, see docs/tetragon.md "
+            "for what weir supports"
+        )
+    return None
+
+
+def unknown_value(loc: Sequence[object], given: object) -> str | None:
+    """Words for an enum value weir does not take, when it is Tetragon's."""
+    field = str(loc[-1]) if loc else ""
+    if field == "action" and given in ENFORCEMENT_ACTIONS:
+        return (
+            f"{ENFORCEMENT}; remove action {given} (action: Post reports the call instead, "
+            "NoPost only counts it)"
+        )
+    if field == "action" and given in LATER_ACTIONS:
+        return f"Tetragon's action {given} is not supported by weir (yet); use Post or NoPost"
+    if field == "type" and given in LATER_TYPES:
+        return (
+            f"Tetragon's arg type {given} is not supported by weir (yet); read the value as "
+            "an integer (uint64), or see docs/tetragon.md"
+        )
+    if field == "operator" and given in LATER_OPERATORS:
+        return f"Tetragon's operator {given} is not supported by weir (yet); see docs/tetragon.md"
+    return None
