@@ -351,3 +351,25 @@ def test_tetragon_spellings_generate_what_they_mean() -> None:
     assert flags[f"ARG{buf.slot}_LEN_ARG"] == count.slot  # 1-based: 3 is index 2
     assert [p.target for p in uprobes] == [("/bin/bash", "readline"), ("/bin/bash", "main")]
     assert [p.hook for p in uprobes] == ["uprobe:/bin/bash:readline", "uprobe:/bin/bash:main"]
+
+
+def test_a_list_of_syscalls_is_one_kprobe_each() -> None:
+    spec = {
+        "lists": [{"name": "dups", "type": "syscalls", "values": ["sys_dup", "dup2"]}],
+        "kprobes": [{"call": "list:dups", "args": [{"index": 0, "type": "int", "label": "fd"}]}],
+    }
+    generated = make(spec)
+    assert [p.target for p in generated.programs] == [("__x64_sys_dup",), ("__x64_sys_dup2",)]
+    assert [p.hook for p in generated.programs] == ["kprobe:sys_dup", "kprobe:dup2"]
+    parsed = documents.parse_object(
+        {
+            "apiVersion": "weir.dev/v1alpha1",
+            "kind": "TracingPolicy",
+            "metadata": {"name": "p"},
+            "spec": {**spec, "lists": []},
+        },
+        source="t",
+    )
+    assert [str(p) for p in parsed.problems] == [
+        "spec.kprobes[0].call: names list 'dups', which spec.lists does not have (lists: none)"
+    ]

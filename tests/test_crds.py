@@ -315,6 +315,7 @@ def test_generated_schema_rejects_unknown_top_level_spec_fields_by_pruning() -> 
         "podSelector",
         "namespaceSelector",
         "nodeSelector",
+        "lists",
     } == set(spec)
     selector = spec["kprobes"]["items"]["properties"]["selectors"]["items"]["properties"]
     assert set(selector) == {"matchArgs", "matchBinaries", "matchActions"}

@@ -447,6 +447,7 @@ def test_tetragon_style_policies_verify_or_say_why_not(kernel: None) -> None:
         ("sys-write.yaml", ["kprobe:sys_write"]),
         ("raw-syscalls.yaml", ["tracepoint:raw_syscalls:sys_enter"]),
         ("uprobe-readline.yaml", ["uprobe:/usr/bin/bash:readline"]),
+        ("list-syscalls.yaml", ["kprobe:sys_dup", "kprobe:sys_dup2"]),
     ):
         result = check(name)
         assert result.returncode == 0, result.stderr

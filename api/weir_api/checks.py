@@ -56,7 +56,7 @@ def policy_bytes(spec: TracingPolicySpec) -> int:
 
 def _policy(spec: TracingPolicySpec, path: Sequence[PathPart]) -> Iterator[Problem]:
     hooks = spec.hooks()
-    if not hooks:
+    if not (spec.kprobes or spec.tracepoints or spec.uprobes):
         yield at(path, "a policy needs at least one of kprobes, tracepoints or uprobes")
     size = policy_bytes(spec)
     if size > limits.MAX_POLICY_BYTES:
@@ -68,6 +68,15 @@ def _policy(spec: TracingPolicySpec, path: Sequence[PathPart]) -> Iterator[Probl
         )
     if len(hooks) > limits.MAX_HOOKS:
         yield at(path, f"{len(hooks)} hooks; at most {limits.MAX_HOOKS} per policy, split it")
+    names = {item.name for item in spec.lists}
+    for index, kprobe in enumerate(spec.kprobes):
+        listed = kprobe.list_name()
+        if listed is not None and listed not in names:
+            known = ", ".join(sorted(names)) or "none"
+            yield at(
+                (*path, "kprobes", index, "call"),
+                f"names list {listed!r}, which spec.lists does not have (lists: {known})",
+            )
     seen: dict[str, str] = {}
     checked: set[tuple[str, int]] = set()
     for where, hook in spec.hooks_with_paths():

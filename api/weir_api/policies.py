@@ -16,6 +16,7 @@ argument type, values parse, references resolve).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
@@ -74,6 +75,7 @@ LABEL_PATTERN = r"^[a-z_][a-z0-9_]*$"
 ValueString = Annotated[str, Field(min_length=1, max_length=limits.MAX_STRING)]
 BinaryPath = Annotated[str, Field(min_length=1, max_length=limits.MAX_STRING, pattern=r"^/")]
 SYMBOL_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*$"
+CALL_PATTERN = r"^([A-Za-z_][A-Za-z0-9_.]*|list:[a-z0-9]([-a-z0-9_]*[a-z0-9])?)$"
 UprobeSymbol = Annotated[
     str, Field(max_length=limits.MAX_NAME, pattern=r"^[A-Za-z_.$][A-Za-z0-9_.$@]*$")
 ]
@@ -427,8 +429,9 @@ class KProbe(Hook):
 
     call: str = Field(
         max_length=limits.MAX_NAME,
-        pattern=SYMBOL_PATTERN,
-        description="The kernel function, e.g. tcp_sendmsg (or a syscall name with syscall: true).",
+        pattern=CALL_PATTERN,
+        description="The kernel function, e.g. tcp_sendmsg (or a syscall name with syscall: "
+        "true), or list:NAME for every function of spec.lists NAME (one hook each).",
     )
     return_: bool = Field(
         default=False, alias="return", description="Probe the return (kretprobe) instead."
@@ -444,6 +447,22 @@ class KProbe(Hook):
 
     def hook_id(self) -> str:
         return f"{'kretprobe' if self.return_ else 'kprobe'}:{self.call}"
+
+    def list_name(self) -> str | None:
+        """NAME of ``call: list:NAME``."""
+        return self.call.removeprefix("list:") if self.call.startswith("list:") else None
+
+    def expanded(self, lists: Sequence[PolicyList]) -> list[KProbe]:
+        """One kprobe per function of the list ``call`` names (a syscalls list makes them
+        syscall kprobes); itself when it names one function; none for an unknown list."""
+        name = self.list_name()
+        if name is None:
+            return [self]
+        found = next((item for item in lists if item.name == name), None)
+        if found is None:
+            return []
+        syscall = self.syscall or found.type == "syscalls"
+        return [self.model_copy(update={"call": v, "syscall": syscall}) for v in found.values]
 
     def declared_args(self) -> list[Arg]:
         return [*self.args, *([self.return_arg] if self.return_arg is not None else [])]
@@ -510,6 +529,24 @@ class UProbe(Hook):
         return [self.model_copy(update={"symbol": s, "symbols": []}) for s in self.symbols]
 
 
+class PolicyList(Model):
+    """A named list of kernel functions (Tetragon's spec.lists), used as ``call: list:NAME``."""
+
+    name: str = Field(
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$",
+        description="The name kprobes refer to as list:NAME.",
+    )
+    type: Literal["syscalls", "functions"] = Field(
+        default="functions",
+        description="syscalls: syscall names (sys_dup or dup; the architecture's prefix is "
+        "added); functions: kernel function names.",
+    )
+    values: list[Annotated[str, Field(max_length=limits.MAX_NAME, pattern=SYMBOL_PATTERN)]] = Field(
+        min_length=1, max_length=limits.MAX_HOOKS, description="The functions."
+    )
+
+
 class TracingPolicySpec(Model):
     """What to hook, how to filter in the kernel and what to do on a match."""
 
@@ -544,6 +581,12 @@ class TracingPolicySpec(Model):
     node_selector: LabelSelector | None = Field(
         default=None, description="Only nodes whose labels match load this policy."
     )
+    lists: list[PolicyList] = Field(
+        default_factory=list,
+        max_length=limits.MAX_HOOKS,
+        description="Named lists of kernel functions for kprobes' call: list:NAME (as in "
+        "Tetragon).",
+    )
 
     def hooks(self) -> list[KProbe | Tracepoint | UProbe]:
         return [hook for _, hook in self.hooks_with_paths()]
@@ -552,7 +595,8 @@ class TracingPolicySpec(Model):
         """Every hook with where it is written ((group, index) under spec); a uprobe with
         ``symbols`` is one hook per symbol, all at its index."""
         out: list[tuple[tuple[str, int], KProbe | Tracepoint | UProbe]] = []
-        out += [(("kprobes", n), hook) for n, hook in enumerate(self.kprobes)]
+        for n, kprobe in enumerate(self.kprobes):
+            out += [(("kprobes", n), hook) for hook in kprobe.expanded(self.lists)]
         out += [(("tracepoints", n), hook) for n, hook in enumerate(self.tracepoints)]
         for n, uprobe in enumerate(self.uprobes):
             out += [(("uprobes", n), hook) for hook in uprobe.expanded()]

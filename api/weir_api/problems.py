@@ -125,6 +125,9 @@ PATTERN_WORDS = {
     r"^[0-9]+(ms|s|m|h)$": "a duration: a whole number and ms, s, m or h (e.g. 500ms, 10s, 1m)",
     r"^[A-Za-z_][A-Za-z0-9_.]*$": "a kernel function name (letters, digits, _ and ., e.g. "
     "tcp_sendmsg)",
+    r"^([A-Za-z_][A-Za-z0-9_.]*|list:[a-z0-9]([-a-z0-9_]*[a-z0-9])?)$": "a kernel function "
+    "name (e.g. tcp_sendmsg), or list:NAME for the functions of spec.lists NAME",
+    r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$": "lower-case letters, digits, - and _ (e.g. dups)",
     r"^[A-Za-z_.$][A-Za-z0-9_.$@]*$": "a symbol name as the binary's symbol table has it "
     "(e.g. readline, or a mangled C++ name)",
     r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$": "a Kubernetes object name: lower-case letters, "

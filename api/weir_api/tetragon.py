@@ -36,7 +36,6 @@ ENFORCEMENT_FIELDS = frozenset({"enforcers", "lsmhooks"})
 LATER_FIELDS = frozenset(
     {
         # spec
-        "lists",
         "options",
         "usdts",
         "containerSelector",
