@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -154,3 +155,17 @@ def test_invalid_policies_are_refused_at_apply_with_the_field_path(
         assert result.returncode != 0, result.stdout
         assert f"{field}: " in result.stderr and message in result.stderr, result.stderr
     assert "refused" not in cluster.kubectl("get", "tracingpolicies", "-o", "name").stdout
+
+
+def test_a_tetragon_rate_limit_in_bare_seconds_applies(cluster: Cluster) -> None:
+    policy = _openat("filename", "Prefix", "/etc/")
+    policy["metadata"] = {"name": "bare-seconds"}
+    spec: Any = policy["spec"]
+    spec["tracepoints"][0]["selectors"][0]["matchActions"] = [{"action": "Post", "rateLimit": 5}]
+    result = cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(policy), check=False)
+    assert result.returncode == 0, result.stderr
+    stored = cluster.get_policy("bare-seconds")["spec"]["tracepoints"][0]["selectors"][0]
+    assert stored["matchActions"][0]["rateLimit"] == 5
+    policy["spec"]["tracepoints"][0]["selectors"][0]["matchActions"][0]["rateLimit"] = "soon"
+    refused = cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(policy), check=False)
+    assert refused.returncode != 0 and "rateLimit" in refused.stderr

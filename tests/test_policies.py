@@ -112,7 +112,8 @@ def match(operator: str, values: list[str], label: str = "path") -> list[dict[st
         (
             {"selectors": [{"matchActions": [{"action": "Post", "rateLimit": "soon"}]}]},
             "spec.tracepoints[0].selectors[0].matchActions[0].rateLimit: 'soon' is not valid "
-            "here: write a duration: a whole number and ms, s, m or h (e.g. 500ms, 10s, 1m)",
+            "here: write a duration: a whole number and ms, s, m or h (e.g. 500ms, 10s, 1m; a "
+            "bare number is seconds)",
         ),
         (
             {"selectors": [{"matchBinaries": [{"operator": "In", "values": ["curl"]}]}]},
@@ -442,3 +443,14 @@ def test_enforcement_parameters_are_accepted_and_said_to_be_ignored() -> None:
         "spec.tracepoints[0].selectors[0].matchActions[0].argSig: ignored: an enforcement "
         "parameter, and weir observes",
     ]
+
+
+def test_a_bare_rate_limit_is_seconds_as_in_tetragon() -> None:
+    from weir_api import values
+    from weir_api.policies import TracingPolicy
+
+    doc = policy(selectors=[{"matchActions": [{"action": "Post", "rateLimit": 5}]}])
+    assert problems_of(doc) == []
+    action = TracingPolicy.model_validate(doc).spec.tracepoints[0].selectors[0].match_actions[0]
+    assert action.rate_limit == "5"
+    assert values.parse_duration_ns("5") == values.parse_duration_ns("5s") == 5_000_000_000

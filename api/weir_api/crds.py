@@ -78,6 +78,8 @@ def _convert(node: Any, definitions: dict[str, Any]) -> Any:
         node["enum"] = [node.pop("const")]
     if node.get("default", 0) is None or isinstance(node.get("default"), dict | list):
         node.pop("default")  # object and list defaults are left to the models
+    if node.get("x-kubernetes-int-or-string"):
+        node.pop("type", None)  # an int or a string: the API server takes either
     if node.get("format") not in KNOWN_FORMATS:
         node.pop("format", None)
     if "properties" in node:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from weir_api import API_VERSION, limits, values
 from weir_api.meta import LabelSelector, Model, cel
@@ -209,6 +209,11 @@ class MatchBinary(Model):
     )
 
 
+def _seconds_as_text(value: object) -> object:
+    """Tetragon writes ``rateLimit: 5`` for five seconds; keep it as the text "5"."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 class MatchAction(Model):
     """What to do when a selector matches."""
 
@@ -227,12 +232,14 @@ class MatchAction(Model):
         description="Post: send the event to user space (a JSON line). NoPost: count and "
         "aggregate only, nothing leaves the kernel per event."
     )
-    rate_limit: str | None = Field(
+    rate_limit: Annotated[str | None, BeforeValidator(_seconds_as_text)] = Field(
         default=None,
         max_length=16,
-        pattern=r"^[0-9]+(ms|s|m|h)$",
-        description="Post at most one event per this window (e.g. 10s, 1m) per policy, hook, "
-        "selector and process (tgid); the rest are counted as dropped (reason rate_limit).",
+        pattern=r"^[0-9]+(ms|s|m|h)?$",
+        description="Post at most one event per this window (e.g. 10s, 1m; a bare number is "
+        "seconds, as in Tetragon) per policy, hook, selector and process (tgid); the rest are "
+        "counted as dropped (reason rate_limit).",
+        json_schema_extra={"x-kubernetes-int-or-string": True},
     )
     user_stack_trace: bool = Field(
         default=False, description="Attach the user-space stack, symbolised, to the event."

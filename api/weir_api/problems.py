@@ -122,7 +122,8 @@ PATTERN_WORDS = {
     r"^[a-z0-9_]+$": "lower-case letters, digits and _, as tracefs names it (e.g. "
     "sys_enter_openat)",
     r"^/": "an absolute path, starting with / (e.g. /usr/bin/curl)",
-    r"^[0-9]+(ms|s|m|h)$": "a duration: a whole number and ms, s, m or h (e.g. 500ms, 10s, 1m)",
+    r"^[0-9]+(ms|s|m|h)?$": "a duration: a whole number and ms, s, m or h (e.g. 500ms, 10s, "
+    "1m; a bare number is seconds)",
     r"^[A-Za-z_][A-Za-z0-9_.]*$": "a kernel function name (letters, digits, _ and ., e.g. "
     "tcp_sendmsg)",
     r"^([A-Za-z_][A-Za-z0-9_.]*|list:[a-z0-9]([-a-z0-9_]*[a-z0-9])?)$": "a kernel function "

@@ -133,16 +133,17 @@ def parse_string(text: str) -> bytes:
     return data
 
 
-_DURATION_RE = re.compile(r"^([0-9]+)(ms|s|m|h)$")
+_DURATION_RE = re.compile(r"^([0-9]+)(ms|s|m|h)?$")
 _DURATION_NS = {"ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
 
 
 def parse_duration_ns(text: str) -> int:
-    """``500ms``, ``10s``, ``1m``, ``1h`` → nanoseconds (at least 1 ms, at most 24 h)."""
+    """``500ms``, ``10s``, ``1m``, ``1h`` → nanoseconds (at least 1 ms, at most 24 h); a
+    bare number is seconds, as Tetragon reads it."""
     match = _DURATION_RE.match(text.strip())
     if not match:
         raise ValueError(f"{text!r} is not a duration; write e.g. 500ms, 10s, 1m or 1h")
-    value = int(match.group(1)) * _DURATION_NS[match.group(2)]
+    value = int(match.group(1)) * _DURATION_NS[match.group(2) or "s"]
     if not _DURATION_NS["ms"] <= value <= 24 * _DURATION_NS["h"]:
         raise ValueError(f"{text!r} is out of range; use between 1ms and 24h")
     return value
