@@ -292,13 +292,16 @@ def test_rbac_is_least_privilege() -> None:
     }
     assert grants(operator_cluster, "tracingpolicies/status") == {"get", "patch", "update"}
     assert grants(operator_cluster, "nodereports") == {"get", "list", "watch"}
+    assert grants(operator_cluster, "nodes") == {"list", "watch"}  # labels, for nodeSelector
+    assert grants(operator_ns, "pods") == {"list", "watch"}  # where the agent's pods are
+    assert grants(operator_cluster, "pods") == set()
     assert grants(agent_ns, "configmaps") == {"get", "list", "watch"}
     assert grants(agent_cluster, "configmaps") == set()
     assert grants(agent_cluster, "tracingpolicies") == set()  # the agent never reads the CRs
     assert grants(agent_cluster, "nodereports") == {"get", "create"}
     assert grants(agent_cluster, "nodereports/status") == {"get", "patch", "update"}
     assert grants(agent_cluster, "pods") == {"get", "list", "watch"}
-    assert grants(agent_cluster, "nodes") == {"get"}
+    assert grants(agent_cluster, "nodes") == {"get", "list", "watch"}  # its own, by name
     assert by_kind(docs, "Role", "weir-agent")["metadata"]["namespace"] == "weir-system"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -161,3 +162,48 @@ def probe(port: int, path: str) -> int:
             return int(answer.status)
     except urllib.error.HTTPError as error:
         return int(error.code)
+
+
+def test_the_agent_watches_its_node_and_never_polls_it(
+    kernel: None, cluster: Cluster, tmp_path: Path
+) -> None:
+    # A policy for nodes labelled tier=edge: not targeted on n1 until n1 gets the label,
+    # which the agent sees through its watch of its own Node, not by GETting it each loop.
+    port = free_port()
+    docs = roles.render(
+        {
+            "agent": {"metricsPort": port, "reportInterval": 0.3, "extraArgs": ["--interval=0.3"]},
+            "operator": {"rollupSeconds": 0.5, "healthPort": free_port()},
+        }
+    )
+    policy = openat_policy("edge", f"/tmp/weir-edge-{uuid.uuid4().hex}/")
+    policy["spec"]["nodeSelector"] = {"matchLabels": {"tier": "edge"}}  # type: ignore[index]
+    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(policy))
+    outside = {"KUBECONFIG": str(cluster.kubeconfig)}
+    agent = roles.start(
+        docs, "agent", fields={"spec.nodeName": "n1"}, env=outside, log=tmp_path / "agent.log"
+    )
+    operator = roles.start(docs, "operator", fields={}, env=outside, log=tmp_path / "op.log")
+
+    def state() -> str | None:
+        report = cluster.custom.get_cluster_custom_object(
+            "weir.dev", "v1alpha1", "nodereports", "n1"
+        )
+        mine = [p for p in report["status"]["policies"] if p["name"] == "edge"]
+        return mine[0]["state"] if mine else None
+
+    try:
+        wait_for(lambda: probe(port, "/readyz") == 200, "the agent ready", timeout=60)
+        wait_for(lambda: state() == "NotTargeted", "not targeted without the label")
+        gets = cluster.emulator.requests[("GET", "/api/v1/nodes/n1", False)]
+        time.sleep(2)  # some 6 agent loops
+        assert cluster.emulator.requests[("GET", "/api/v1/nodes/n1", False)] == gets
+        assert cluster.emulator.requests[("GET", "/api/v1/nodes", True)] >= 1  # the watch
+        cluster.core.patch_node("n1", {"metadata": {"labels": {"tier": "edge"}}})
+        wait_for(lambda: state() == "Ready", "targeted once labelled", timeout=90)
+        wait_for(lambda: ready(cluster, "edge").get("status") == "True", "the policy Ready")
+    finally:
+        for process in (agent, operator):
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+    assert agent.returncode == 0, (tmp_path / "agent.log").read_text()

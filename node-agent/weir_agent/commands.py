@@ -367,7 +367,7 @@ def agent(
             not_targeted: dict[str, int] = {}
             # Whether the source was complete before this poll (the watcher may finish its
             # first list while we apply what was there before it).
-            complete = cluster is None or cluster.source.synced.is_set()
+            complete = cluster is None or cluster.synced()
             if cluster is not None:
                 current, parsed = cluster.poll()
             else:
@@ -476,9 +476,13 @@ class _Cluster:
         self.namespace_labels: dict[str, dict[str, str]] = {}
         self.namespaces_at = 0.0
         self.pods: Any = None
+        self.node_lock = threading.Lock()
+        self.node_labels: dict[str, str] = {}
+        self.node_synced = threading.Event()
         threading.Thread(
             target=self.source.run, args=(stop,), name="weir-configmaps", daemon=True
         ).start()
+        threading.Thread(target=self._follow_node, name="weir-node", daemon=True).start()
 
     @classmethod
     def connect(
@@ -580,22 +584,44 @@ class _Cluster:
             log.debug("scope %s: containers %s -> cgroups %s", name, containers, out[name])
         return out
 
+    def synced(self) -> bool:
+        """The policy ConfigMaps and this Node's labels have both been listed once."""
+        return self.source.synced.is_set() and self.node_synced.is_set()
+
     def poll(self) -> tuple[object, list[documents.Parsed]]:
         # "synced" is part of the version: a namespace with no policy ConfigMaps at all
         # changes nothing else when its first list arrives, and readiness waits for it.
-        synced = self.source.synced.is_set()
+        synced = self.synced()
         version, parsed = self.source.snapshot()
-        return ("configmaps", version, synced, self._labels_version()), parsed
+        with self.node_lock:
+            self.labels = dict(self.node_labels)
+        return ("configmaps", version, synced, tuple(sorted(self.labels.items()))), parsed
 
-    def _labels_version(self) -> tuple[tuple[str, str], ...]:
-        try:
-            self.labels = dict(self.core.read_node(self.node).metadata.labels or {})
-        except Exception as error:
-            if getattr(error, "status", None) == 404:
-                self.labels = {}  # no Node object (a standalone host): no labels
-            else:  # the API is away: keep the last known labels, and the policies they pick
-                self.errors.record("read Node", error)
-        return tuple(sorted(self.labels.items()))
+    def _follow_node(self) -> None:
+        """This node's labels, from a watch of its own Node (a field selector), never a
+        poll. Before the first list no nodeSelector is judged; with no Node object (a
+        host outside the cluster's nodes) there are no labels; while the API is away the
+        last known labels stay."""
+        from weir_agent import watching
+
+        def listed(items: list[Any]) -> None:
+            with self.node_lock:
+                self.node_labels = dict(items[0].metadata.labels or {}) if items else {}
+            self.node_synced.set()
+
+        def changed(kind: str, item: Any) -> None:
+            with self.node_lock:
+                self.node_labels = {} if kind == "DELETED" else dict(item.metadata.labels or {})
+
+        watching.follow(
+            self.core.list_node,
+            field_selector=f"metadata.name={self.node}",
+            on_list=listed,
+            on_event=changed,
+            stop=self.stop,
+            what="this Node",
+            errors=self.errors,
+        )
 
     def targeted(
         self, parsed: list[documents.Parsed]

@@ -55,6 +55,8 @@ class Emulator:
         # table, an unknown or missing token is 401 Unauthorized, as on a real API server.
         self.tokens = tokens
         self.requests_by_user: collections.Counter[str] = collections.Counter()
+        # (method, path, watch) of every request: what a test asserts a client never polls.
+        self.requests: collections.Counter[tuple[str, str, bool]] = collections.Counter()
 
 
 def parse_labels(text: str) -> list[tuple[str, str, list[str]]]:
@@ -182,6 +184,8 @@ class Handler(BaseHTTPRequestHandler):
             if url.path == "/kubesim/faults":
                 return self._faults(method)
             self._authenticate()
+            watching = query.get("watch") in ("true", "1")
+            self.emulator.requests[(method, url.path.rstrip("/"), watching)] += 1
             if faults.throttle > 0:
                 faults.throttle -= 1
                 raise ApiError(
