@@ -805,14 +805,15 @@ class Handler(BaseHTTPRequestHandler):
                     )
                     return self._end_chunks()
                 visible = None
+                initial: list[dict[str, Any]] = []
             else:
                 position = store.revision
+                initial = list(self._select(rtype, namespace, query))
                 visible = {
-                    (o["metadata"].get("namespace", ""), o["metadata"]["name"])
-                    for o in self._select(rtype, namespace, query)
+                    (o["metadata"].get("namespace", ""), o["metadata"]["name"]) for o in initial
                 }
-                for obj in self._select(rtype, namespace, query):
-                    send("ADDED", obj)
+        for obj in initial:  # written outside the lock: a slow reader must not stall the server
+            send("ADDED", obj)
         shown: set[tuple[str, str]] = visible if visible is not None else set()
         last_bookmark = time.monotonic()
         try:
@@ -835,11 +836,15 @@ class Handler(BaseHTTPRequestHandler):
                             },
                         )
                         break
-                    pending = [
-                        (rev, kind, obj)
-                        for rev, kind, t, obj in store.history
-                        if rev > position and t.key() == rtype.key()
-                    ]
+                    # Newest first, back to what this watch has sent: a watch that is
+                    # caught up costs one look, not a scan of the whole history.
+                    pending = []
+                    for rev, kind, t, obj in reversed(store.history):
+                        if rev <= position:
+                            break
+                        if t.key() == rtype.key():
+                            pending.append((rev, kind, obj))
+                    pending.reverse()
                     newest = store.revision
                 for rev, kind, obj in pending:
                     ident = (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
