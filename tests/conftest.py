@@ -113,3 +113,16 @@ def _no_test_pins_left() -> Any:
         from weir_agent import loading
 
         loading.remove_pins(root)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Any:
+    """kubesim with weir's CRDs and the weir-system namespace: where an operator test starts
+    (a test file that needs less, or more, defines its own)."""
+    from test_kubesim import Cluster
+
+    instance = Cluster(tmp_path)
+    instance.install()
+    instance.core.create_namespace({"metadata": {"name": "weir-system"}})
+    yield instance
+    instance.close()

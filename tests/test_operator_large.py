@@ -8,11 +8,9 @@ chart runs it."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 import roles
@@ -21,15 +19,6 @@ from test_kubesim import GROUP, VERSION, Cluster
 from weir_api import limits
 from weir_api.checks import policy_bytes
 from weir_api.policies import TracingPolicySpec
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    instance = Cluster(tmp_path)
-    instance.install()
-    instance.core.create_namespace({"metadata": {"name": "weir-system"}})
-    yield instance
-    instance.close()
 
 
 def sized_policy(name: str, target: int, tag: str = "a") -> dict[str, Any]:

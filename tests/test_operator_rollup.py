@@ -9,11 +9,8 @@ import json
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 import roles
 from conftest import free_port, wait_for
@@ -24,15 +21,6 @@ from weir_api.statuses import Savings
 
 INTERVAL = 0.5  # the operator's roll-up interval (chart value operator.rollupSeconds)
 COUNTERS = 2.0  # counters-only status changes at most this often (operator.statusCountersSeconds)
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    instance = Cluster(tmp_path)
-    instance.install()
-    instance.core.create_namespace({"metadata": {"name": "weir-system"}})
-    yield instance
-    instance.close()
 
 
 def report(node: str, observed: int, failing: bool) -> dict[str, Any]:

@@ -5,25 +5,13 @@ policy and deleting the CRDs both complete. `weir operator` runs as the chart ru
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 import roles
 from conftest import ROOT, free_port, wait_for
 from test_kubesim import GROUP, VERSION, Cluster
 
 OLD_FINALIZER = "weir.dev/operator"  # what operators before 0.1.0's roll-up loop added
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    instance = Cluster(tmp_path)
-    instance.install()
-    instance.core.create_namespace({"metadata": {"name": "weir-system"}})
-    yield instance
-    instance.close()
 
 
 def test_no_finalizers_and_deletes_complete_without_the_operator(
