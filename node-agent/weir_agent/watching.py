@@ -90,32 +90,45 @@ def follow(
     errors: ApiErrors | None = None,
     **selectors: Any,
 ) -> None:
-    """List, then watch from the list's resourceVersion; relist after a 410 or a dropped
-    stream; on errors (the API server may be away) keep what is known and retry with
-    backoff. Returns when ``stop`` is set."""
+    """List, then watch from the list's resourceVersion, and when a watch ends (the server's
+    timeout) watch again from the last version seen: relist only after a 410 or an error.
+    On errors (the API server may be away) keep what is known and retry with backoff.
+    Returns when ``stop`` is set."""
     backoff = 1.0
     while not stop.is_set():
         try:
             listed: Any = list_call(*args, **selectors)
             on_list(listed.items)
             backoff = 1.0
-            watcher: Any = k8s_watch.Watch()  # type: ignore[no-untyped-call]
-            for event in watcher.stream(
-                list_call,
-                *args,
-                resource_version=listed.metadata.resource_version,
-                timeout_seconds=30,
-                **selectors,
-            ):
-                if stop.is_set():
-                    watcher.stop()
-                    break
-                if event["type"] == "ERROR":
-                    break  # e.g. 410 Gone: relist
-                on_event(event["type"], event["object"])
+            version = listed.metadata.resource_version
+            while version and not stop.is_set():
+                version = _watch(list_call, args, selectors, version, on_event, stop)
         except Exception as error:
             if errors is not None:
                 errors.record(f"follow {what}", error)
             log.warning("%s: %s; retrying in %.0fs", what, error, backoff)
             stop.wait(backoff)
             backoff = min(backoff * 2, 30.0)
+
+
+def _watch(
+    list_call: Any,
+    args: tuple[Any, ...],
+    selectors: dict[str, Any],
+    version: str,
+    on_event: Any,
+    stop: threading.Event,
+) -> str | None:
+    """One watch from ``version``; the last version seen when it ends, None to relist."""
+    watcher: Any = k8s_watch.Watch()  # type: ignore[no-untyped-call]
+    for event in watcher.stream(
+        list_call, *args, resource_version=version, timeout_seconds=30, **selectors
+    ):
+        if stop.is_set():
+            watcher.stop()
+            return version
+        if event["type"] == "ERROR":
+            return None  # e.g. 410 Gone: relist
+        on_event(event["type"], event["object"])
+        version = event["object"].metadata.resource_version or version
+    return version

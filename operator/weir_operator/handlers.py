@@ -32,7 +32,7 @@ from kubernetes import config as k8s_config
 from weir_api import GROUP, VERSION, documents
 from weir_api.aggregations import AggregationRule
 from weir_api.policies import TracingPolicy
-from weir_operator import metrics, rendering, rolling, rollup
+from weir_operator import caching, metrics, rendering, rolling, rollup, watching
 
 log = logging.getLogger("weir.operator")
 
@@ -75,16 +75,13 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # by WEIR_AGENT_SELECTOR, which the chart sets), with the Nodes' labels.
     agent_labels = os.environ.get("WEIR_AGENT_SELECTOR", "")
     memo.agent_selector = _selector(agent_labels)
-    # The pod watch is filtered by the API server: the agent's pods in this namespace only
-    # (an operator run without the chart's selector watches its namespace's pods).
-    pods = ("", "v1", "pods")
-    settings.watching.field_selectors[pods] = f"metadata.namespace={memo.namespace}"
-    if agent_labels:
-        settings.watching.label_selectors[pods] = agent_labels
     memo.agent_pods = {}  # pod name -> node name
     memo.node_labels = {}  # node name -> labels
     memo.said = {}  # (kind, name, policy) -> the render failure last posted as an Event
     memo.rule_targets = {}  # rule name -> the policy it folded when last seen
+    memo.cache = caching.Cache()
+    memo.stop_watches = threading.Event()
+    _watch_namespace(memo, agent_labels)
     memo.rollup = rolling.RollUp(
         custom=memo.custom,
         interval=float(os.environ.get("WEIR_ROLLUP_SECONDS", "10")),
@@ -93,6 +90,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         rendered=lambda: _rendered(memo),
         handled=lambda name: ("policy", name) in memo.handled,
         expected=lambda: _expected(memo),
+        cache=memo.cache,
         stale_after=float(os.environ.get("WEIR_STALE_SECONDS", "180")),
         counters_interval=float(os.environ.get("WEIR_STATUS_COUNTERS_SECONDS", "60")),
     )
@@ -122,16 +120,85 @@ def _quiet_event_handlers(record: logging.LogRecord) -> bool:
     )
 
 
+def _watch_namespace(memo: kopf.Memo, agent_labels: str) -> None:
+    """Threads that follow the policy ConfigMaps and, when the chart says which pods are
+    the agent's, those pods, in the operator's namespace."""
+
+    def configmaps_listed(items: list[Any]) -> None:
+        memo.rendered_names = {_policy_label(item) for item in items}
+        memo.configmaps_synced.set()
+
+    def configmap_changed(kind: str, item: Any) -> None:
+        if kind == "DELETED":
+            memo.rendered_names.discard(_policy_label(item))
+        else:
+            memo.rendered_names.add(_policy_label(item))
+
+    def pods_listed(items: list[Any]) -> None:
+        memo.agent_pods = {item.metadata.name: _node_of(memo, item) for item in items}
+
+    def pod_changed(kind: str, item: Any) -> None:
+        if kind == "DELETED":
+            memo.agent_pods.pop(item.metadata.name, None)
+        else:
+            memo.agent_pods[item.metadata.name] = _node_of(memo, item)
+
+    memo.rendered_names = set()
+    memo.configmaps_synced = threading.Event()
+    follows: list[tuple[str, Any, str, Any, Any]] = [
+        (
+            "policy ConfigMaps",
+            memo.core.list_namespaced_config_map,
+            rendering.LABEL,
+            configmaps_listed,
+            configmap_changed,
+        ),
+    ]
+    if agent_labels:
+        follows.append(
+            ("agent pods", memo.core.list_namespaced_pod, agent_labels, pods_listed, pod_changed)
+        )
+    for what, call, labels, listed, changed in follows:
+        threading.Thread(
+            target=watching.follow,
+            args=(call, memo.namespace),
+            kwargs={
+                "label_selector": labels,
+                "on_list": listed,
+                "on_event": changed,
+                "stop": memo.stop_watches,
+                "what": what,
+            },
+            name=f"weir-{what.replace(' ', '-').lower()}",
+            daemon=True,
+        ).start()
+
+
+def _policy_label(item: Any) -> str:
+    return str((item.metadata.labels or {}).get(rendering.LABEL, ""))
+
+
+def _node_of(memo: kopf.Memo, pod: Any) -> str:
+    """The node of an agent pod: bound, or pinned by the DaemonSet before binding."""
+    spec: dict[str, Any] = memo.core.api_client.sanitize_for_serialization(pod.spec)
+    return str(spec.get("nodeName") or pinned_node(spec))
+
+
 def _rendered(memo: kopf.Memo) -> set[str]:
-    """Policies whose ConfigMap exists in the operator's namespace (one LIST)."""
+    """Policies whose ConfigMap exists in the operator's namespace: from the watch (one
+    LIST, then events); until the first list, a LIST."""
+    if memo.configmaps_synced.is_set():
+        return set(memo.rendered_names)
     items = memo.core.list_namespaced_config_map(
         memo.namespace, label_selector=rendering.LABEL
     ).items
-    return {(item.metadata.labels or {}).get(rendering.LABEL, "") for item in items}
+    return {_policy_label(item) for item in items}
 
 
 @kopf.on.cleanup()
 def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if memo.get("stop_watches") is not None:
+        memo.stop_watches.set()
     if memo.get("rollup") is not None:
         memo.rollup.stop()
 
@@ -241,6 +308,7 @@ def policy_event(
     progress and a copy of the spec in annotations, which a large policy cannot afford.
     What was rendered is known from the ConfigMap's digest; the roll-up pass retries a
     render that failed and restores a ConfigMap deleted by hand."""
+    _remember(memo, "tracingpolicies", type, body)
     if type == "DELETED":
         memo.handled.pop(("policy", name), None)
         return  # the ConfigMap goes with it (ownerReference)
@@ -260,6 +328,7 @@ def rule_event(
 ) -> None:
     """Render the policy a rule folds (and the one it folded before, when policyRef
     changed, or when the rule is deleted)."""
+    _remember(memo, "aggregationrules", type, body)
     key = ("rule", name)
     before = memo.rule_targets.get(name)
     if type == "DELETED":
@@ -320,7 +389,21 @@ def _drop_legacy(memo: kopf.Memo, plural: str, body: Any) -> None:
         log.info("%s/%s: could not drop legacy metadata: %s", plural, meta["name"], error.reason)
 
 
-WATCH_ONLY = ("node_event", "agent_pod_event")
+WATCH_ONLY = ("node_event", "nodereport_event")
+
+
+def _remember(memo: kopf.Memo, kind: str, type: str | None, body: Any) -> None:
+    """Keep the roll-up's cache current with what a watch said."""
+    if type == "DELETED":
+        memo.cache.remove(kind, body["metadata"]["name"])
+    else:
+        memo.cache.put(kind, body)
+
+
+@kopf.on.event(GROUP, VERSION, "nodereports")
+def nodereport_event(type: str | None, body: Any, memo: kopf.Memo, **_: Any) -> None:
+    """NodeReports for the roll-up (a watch, never a LIST per pass)."""
+    _remember(memo, "nodereports", type, body)
 
 
 @kopf.on.event("", "v1", "nodes")
@@ -330,26 +413,6 @@ def node_event(type: str | None, name: str, labels: Any, memo: kopf.Memo, **_: A
         memo.node_labels.pop(name, None)
     else:
         memo.node_labels[name] = dict(labels)
-
-
-def _is_agent_pod(**kwargs: Any) -> bool:
-    labels, namespace, memo = kwargs["labels"], kwargs["namespace"], kwargs["memo"]
-    selector = memo.get("agent_selector")
-    return bool(
-        selector
-        and namespace == memo.namespace
-        and all(labels.get(k) == v for k, v in selector.items())
-    )
-
-
-@kopf.on.event("", "v1", "pods", when=_is_agent_pod)
-def agent_pod_event(type: str | None, name: str, spec: Any, memo: kopf.Memo, **_: Any) -> None:
-    """Where the agent DaemonSet placed its pods: the node it is bound to, or, before the
-    scheduler binds it, the node the DaemonSet controller pinned it to."""
-    if type == "DELETED":
-        memo.agent_pods.pop(name, None)
-    else:
-        memo.agent_pods[name] = spec.get("nodeName") or pinned_node(spec)
 
 
 def pinned_node(spec: Any) -> str:

@@ -1,9 +1,10 @@
 """The roll-up loop: NodeReports into TracingPolicy and AggregationRule status.
 
-One thread, one pass per interval: it lists policies, rules and NodeReports once
-(not once per object), computes each object's status with the pure ``rollup``
-module, and writes ``/status`` only for objects whose status changed, so each
-object sees at most one status write per interval.
+One thread, one pass per interval: it reads policies, rules and NodeReports from a
+cache the operator's watches keep current (``caching``: one LIST of each kind seeds it,
+none after), computes each object's status with the pure ``rollup`` module, and writes
+``/status`` only for objects whose status changed, so each object sees at most one
+status write per interval.
 
 It replaces per-object kopf timers, which would make kopf put a finalizer on
 every policy and rule: with the operator stopped or uninstalled, deleting a
@@ -31,7 +32,7 @@ from weir_api.policies import TracingPolicy
 from weir_api.problems import Problem
 from weir_api.reports import NodeReport
 from weir_api.statuses import AggregationRuleStatus, TracingPolicyStatus
-from weir_operator import metrics, rollup
+from weir_operator import caching, metrics, rollup
 
 log = logging.getLogger("weir.operator")
 
@@ -85,6 +86,7 @@ class RollUp:
         rendered: Callable[[], set[str]],
         handled: Callable[[str], bool] = lambda name: True,
         expected: Callable[[], rollup.Expected | None] = lambda: None,
+        cache: caching.Cache | None = None,
         stale_after: float | None = None,
         counters_interval: float = 60.0,
     ) -> None:
@@ -97,9 +99,11 @@ class RollUp:
         self.rendered = rendered  # names of the policies whose ConfigMap exists
         self.handled = handled  # whether the handlers rendered this policy already
         self.expected = expected  # the nodes that should run an agent (None: unknown)
+        self.cache = cache  # kept current by watches; None: LIST each kind every pass
         self.interval = interval
         self.render_errors = render_errors
         self.rerender = rerender
+        self.unwritten = 0  # status writes the API refused in the current pass
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="weir-rollup", daemon=True)
 
@@ -115,9 +119,18 @@ class RollUp:
         while not self.stopping.is_set():
             started = time.monotonic()
             try:
-                self.once()
-                failures = 0
-                metrics.PASSES.labels(result="ok").inc()
+                unwritten = self.once()
+                if unwritten:  # retried soon, like a pass that failed
+                    failures += 1
+                    metrics.PASSES.labels(result="error").inc()
+                    log.warning(
+                        "roll-up pass: %d status writes failed; next try in %gs",
+                        unwritten,
+                        self.delay(failures),
+                    )
+                else:
+                    failures = 0
+                    metrics.PASSES.labels(result="ok").inc()
             except Exception as error:  # retried soon; said in one line meanwhile
                 failures += 1
                 metrics.PASSES.labels(result="error").inc()
@@ -138,12 +151,20 @@ class RollUp:
         return min(self.interval, RETRY_FIRST * 2.0 ** (failures - 1))
 
     def _list(self, plural: str) -> list[dict[str, Any]]:
+        """The objects of a kind: from the watch cache (one LIST to seed it), or a LIST."""
+        if self.cache is not None and self.cache.is_seeded(plural):
+            return self.cache.items(plural)
         items: list[dict[str, Any]] = self.custom.list_cluster_custom_object(
             GROUP, VERSION, plural
         )["items"]
+        if self.cache is not None:
+            self.cache.seed(plural, items)
+            return self.cache.items(plural)
         return items
 
-    def once(self) -> None:
+    def once(self) -> int:
+        """One pass; how many status writes the API refused (they are retried soon)."""
+        self.unwritten = 0
         for name in list(self.render_errors):  # retry what the operator could not write
             with contextlib.suppress(k8s.ApiException):  # recorded in render_errors
                 self.rerender(name)
@@ -192,6 +213,7 @@ class RollUp:
                     body, parsed, parsed_rules, by_name, reports, stored, stamp, expected
                 ),
             )
+        return self.unwritten
 
     def _restore(self, policies: list[dict[str, Any]]) -> None:
         """A valid policy whose ConfigMap is gone (deleted by hand, say) is rendered again:
@@ -274,10 +296,14 @@ class RollUp:
                 GROUP, VERSION, plural, name, {"status": patch}
             )
             metrics.STATUS_WRITES.labels(kind=plural, result="ok").inc()
+            if self.cache is not None:
+                self.cache.set_status(plural, name, desired)
         except k8s.ApiException as error:
             metrics.STATUS_WRITES.labels(kind=plural, result="error").inc()
             metrics.api_error("write_status", error)
             if error.status != 404:  # deleted meanwhile: nothing to write
+                self.unwritten += 1
+                self.counters_written.pop(key, None)  # not written: the next pass may
                 log.warning("%s/%s: status write failed: %s", plural, name, error.reason)
 
 
