@@ -333,3 +333,31 @@ def test_a_node_that_should_run_an_agent_but_never_reported_is_counted_and_named
     )
     assert len(crowded.missing_nodes) == 10
     assert "m09 and 2 more; check the agent pods" in crowded.conditions[0].message
+
+
+def test_the_watch_cache_keeps_what_events_said_over_a_later_list() -> None:
+    from weir_operator import caching
+
+    cache = caching.Cache()
+    cache.put("nodereports", {"metadata": {"name": "a", "resourceVersion": "9"}})
+    cache.remove("nodereports", "gone")
+    assert not cache.is_seeded("nodereports")
+    cache.seed(
+        "nodereports",
+        [
+            {"metadata": {"name": "a", "resourceVersion": "5"}},  # older than the event
+            {"metadata": {"name": "gone", "resourceVersion": "5"}},  # deleted meanwhile
+            {"metadata": {"name": "b", "resourceVersion": "6"}},
+        ],
+    )
+    assert cache.is_seeded("nodereports")
+    items = cache.items("nodereports")
+    assert [(i["metadata"]["name"], i["metadata"]["resourceVersion"]) for i in items] == [
+        ("a", "9"),
+        ("b", "6"),
+    ]
+    cache.set_status("nodereports", "b", {"x": 1})
+    assert "status" not in items[1]  # what a reader holds is not changed under it
+    assert cache.items("nodereports")[1]["status"] == {"x": 1}
+    cache.put("nodereports", {"metadata": {"name": "gone"}})  # created again
+    assert [i["metadata"]["name"] for i in cache.items("nodereports")] == ["a", "b", "gone"]
