@@ -297,6 +297,16 @@ def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
     verify_v1 = opens_policy("verify", f"{data}/", metric="weir_e2e_verify")
     cluster.kubectl("apply", "-f", "-", stdin=verify_v1)
     cluster.kubectl("wait", "--for=condition=Ready", "tracingpolicy/verify", "--timeout=50s")
+    # The rule reaches the agent in the ConfigMap's next version when the operator saw the
+    # policy before it: count once, so generation 1 runs with the rule before v2 arrives
+    # (a v2 that fails keeps generation 1 as it was, rules included).
+    wait_for(
+        lambda: (
+            (data / "f").read_text() is not None
+            and scrape_http(stack["metrics"]).get("weir_e2e_verify_total", {}).get(HOST)
+        ),
+        "generation 1 counting under its rule",
+    )
     verify_v2 = yaml.safe_load_all(verify_v1)
     v2_policy, v2_rule = list(verify_v2)
     v2_policy["spec"]["tracepoints"][0] = {

@@ -900,7 +900,15 @@ def serve(
     if tls is not None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(*tls)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
+        # The handshake happens on the handler's first read, in its own thread: a client
+        # that connects and never handshakes cannot stall the accept loop.
+        server.socket = context.wrap_socket(
+            server.socket, server_side=True, do_handshake_on_connect=False
+        )
+    # A connection reset between select() and accept() would leave a blocking accept()
+    # waiting for the next client, and shutdown() waiting for it forever (seen once at the
+    # end of a test): a non-blocking listener just skips it.
+    server.socket.setblocking(False)
     return server, emulator
 
 
