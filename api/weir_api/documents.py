@@ -108,10 +108,9 @@ def _hook_checks(spec: Any) -> list[Problem]:
                 hook = model.model_validate(item)
             except ValidationError:
                 continue  # its schema problems are already listed
-            for one in hook.expanded() if isinstance(hook, UProbe) else [hook]:
-                if not isinstance(one, UProbe) or one.symbol is not None:
-                    found.extend(checks.check_hook(one, ("spec", group, index)))
-                    break
+            # A uprobe's symbols share its args and selectors: its first symbol stands for all.
+            one = hook.expanded()[0] if isinstance(hook, UProbe) else hook
+            found.extend(checks.check_hook(one, ("spec", group, index)))
     return found
 
 

@@ -74,7 +74,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # The nodes that should run an agent: those its DaemonSet placed a pod on (pods picked
     # by WEIR_AGENT_SELECTOR, which the chart sets), with the Nodes' labels.
     agent_labels = os.environ.get("WEIR_AGENT_SELECTOR", "")
-    memo.agent_selector = _selector(agent_labels)
+    memo.knows_agents = bool(agent_labels)
     memo.agent_pods = {}  # pod name -> node name
     memo.node_labels = {}  # node name -> labels
     memo.said = {}  # (kind, name, policy) -> the render failure last posted as an Event
@@ -97,14 +97,8 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo.rollup.start()
 
 
-def _selector(text: str) -> dict[str, str] | None:
-    """``k=v,k=v`` (a label selector of equalities); None when empty."""
-    pairs = [item.partition("=") for item in text.split(",") if item.strip()]
-    return {k.strip(): v.strip() for k, _, v in pairs} or None
-
-
 def _expected(memo: kopf.Memo) -> rollup.Expected | None:
-    if memo.agent_selector is None:
+    if not memo.knows_agents:
         return None  # not told which pods are agents: count the reports only
     nodes = set(memo.agent_pods.values()) - {""}
     return rollup.Expected({node: dict(memo.node_labels.get(node, {})) for node in nodes})
