@@ -24,7 +24,7 @@ SEND = parse_format(
 )
 
 
-SOCK_LAYOUT = {name: 100 + n for n, name in enumerate(btf.SOCK_FIELDS)}
+SOCK_LAYOUT: dict[str, int | str] = {name: 100 + n for n, name in enumerate(btf.ALL_FIELDS)}
 
 
 def make(spec: dict[str, Any], rules: list[dict[str, Any]] | None = None) -> codegen.Generated:
@@ -56,7 +56,7 @@ def make(spec: dict[str, Any], rules: list[dict[str, Any]] | None = None) -> cod
         "tracepoint:syscalls:sys_enter_openat": OPENAT,
         "tracepoint:sock:sock_send_length": SEND,
     }
-    return codegen.generate(policy.obj, parsed_rules, layouts=layouts, sock_layout=SOCK_LAYOUT)
+    return codegen.generate(policy.obj, parsed_rules, layouts=layouts, kernel_layout=SOCK_LAYOUT)
 
 
 def openat(*matches: dict[str, Any], args: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -193,7 +193,9 @@ def test_addresses_are_ipv4_mapped_with_prefix_bits() -> None:
     )
     assert generated.programs[0].seeds.ranges == ((1, 443, 443), (1, 8000, 8080))
     # struct sock's offsets come from the kernel's BTF, as flags; never from headers.
-    assert {name: values[name] for name in btf.SOCK_FIELDS} == SOCK_LAYOUT
+    assert {name: values[name] for name in btf.SOCK_FIELDS} == {
+        name: SOCK_LAYOUT[name] for name in btf.SOCK_FIELDS
+    }
     unknown = codegen.generate(
         documents.parse_object(
             {
@@ -206,7 +208,9 @@ def test_addresses_are_ipv4_mapped_with_prefix_bits() -> None:
         ).obj,  # type: ignore[arg-type]
         [],
         layouts={"tracepoint:sock:sock_send_length": SEND},
-        sock_layout="cannot read /sys/kernel/btf/vmlinux (No such file or directory)",
+        kernel_layout=dict.fromkeys(
+            btf.ALL_FIELDS, "cannot read /sys/kernel/btf/vmlinux (No such file or directory)"
+        ),
     )
     assert [str(p) for p in unknown.problems] == [
         "spec.tracepoints[0].args[0]: a sock argument needs the kernel's layout: "
@@ -280,7 +284,7 @@ def test_limits_of_the_program_are_problems_with_paths() -> None:
     # The program's own limits are refused before generation (weir check, the operator, the
     # CRD's CEL); the generator keeps its guard for a policy that bypassed them.
     too_many = [{"field": "filename", "type": "filename", "label": f"s{n}"} for n in range(3)]
-    with pytest.raises(AssertionError, match="at most 2 string, filename and char_buf args"):
+    with pytest.raises(AssertionError, match="at most 2 string, filename, char_buf, file, path"):
         make(openat(args=too_many))
     policy = TracingPolicy.model_validate(
         {"metadata": {"name": "p"}, "spec": openat(args=too_many)}
@@ -289,7 +293,7 @@ def test_limits_of_the_program_are_problems_with_paths() -> None:
         policy,
         [],
         layouts={"tracepoint:syscalls:sys_enter_openat": OPENAT},
-        sock_layout=SOCK_LAYOUT,
+        kernel_layout=SOCK_LAYOUT,
     )
     assert [str(p) for p in generated.problems] == [
         "spec.tracepoints[0].args[2]: at most 2 string arguments per hook; drop one"
@@ -339,7 +343,7 @@ def test_tetragon_spellings_generate_what_they_mean() -> None:
             },
         }
     )
-    generated = codegen.generate(policy, [], layouts={}, sock_layout=SOCK_LAYOUT)
+    generated = codegen.generate(policy, [], layouts={}, kernel_layout=SOCK_LAYOUT)
     assert generated.problems == ()
     write, bare, *uprobes = generated.programs
     assert write.target == bare.target == ("__x64_sys_write",)

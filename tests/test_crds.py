@@ -152,10 +152,12 @@ CEL_CASES = [
             )
             or o["spec"]["tracepoints"][0]["selectors"][0]["matchArgs"][0].update(operator="GT")
         ),
-        "a matchArgs operator must fit its arg's type: integers take Equal, GT, InRange, LT, "
-        "Mask, NotEqual; strings (string, filename, char_buf) take Equal, NotEqual, NotPostfix, "
-        "NotPrefix, Postfix, Prefix; sock and sockaddr take DAddr, DPort, NotDAddr, NotDPort, "
-        "NotSAddr, NotSPort, SAddr, SPort",
+        "a matchArgs operator must fit its arg's type: integers take Equal, GT, GreaterThan, "
+        "InMap, InRange, LT, LessThan, Mask, NotEqual, NotInMap, NotInRange; strings (string, "
+        "filename, char_buf, file, path, fd) take Equal, InMap, NotEqual, NotInMap, NotPostfix, "
+        "NotPrefix, Postfix, Prefix; sock, sockaddr and skb take DAddr, DPort, DPortPriv, "
+        "NotDAddr, NotDPort, NotDPortPriv, NotSAddr, NotSPort, NotSPortPriv, SAddr, SPort, "
+        "SPortPriv and Family (all three), Protocol (sock, skb), State (sock)",
     ),
     (
         "an undeclared label",
@@ -318,5 +320,13 @@ def test_generated_schema_rejects_unknown_top_level_spec_fields_by_pruning() -> 
         "lists",
     } == set(spec)
     selector = spec["kprobes"]["items"]["properties"]["selectors"]["items"]["properties"]
-    assert set(selector) == {"matchArgs", "matchBinaries", "matchActions"}
+    assert set(selector) == {
+        "matchArgs",
+        "matchBinaries",
+        "matchActions",
+        "matchReturnArgs",
+        "matchPIDs",
+        "matchNamespaces",
+        "matchCapabilities",
+    }
     assert Path(CRD_DIR).is_dir()

@@ -240,6 +240,8 @@ def test_a_posted_socket_argument_carries_both_addresses(core) -> None:  # type:
         json.dumps(
             {
                 "family": "AF_INET",
+                "protocol": "IPPROTO_TCP",
+                "state": "TCP_ESTABLISHED",
                 "saddr": local[0],
                 "sport": local[1],
                 "daddr": "127.0.0.2",

@@ -95,7 +95,7 @@ def test_every_kprobe_argument_type_passes_the_verifier(kernel: None) -> None:
     )
     assert parsed.ok, parsed.problems
     assert isinstance(parsed.obj, TracingPolicy)
-    generated = codegen.generate(parsed.obj, [], layouts={}, sock_layout=btf.sock_offsets())
+    generated = codegen.generate(parsed.obj, [], layouts={}, kernel_layout=btf.kernel_layout())
     assert not generated.problems
     assert [p.hook for p in generated.programs] == [
         "kprobe:tcp_sendmsg",
@@ -183,3 +183,33 @@ def test_uprobes_count_exactly(core, target: Path) -> None:
     assert counts["uretprobe"][loading.abi.Stat.OBSERVED] == 100
     assert series(scrape(core), "t_uprobe_values_total") == {(): float(sum(range(1, 50, 2)))}
     assert stats(core, "uprobes")["matched"] == 25 + 100
+
+
+def test_a_uretprobe_filters_on_its_return_value(core, target: Path) -> None:
+    # weir_target returns value % 7 plus 'o' (111) for odd values, 'e' (101) for even ones.
+    def returns(name: str, operator: str, *values: str) -> dict[str, object]:
+        return {
+            "path": str(target),
+            "symbol": "weir_target",
+            "return": True,
+            "returnArg": {"index": 0, "type": "int"},
+            "selectors": [
+                {
+                    "matchReturnArgs": [{"index": 0, "operator": operator, "values": list(values)}],
+                    "matchActions": [{"action": "NoPost"}],
+                }
+            ],
+        }
+
+    apply(
+        core,
+        policy_yaml("ret-odd", yaml.safe_dump({"uprobes": [returns("odd", "GT", "110")]})),
+        policy_yaml("ret-101", yaml.safe_dump({"uprobes": [returns("101", "Equal", "101")]})),
+        policy_yaml(
+            "ret-range", yaml.safe_dump({"uprobes": [returns("r", "NotInRange", "101:110")]})
+        ),
+    )
+    subprocess.run([str(target), "100"], check=False)
+    assert stats(core, "ret-odd")["matched"] == 50
+    assert stats(core, "ret-101")["matched"] == len(range(0, 100, 14))  # even, multiple of 7
+    assert stats(core, "ret-range")["matched"] == 50

@@ -72,7 +72,8 @@ def match(operator: str, values: list[str], label: str = "path") -> list[dict[st
         (
             {"selectors": match("GT", ["1"])},
             "spec.tracepoints[0].selectors[0].matchArgs[0].operator: GT does not apply to 'path' "
-            "of type filename; use one of Equal, NotEqual, NotPostfix, NotPrefix, Postfix, Prefix",
+            "of type filename; use one of Equal, InMap, NotEqual, NotInMap, NotPostfix, NotPrefix, "
+            "Postfix, Prefix",
         ),
         (
             {"selectors": match("Equal", ["x", "a\x00b"])},
@@ -134,7 +135,8 @@ def match(operator: str, values: list[str], label: str = "path") -> list[dict[st
             {"args": [{"field": "sk", "type": "sokc"}]},
             "spec.tracepoints[0].args[0].type: must be one of 'int', 'uint', 'int8', 'uint8', "
             "'int16', 'uint16', 'int32', 'uint32', 'int64', 'uint64', 'long', 'ulong', 'size_t', "
-            "'string', 'filename', 'char_buf', 'sock', 'sockaddr' or 'nop', got 'sokc'",
+            "'string', 'filename', 'char_buf', 'sock', 'sockaddr', 'skb', 'file', 'path', 'fd' or "
+            "'nop', got 'sokc'",
         ),
         (
             {"args": [{"field": "sk", "type": "socket"}]},
@@ -191,7 +193,8 @@ def test_kprobe_rules() -> None:
         "spec.kprobes[0].selectors[0].matchArgs[0].values[1]: '300.1.1.1' is not an IP address "
         "or CIDR; write e.g. 10.0.0.0/8 or 192.168.1.1",
         "spec.kprobes[0].selectors[0].matchArgs[1].operator: Prefix does not apply to 'arg0' of "
-        "type sock; use one of DAddr, DPort, NotDAddr, NotDPort, NotSAddr, NotSPort, SAddr, SPort",
+        "type sock; use one of DAddr, DPort, DPortPriv, Family, NotDAddr, NotDPort, "
+        "NotDPortPriv, NotSAddr, NotSPort, NotSPortPriv, Protocol, SAddr, SPort, SPortPriv, State",
     ]
 
 
@@ -269,7 +272,7 @@ def test_aggregation_rule_checks() -> None:
         "tracepoint:syscalls:sys_enter_openat"
     ]
     assert cross(rule(groupBy=["addressClass:flags"])) == [
-        "spec.groupBy[0]: addressClass needs a sock or sockaddr arg; 'flags' is int"
+        "spec.groupBy[0]: addressClass needs a sock, sockaddr or skb arg; 'flags' is int"
     ]
     assert cross(rule(groupBy=["pod", "pod"])) == [
         "spec.groupBy: lists a key twice; give each key once"
@@ -421,8 +424,8 @@ def test_program_limits_are_refused_before_any_node() -> None:
     ]
     strings = [{"field": "filename", "type": "string", "label": f"s{n}"} for n in range(3)]
     assert problems_of(policy(args=strings, selectors=[])) == [
-        "spec.tracepoints[0].args: at most 2 string, filename and char_buf args per hook (each "
-        "takes a per-CPU scratch slot); drop one, or split the hook across policies"
+        "spec.tracepoints[0].args: at most 2 string, filename, char_buf, file, path and fd args "
+        "per hook (each takes a per-CPU scratch slot); drop one, or split the hook across policies"
     ]
     keys = ["arg:a", "arg:b", "arg:c"]
     assert cross(rule(groupBy=keys))[0] == (

@@ -15,7 +15,10 @@ from collections.abc import Iterator, Sequence
 from weir_api import aggregations, limits, values
 from weir_api.aggregations import AggregationRuleSpec
 from weir_api.policies import (
+    ADDRESS_TYPES_TEXT,
     MAX_FUNCTION_ARG,
+    STRING_TYPES_TEXT,
+    Arg,
     Hook,
     KProbe,
     MatchArg,
@@ -106,8 +109,8 @@ def _hook(hook: KProbe | Tracepoint | UProbe, path: Sequence[PathPart]) -> Itera
     labels: dict[str, int] = {}
     indexes: dict[int, int] = {}
     for types, most, what in (
-        (values.STRING_TYPES, limits.STRING_ARGS, "string, filename and char_buf"),
-        (values.ADDRESS_TYPES, limits.ADDRESS_ARGS, "sock and sockaddr"),
+        (values.STRING_TYPES, limits.STRING_ARGS, STRING_TYPES_TEXT),
+        (values.ADDRESS_TYPES, limits.ADDRESS_ARGS, ADDRESS_TYPES_TEXT),
     ):
         if sum(arg.type in types for arg in hook.args) > most:
             yield at(
@@ -166,9 +169,9 @@ def _hook(hook: KProbe | Tracepoint | UProbe, path: Sequence[PathPart]) -> Itera
                 )
         elif arg.size_arg_index is not None:
             yield at((*arg_path, "sizeArgIndex"), "applies to char_buf only; remove it")
-    if isinstance(hook, KProbe) and hook.return_arg is not None:
+    if isinstance(hook, KProbe | UProbe) and hook.return_arg is not None:
         if not hook.return_:
-            yield at((*path, "returnArg"), "needs return: true (a kretprobe)")
+            yield at((*path, "returnArg"), "needs return: true (a return probe)")
         if hook.return_arg.type not in values.INTEGER_TYPES:
             yield at(
                 (*path, "returnArg", "type"),
@@ -176,8 +179,57 @@ def _hook(hook: KProbe | Tracepoint | UProbe, path: Sequence[PathPart]) -> Itera
             )
     for number, selector in enumerate(hook.selectors):
         sel_path = (*path, "selectors", number)
+        if selector.matcher_count() > limits.MAX_MATCH_ARGS:
+            yield at(
+                sel_path,
+                f"{selector.matcher_count()} filters (matchArgs, matchReturnArgs, matchPIDs, "
+                f"matchNamespaces and matchCapabilities together); a selector runs at most "
+                f"{limits.MAX_MATCH_ARGS}: split it into two selectors",
+            )
         for m_number, match in enumerate(selector.match_args):
             yield from _match_arg(hook, match, (*sel_path, "matchArgs", m_number))
+        for m_number, match in enumerate(selector.match_return_args):
+            m_path = (*sel_path, "matchReturnArgs", m_number)
+            returned = getattr(hook, "return_arg", None)
+            if returned is None:
+                yield at(
+                    m_path,
+                    "matchReturnArgs tests a return probe's returnArg; set return: true "
+                    "and returnArg (e.g. {index: 0, type: int})",
+                )
+            else:
+                yield from _match_arg(hook, match, m_path, returned)
+        for m_number, pids in enumerate(selector.match_pids):
+            for v_number, text in enumerate(pids.values):
+                try:
+                    values.parse_int(text, "uint32")
+                except ValueError as error:
+                    yield at((*sel_path, "matchPIDs", m_number, "values", v_number), str(error))
+        for m_number, namespaces in enumerate(selector.match_namespaces):
+            for v_number, text in enumerate(namespaces.values):
+                if text.strip() == "host_ns":
+                    continue
+                try:
+                    values.parse_int(text, "uint32")
+                except ValueError:
+                    yield at(
+                        (*sel_path, "matchNamespaces", m_number, "values", v_number),
+                        f"{text!r} is not a namespace; write its inode number (as lsns shows "
+                        "it, e.g. 4026531840) or host_ns",
+                    )
+        for m_number, caps in enumerate(selector.match_capabilities):
+            c_path = (*sel_path, "matchCapabilities", m_number)
+            if caps.is_namespace_capability:
+                yield at(
+                    (*c_path, "isNamespaceCapability"),
+                    "Tetragon's isNamespaceCapability is not supported by weir (yet): weir "
+                    "tests the task's own capability sets; remove it",
+                )
+            for v_number, text in enumerate(caps.values):
+                try:
+                    values.parse_capability(text)
+                except ValueError as error:
+                    yield at((*c_path, "values", v_number), str(error))
         for b_number, binary in enumerate(selector.match_binaries):
             b_path = (*sel_path, "matchBinaries", b_number)
             for v_number, text in enumerate(binary.values):
@@ -198,8 +250,10 @@ def _hook(hook: KProbe | Tracepoint | UProbe, path: Sequence[PathPart]) -> Itera
                 yield at(a_path, "stack traces are taken for Post only; use action: Post")
 
 
-def _match_arg(hook: Hook, match: MatchArg, path: Sequence[PathPart]) -> Iterator[Problem]:
-    arg = hook.arg_by_ref(match.index, match.label)
+def _match_arg(
+    hook: Hook, match: MatchArg, path: Sequence[PathPart], returned: Arg | None = None
+) -> Iterator[Problem]:
+    arg = returned if returned is not None else hook.arg_by_ref(match.index, match.label)
     if arg is None:
         ref = f"label {match.label!r}" if match.label is not None else f"index {match.index}"
         known = ", ".join(a.name() for a in hook.declared_args()) or "none"
@@ -219,13 +273,15 @@ def _match_arg(hook: Hook, match: MatchArg, path: Sequence[PathPart]) -> Iterato
             f"type {arg.type}; use one of {', '.join(sorted(allowed))}",
         )
         return
-    ranged = match.operator == "InRange" or match.operator in values.PORT_OPERATORS
+    ranged = match.operator in {"InRange", "NotInRange"} | values.PORT_OPERATORS
     if ranged and len(match.values) > limits.MAX_RANGES:
         yield at(
             (*path, "values"),
             f"{len(match.values)} values; {match.operator} takes at most {limits.MAX_RANGES} "
             "(ranges are checked in a bounded loop in the kernel)",
         )
+    if not match.values and match.operator not in values.PRIVILEGED_PORT_OPERATORS:
+        yield at((*path, "values"), f"{match.operator} needs at least one value")
     if match.operator in values.SINGLE_VALUE_OPERATORS and len(match.values) != 1:
         yield at(
             (*path, "values"), f"{match.operator} takes exactly one value, got {len(match.values)}"
@@ -306,7 +362,7 @@ def _rule(
             elif kind == "addressClass" and arg.type not in values.ADDRESS_TYPES:
                 yield at(
                     (*path, "groupBy", index),
-                    f"addressClass needs a sock or sockaddr arg; {label!r} is {arg.type}",
+                    f"addressClass needs a sock, sockaddr or skb arg; {label!r} is {arg.type}",
                 )
             elif kind == "arg" and arg.type in values.STRING_TYPES | values.ADDRESS_TYPES:
                 yield at(

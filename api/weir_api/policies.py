@@ -44,6 +44,10 @@ ArgType = Literal[
     "char_buf",
     "sock",
     "sockaddr",
+    "skb",
+    "file",
+    "path",
+    "fd",
     "nop",
 ]
 assert set(ArgType.__args__) == set(values.ARG_TYPES)  # type: ignore[attr-defined]
@@ -67,6 +71,18 @@ MatchArgOperator = Literal[
     "NotDPort",
     "SPort",
     "NotSPort",
+    "SPortPriv",
+    "NotSPortPriv",
+    "DPortPriv",
+    "NotDPortPriv",
+    "Family",
+    "Protocol",
+    "State",
+    "NotInRange",
+    "InMap",
+    "NotInMap",
+    "GreaterThan",
+    "LessThan",
 ]
 
 LABEL_PATTERN = r"^[a-z_][a-z0-9_]*$"
@@ -80,7 +96,19 @@ UprobeSymbol = Annotated[
     str, Field(max_length=limits.MAX_NAME, pattern=r"^[A-Za-z_.$][A-Za-z0-9_.$@]*$")
 ]
 MAX_FUNCTION_ARG = 5  # x86-64 and arm64 pass six arguments in registers
-RANGE_OPERATORS = frozenset({"InRange"}) | values.PORT_OPERATORS
+RANGE_OPERATORS = frozenset({"InRange", "NotInRange"}) | values.PORT_OPERATORS
+
+
+def _int_as_text(value: object) -> object:
+    """Tetragon writes pids and namespace inodes as numbers or strings: keep the text."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+IntOrText = Annotated[
+    str,
+    BeforeValidator(_int_as_text),
+    Field(min_length=1, max_length=32, json_schema_extra={"x-kubernetes-int-or-string": True}),
+]
 
 
 def _cel_list(items: Any) -> str:
@@ -124,8 +152,10 @@ class Arg(Model):
     type: ArgType = Field(
         description="How to read and compare the value: integers (int, uint, int8..uint64, "
         "long, ulong, size_t), string (kernel char *), filename (user-space path pointer, as "
-        "syscalls take), char_buf (user buffer, length in sizeArgIndex), sock (struct sock *), "
-        "sockaddr (struct sockaddr *), nop (read nothing: a placeholder, as in Tetragon)."
+        "syscalls take), char_buf (user buffer, length in sizeArgIndex), file (struct file *), "
+        "path (struct path *) and fd (a descriptor of the calling process), each read as the "
+        "file's path; sock (struct sock *), sockaddr (struct sockaddr *), skb (struct sk_buff "
+        "*: its IP and transport headers), nop (read nothing: a placeholder, as in Tetragon)."
     )
     label: str | None = Field(
         default=None,
@@ -161,8 +191,14 @@ class MatchArg(Model):
                 "matchArgs needs index or label of a declared arg",
             ),
             (
-                "!(self.operator in ['GT', 'LT', 'Mask']) || size(self.values) == 1",
+                f"!(self.operator in {_cel_list(values.SINGLE_VALUE_OPERATORS)})"
+                " || size(self.values) == 1",
                 "GT, LT and Mask take exactly one value",
+            ),
+            (
+                f"self.operator in {_cel_list(values.PRIVILEGED_PORT_OPERATORS)}"
+                " || size(self.values) >= 1",
+                "give at least one value (only the *PortPriv operators take none)",
             ),
             (
                 f"!(self.operator in {_cel_list(RANGE_OPERATORS)})"
@@ -183,13 +219,16 @@ class MatchArg(Model):
         description="Alternatively, the arg's label (for tracepoint args named by field).",
     )
     operator: MatchArgOperator = Field(
-        description="Integers: Equal, NotEqual, GT, LT, Mask (any bit set), InRange (LOW:HIGH). "
-        "Strings: Equal, NotEqual, Prefix, NotPrefix, Postfix, NotPostfix. sock/sockaddr: "
-        "DAddr, NotDAddr, SAddr, NotSAddr (CIDRs), DPort, NotDPort, SPort, NotSPort (ports or "
-        "LOW:HIGH ranges)."
+        description="Integers: Equal, NotEqual, GT, LT, Mask (any bit set), InRange, "
+        "NotInRange (LOW:HIGH). Strings (and file, path, fd): Equal, NotEqual, Prefix, "
+        "NotPrefix, Postfix, NotPostfix. sock/sockaddr/skb: DAddr, NotDAddr, SAddr, NotSAddr "
+        "(CIDRs), DPort, NotDPort, SPort, NotSPort (ports or LOW:HIGH ranges), DPortPriv, "
+        "SPortPriv and their Not* (ports below 1024, no values), Family (AF_INET, ...), "
+        "Protocol (IPPROTO_TCP, ...; sock and skb), State (TCP_ESTABLISHED, ...; sock). "
+        "Tetragon's GreaterThan, LessThan, InMap and NotInMap are GT, LT, Equal and NotEqual."
     )
     values: list[ValueString] = Field(
-        min_length=1,
+        default_factory=list,
         max_length=limits.MAX_VALUES,
         description="Values as strings; a positive operator matches when any value matches, a "
         "Not* operator when none does. Kept in BPF maps, never in program text.",
@@ -259,6 +298,71 @@ class MatchAction(Model):
     )
 
 
+class MatchPID(Model):
+    """A filter on the calling process's id (Tetragon's matchPIDs)."""
+
+    operator: Literal["In", "NotIn"] = Field(description="In: one of values; NotIn: none.")
+    values: list[IntOrText] = Field(
+        min_length=1, max_length=limits.MAX_VALUES, description="Process ids (tgids)."
+    )
+    follow_forks: bool = Field(
+        default=False,
+        description="Also match the descendants of the listed processes (the nearest 8 "
+        "generations of parents are looked at).",
+    )
+    is_namespace_pid: bool = Field(
+        default=False,
+        alias="isNamespacePID",
+        description="The ids are as the process's own pid namespace numbers them (1 is a "
+        "container's first process), not as the host does.",
+    )
+
+
+class MatchNamespace(Model):
+    """A filter on one of the calling task's namespaces (Tetragon's matchNamespaces)."""
+
+    namespace: Literal[
+        "Uts",
+        "Ipc",
+        "Mnt",
+        "Pid",
+        "PidForChildren",
+        "Net",
+        "Time",
+        "TimeForChildren",
+        "Cgroup",
+        "User",
+    ] = Field(description="Which namespace.")
+    operator: Literal["In", "NotIn"] = Field(description="In: one of values; NotIn: none.")
+    values: list[IntOrText] = Field(
+        min_length=1,
+        max_length=limits.MAX_VALUES,
+        description="Namespace inode numbers (as `lsns` or /proc/PID/ns show them), or "
+        "host_ns: the node's own namespace (that of its pid 1).",
+    )
+
+
+class MatchCapability(Model):
+    """A filter on the calling task's capabilities (Tetragon's matchCapabilities)."""
+
+    type: Literal["Effective", "Inheritable", "Permitted"] = Field(
+        default="Effective", description="Which capability set."
+    )
+    operator: Literal["In", "NotIn"] = Field(
+        description="In: the set holds any of values; NotIn: it holds none."
+    )
+    values: list[Annotated[str, Field(max_length=32)]] = Field(
+        min_length=1,
+        max_length=64,
+        description="Capabilities by name (CAP_SYS_ADMIN) or number (linux/capability.h).",
+    )
+    is_namespace_capability: bool = Field(
+        default=False,
+        description="Tetragon's capabilities relative to the user namespace; weir tests the "
+        "task's own sets and refuses true.",
+    )
+
+
 class Selector(Model):
     """Filters ANDed together, and the action taken when all match."""
 
@@ -270,6 +374,35 @@ class Selector(Model):
         max_length=limits.MAX_MATCH_BINARIES,
         description="Executable filters.",
     )
+    match_return_args: list[MatchArg] = Field(
+        default_factory=list,
+        max_length=limits.MAX_MATCH_ARGS,
+        description="Filters on the return value of a return probe (its returnArg); index "
+        "and label may be left out.",
+    )
+    match_pids: list[MatchPID] = Field(
+        default_factory=list,
+        alias="matchPIDs",
+        max_length=limits.MAX_MATCH_ARGS,
+        description="Process id filters.",
+    )
+    match_namespaces: list[MatchNamespace] = Field(
+        default_factory=list, max_length=limits.MAX_MATCH_ARGS, description="Namespace filters."
+    )
+    match_capabilities: list[MatchCapability] = Field(
+        default_factory=list, max_length=limits.MAX_MATCH_ARGS, description="Capability filters."
+    )
+
+    def matcher_count(self) -> int:
+        """Matchers the selector takes in the program (at most MAX_MATCH_ARGS)."""
+        return (
+            len(self.match_args)
+            + len(self.match_return_args)
+            + len(self.match_pids)
+            + len(self.match_namespaces)
+            + len(self.match_capabilities)
+        )
+
     match_actions: list[MatchAction] = Field(
         default_factory=list,
         max_length=1,
@@ -293,9 +426,16 @@ _FITS = (
     f" && m.operator in {_cel_list(values.INTEGER_OPERATORS)})"
     f" || (a.type in {_cel_list(values.STRING_TYPES)}"
     f" && m.operator in {_cel_list(values.STRING_OPERATORS)})"
-    f" || (a.type in {_cel_list(values.ADDRESS_TYPES)}"
-    f" && m.operator in {_cel_list(values.ADDRESS_OPERATORS | values.PORT_OPERATORS)}))"
+    + "".join(
+        f" || (a.type == '{t}' && m.operator in {_cel_list(values.operators_for(t))})"
+        for t in sorted(values.ADDRESS_TYPES)
+    )
+    + ")"
 )
+
+
+STRING_TYPES_TEXT = "string, filename, char_buf, file, path and fd"
+ADDRESS_TYPES_TEXT = "sock, sockaddr and skb"
 
 
 def _every_match(condition: str) -> str:
@@ -308,14 +448,14 @@ def _every_match(condition: str) -> str:
 
 
 def hook_rules(kind: Literal["kprobe", "tracepoint", "uprobe"]) -> dict[str, Any]:
-    """``x-kubernetes-validations`` for one hook kind (a kprobe's returnArg is an arg too)."""
+    """``x-kubernetes-validations`` for one hook kind (a probe's returnArg is an arg too)."""
     ret = "self.returnArg"
     refers_ret = _REFERS.replace("a.", f"{ret}.")
     fits_ret = _FITS.replace("a.", f"{ret}.")
     declared_args = f"(has(self.args) ? self.args.exists(a, {_REFERS}) : false)"
     declared = declared_args
     fits = f"(has(self.args) ? self.args.all(a, {_REFERS} ? {_FITS} : true) : true)"
-    if kind == "kprobe":  # args are looked up first, then the returnArg (Hook.arg_by_ref)
+    if kind != "tracepoint":  # args are looked up first, then the returnArg (Hook.arg_by_ref)
         declared = f"({declared} || (has({ret}) ? {refers_ret} : false))"
         fits = (
             f"({fits} && (has({ret}) && !{declared_args} ? (!{refers_ret} || {fits_ret}) : true))"
@@ -330,8 +470,10 @@ def hook_rules(kind: Literal["kprobe", "tracepoint", "uprobe"]) -> dict[str, Any
             _every_match(fits),
             "a matchArgs operator must fit its arg's type: integers take "
             f"{', '.join(sorted(values.INTEGER_OPERATORS))}; strings (string, filename, "
-            f"char_buf) take {', '.join(sorted(values.STRING_OPERATORS))}; sock and sockaddr "
-            f"take {', '.join(sorted(values.ADDRESS_OPERATORS | values.PORT_OPERATORS))}",
+            f"char_buf, file, path, fd) take {', '.join(sorted(values.STRING_OPERATORS))}; "
+            "sock, sockaddr and skb take "
+            f"{', '.join(sorted(values.ADDRESS_OPERATORS | values.PORT_OPERATORS))} "
+            "and Family (all three), Protocol (sock, skb), State (sock)",
         ),
         (
             f"!has(self.args) || self.args.all(a, self.args.exists_one(b, "
@@ -346,8 +488,8 @@ def hook_rules(kind: Literal["kprobe", "tracepoint", "uprobe"]) -> dict[str, Any
         ),
     ]
     for types, most, what in (
-        (values.STRING_TYPES, limits.STRING_ARGS, "string, filename and char_buf"),
-        (values.ADDRESS_TYPES, limits.ADDRESS_ARGS, "sock and sockaddr"),
+        (values.STRING_TYPES, limits.STRING_ARGS, STRING_TYPES_TEXT),
+        (values.ADDRESS_TYPES, limits.ADDRESS_ARGS, ADDRESS_TYPES_TEXT),
     ):
         rules.append(
             (
@@ -377,7 +519,7 @@ def hook_rules(kind: Literal["kprobe", "tracepoint", "uprobe"]) -> dict[str, Any
                 f"(0-{MAX_FUNCTION_ARG}); field is for tracepoints",
             )
         )
-    if kind == "kprobe":
+    if kind != "tracepoint":
         rules.append(
             (
                 f"!has({ret}) || {ret}.type in {_cel_list(values.INTEGER_TYPES)}",
@@ -525,9 +667,15 @@ class UProbe(Hook):
     return_: bool = Field(
         default=False, alias="return", description="Probe the return (uretprobe) instead."
     )
+    return_arg: Arg | None = Field(
+        default=None, description="With return: true, the return value to read (integer)."
+    )
 
     def hook_id(self) -> str:
         return f"{'uretprobe' if self.return_ else 'uprobe'}:{self.path}:{self.symbol}"
+
+    def declared_args(self) -> list[Arg]:
+        return [*self.args, *([self.return_arg] if self.return_arg is not None else [])]
 
     def expanded(self) -> list[UProbe]:
         """One uprobe per symbol (``symbols`` lists several)."""

@@ -55,12 +55,8 @@ LATER_FIELDS = frozenset(
         "btfType",
         "source",
         # selectors
-        "matchPIDs",
-        "matchNamespaces",
-        "matchCapabilities",
         "matchNamespaceChanges",
         "matchCapabilityChanges",
-        "matchReturnArgs",
         "matchReturnActions",
         "matchData",
         # matchActions parameters of actions weir does not have
@@ -75,10 +71,6 @@ LATER_FIELDS = frozenset(
 # Argument types Tetragon reads that weir does not yet.
 LATER_TYPES = frozenset(
     {
-        "file",
-        "path",
-        "fd",
-        "skb",
         "sock_type",
         "cred",
         "capability",
@@ -110,24 +102,13 @@ LATER_TYPES = frozenset(
 # matchArgs operators Tetragon has that weir does not yet.
 LATER_OPERATORS = frozenset(
     {
-        "InMap",
-        "NotInMap",
-        "Family",
         "NotFamily",
-        "Protocol",
         "NotProtocol",
-        "SPortPriv",
-        "NotSPortPriv",
-        "DPortPriv",
-        "NotDPortPriv",
-        "State",
         "CapabilitiesGained",
         "FileType",
         "NotFileType",
         "SubString",
         "SubStringIgnCase",
-        "Lesser",
-        "Greater",
     }
 )
 

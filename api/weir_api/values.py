@@ -35,9 +35,13 @@ INTEGER_TYPES: dict[str, tuple[int, bool]] = {
 # Strings: ``string`` is a kernel char *, ``filename`` a path passed from user
 # space (a syscall's ``const char __user *``), ``char_buf`` a user buffer whose
 # length is another argument (``sizeArgIndex``).
-STRING_TYPES = frozenset({"string", "filename", "char_buf"})
-# Addresses read from a ``struct sock *`` or a ``struct sockaddr *``.
-ADDRESS_TYPES = frozenset({"sock", "sockaddr"})
+# ``file`` (a ``struct file *``), ``path`` (a ``struct path *``) and ``fd`` (a descriptor
+# of the current task) are read as the file's path: strings too.
+FILE_TYPES = frozenset({"file", "path", "fd"})
+STRING_TYPES = frozenset({"string", "filename", "char_buf"}) | FILE_TYPES
+# Addresses read from a ``struct sock *``, a ``struct sockaddr *`` or the headers of a
+# ``struct sk_buff *``.
+ADDRESS_TYPES = frozenset({"sock", "sockaddr", "skb"})
 # ``nop`` reads nothing: a placeholder that keeps Tetragon's argument positions.
 NOP_TYPES = frozenset({"nop"})
 ARG_TYPES = (
@@ -47,14 +51,58 @@ ARG_TYPES = (
     + tuple(NOP_TYPES)
 )
 
-INTEGER_OPERATORS = frozenset({"Equal", "NotEqual", "GT", "LT", "Mask", "InRange"})
-STRING_OPERATORS = frozenset({"Equal", "NotEqual", "Prefix", "NotPrefix", "Postfix", "NotPostfix"})
+# Tetragon's other names for the same operators (InMap is Equal over a set of values).
+ALIASES = {"GreaterThan": "GT", "LessThan": "LT", "InMap": "Equal", "NotInMap": "NotEqual"}
+INTEGER_OPERATORS = frozenset(
+    {"Equal", "NotEqual", "GT", "LT", "Mask", "InRange", "NotInRange"}
+    | {"GreaterThan", "LessThan", "InMap", "NotInMap"}
+)
+STRING_OPERATORS = frozenset(
+    {"Equal", "NotEqual", "Prefix", "NotPrefix", "Postfix", "NotPostfix", "InMap", "NotInMap"}
+)
 ADDRESS_OPERATORS = frozenset({"DAddr", "NotDAddr", "SAddr", "NotSAddr"})
-PORT_OPERATORS = frozenset({"DPort", "NotDPort", "SPort", "NotSPort"})
-SINGLE_VALUE_OPERATORS = frozenset({"GT", "LT", "Mask"})
+# SPortPriv / DPortPriv: a privileged port (0-1023); they take no values.
+PRIVILEGED_PORT_OPERATORS = frozenset({"SPortPriv", "NotSPortPriv", "DPortPriv", "NotDPortPriv"})
+PORT_OPERATORS = frozenset({"DPort", "NotDPort", "SPort", "NotSPort"}) | PRIVILEGED_PORT_OPERATORS
+# What a socket or packet is, beyond its addresses: names or numbers.
+SOCKET_OPERATORS = frozenset({"Family", "Protocol", "State"})
+SINGLE_VALUE_OPERATORS = frozenset({"GT", "LT", "Mask", "GreaterThan", "LessThan"})
 NEGATED_OPERATORS = frozenset(
     {"NotEqual", "NotPrefix", "NotPostfix", "NotDAddr", "NotSAddr", "NotDPort", "NotSPort"}
+    | {"NotInRange", "NotInMap", "NotSPortPriv", "NotDPortPriv"}
 )
+# Which socket operators each address type can answer.
+SOCKET_OPERATORS_FOR = {
+    "sock": SOCKET_OPERATORS,
+    "skb": frozenset({"Family", "Protocol"}),
+    "sockaddr": frozenset({"Family"}),
+}
+
+# Values the socket operators take by name (or as numbers).
+FAMILIES = {"AF_UNSPEC": 0, "AF_UNIX": 1, "AF_LOCAL": 1, "AF_INET": 2, "AF_INET6": 10,
+            "AF_NETLINK": 16, "AF_PACKET": 17, "AF_VSOCK": 40, "AF_XDP": 44}  # fmt: skip
+PROTOCOLS = {"IPPROTO_IP": 0, "IPPROTO_ICMP": 1, "IPPROTO_IGMP": 2, "IPPROTO_TCP": 6,
+             "IPPROTO_UDP": 17, "IPPROTO_IPV6": 41, "IPPROTO_GRE": 47, "IPPROTO_ESP": 50,
+             "IPPROTO_ICMPV6": 58, "IPPROTO_SCTP": 132, "IPPROTO_UDPLITE": 136,
+             "IPPROTO_RAW": 255, "IPPROTO_MPTCP": 262}  # fmt: skip
+_STATE_NAMES = """TCP_ESTABLISHED TCP_SYN_SENT TCP_SYN_RECV TCP_FIN_WAIT1 TCP_FIN_WAIT2
+TCP_TIME_WAIT TCP_CLOSE TCP_CLOSE_WAIT TCP_LAST_ACK TCP_LISTEN TCP_CLOSING TCP_NEW_SYN_RECV"""
+SOCK_STATES = {name: number for number, name in enumerate(_STATE_NAMES.split(), start=1)}
+SOCKET_NAMES = {"Family": FAMILIES, "Protocol": PROTOCOLS, "State": SOCK_STATES}
+# linux/capability.h, for matchCapabilities.
+_CAPABILITY_NAMES = """CAP_CHOWN CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_FOWNER CAP_FSETID
+CAP_KILL CAP_SETGID CAP_SETUID CAP_SETPCAP CAP_LINUX_IMMUTABLE CAP_NET_BIND_SERVICE
+CAP_NET_BROADCAST CAP_NET_ADMIN CAP_NET_RAW CAP_IPC_LOCK CAP_IPC_OWNER CAP_SYS_MODULE
+CAP_SYS_RAWIO CAP_SYS_CHROOT CAP_SYS_PTRACE CAP_SYS_PACCT CAP_SYS_ADMIN CAP_SYS_BOOT
+CAP_SYS_NICE CAP_SYS_RESOURCE CAP_SYS_TIME CAP_SYS_TTY_CONFIG CAP_MKNOD CAP_LEASE
+CAP_AUDIT_WRITE CAP_AUDIT_CONTROL CAP_SETFCAP CAP_MAC_OVERRIDE CAP_MAC_ADMIN CAP_SYSLOG
+CAP_WAKE_ALARM CAP_BLOCK_SUSPEND CAP_AUDIT_READ CAP_PERFMON CAP_BPF CAP_CHECKPOINT_RESTORE"""
+CAPABILITIES = {name: bit for bit, name in enumerate(_CAPABILITY_NAMES.split())}
+
+
+def canonical(operator: str) -> str:
+    """The operator weir implements for one of Tetragon's names."""
+    return ALIASES.get(operator, operator)
 
 
 def operators_for(arg_type: str) -> frozenset[str]:
@@ -63,8 +111,30 @@ def operators_for(arg_type: str) -> frozenset[str]:
     if arg_type in STRING_TYPES:
         return STRING_OPERATORS
     if arg_type in ADDRESS_TYPES:
-        return ADDRESS_OPERATORS | PORT_OPERATORS
+        return ADDRESS_OPERATORS | PORT_OPERATORS | SOCKET_OPERATORS_FOR[arg_type]
     return frozenset()
+
+
+def parse_named(text: str, names: dict[str, int], what: str, example: str) -> int:
+    """A name from ``names`` (any case) or a non-negative integer."""
+    cleaned = text.strip()
+    if cleaned.upper() in names:
+        return names[cleaned.upper()]
+    if cleaned.isdigit():
+        return int(cleaned)
+    raise ValueError(f"{text!r} is not {what}; write e.g. {example} or a number")
+
+
+def parse_capability(text: str) -> int:
+    """A capability name (CAP_SYS_ADMIN) or its number: the bit it is in a capability set."""
+    cleaned = text.strip().upper()
+    if not cleaned.startswith("CAP_") and "CAP_" + cleaned in CAPABILITIES:
+        cleaned = "CAP_" + cleaned
+    if cleaned in CAPABILITIES:
+        return CAPABILITIES[cleaned]
+    if cleaned.isdigit() and int(cleaned) < 64:
+        return int(cleaned)
+    raise ValueError(f"{text!r} is not a capability; write e.g. CAP_SYS_ADMIN (linux/capability.h)")
 
 
 _INT_RE = re.compile(r"^[+-]?(0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|[0-9]+)$")
@@ -162,9 +232,22 @@ class ParsedValues:
 def parse_match_values(operator: str, arg_type: str, values: list[str]) -> ParsedValues:
     """Parse every value of a matchArgs entry; raises ``ValueError`` naming the index."""
     parsed = ParsedValues()
+    operator = canonical(operator)
+    if operator in PRIVILEGED_PORT_OPERATORS:
+        return dataclasses.replace(parsed, ranges=((0, 1023),))
     for index, text in enumerate(values):
         try:
-            if operator in ADDRESS_OPERATORS:
+            if operator in SOCKET_OPERATORS:
+                number = parse_named(
+                    text,
+                    SOCKET_NAMES[operator],
+                    f"a {operator.lower()}",
+                    {"Family": "AF_INET", "Protocol": "IPPROTO_TCP", "State": "TCP_ESTABLISHED"}[
+                        operator
+                    ],
+                )
+                parsed = dataclasses.replace(parsed, integers=(*parsed.integers, number))
+            elif operator in ADDRESS_OPERATORS:
                 parsed = dataclasses.replace(
                     parsed, networks=(*parsed.networks, parse_network(text))
                 )
@@ -172,7 +255,7 @@ def parse_match_values(operator: str, arg_type: str, values: list[str]) -> Parse
                 parsed = dataclasses.replace(
                     parsed, ranges=(*parsed.ranges, parse_port_range(text))
                 )
-            elif operator == "InRange":
+            elif operator in {"InRange", "NotInRange"}:
                 parsed = dataclasses.replace(
                     parsed, ranges=(*parsed.ranges, parse_int_range(text, arg_type))
                 )

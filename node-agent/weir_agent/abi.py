@@ -30,6 +30,7 @@ MAX_GROUP_ARGS = limits.MAX_GROUP_ARGS  # arg:LABEL keys per AggregationRule
 MAX_RANGES = limits.MAX_RANGES
 MAX_BOUNDS = limits.MAX_BUCKETS
 MAX_STR = limits.MAX_STRING + 1  # bytes read of a string, NUL included
+UPID_SIZE = 16  # struct upid {int nr; struct pid_namespace *ns;} on 64-bit architectures
 EXP2_BUCKETS = 65
 
 
@@ -42,6 +43,10 @@ class Kind(enum.IntEnum):
     CHAR_BUF = 5
     SOCK = 6
     SOCKADDR = 7
+    FILE = 8  # struct file *: its path
+    PATH = 9  # struct path *: the path
+    FD = 10  # a descriptor of the current task: its file's path
+    SKB = 11  # struct sk_buff *: its IP and transport headers
 
 
 class Source(enum.IntEnum):
@@ -64,6 +69,51 @@ class Op(enum.IntEnum):
     DPORT = 10
     SPORT = 11
     EQ = 12  # a single-value integer Equal/NotEqual: a constant compare, no map
+    PID = 13  # matchPIDs
+    NS = 14  # matchNamespaces
+    CAPS = 15  # matchCapabilities
+    FAMILY = 16  # sock/skb/sockaddr: the address family is one of a set
+    PROTOCOL = 17  # sock/skb: the IP protocol is one of a set
+    STATE = 18  # sock: the TCP state is one of a set
+
+
+class Namespace(enum.IntEnum):
+    """matchNamespaces' namespaces, as Tetragon names them: the index of each inode
+    number in ``struct weir_task`` (weir.h)."""
+
+    Uts = 0
+    Ipc = 1
+    Mnt = 2
+    Pid = 3
+    PidForChildren = 4
+    Net = 5
+    Time = 6
+    TimeForChildren = 7
+    Cgroup = 8
+    User = 9
+
+
+# What /proc/PID/ns/ calls each namespace (for host_ns, read from /proc/1/ns).
+NAMESPACE_FILES = {
+    Namespace.Uts: "uts",
+    Namespace.Ipc: "ipc",
+    Namespace.Mnt: "mnt",
+    Namespace.Pid: "pid",
+    Namespace.PidForChildren: "pid_for_children",
+    Namespace.Net: "net",
+    Namespace.Time: "time",
+    Namespace.TimeForChildren: "time_for_children",
+    Namespace.Cgroup: "cgroup",
+    Namespace.User: "user",
+}
+
+
+class CapSet(enum.IntEnum):
+    """matchCapabilities' ``type``: which of the task's capability sets is tested."""
+
+    Effective = 0
+    Inheritable = 1
+    Permitted = 2
 
 
 class Action(enum.IntEnum):
@@ -130,6 +180,7 @@ def enum_flags() -> dict[str, int]:
         for member in members:
             flags[f"{prefix}_{member.name}"] = int(member)
     flags["WEIR_MAX_STR"] = MAX_STR
+    flags["UPID_SIZE"] = UPID_SIZE
     return flags
 
 
@@ -170,6 +221,9 @@ def event_type(*, strings: int, addresses: int) -> type[ctypes.Structure]:
             ("sport", ctypes.c_uint16),
             ("dport", ctypes.c_uint16),
             ("valid", ctypes.c_uint16),
+            ("protocol", ctypes.c_uint16),
+            ("state", ctypes.c_uint16),
+            ("pad", ctypes.c_uint32),
             ("saddr", ctypes.c_uint8 * 16),
             ("daddr", ctypes.c_uint8 * 16),
         ]

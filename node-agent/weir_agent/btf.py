@@ -1,7 +1,8 @@
 """Kernel struct layouts from BTF (/sys/kernel/btf/vmlinux). Pure, apart from ``read``.
 
-Programs that read kernel structs (a ``sock`` argument) get the offsets of the
-fields they read as integer -D flags, taken from the running kernel's own type
+Programs that read kernel structs (sock, skb, file, path and fd arguments; the
+task's pids, namespaces and capabilities) get the offsets of the fields they
+read as integer -D flags, taken from the running kernel's own type
 information, never from headers that may belong to another kernel. The
 format is the kernel's (Documentation/bpf/btf.rst): a header, then type
 records of kind-dependent size (ids count from 1), then a string section.
@@ -32,7 +33,69 @@ SOCK_FIELDS = {
     "SK_RCV_SADDR": ("sock", "__sk_common.skc_rcv_saddr"),
     "SK_V6_DADDR": ("sock", "__sk_common.skc_v6_daddr"),
     "SK_V6_RCV_SADDR": ("sock", "__sk_common.skc_v6_rcv_saddr"),
+    "SK_STATE": ("sock", "__sk_common.skc_state"),
+    "SK_PROTOCOL": ("sock", "sk_protocol"),
 }
+# What read_path and fd_file read (file, path and fd arguments).
+PATH_FIELDS = {
+    "FILE_F_PATH": ("file", "f_path"),
+    "PATH_MNT": ("path", "mnt"),
+    "PATH_DENTRY": ("path", "dentry"),
+    "DENTRY_PARENT": ("dentry", "d_parent"),
+    "DENTRY_NAME_LEN": ("dentry", "d_name.len"),
+    "DENTRY_NAME": ("dentry", "d_name.name"),
+    "MOUNT_MNT": ("mount", "mnt"),
+    "MOUNT_PARENT": ("mount", "mnt_parent"),
+    "MOUNT_MOUNTPOINT": ("mount", "mnt_mountpoint"),
+    "VFSMOUNT_ROOT": ("vfsmount", "mnt_root"),
+    "TASK_FILES": ("task_struct", "files"),
+    "FILES_FDT": ("files_struct", "fdt"),
+    "FDT_MAX_FDS": ("fdtable", "max_fds"),
+    "FDT_FD": ("fdtable", "fd"),
+}
+# What read_skb reads (skb arguments).
+SKB_FIELDS = {
+    "SKB_HEAD": ("sk_buff", "head"),
+    "SKB_NETWORK_HEADER": ("sk_buff", "network_header"),
+    "SKB_TRANSPORT_HEADER": ("sk_buff", "transport_header"),
+}
+# What read_task reads (matchPIDs, matchNamespaces, matchCapabilities).
+TASK_FIELDS = {
+    "TASK_TGID": ("task_struct", "tgid"),
+    "TASK_REAL_PARENT": ("task_struct", "real_parent"),
+    "TASK_GROUP_LEADER": ("task_struct", "group_leader"),
+    "TASK_THREAD_PID": ("task_struct", "thread_pid"),
+    "TASK_NSPROXY": ("task_struct", "nsproxy"),
+    "TASK_CRED": ("task_struct", "cred"),
+    "PID_LEVEL": ("pid", "level"),
+    "PID_NUMBERS": ("pid", "numbers"),
+    "UPID_NS": ("upid", "ns"),
+    "NSPROXY_UTS": ("nsproxy", "uts_ns"),
+    "NSPROXY_IPC": ("nsproxy", "ipc_ns"),
+    "NSPROXY_MNT": ("nsproxy", "mnt_ns"),
+    "NSPROXY_PID_FOR_CHILDREN": ("nsproxy", "pid_ns_for_children"),
+    "NSPROXY_NET": ("nsproxy", "net_ns"),
+    "NSPROXY_TIME": ("nsproxy", "time_ns"),
+    "NSPROXY_TIME_FOR_CHILDREN": ("nsproxy", "time_ns_for_children"),
+    "NSPROXY_CGROUP": ("nsproxy", "cgroup_ns"),
+    "UTS_INUM": ("uts_namespace", "ns.inum"),
+    "IPC_INUM": ("ipc_namespace", "ns.inum"),
+    "MNT_INUM": ("mnt_namespace", "ns.inum"),
+    "PIDNS_INUM": ("pid_namespace", "ns.inum"),
+    "NET_INUM": ("net", "ns.inum"),
+    "TIME_INUM": ("time_namespace", "ns.inum"),
+    "CGROUP_INUM": ("cgroup_namespace", "ns.inum"),
+    "USERNS_INUM": ("user_namespace", "ns.inum"),
+    "CRED_USER_NS": ("cred", "user_ns"),
+    "CRED_CAP_EFFECTIVE": ("cred", "cap_effective"),
+    "CRED_CAP_INHERITABLE": ("cred", "cap_inheritable"),
+    "CRED_CAP_PERMITTED": ("cred", "cap_permitted"),
+}
+# Each group is compiled into a program only when it reads what the group describes.
+GROUPS = {"sock": SOCK_FIELDS, "path": PATH_FIELDS, "skb": SKB_FIELDS, "task": TASK_FIELDS}
+ALL_FIELDS = {name: where for fields in GROUPS.values() for name, where in fields.items()}
+# A flag's offset, or why the running kernel's BTF does not give it.
+Layout = dict[str, int | str]
 
 
 class BTFError(ValueError):
@@ -139,12 +202,31 @@ def offsets(data: bytes, fields: Mapping[str, tuple[str, str]] = SOCK_FIELDS) ->
     return {flag: types.offset(name, path) for flag, (name, path) in fields.items()}
 
 
+def layout(data: bytes) -> Layout:
+    """Every flag of ALL_FIELDS: its offset, or why this BTF does not have it (a field
+    another kernel version lacks fails only the programs that read it)."""
+    types = Types(data)
+    found: Layout = {}
+    for flag, (name, path) in ALL_FIELDS.items():
+        try:
+            found[flag] = types.offset(name, path)
+        except BTFError as error:
+            found[flag] = str(error)
+    return found
+
+
+def zero_layout() -> Layout:
+    """Offsets for checking a policy without compiling it (nothing is read)."""
+    return dict.fromkeys(ALL_FIELDS, 0)
+
+
 @functools.cache
-def sock_offsets(path: Path = VMLINUX) -> dict[str, int] | str:
-    """The running kernel's offsets of what read_sock reads, or why they are unknown."""
+def kernel_layout(path: Path = VMLINUX) -> Layout:
+    """The running kernel's offsets of what weir's programs read, or why each is unknown."""
     try:
-        return offsets(path.read_bytes())
+        return layout(path.read_bytes())
     except OSError as error:
-        return f"cannot read {path} ({error.strerror}); sock arguments need a kernel with BTF"
+        reason = f"cannot read {path} ({error.strerror}); this needs a kernel with BTF"
     except BTFError as error:
-        return f"{path}: {error}"
+        reason = f"{path}: {error}"
+    return dict.fromkeys(ALL_FIELDS, reason)

@@ -17,11 +17,13 @@ field paths.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from weir_agent import abi, btf
@@ -30,7 +32,7 @@ from weir_agent.formats import Field
 from weir_api import aggregations as agg_api
 from weir_api import limits, values
 from weir_api.aggregations import AggregationRule
-from weir_api.policies import Arg, KProbe, Tracepoint, TracingPolicy, UProbe
+from weir_api.policies import Arg, KProbe, Selector, Tracepoint, TracingPolicy, UProbe
 from weir_api.problems import PathPart, Problem, at
 
 # The C sources ship inside the package (weir_agent/bpf/*.c), so any install can compile.
@@ -41,6 +43,24 @@ EXEC_SOURCE = "exec.bpf.c"
 MASK64 = (1 << 64) - 1
 RINGBUF_PAGES = limits.RINGBUF_PAGES  # 1 MiB per posting program (a power of two)
 WAKEUP_EVERY = 64  # wake the reader every 64 events per CPU; it also polls on a timer
+STRING_KINDS = frozenset(
+    {Kind.STR_PTR, Kind.STR_DATALOC, Kind.STR_INLINE, Kind.CHAR_BUF, Kind.FILE, Kind.PATH, Kind.FD}
+)
+ADDRESS_KINDS = frozenset({Kind.SOCK, Kind.SOCKADDR, Kind.SKB})
+FILE_KINDS = {"file": Kind.FILE, "path": Kind.PATH}
+LAYOUT_GROUPS = {
+    Kind.SOCK: "sock",
+    Kind.SKB: "skb",
+    Kind.FILE: "path",
+    Kind.PATH: "path",
+    Kind.FD: "path",
+}
+LAYOUT_USERS = {
+    "sock": "a sock argument",
+    "skb": "an skb argument",
+    "path": "a file, path or fd argument",
+    "task": "matchPIDs, matchNamespaces or matchCapabilities",
+}
 MIN_ROOM = 64  # smallest capacity of a seed or series map (entries, never preallocated)
 # The flags a configured program reads from its ``config`` map instead (weir.h, struct
 # weir_config): selectors, matchers and aggregations. Every other flag is its shape.
@@ -205,11 +225,16 @@ def generate(
     layouts: Mapping[str, list[Field] | None],
     syscall_prefix: str = "__x64_sys_",
     ringbuf_pages: int = RINGBUF_PAGES,
-    sock_layout: Mapping[str, int] | str = "not given",
+    kernel_layout: Mapping[str, int | str] | None = None,
+    host_namespaces: Mapping[str, int | str] | None = None,
 ) -> Generated:
     """All programs of a policy. ``layouts`` maps tracepoint hook ids to their fields
-    (None: no such tracepoint on this kernel); ``sock_layout`` the running kernel's
-    offsets of what a sock argument reads (btf.sock_offsets), or why they are unknown."""
+    (None: no such tracepoint on this kernel); ``kernel_layout`` the running kernel's
+    struct offsets (btf.kernel_layout: an offset, or why it is unknown, per flag);
+    ``host_namespaces`` the node's own namespace inodes for host_ns, by /proc/1/ns name
+    (or why each is unknown)."""
+    kernel_layout = kernel_layout if kernel_layout is not None else {}
+    host_namespaces = host_namespaces if host_namespaces is not None else {}
     programs: list[Program] = []
     problems: list[Problem] = []
     for where, hook in policy.spec.hooks_with_paths():
@@ -224,7 +249,8 @@ def generate(
             layouts.get(hook.hook_id()),
             syscall_prefix,
             ringbuf_pages,
-            sock_layout,
+            kernel_layout,
+            host_namespaces,
         )
         problems.extend(found)
         if program is not None and not found:
@@ -241,7 +267,8 @@ def _program(
     fields: list[Field] | None,
     syscall_prefix: str,
     ringbuf_pages: int,
-    sock_layout: Mapping[str, int] | str,
+    kernel_layout: Mapping[str, int | str],
+    host_namespaces: Mapping[str, int | str],
 ) -> tuple[Program | None, list[Problem]]:
     problems: list[Problem] = []
     flags = _Flags()
@@ -289,19 +316,19 @@ def _program(
             flags.set(f"{prefix}_{suffix}", 0)
     for slot, arg in enumerate(declared):
         arg_path = (*path, "args", slot) if slot < len(hook.args) else (*path, "returnArg")
-        is_return = isinstance(hook, KProbe) and arg is hook.return_arg
+        is_return = arg is getattr(hook, "return_arg", None)
         plan, found = _arg(arg, slot, arg_path, hook, fields, is_return)
         problems.extend(found)
         if plan is None:
             continue
         sub_slot = 0
-        if plan.kind in {Kind.STR_PTR, Kind.STR_DATALOC, Kind.STR_INLINE, Kind.CHAR_BUF}:
+        if plan.kind in STRING_KINDS:
             sub_slot, string_slots = string_slots, string_slots + 1
             if string_slots > abi.STR_SLOTS:
                 problems.append(
                     at(arg_path, f"at most {abi.STR_SLOTS} string arguments per hook; drop one")
                 )
-        elif plan.kind in {Kind.SOCK, Kind.SOCKADDR}:
+        elif plan.kind in ADDRESS_KINDS:
             sub_slot, address_slots = address_slots, address_slots + 1
             if address_slots > abi.ADDR_SLOTS:
                 problems.append(
@@ -334,7 +361,7 @@ def _program(
     # --- selectors -> matchers
     seeds = _SeedBuilder()
     actions: list[Action] = []
-    uses_exe = False
+    uses_exe = uses_task = uses_pid_tree = False
     flags.set("NUM_SELECTORS", len(hook.selectors))
     for s in range(abi.MAX_SELECTORS):
         flags.set(f"S{s}_ACTION", 0)
@@ -362,8 +389,15 @@ def _program(
                 flags.set(f"S{s}_RATE_NS", _int_literal(rate))
             flags.set(f"S{s}_USTACK", int(chosen.user_stack_trace))
             flags.set(f"S{s}_KSTACK", int(chosen.kernel_stack_trace))
-        for m, match in enumerate(selector.match_args):
-            found_arg = hook.arg_by_ref(match.index, match.label)
+        returned = getattr(hook, "return_arg", None)
+        arg_matches = [
+            (("matchArgs", m), hook.arg_by_ref(match.index, match.label), match)
+            for m, match in enumerate(selector.match_args)
+        ] + [
+            (("matchReturnArgs", m), returned, match)
+            for m, match in enumerate(selector.match_return_args)
+        ]
+        for m, (where, found_arg, match) in enumerate(arg_matches[: abi.MAX_MATCHERS]):
             if found_arg is None or id(found_arg) not in slots:
                 continue  # reported by weir_api.checks
             matcher = s * abi.MAX_MATCHERS + m
@@ -376,9 +410,28 @@ def _program(
                 match.values,
                 found_arg,
                 slots[id(found_arg)],
-                (*sel_path, "matchArgs", m),
+                (*sel_path, *where),
             )
             problems.extend(found)
+        task_matchers = _task_matchers(selector, host_namespaces, (*sel_path,))
+        uses_task = uses_task or bool(task_matchers)
+        for m, (op, arg_value, value, negated, set_values, problem) in enumerate(
+            task_matchers, start=len(arg_matches)
+        ):
+            if problem is not None:
+                problems.append(problem)
+                continue
+            if m >= abi.MAX_MATCHERS:
+                continue  # reported by weir_api.checks
+            matcher = s * abi.MAX_MATCHERS + m
+            flags.set(f"S{s}_M{m}_OP", int(op))
+            flags.set(f"S{s}_M{m}_ARG", arg_value)
+            flags.set(f"S{s}_M{m}_VAL", _int_literal(value))
+            flags.set(f"S{s}_M{m}_NEG", int(negated))
+            for number in set_values:
+                seeds.integers.append((matcher, number & MASK64))
+            if op == Op.PID and value & 2:
+                uses_pid_tree = True
         for b, binary in enumerate(selector.match_binaries):
             uses_exe = True
             matcher = 64 + s * abi.MAX_BINARIES + b
@@ -434,17 +487,35 @@ def _program(
             arg_slot = int(flags.items[name.removesuffix("_OP") + "_ARG"])
             reversed_slots |= 1 << int(flags.items[f"ARG{arg_slot}_SLOT"])
     flags.set("REV_SLOTS", reversed_slots)
-    sock_args = [plan for plan in arg_plans if plan.kind == Kind.SOCK]
-    flags.set("USE_SOCK", int(bool(sock_args)))
-    for name in btf.SOCK_FIELDS:
-        flags.set(name, 0)
-    if sock_args and isinstance(sock_layout, str):
-        slot = sock_args[0].slot
-        arg_path = (*path, "args", slot) if slot < len(hook.args) else (*path, "returnArg")
-        problems.append(at(arg_path, f"a sock argument needs the kernel's layout: {sock_layout}"))
-    elif sock_args and not isinstance(sock_layout, str):
-        for name in btf.SOCK_FIELDS:
-            flags.set(name, sock_layout[name])
+    # Struct offsets from the kernel's BTF, for the groups this program reads (0 for the
+    # rest, so that programs which read none keep one shape).
+    users: dict[str, tuple[PathPart, ...] | None] = {group: None for group in btf.GROUPS}
+    for arg_plan in reversed(arg_plans):
+        group = LAYOUT_GROUPS.get(arg_plan.kind)
+        if group is not None:
+            at_slot = arg_plan.slot
+            users[group] = (
+                (*path, "args", at_slot) if at_slot < len(hook.args) else (*path, "returnArg")
+            )
+    if uses_task:
+        users["task"] = (*path, "selectors")
+    for group, group_fields in btf.GROUPS.items():
+        flags.set(f"USE_{group.upper()}", int(users[group] is not None))
+        for name in group_fields:
+            flags.set(name, 0)
+        user = users[group]
+        if user is None:
+            continue
+        unknown = [kernel_layout.get(name, "no kernel layout given") for name in group_fields]
+        reasons = [reason for reason in unknown if isinstance(reason, str)]
+        if reasons:
+            problems.append(
+                at(user, f"{LAYOUT_USERS[group]} needs the kernel's layout: {reasons[0]}")
+            )
+            continue
+        for name in group_fields:
+            flags.set(name, int(kernel_layout[name]))
+    flags.set("USE_PID_TREE", int(uses_pid_tree))
     # One map per value shape; each slot's series plus its pre-seeded overflow entry.
     plain = [a.max_series + 1 for a in agg_slots if a.value < ValueKind.HIST_EXP2]
     hists = [a.max_series + 1 for a in agg_slots if a.value >= ValueKind.HIST_EXP2]
@@ -472,6 +543,55 @@ def _program(
         tags=tuple(hook.tags),
     )
     return program, problems
+
+
+# One matchPIDs, matchNamespaces or matchCapabilities entry as a matcher: the operator,
+# its ARG and VAL fields, whether it is negated, the integer set it looks up, and what is
+# wrong with it (host_ns that cannot be resolved).
+_TaskMatcher = tuple[Op, int, int, bool, tuple[int, ...], Problem | None]
+
+
+def _parsed(texts: Sequence[str], parse: Callable[[str], int]) -> list[int]:
+    """The values that parse (weir_api.checks reports the others)."""
+    out = []
+    for text in texts:
+        with contextlib.suppress(ValueError):
+            out.append(parse(text))
+    return out
+
+
+def _task_matchers(
+    selector: Selector,
+    host_namespaces: Mapping[str, int | str],
+    sel_path: tuple[PathPart, ...],
+) -> list[_TaskMatcher]:
+    out: list[_TaskMatcher] = []
+    pid = functools.partial(values.parse_int, arg_type="uint32")
+    for pids in selector.match_pids:
+        # VAL: bit 0 the pid namespace's numbering, bit 1 followForks (hook.bpf.c).
+        value = int(pids.is_namespace_pid) | (2 if pids.follow_forks else 0)
+        found = tuple(_parsed(pids.values, pid))
+        out.append((Op.PID, 0, value, pids.operator == "NotIn", found, None))
+    for m, entry in enumerate(selector.match_namespaces):
+        which = abi.Namespace[entry.namespace]
+        inode = host_namespaces.get(
+            abi.NAMESPACE_FILES[which], "the node's namespaces were not read"
+        )
+        given = [text for text in entry.values if text.strip() != "host_ns"]
+        numbers = _parsed(given, pid)
+        problem = None
+        if len(given) < len(entry.values):
+            if isinstance(inode, str):
+                v = [text.strip() for text in entry.values].index("host_ns")
+                problem = at((*sel_path, "matchNamespaces", m, "values", v), f"host_ns: {inode}")
+            else:
+                numbers.append(inode)
+        out.append((Op.NS, 0, int(which), entry.operator == "NotIn", tuple(numbers), problem))
+    for caps in selector.match_capabilities:
+        mask = sum({1 << bit for bit in _parsed(caps.values, values.parse_capability)})
+        negated = caps.operator == "NotIn"
+        out.append((Op.CAPS, int(abi.CapSet[caps.type]), mask, negated, (), None))
+    return out
 
 
 @dataclasses.dataclass
@@ -533,12 +653,18 @@ def _arg(
                     "pointer, char[N] or __data_loc char[] field",
                 )
             ]
+        if arg.type == "fd":
+            if field.size not in (1, 2, 4, 8) or field.is_data_loc or field.inline_array:
+                return None, [
+                    at(path, f"field {field.name} is {field.type}; fd needs an integer field")
+                ]
+            return _ArgFlags(Kind.FD, {**base, "SIZE": min(field.size, 4)}), []
         if not field.is_pointer:
             return None, [
                 at(path, f"field {field.name} is {field.type}; {arg.type} needs a pointer field")
             ]
-        kind = Kind.SOCK if arg.type == "sock" else Kind.SOCKADDR
-        return _ArgFlags(kind, {**base, "USER": int(user)}), []
+        kind = {"sock": Kind.SOCK, "skb": Kind.SKB, **FILE_KINDS}.get(arg.type, Kind.SOCKADDR)
+        return _ArgFlags(kind, {**base, "USER": int(user and kind == Kind.SOCKADDR)}), []
     # kprobes and uprobes: registers
     user = isinstance(hook, UProbe) or (isinstance(hook, KProbe) and hook.syscall)
     source = Source.RET if is_return else Source.REG
@@ -553,6 +679,12 @@ def _arg(
         return _ArgFlags(Kind.CHAR_BUF, {**base, "USER": 1}), []
     if arg.type == "sock":
         return _ArgFlags(Kind.SOCK, base), []
+    if arg.type == "skb":
+        return _ArgFlags(Kind.SKB, base), []
+    if arg.type in FILE_KINDS:
+        return _ArgFlags(FILE_KINDS[arg.type], base), []
+    if arg.type == "fd":
+        return _ArgFlags(Kind.FD, {**base, "SIZE": 4}), []
     return _ArgFlags(Kind.SOCKADDR, {**base, "USER": int(user)}), []
 
 
@@ -605,7 +737,12 @@ _ADDRESS_OPS = {
     "NotDPort": (Op.DPORT, True),
     "SPort": (Op.SPORT, False),
     "NotSPort": (Op.SPORT, True),
+    "DPortPriv": (Op.DPORT, False),
+    "NotDPortPriv": (Op.DPORT, True),
+    "SPortPriv": (Op.SPORT, False),
+    "NotSPortPriv": (Op.SPORT, True),
 }
+_SOCKET_OPS = {"Family": Op.FAMILY, "Protocol": Op.PROTOCOL, "State": Op.STATE}
 
 
 def _matcher(
@@ -625,6 +762,7 @@ def _matcher(
         return []  # reported by weir_api.checks
     flags.set(f"{prefix}_ARG", slot)
     negated = operator in values.NEGATED_OPERATORS
+    operator = values.canonical(operator)
     if arg.type in values.STRING_TYPES:
         op, negated = _STRING_OPS[operator]
         for data in parsed.strings:
@@ -634,6 +772,10 @@ def _matcher(
                 seeds.string(matcher, data[::-1])
             else:
                 seeds.string(matcher, data)
+    elif operator in _SOCKET_OPS:
+        op = _SOCKET_OPS[operator]
+        for value in parsed.integers:
+            seeds.integers.append((matcher, value))
     elif operator in _ADDRESS_OPS:
         op, negated = _ADDRESS_OPS[operator]
         if arg.type == "sockaddr" and op in {Op.SADDR, Op.SPORT}:
@@ -658,7 +800,7 @@ def _matcher(
     elif operator in {"GT", "LT", "Mask"}:
         op = {"GT": Op.GT, "LT": Op.LT, "Mask": Op.MASK}[operator]
         flags.set(f"{prefix}_VAL", _int_literal(parsed.integers[0]))
-    else:  # InRange
+    else:  # InRange, NotInRange
         op = Op.RANGE
         _ranges(seeds, matcher, parsed.ranges, signed=values.INTEGER_TYPES[arg.type][1])
     if len(parsed.ranges) > abi.MAX_RANGES:

@@ -109,7 +109,7 @@ def check(*, files: list[Path], kernel: bool = True) -> int:
 def _check_policy(
     item: documents.Parsed, rules: Sequence[object], label: str, *, kernel: bool
 ) -> int:
-    from weir_agent import btf, codegen, formats
+    from weir_agent import btf, codegen, formats, namespaces
     from weir_api import checks, limits
     from weir_api.aggregations import AggregationRule
     from weir_api.policies import TracingPolicy
@@ -123,8 +123,14 @@ def _check_policy(
         t.hook_id(): formats.read_format(t.subsystem, t.event) for t in policy.spec.tracepoints
     }
     # Offline (no kernel) nothing is compiled: any layout will do to check the rest.
-    sock_layout = btf.sock_offsets() if kernel else dict.fromkeys(btf.SOCK_FIELDS, 0)
-    generated = codegen.generate(policy, mine, layouts=layouts, sock_layout=sock_layout)
+    kernel_layout = btf.kernel_layout() if kernel else btf.zero_layout()
+    generated = codegen.generate(
+        policy,
+        mine,
+        layouts=layouts,
+        kernel_layout=kernel_layout,
+        host_namespaces=namespaces.host_namespaces(),
+    )
     if generated.problems:
         print(f"{label}: cannot generate\n{problems.render(generated.problems)}", file=sys.stderr)
         return 1
@@ -179,7 +185,7 @@ def _check_policy(
 
 def render(*, file: Path) -> int:
     """Print the C source and, per hook, the flags and map seeds that specialise it."""
-    from weir_agent import abi, btf, codegen, formats
+    from weir_agent import abi, btf, codegen, formats, namespaces
     from weir_api.aggregations import AggregationRule
     from weir_api.policies import TracingPolicy
 
@@ -205,7 +211,8 @@ def render(*, file: Path) -> int:
             policy,
             [r for r in rules if r.spec.policy_ref.name == policy.name],
             layouts=layouts,
-            sock_layout=btf.sock_offsets(),
+            kernel_layout=btf.kernel_layout(),
+            host_namespaces=namespaces.host_namespaces(),
         )
         for problem in generated.problems:
             print(f"{item.source}: {problem}", file=sys.stderr)

@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from weir_agent import abi, btf, codegen, formats, loading, plans, savings
+from weir_agent import abi, btf, codegen, formats, loading, namespaces, plans, savings
 from weir_agent.codegen import AggSlot, Program
 from weir_api import documents
 from weir_api.aggregations import AggregationRule
@@ -136,6 +136,7 @@ class Engine:
         self.lock = threading.RLock()  # guards what readers see (policies, hooks, events)
         self._applying = threading.Lock()  # one apply at a time; held across compiles
         self.exec_tracker: loading.ExecTracker | None = None
+        self.host_namespaces = namespaces.host_namespaces()  # for host_ns
 
     # --- desired state --------------------------------------------------------------
     def apply(self, parsed: Sequence[documents.Parsed]) -> None:
@@ -207,7 +208,8 @@ class Engine:
             layouts=layouts,
             syscall_prefix=self.syscall_prefix,
             ringbuf_pages=self.ringbuf_pages,
-            sock_layout=btf.sock_offsets(),
+            kernel_layout=btf.kernel_layout(),
+            host_namespaces=self.host_namespaces,
         )
         if generated.problems:
             with self.lock:

@@ -4,8 +4,9 @@ knows (labels, executable, symbolised stacks) in, one dict out.
 Fields: ``time`` (RFC 3339, ns), ``node``, ``policy``, ``hook``, ``selector``,
 ``pid``, ``tid``, ``comm``, ``exe``, ``cgroup``, ``namespace``/``pod``/
 ``container``/``workload`` (when known), ``args`` (each declared argument by
-label: integers as numbers, strings as text, sockets as
-``{family, saddr, sport, daddr, dport}``), and ``userStack``/``kernelStack``
+label: integers as numbers, strings as text (file, path and fd as the file's
+path), sockets and packets as ``{family, protocol, state, saddr, sport, daddr,
+dport}`` as far as the argument holds them), and ``userStack``/``kernelStack``
 when the action asked for them.
 """
 
@@ -23,8 +24,19 @@ from weir_agent.metadata import Labels
 from weir_agent.symbols import Frame
 from weir_api import values
 
-FAMILIES = {2: "AF_INET", 10: "AF_INET6"}
-STRING_KINDS = {Kind.STR_PTR, Kind.STR_DATALOC, Kind.STR_INLINE, Kind.CHAR_BUF}
+FAMILIES = {value: name for name, value in values.FAMILIES.items()}
+PROTOCOLS = {value: name for name, value in values.PROTOCOLS.items()}
+STATES = {value: name for name, value in values.SOCK_STATES.items()}
+STRING_KINDS = {
+    Kind.STR_PTR,
+    Kind.STR_DATALOC,
+    Kind.STR_INLINE,
+    Kind.CHAR_BUF,
+    Kind.FILE,
+    Kind.PATH,
+    Kind.FD,
+}
+ADDRESS_KINDS = {Kind.SOCK, Kind.SOCKADDR, Kind.SKB}
 
 
 @functools.lru_cache(maxsize=4)
@@ -62,12 +74,18 @@ def encode(
             text = raw.strings[strings] if strings < len(raw.strings) else b""
             args[arg.name] = text.decode("utf-8", errors="replace")
             strings += 1
-        elif arg.kind in {Kind.SOCK, Kind.SOCKADDR}:
+        elif arg.kind in ADDRESS_KINDS:
             if addresses < len(raw.addresses):
-                family, sport, dport, valid, saddr, daddr = raw.addresses[addresses]
+                family, sport, dport, valid, protocol, state, saddr, daddr = raw.addresses[
+                    addresses
+                ]
                 entry: dict[str, object] = {"family": FAMILIES.get(family, str(family))}
+                if arg.kind != Kind.SOCKADDR:
+                    entry["protocol"] = PROTOCOLS.get(protocol, str(protocol))
+                if arg.kind == Kind.SOCK and state:
+                    entry["state"] = STATES.get(state, str(state))
                 if valid:
-                    if arg.kind == Kind.SOCK:
+                    if arg.kind != Kind.SOCKADDR:
                         entry["saddr"], entry["sport"] = abi.address_from16(saddr), sport
                     entry["daddr"], entry["dport"] = abi.address_from16(daddr), dport
                 args[arg.name] = entry

@@ -1077,9 +1077,8 @@ class RawEvent:
     comm: bytes
     ints: tuple[int, ...]
     strings: tuple[bytes, ...]
-    addresses: tuple[
-        tuple[int, int, int, int, bytes, bytes], ...
-    ]  # family, sport, dport, valid, s, d
+    # family, sport, dport, valid, protocol, state, saddr, daddr
+    addresses: tuple[tuple[int, int, int, int, int, int, bytes, bytes], ...]
 
 
 def open_events(loaded: Loaded, sink: Any) -> None:
@@ -1104,6 +1103,8 @@ def open_events(loaded: Loaded, sink: Any) -> None:
                     int(a.sport),
                     int(a.dport),
                     int(a.valid),
+                    int(a.protocol),
+                    int(a.state),
                     bytes(a.saddr),
                     bytes(a.daddr),
                 )

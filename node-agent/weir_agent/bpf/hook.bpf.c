@@ -167,6 +167,20 @@ static __always_inline void mapped_v4(u8 *out, u32 addr)
     __builtin_memcpy(out + 12, &addr, 4);
 }
 
+static __always_inline void *read_ptr(void *from)
+{
+    void *value = 0;
+    bpf_probe_read_kernel(&value, sizeof(value), from);
+    return value;
+}
+
+static __always_inline u64 read_u32(void *from)
+{
+    u32 value = 0;
+    bpf_probe_read_kernel(&value, sizeof(value), from);
+    return value;
+}
+
 #if USE_SOCK
 /* struct sock's fields at the offsets the agent read from the running kernel's BTF
  * (SK_* flags, weir_agent/btf.py): no kernel header, so no other kernel's layout. */
@@ -181,6 +195,12 @@ static __always_inline void read_sock(struct weir_addr *a, void *sk)
     bpf_probe_read_kernel(&sport, sizeof(sport), sk + SK_NUM);
     a->dport = bpf_ntohs(dport);
     a->sport = sport;
+    u16 protocol = 0;
+    u8 state = 0;
+    bpf_probe_read_kernel(&protocol, sizeof(protocol), sk + SK_PROTOCOL);
+    bpf_probe_read_kernel(&state, sizeof(state), sk + SK_STATE);
+    a->protocol = protocol;
+    a->state = state;
     if (family == AF_INET) {
         u32 d = 0, s = 0;
         bpf_probe_read_kernel(&d, 4, sk + SK_DADDR);
@@ -217,6 +237,200 @@ static __always_inline void read_sockaddr(struct weir_addr *a, void *ptr, int us
         a->valid = 1;
     }
 }
+
+#if USE_SKB
+/* A struct sk_buff's IP and transport headers (skb->head plus the header offsets
+ * the kernel keeps in the skb; SKB_* offsets from BTF). IPv6 extension headers
+ * are not walked: the protocol is the first next-header. */
+static __always_inline void read_skb(struct weir_addr *a, void *skb)
+{
+    __builtin_memset(a, 0, sizeof(*a));
+    void *head = read_ptr(skb + SKB_HEAD);
+    u16 network = 0xffff, transport = 0xffff;
+    bpf_probe_read_kernel(&network, 2, skb + SKB_NETWORK_HEADER);
+    bpf_probe_read_kernel(&transport, 2, skb + SKB_TRANSPORT_HEADER);
+    if (!head || network == 0xffff)
+        return;
+    void *ip = head + network;
+    u8 version = 0;
+    bpf_probe_read_kernel(&version, 1, ip);
+    version >>= 4;
+    u8 protocol = 0;
+    if (version == 4) {
+        u32 saddr = 0, daddr = 0;
+        bpf_probe_read_kernel(&protocol, 1, ip + 9);
+        bpf_probe_read_kernel(&saddr, 4, ip + 12);
+        bpf_probe_read_kernel(&daddr, 4, ip + 16);
+        a->family = AF_INET;
+        mapped_v4(a->saddr, saddr);
+        mapped_v4(a->daddr, daddr);
+    } else if (version == 6) {
+        bpf_probe_read_kernel(&protocol, 1, ip + 6);
+        bpf_probe_read_kernel(a->saddr, 16, ip + 8);
+        bpf_probe_read_kernel(a->daddr, 16, ip + 24);
+        a->family = AF_INET6;
+    } else {
+        return;
+    }
+    a->protocol = protocol;
+    a->valid = 1;
+    /* TCP, UDP, SCTP and UDP-Lite start with the two ports. */
+    if (transport != 0xffff && (protocol == 6 || protocol == 17 || protocol == 132 ||
+                                protocol == 136)) {
+        u16 ports[2] = {};
+        bpf_probe_read_kernel(ports, sizeof(ports), head + transport);
+        a->sport = bpf_ntohs(ports[0]);
+        a->dport = bpf_ntohs(ports[1]);
+    }
+}
+#else
+#define read_skb(a, skb)
+#endif
+
+#if USE_PATH
+/* The path of a struct path, as the mount tree names it (offsets of dentry, mount
+ * and vfsmount fields from BTF, PATH_* flags): written from the last component back
+ * into the scratch's path buffer, crossing mounts at their roots, then copied out as
+ * a string. A path deeper than WEIR_PATH_DEPTH steps or longer than the string keeps
+ * its last components without the leading '/', so it never passes for a whole path;
+ * a file with no place in the tree (a pipe, a socket) gives its own name or "". */
+#define WEIR_PATH_DEPTH 64
+static __always_inline long read_path(struct weir_scratch *sc, struct weir_strkey *k, void *path)
+{
+    char *buf = sc->path;
+    void *dentry = read_ptr(path + PATH_DENTRY);
+    void *vfsmnt = read_ptr(path + PATH_MNT);
+    void *mnt = vfsmnt - MOUNT_MNT;
+    u32 off = 255;
+    int whole = 0;
+    buf[255] = 0;
+#pragma clang loop unroll(disable)
+    for (int i = 0; i < WEIR_PATH_DEPTH; i++) {
+        if (!dentry || !vfsmnt)
+            break;
+        void *parent = read_ptr(dentry + DENTRY_PARENT);
+        if (dentry == read_ptr(vfsmnt + VFSMOUNT_ROOT)) {
+            void *up = read_ptr(mnt + MOUNT_PARENT);
+            if (!up || up == mnt) {
+                whole = 1; /* the root of the mount tree */
+                break;
+            }
+            dentry = read_ptr(mnt + MOUNT_MOUNTPOINT);
+            mnt = up;
+            vfsmnt = mnt + MOUNT_MNT;
+            continue;
+        }
+        u32 len = read_u32(dentry + DENTRY_NAME_LEN);
+        if (len + 1 > off)
+            break;
+        off = (off - len - 1) & 255;
+        buf[off] = '/';
+        bpf_probe_read_kernel(buf + off + 1, len & 255, read_ptr(dentry + DENTRY_NAME));
+        if (!parent || parent == dentry)
+            break; /* not in the tree: keep its name, without the '/' */
+        dentry = parent;
+    }
+    if (whole && off == 255) {
+        off = 254;
+        buf[254] = '/';
+    } else if (!whole && off < 255) {
+        off += 1;
+    }
+    long n = bpf_probe_read_kernel_str(k->s, WEIR_MAX_STR, buf + (off & 255));
+    return n > 0 ? n : 0;
+}
+
+/* The struct file of a descriptor of the current task (TASK_FILES, FDT_* from BTF). */
+static __always_inline void *fd_file(u64 fd)
+{
+    void *task = (void *)bpf_get_current_task();
+    void *fdt = read_ptr(read_ptr(task + TASK_FILES) + FILES_FDT);
+    if (!fdt || fd >= read_u32(fdt + FDT_MAX_FDS))
+        return 0;
+    return read_ptr(read_ptr(fdt + FDT_FD) + fd * sizeof(void *));
+}
+
+static __always_inline long read_file_arg(struct weir_scratch *sc, struct weir_strkey *k,
+                                          int kind, u64 raw)
+{
+    void *path = (void *)raw;
+    if (kind == KIND_FD) {
+        void *file = fd_file(raw);
+        if (!file)
+            return 0;
+        path = file + FILE_F_PATH;
+    } else if (kind == KIND_FILE) {
+        if (!raw)
+            return 0;
+        path = (void *)raw + FILE_F_PATH;
+    }
+    if (!path)
+        return 0;
+    return read_path(sc, k, path);
+}
+#else
+#define read_file_arg(sc, k, kind, raw) 0
+#endif
+
+#if USE_TASK
+/* A task's tgid as its own pid namespace numbers it (task->group_leader->thread_pid:
+ * numbers[level].nr), and that namespace. */
+static __always_inline void *task_upid(void *task)
+{
+    void *pid = read_ptr(read_ptr(task + TASK_GROUP_LEADER) + TASK_THREAD_PID);
+    if (!pid)
+        return 0;
+    u32 level = read_u32(pid + PID_LEVEL);
+    return pid + PID_NUMBERS + (level & 31) * UPID_SIZE;
+}
+
+static __always_inline u64 ns_inum(void *ns, u32 inum_offset)
+{
+    return ns ? read_u32(ns + inum_offset) : 0;
+}
+
+/* What matchPIDs, matchNamespaces and matchCapabilities test, read once per event. */
+static __always_inline void read_task(struct weir_task *t)
+{
+    void *task = (void *)bpf_get_current_task();
+    t->pid[0] = bpf_get_current_pid_tgid() >> 32;
+    void *upid = task_upid(task);
+    t->pid[1] = upid ? read_u32(upid) : 0;
+#if USE_PID_TREE
+    void *up = task;
+#pragma clang loop unroll(disable)
+    for (int i = 0; i < WEIR_ANCESTORS; i++) {
+        void *parent = up ? read_ptr(up + TASK_REAL_PARENT) : 0;
+        if (parent == up)
+            parent = 0; /* the top of the tree */
+        up = parent;
+        t->ancestors[0][i] = parent ? read_u32(parent + TASK_TGID) : 0;
+        void *pupid = parent ? task_upid(parent) : 0;
+        t->ancestors[1][i] = pupid ? read_u32(pupid) : 0;
+    }
+#endif
+    void *nsproxy = read_ptr(task + TASK_NSPROXY);
+    if (nsproxy) {
+        t->ns[0] = ns_inum(read_ptr(nsproxy + NSPROXY_UTS), UTS_INUM);
+        t->ns[1] = ns_inum(read_ptr(nsproxy + NSPROXY_IPC), IPC_INUM);
+        t->ns[2] = ns_inum(read_ptr(nsproxy + NSPROXY_MNT), MNT_INUM);
+        t->ns[4] = ns_inum(read_ptr(nsproxy + NSPROXY_PID_FOR_CHILDREN), PIDNS_INUM);
+        t->ns[5] = ns_inum(read_ptr(nsproxy + NSPROXY_NET), NET_INUM);
+        t->ns[6] = ns_inum(read_ptr(nsproxy + NSPROXY_TIME), TIME_INUM);
+        t->ns[7] = ns_inum(read_ptr(nsproxy + NSPROXY_TIME_FOR_CHILDREN), TIME_INUM);
+        t->ns[8] = ns_inum(read_ptr(nsproxy + NSPROXY_CGROUP), CGROUP_INUM);
+    }
+    t->ns[3] = upid ? ns_inum(read_ptr(upid + UPID_NS), PIDNS_INUM) : 0;
+    void *cred = read_ptr(task + TASK_CRED);
+    if (cred) {
+        t->ns[9] = ns_inum(read_ptr(cred + CRED_USER_NS), USERNS_INUM);
+        bpf_probe_read_kernel(&t->caps[0], 8, cred + CRED_CAP_EFFECTIVE);
+        bpf_probe_read_kernel(&t->caps[1], 8, cred + CRED_CAP_INHERITABLE);
+        bpf_probe_read_kernel(&t->caps[2], 8, cred + CRED_CAP_PERMITTED);
+    }
+}
+
+#endif
 
 /* Read argument slot i into scratch, as its -D flags say. */
 #define READ_ARG(i)                                                             \
@@ -265,8 +479,24 @@ static __always_inline void read_sockaddr(struct weir_addr *a, void *ptr, int us
         } else if (ARG##i##_KIND == KIND_SOCKADDR) {                            \
             read_sockaddr(&sc->addr[ARG##i##_SLOT & 1], (void *)raw,            \
                           ARG##i##_USER);                                       \
+        } else if (ARG##i##_KIND == KIND_SKB) {                                 \
+            read_skb(&sc->addr[ARG##i##_SLOT & 1], (void *)raw);                \
+        } else if (ARG##i##_KIND == KIND_FILE || ARG##i##_KIND == KIND_PATH ||  \
+                   ARG##i##_KIND == KIND_FD) {                                  \
+            struct weir_strkey *k = &sc->str[ARG##i##_SLOT & 1];                \
+            zero_str(k);                                                        \
+            sc->ints[i] = read_file_arg(sc, k, ARG##i##_KIND, raw);             \
+            sc->slen[ARG##i##_SLOT & 1] = sc->ints[i];                          \
         }                                                                       \
     }
+
+static __always_inline int int_in_set(struct weir_scratch *sc, u32 matcher, u64 value)
+{
+    sc->ikey.matcher = matcher;
+    sc->ikey.pad = 0;
+    sc->ikey.value = value;
+    return int_set.lookup(&sc->ikey) != NULL;
+}
 
 /* InRange and ports: one lookup among the prefixes that cover the ranges. */
 static __always_inline int in_ranges(struct weir_scratch *sc, u32 matcher, u64 value,
@@ -320,10 +550,30 @@ static __always_inline int match_arg(struct weir_scratch *sc, int op, int neg, i
     if (op == OP_EQ) {
         hit = v == (u64)value;
     } else if (op == OP_INT_SET) {
-        sc->ikey.matcher = matcher;
-        sc->ikey.pad = 0;
-        sc->ikey.value = v;
-        hit = int_set.lookup(&sc->ikey) != NULL;
+        hit = int_in_set(sc, matcher, v);
+    } else if (op == OP_PID || op == OP_NS || op == OP_CAPS) {
+#if USE_TASK
+        /* matchPIDs (value: bit 0 namespace numbering, bit 1 followForks),
+         * matchNamespaces (value: abi.Namespace), matchCapabilities (arg: the set,
+         * value: the mask of the listed capabilities). */
+        struct weir_task *t = &sc->task;
+        if (op == OP_CAPS) {
+            hit = (t->caps[arg & 3] & (u64)value) != 0;
+        } else if (op == OP_NS) {
+            hit = int_in_set(sc, matcher, t->ns[value & (WEIR_NAMESPACES - 1)]);
+        } else {
+            hit = int_in_set(sc, matcher, t->pid[value & 1]);
+#if USE_PID_TREE
+#pragma clang loop unroll(disable)
+            for (int i = 0; i < WEIR_ANCESTORS && !hit && (value & 2); i++) {
+                u64 up = t->ancestors[value & 1][i & (WEIR_ANCESTORS - 1)];
+                if (!up)
+                    break;
+                hit = int_in_set(sc, matcher, up);
+            }
+#endif
+        }
+#endif
     } else if (op == OP_GT) {
         hit = ARG_SIGNED(arg) ? (s64)v > value : v > (u64)value;
     } else if (op == OP_LT) {
@@ -338,6 +588,12 @@ static __always_inline int match_arg(struct weir_scratch *sc, int op, int neg, i
         hit = str_hit(&sc->rev[ARG_SLOT(arg) & 1], matcher);
     } else {
         struct weir_addr *a = &sc->addr[ARG_SLOT(arg) & 1];
+        if (op == OP_FAMILY)
+            return neg ^ int_in_set(sc, matcher, a->family);
+        if (op == OP_PROTOCOL)
+            return neg ^ int_in_set(sc, matcher, a->protocol);
+        if (op == OP_STATE)
+            return neg ^ int_in_set(sc, matcher, a->state);
         /* Address and port operators never match a non-IP socket. */
         if (!a->valid)
             return 0;
@@ -640,6 +896,9 @@ int weir_program(void *ctx)
 
     READ_ARG(0) READ_ARG(1) READ_ARG(2) READ_ARG(3)
     READ_ARG(4) READ_ARG(5) READ_ARG(6) READ_ARG(7)
+#if USE_TASK
+    read_task(&sc->task);
+#endif
 
     if (C_REV_SLOTS & 1)
         reverse_slot(sc, 0);

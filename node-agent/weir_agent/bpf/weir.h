@@ -48,14 +48,29 @@ struct weir_classkey {
     u8 addr[16];
 };
 
-/* One socket address read from a struct sock or a struct sockaddr. */
+/* One socket address read from a struct sock, a struct sockaddr or a struct
+ * sk_buff's headers. */
 struct weir_addr {
     u16 family;
-    u16 sport;   /* host byte order */
-    u16 dport;   /* host byte order */
+    u16 sport;     /* host byte order */
+    u16 dport;     /* host byte order */
     u16 valid;
+    u16 protocol;  /* IPPROTO_*: sock and skb (0 for a sockaddr) */
+    u16 state;     /* TCP_*: sock only */
+    u32 pad;
     u8 saddr[16];
     u8 daddr[16];
+};
+
+/* What a selector may test about the current task (matchPIDs, matchNamespaces,
+ * matchCapabilities), read once per event when a selector of the hook needs it. */
+#define WEIR_ANCESTORS 8   /* followForks: generations of parents looked at */
+#define WEIR_NAMESPACES 16 /* abi.Namespace order (10 in use; a power of two) */
+struct weir_task {
+    u64 pid[2];                       /* tgid: [0] as the host sees it, [1] in its pid namespace */
+    u64 ancestors[2][WEIR_ANCESTORS]; /* the parents' tgids, nearest first, 0 past the top */
+    u64 ns[WEIR_NAMESPACES];          /* namespace inode numbers */
+    u64 caps[4];                      /* effective, inheritable, permitted (abi.CapSet) */
 };
 
 /* Key of the integer-range LPM trie (InRange, DPort, SPort): a range is stored
@@ -117,6 +132,8 @@ struct weir_scratch {
     struct weir_classkey ckey;
     struct weir_agg_key key;
     struct weir_agg_val zero;  /* never written: the first value of a new series */
+    struct weir_task task;
+    char path[512];            /* a file path, built from its last component back */
 };
 
 /* One posted event. The string and address sections exist only when the hook

@@ -1,0 +1,297 @@
+"""Tetragon's vocabulary in the real kernel, with exact counts: fd and file arguments
+read as paths through the kernel's own struct layouts (BTF), packets (skb) and sockets
+by protocol, family and state, and the selectors on the calling task (matchPIDs,
+matchNamespaces, matchCapabilities).
+
+Every workload is the test's own (a fresh directory, offsets and ports no other process
+uses, children it starts), so the counts are exact on a busy machine.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agenthelpers import apply, policy_yaml, stats
+from conftest import free_port
+from weir_agent import cgroups, eventing, metadata
+
+
+def one_hook(
+    name: str, hook: dict[str, Any], *selectors: dict[str, Any], post: bool = False
+) -> str:
+    action = [{"action": "Post" if post else "NoPost"}]
+    spec = {
+        "tracepoints": [{**hook, "selectors": [{**s, "matchActions": action} for s in selectors]}]
+    }
+    return policy_yaml(name, yaml.safe_dump(spec))
+
+
+WRITE = {
+    "subsystem": "syscalls",
+    "event": "sys_enter_write",
+    "args": [{"index": 5, "type": "fd", "label": "file"}],  # Tetragon numbering: fd
+}
+
+
+def path_is(operator: str, *values: str) -> dict[str, Any]:
+    return {"label": "file", "operator": operator, "values": list(values)}
+
+
+def mine() -> dict[str, Any]:
+    return {"operator": "In", "values": [os.getpid()]}
+
+
+@pytest.fixture
+def tree() -> Iterator[Path]:
+    base = Path("/tmp") / f"weir-fd-{uuid.uuid4().hex[:12]}"
+    (base / "sub").mkdir(parents=True)
+    yield base
+    shutil.rmtree(base)
+
+
+def write_times(path: Path, times: int) -> None:
+    with open(path, "a") as file:
+        for _ in range(times):
+            file.write("x")
+            file.flush()
+
+
+def test_an_fd_is_read_as_its_files_path(core, tree: Path) -> None:
+    apply(
+        core,
+        one_hook("fd-prefix", WRITE, {"matchArgs": [path_is("Prefix", f"{tree}/")]}),
+        one_hook(
+            "fd-postfix",
+            WRITE,
+            {"matchArgs": [path_is("Prefix", f"{tree}/"), path_is("Postfix", ".log")]},
+        ),
+        one_hook("fd-equal", WRITE, {"matchArgs": [path_is("Equal", f"{tree}/sub/b.txt")]}),
+        # /dev is another mount (devtmpfs): the path crosses it; only this process counts.
+        one_hook(
+            "fd-devnull",
+            WRITE,
+            {"matchArgs": [path_is("Equal", "/dev/null")], "matchPIDs": [mine()]},
+        ),
+        one_hook("fd-post", WRITE, {"matchArgs": [path_is("Equal", f"{tree}/a.log")]}, post=True),
+    )
+    out = io.StringIO()
+    resolver = metadata.CgroupResolver(cgroups.CgroupIndex())
+    events = eventing.EventWriter(core=core, resolver=resolver, node="n1", out=out)
+    write_times(tree / "a.log", 3)
+    write_times(tree / "sub" / "b.txt", 2)
+    write_times(tree / "sub" / "c.log", 4)
+    write_times(Path("/dev/null"), 5)
+    assert stats(core, "fd-prefix")["matched"] == 3 + 2 + 4
+    assert stats(core, "fd-postfix")["matched"] == 3 + 4
+    assert stats(core, "fd-equal")["matched"] == 2
+    assert stats(core, "fd-devnull")["matched"] == 5
+    assert events.pump() == 3
+    posted = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [event["args"] for event in posted] == [{"file": f"{tree}/a.log"}] * 3
+
+
+LSEEK = {
+    "subsystem": "syscalls",
+    "event": "sys_enter_lseek",
+    "args": [{"field": "offset", "type": "long", "label": "offset"}],
+}
+BASE = 7_700_000_000  # offsets no other process seeks to
+CHILD = "import os, sys\nfor _ in range(int(sys.argv[1])): os.lseek(0, {offset}, 0)\n"
+
+
+def ours(offset: int) -> dict[str, Any]:
+    return {"label": "offset", "operator": "Equal", "values": [str(offset)]}
+
+
+def seek_times(offset: int, times: int) -> None:
+    fd = os.open("/dev/null", os.O_RDONLY)
+    try:
+        for _ in range(times):
+            os.lseek(fd, offset, os.SEEK_SET)
+    finally:
+        os.close(fd)
+
+
+def child(offset: int, times: int, *prefix: str, setup: str = "") -> None:
+    """A child process that seeks ``times`` times to ``offset`` (after ``setup``)."""
+    code = setup + CHILD.format(offset=offset)
+    subprocess.run(
+        [*prefix, sys.executable, "-c", code, str(times)], stdin=subprocess.DEVNULL, check=True
+    )
+
+
+def test_selectors_on_the_calling_task(core) -> None:
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is needed for a process in its own pid namespace")
+    me = os.getpid()
+    apply(
+        core,
+        one_hook("pid-in", LSEEK, {"matchArgs": [ours(BASE)], "matchPIDs": [mine()]}),
+        one_hook(
+            "pid-tree",
+            LSEEK,
+            {
+                "matchArgs": [ours(BASE)],
+                "matchPIDs": [{"operator": "In", "values": [str(me)], "followForks": True}],
+            },
+        ),
+        one_hook(
+            "pid-not-tree",
+            LSEEK,
+            {
+                "matchArgs": [ours(BASE)],
+                "matchPIDs": [{"operator": "NotIn", "values": [me], "followForks": True}],
+            },
+        ),
+        one_hook(
+            "ns-pid-1",
+            LSEEK,
+            {
+                "matchArgs": [ours(BASE)],
+                "matchPIDs": [{"operator": "In", "values": [1], "isNamespacePID": True}],
+            },
+        ),
+        one_hook(
+            "host-pidns",
+            LSEEK,
+            {
+                "matchArgs": [ours(BASE)],
+                "matchNamespaces": [{"namespace": "Pid", "operator": "In", "values": ["host_ns"]}],
+            },
+        ),
+        one_hook(
+            "my-mntns",
+            LSEEK,
+            {
+                "matchArgs": [ours(BASE)],
+                "matchNamespaces": [
+                    {
+                        "namespace": "Mnt",
+                        "operator": "In",
+                        "values": [str(os.stat("/proc/self/ns/mnt").st_ino)],
+                    }
+                ],
+            },
+        ),
+        one_hook(
+            "sys-admin",
+            LSEEK,
+            {
+                "matchArgs": [ours(BASE)],
+                "matchCapabilities": [{"operator": "In", "values": ["CAP_SYS_ADMIN"]}],
+            },
+        ),
+        one_hook(
+            "no-sys-admin",
+            LSEEK,
+            {
+                "matchArgs": [ours(BASE)],
+                "matchCapabilities": [
+                    {"type": "Permitted", "operator": "NotIn", "values": ["CAP_SYS_ADMIN"]}
+                ],
+            },
+        ),
+    )
+    seek_times(BASE, 3)  # this process: host pid namespace, root, CAP_SYS_ADMIN
+    child(BASE, 5)  # a child: same namespaces and capabilities
+    child(BASE, 7, "unshare", "--pid", "--fork", "--mount-proc")  # pid 1 of a new namespace
+    child(BASE, 11, setup="import os\nos.setgroups([])\nos.setresuid(65534, 65534, 65534)\n")
+    assert stats(core, "pid-in")["matched"] == 3
+    # unshare --fork makes the namespace's pid 1 a grandchild: still under this process.
+    assert stats(core, "pid-tree")["matched"] == 3 + 5 + 7 + 11
+    assert stats(core, "pid-not-tree")["matched"] == 0
+    assert stats(core, "ns-pid-1")["matched"] == 7
+    assert stats(core, "host-pidns")["matched"] == 3 + 5 + 11
+    # --mount-proc gives the namespaced child its own mount namespace too.
+    assert stats(core, "my-mntns")["matched"] == 3 + 5 + 11
+    assert stats(core, "sys-admin")["matched"] == 3 + 5 + 7
+    assert stats(core, "no-sys-admin")["matched"] == 11
+
+
+NET_DEV_QUEUE = {
+    "subsystem": "net",
+    "event": "net_dev_queue",
+    "args": [{"field": "skbaddr", "type": "skb", "label": "packet"}],
+}
+SOCK_STATE = {
+    "subsystem": "sock",
+    "event": "inet_sock_set_state",
+    "args": [{"field": "skaddr", "type": "sock", "label": "sk"}],
+}
+
+
+def on(label: str, operator: str, *values: object) -> dict[str, Any]:
+    return {"label": label, "operator": operator, "values": [str(v) for v in values]}
+
+
+def test_packets_and_sockets_by_protocol_family_and_state(core) -> None:
+    udp_port, tcp_port = free_port(), free_port()
+    apply(
+        core,
+        one_hook(
+            "udp-out",
+            NET_DEV_QUEUE,
+            {
+                "matchArgs": [
+                    on("packet", "DPort", udp_port),
+                    on("packet", "Protocol", "IPPROTO_UDP"),
+                    on("packet", "Family", "AF_INET"),
+                    on("packet", "DAddr", "127.0.0.1"),
+                ]
+            },
+        ),
+        one_hook(
+            "tcp-not-udp",
+            NET_DEV_QUEUE,
+            {
+                "matchArgs": [
+                    on("packet", "DPort", udp_port),
+                    on("packet", "Protocol", "IPPROTO_TCP"),
+                ]
+            },
+        ),
+        # A client socket leaves SYN_SENT once per connection; the tracepoint sees the state
+        # it leaves.
+        one_hook(
+            "connected",
+            SOCK_STATE,
+            {
+                "matchArgs": [
+                    on("sk", "DPort", tcp_port),
+                    on("sk", "State", "TCP_SYN_SENT"),
+                    on("sk", "Protocol", "IPPROTO_TCP"),
+                    on("sk", "Family", "AF_INET"),
+                ]
+            },
+        ),
+    )
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", udp_port))
+    with sender, receiver:
+        for _ in range(6):
+            sender.sendto(b"x" * 32, ("127.0.0.1", udp_port))
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", tcp_port))
+        server.listen(8)
+        for _ in range(4):
+            with socket.create_connection(("127.0.0.1", tcp_port)):
+                accepted, _ = server.accept()
+                accepted.close()
+    assert stats(core, "udp-out")["matched"] == 6
+    assert stats(core, "tcp-not-udp")["matched"] == 0
+    assert stats(core, "connected")["matched"] == 4
