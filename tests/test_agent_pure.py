@@ -256,3 +256,17 @@ def test_parse_format_numbers_fields_from_the_first_common_one() -> None:
         "\tfield:unsigned long args[6];\toffset:16;\tsize:48;\tsigned:0;\n"
     )
     assert [(f.name, f.position) for f in fields] == [("id", 2), ("args", 3)]
+
+
+def test_host_namespaces_fall_back_to_the_initial_namespaces_fixed_numbers(
+    tmp_path: Path,
+) -> None:
+    from weir_agent import namespaces
+
+    (tmp_path / "1" / "ns").mkdir(parents=True)
+    (tmp_path / "1" / "ns" / "net").write_text("")
+    found = namespaces.host_namespaces(tmp_path, release="6.1.0-13-amd64")
+    assert found["net"] == (tmp_path / "1" / "ns" / "net").stat().st_ino  # pid 1's own
+    assert found["pid"] == 0xEFFFFFFC and found["user"] == 0xEFFFFFFD
+    assert isinstance(found["mnt"], str) and "before Linux 6.18" in found["mnt"]
+    assert namespaces.host_namespaces(tmp_path, release="6.18.2")["mnt"] == 0xEFFFFFF8

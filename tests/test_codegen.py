@@ -377,3 +377,85 @@ def test_a_list_of_syscalls_is_one_kprobe_each() -> None:
     assert [str(p) for p in parsed.problems] == [
         "spec.kprobes[0].call: names list 'dups', which spec.lists does not have (lists: none)"
     ]
+
+
+def test_task_selectors_are_matchers_after_the_arg_matchers() -> None:
+    spec = openat({"label": "flags", "operator": "Equal", "values": ["1"]})
+    spec["tracepoints"][0]["selectors"][0].update(
+        matchPIDs=[{"operator": "NotIn", "values": [1, "7"], "followForks": True,
+                    "isNamespacePID": True}],
+        matchNamespaces=[{"namespace": "Net", "operator": "In", "values": ["host_ns", "42"]}],
+        matchCapabilities=[{"type": "Permitted", "operator": "In",
+                            "values": ["CAP_SYS_ADMIN", "net_raw"]}],
+    )  # fmt: skip
+    policy = documents.parse_object(
+        {"apiVersion": "weir.dev/v1alpha1", "kind": "TracingPolicy",
+         "metadata": {"name": "p"}, "spec": spec},
+        source="t",
+    ).obj  # fmt: skip
+    assert isinstance(policy, TracingPolicy)
+    layouts: dict[str, list[Field] | None] = {"tracepoint:syscalls:sys_enter_openat": OPENAT}
+    generated = codegen.generate(
+        policy, [], layouts=layouts, kernel_layout=SOCK_LAYOUT, host_namespaces={"net": 99}
+    )
+    values = flags(generated)
+    # matchArgs[0] is matcher 0; then matchPIDs, matchNamespaces, matchCapabilities.
+    assert (values["S0_M1_OP"], values["S0_M1_NEG"]) == (int(abi.Op.PID), 1)
+    assert codegen._flag_int(values["S0_M1_VAL"]) == 3  # namespace numbering | followForks
+    assert (values["S0_M2_OP"], codegen._flag_int(values["S0_M2_VAL"])) == (
+        int(abi.Op.NS),
+        int(abi.Namespace.Net),
+    )
+    assert (values["S0_M3_OP"], values["S0_M3_ARG"]) == (
+        int(abi.Op.CAPS),
+        int(abi.CapSet.Permitted),
+    )
+    assert codegen._flag_int(values["S0_M3_VAL"]) == (1 << 21) | (1 << 13)
+    assert set(generated.programs[0].seeds.integers) >= {(1, 1), (1, 7), (2, 42), (2, 99)}
+    assert (values["USE_TASK"], values["USE_PID_TREE"]) == (1, 1)
+    assert values["TASK_CRED"] == SOCK_LAYOUT["TASK_CRED"]
+    assert values["SK_FAMILY"] == 0  # groups a program does not read keep one shape
+    unknown = codegen.generate(
+        policy,
+        [],
+        layouts=layouts,
+        kernel_layout=SOCK_LAYOUT,
+        host_namespaces={"net": "cannot read /proc/1/ns/net (Permission denied)"},
+    )
+    assert [str(p) for p in unknown.problems] == [
+        "spec.tracepoints[0].selectors[0].matchNamespaces[0].values[0]: host_ns: cannot read "
+        "/proc/1/ns/net (Permission denied)"
+    ]
+
+
+def test_file_and_fd_args_take_string_slots_and_the_path_layout() -> None:
+    generated = make(
+        {
+            "kprobes": [
+                {
+                    "call": "security_file_permission",
+                    "args": [{"index": 0, "type": "file"}, {"index": 1, "type": "fd"}],
+                    "selectors": [
+                        {"matchArgs": [{"index": 0, "operator": "Postfix", "values": [".so"]}]}
+                    ],
+                },
+                {
+                    "call": "ip_output",
+                    "args": [{"index": 2, "type": "skb", "label": "pkt"}],
+                    "selectors": [{"matchArgs": [{"label": "pkt", "operator": "DPortPriv"}]}],
+                },
+            ]
+        }
+    )
+    assert not generated.problems, generated.problems
+    files, packets = (dict(p.flags) for p in generated.programs)
+    assert (files["ARG0_KIND"], files["ARG0_SLOT"]) == (int(abi.Kind.FILE), 0)
+    assert (files["ARG1_KIND"], files["ARG1_SLOT"], files["ARG1_SIZE"]) == (int(abi.Kind.FD), 1, 4)
+    assert (files["USE_PATH"], files["USE_SKB"], files["REV_SLOTS"]) == (1, 0, 1)
+    assert files["DENTRY_PARENT"] == SOCK_LAYOUT["DENTRY_PARENT"]
+    assert (packets["ARG0_KIND"], packets["USE_SKB"], packets["S0_M0_OP"]) == (
+        int(abi.Kind.SKB),
+        1,
+        int(abi.Op.DPORT),
+    )
+    assert generated.programs[1].seeds.ranges == ((0, 0, 1023),)
