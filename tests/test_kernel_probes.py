@@ -213,3 +213,34 @@ def test_a_uretprobe_filters_on_its_return_value(core, target: Path) -> None:
     assert stats(core, "ret-odd")["matched"] == 50
     assert stats(core, "ret-101")["matched"] == len(range(0, 100, 14))  # even, multiple of 7
     assert stats(core, "ret-range")["matched"] == 50
+
+
+def test_a_return_probe_with_args_reads_them_at_entry(core, target: Path) -> None:
+    # Tetragon's way: args on a return probe are read at entry, by the entry half, and
+    # tested at return together with the return value.
+    hook = {
+        "path": str(target),
+        "symbol": "weir_target",
+        "return": True,
+        "args": [
+            {"index": 0, "type": "long", "label": "value"},
+            {"index": 1, "type": "string", "label": "name"},
+        ],
+        "returnArg": {"index": 0, "type": "int", "label": "ret"},
+        "selectors": [
+            {
+                "matchArgs": [{"label": "name", "operator": "Equal", "values": ["odd"]}],
+                "matchReturnArgs": [{"index": 0, "operator": "GT", "values": ["112"]}],
+                "matchActions": [{"action": "NoPost"}],
+            }
+        ],
+    }
+    rules = rule_yaml(
+        "ret-values", "ret-args", "t_ret_values", value="{type: sum, arg: value}"
+    ).replace("groupBy: []", "groupBy: []\n  hook: uretprobe:" + str(target) + ":weir_target")
+    apply(core, policy_yaml("ret-args", yaml.safe_dump({"uprobes": [hook]}), rules=rules))
+    subprocess.run([str(target), "100"], check=False)
+    wanted = [i for i in range(100) if i % 2 and i % 7 + 111 > 112]
+    assert stats(core, "ret-args")["observed"] == 100
+    assert stats(core, "ret-args")["matched"] == len(wanted)
+    assert series(scrape(core), "t_ret_values_total") == {(): float(sum(wanted))}

@@ -37,11 +37,14 @@ LATER_FIELDS = frozenset(
     {
         # spec
         "options",
+        "hostSelector",
+        "fentries",
         "usdts",
         "containerSelector",
         "loader",
         # hooks
         "returnArgAction",
+        "raw",
         "ignore",
         "data",
         "offsets",
@@ -55,6 +58,7 @@ LATER_FIELDS = frozenset(
         "btfType",
         "source",
         # selectors
+        "followChildren",
         "matchNamespaceChanges",
         "matchCapabilityChanges",
         "matchReturnActions",

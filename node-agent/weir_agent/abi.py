@@ -53,6 +53,7 @@ class Source(enum.IntEnum):
     FIELD = 0
     REG = 1
     RET = 2
+    SAVED = 3  # a return probe's argument, saved by its entry half
 
 
 class Op(enum.IntEnum):
@@ -131,6 +132,7 @@ class Stat(enum.IntEnum):
     OVERFLOW = 4
     RATE_LIMITED = 5
     RINGBUF_FULL = 6
+    SAVED = 7  # an entry half: argument registers saved for its return half
     COUNT = 8
 
 

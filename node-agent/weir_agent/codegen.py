@@ -135,6 +135,17 @@ class Program:
         return hashlib.sha256(f"{self.policy}\0{self.hook}".encode()).hexdigest()[:16]
 
     @property
+    def entry_half(self) -> bool:
+        """Saves a return probe's argument registers (codegen.entry_half), nothing else."""
+        return bool(dict(self.flags).get("SAVE_ENTRY"))
+
+    @property
+    def needs_tracker(self) -> bool:
+        """Reads the exec tracker's shared maps (executables, a return probe's args)."""
+        flags = dict(self.flags)
+        return any(flags.get(name) for name in ("USE_EXE", "SAVE_ENTRY", "USE_ENTRY"))
+
+    @property
     def posts(self) -> bool:
         return bool(dict(self.flags).get("ANY_POST"))
 
@@ -255,7 +266,49 @@ def generate(
         problems.extend(found)
         if program is not None and not found:
             programs.append(program)
+            if dict(program.flags)["USE_ENTRY"]:
+                programs.append(entry_half(program))
     return Generated(programs=tuple(programs), problems=tuple(problems))
+
+
+def _hook_key(policy: str, hook: str) -> int:
+    """Names a hook's saved arguments in weir_entries: the same for every version."""
+    return int(hashlib.sha256(f"{policy}\0{hook}".encode()).hexdigest()[:15], 16)
+
+
+ENTRY_SUFFIX = ":entry"
+
+
+def entry_half(program: Program) -> Program:
+    """The entry probe that saves a return probe's argument registers (SAVE_ENTRY): the
+    same target and args, no selectors, aggregations or events of its own."""
+    values = dict(program.flags)
+    for name in values:
+        if CONFIG_FLAG.match(name):
+            values[name] = 0
+    values.update(
+        SAVE_ENTRY=1,
+        USE_ENTRY=0,
+        ANY_POST=0,
+        ANY_USTACK=0,
+        ANY_KSTACK=0,
+        EV_STRS=0,
+        EV_ADDRS=0,
+        USE_EXE=0,
+        USE_TASK=0,
+        USE_PID_TREE=0,
+    )
+    return dataclasses.replace(
+        program,
+        hook=program.hook + ENTRY_SUFFIX,
+        kind=program.kind.replace("ret", ""),
+        flags=tuple(sorted(values.items())),
+        seeds=Seeds(),
+        aggregations=(),
+        selector_actions=(),
+        message="",
+        tags=(),
+    )
 
 
 def _program(
@@ -299,14 +352,12 @@ def _program(
 
     # --- arguments -> slots (a nop arg reads nothing and takes no slot)
     declared = [arg for arg in hook.declared_args() if arg.type not in values.NOP_TYPES]
-    if kind in {"kretprobe", "uretprobe"} and hook.args:
-        problems.append(
-            at(
-                (*path, "args"),
-                f"a {kind} sees only the return value; move args to "
-                "an entry probe or use returnArg",
-            )
-        )
+    # A return probe's args are read at entry by its entry half (``entry_half``), as in
+    # Tetragon: the return half reads the saved registers, then the return value.
+    with_entry = kind in {"kretprobe", "uretprobe"} and bool(hook.args)
+    flags.set("SAVE_ENTRY", 0)
+    flags.set("USE_ENTRY", int(with_entry))
+    flags.set("HOOK_KEY", _hook_key(policy_name, hook_id) if with_entry else 0)
     arg_plans: list[ArgPlan] = []
     slots: dict[int, int] = {}  # id(arg) -> slot
     string_slots = address_slots = 0
@@ -318,6 +369,8 @@ def _program(
         arg_path = (*path, "args", slot) if slot < len(hook.args) else (*path, "returnArg")
         is_return = arg is getattr(hook, "return_arg", None)
         plan, found = _arg(arg, slot, arg_path, hook, fields, is_return)
+        if plan is not None and with_entry and not is_return:
+            plan.flags["FROM"] = int(Source.SAVED)
         problems.extend(found)
         if plan is None:
             continue

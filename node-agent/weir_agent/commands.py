@@ -155,7 +155,7 @@ def _check_policy(
     from weir_agent import attachable, loading
 
     failed = 0
-    if any(dict(p.flags).get("USE_EXE") for p in generated.programs):
+    if any(p.needs_tracker for p in generated.programs):
         loading.exec_tracker()
     for program in generated.programs:
         try:

@@ -347,7 +347,7 @@ class Engine:
                         loading.set_scope(hook.loaded, self.scopes.get(state.name, set()))
 
     def _ensure_exec_tracker(self, programs: Sequence[Program]) -> None:
-        needs = any(dict(p.flags).get("USE_EXE") for p in programs)
+        needs = any(p.needs_tracker for p in programs)
         if needs and self.exec_tracker is None:
             self.exec_tracker = loading.exec_tracker()
 

@@ -234,13 +234,16 @@ def compile_and_load(
         verifier_summary=f"verified: {int(info.verified_insns)} instructions processed",
     )
     try:
-        _seed_classes(result)
         result.pin = pin
-        if configured and module.adopted:
+        if program.entry_half:
+            pass  # saves argument registers for its return half: nothing to configure
+        elif configured and module.adopted:
             _adopt(result, program)
         elif configured:
+            _seed_classes(result)
             configure(result, program)  # the first: nothing to retire
         else:  # configuration 0 is compiled in: only seeds and series
+            _seed_classes(result)
             _write_seeds(module, program.seeds, 0)
             for agg in program.aggregations:
                 _reset_series(module, agg.slot, _agg_table(agg))
@@ -253,7 +256,8 @@ def compile_and_load(
 # --- one compile per shape ---------------------------------------------------------------
 TEMPLATES_KEPT = 16  # compiled shapes kept (each holds its instructions and unused maps)
 VERIFIER_LOG_BYTES = 1 << 20  # the kernel keeps the log's end when it is longer
-SHARED_MAPS = (b"weir_exes",)  # maps every program uses as they are (the exec tracker's)
+# Maps every program uses as they are (the exec tracker's module owns them).
+SHARED_MAPS = (b"weir_exes", b"weir_entries")
 _BPF_MAP_CREATE = 0
 _BPF_MAP_LOOKUP_ELEM = 1
 _BPF_MAP_UPDATE_ELEM = 2
@@ -596,6 +600,7 @@ def _adopt(loaded: Loaded, program: Program) -> None:
     it ran this very program (same digest), else configure this one over them (series of
     every rule start afresh; the hook's counters go on)."""
     module = loaded.module
+    _seed_classes(loaded)
     loaded.active = int(module[b"active"][ctypes.c_int(0)].value) & 1
     loaded.adopted = True
     if module.read_meta() == program.digest():
@@ -613,6 +618,9 @@ def configure(loaded: Loaded, program: Program) -> Retirement:
     read the old copy are done."""
     if program.shape_digest() != loaded.program.shape_digest():
         raise ValueError(f"{program.hook}: a new shape needs a new program, not configure")
+    if program.entry_half:  # no configuration of its own
+        loaded.program = program
+        return Retirement(-1, {})
     module = loaded.module
     old_bit = loaded.active
     bit = 1 if old_bit == 0 else 0
@@ -1040,11 +1048,14 @@ def start_exec_tracker(*, proc: Path = Path("/proc")) -> ExecTracker:
     """Load exec.bpf.c (shared table weir_exes) and seed it from /proc/PID/exe.
     Use ``exec_tracker()``: one per process."""
     source = str(codegen.BPF_DIR / codegen.EXEC_SOURCE)
+    failed: str | None = None
     with _captured_stderr() as log:
         try:
             module = BPF(src_file=source.encode(), cflags=codegen.base_cflags())
-        except Exception as error:
-            raise LoadError("compile", f"exec tracker: {error}", log_tail(log[0])) from None
+        except Exception as error:  # bcc raises bare Exception
+            failed = str(error)
+    if failed is not None:  # the compiler's words are in the log once the block is left
+        raise LoadError("compile", f"exec tracker: {failed}", log_tail(log[0]))
     table = module[b"weir_exes"]
     for entry in proc.iterdir():
         if not entry.name.isdigit():

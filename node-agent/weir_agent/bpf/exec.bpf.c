@@ -5,6 +5,9 @@
 #include "weir.h"
 
 BPF_TABLE_SHARED("lru_hash", u32, struct weir_exe, weir_exes, 65536);
+/* Return probes' arguments, saved at entry per thread and hook (hook.bpf.c, SAVE_ENTRY):
+ * shared so the entry and return halves of a hook, and their next versions, meet. */
+BPF_TABLE_SHARED("lru_hash", struct weir_entry_key, struct weir_entry, weir_entries, 65536);
 BPF_PERCPU_ARRAY(exe_scratch, struct weir_exe, 1);
 
 TRACEPOINT_PROBE(sched, sched_process_exec)

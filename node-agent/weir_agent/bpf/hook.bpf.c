@@ -55,6 +55,9 @@ BPF_ARRAY(active, u32, 1);
 #if USE_EXE
 BPF_TABLE("extern", u32, struct weir_exe, weir_exes, 65536);
 #endif
+#if SAVE_ENTRY || USE_ENTRY
+BPF_TABLE("extern", struct weir_entry_key, struct weir_entry, weir_entries, 65536);
+#endif
 #if USE_SCOPE
 /* podSelector / namespaceSelector: the cgroup ids of the selected pods' containers,
  * kept current by the agent as pods come and go. */
@@ -107,7 +110,8 @@ static __always_inline void stat_add(u32 index)
 
 /* The raw 64-bit value of an argument source: a tracepoint field, a register
  * or the return value. */
-static __always_inline u64 read_source(void *ctx, int from, int src, int size, int is_signed)
+static __always_inline u64 read_source(void *ctx, struct weir_scratch *sc, int from, int src,
+                                       int size, int is_signed)
 {
     u64 value = 0;
     if (from == SRC_FIELD) {
@@ -122,7 +126,9 @@ static __always_inline u64 read_source(void *ctx, int from, int src, int size, i
         return value;
     }
     struct pt_regs *regs = ctx;
-    if (from == SRC_RET) {
+    if (from == SRC_SAVED) {
+        value = sc->entry.raw[src & (WEIR_MAX_ARGS - 1)];
+    } else if (from == SRC_RET) {
         value = PT_REGS_RC(regs);
     } else if (SYSCALL_WRAPPER) {
         /* __x64_sys_* / __arm64_sys_* take the user registers as one argument. */
@@ -435,8 +441,8 @@ static __always_inline void read_task(struct weir_task *t)
 /* Read argument slot i into scratch, as its -D flags say. */
 #define READ_ARG(i)                                                             \
     if (ARG##i##_KIND != KIND_NONE) {                                           \
-        u64 raw = read_source(ctx, ARG##i##_FROM, ARG##i##_SRC, ARG##i##_SIZE, \
-                              ARG##i##_SIGNED);                                 \
+        u64 raw = read_source(ctx, sc, ARG##i##_FROM, ARG##i##_SRC,             \
+                              ARG##i##_SIZE, ARG##i##_SIGNED);                  \
         if (ARG##i##_KIND == KIND_INT) {                                        \
             sc->ints[i] = raw;                                                  \
         } else if (ARG##i##_KIND == KIND_STR_PTR) {                             \
@@ -882,6 +888,31 @@ int weir_program(void *ctx)
     u64 cgroup = bpf_get_current_cgroup_id();
     if (!scope.lookup(&cgroup))
         return 0; /* outside the policy's pods: not this policy's event */
+#endif
+#if SAVE_ENTRY
+    /* The entry half of a return probe with args: save the argument registers for the
+     * return half, and nothing else (its call is counted once, by the return half). */
+    struct weir_entry_key ekey = {.hook = HOOK_KEY, .tid = bpf_get_current_pid_tgid()};
+#pragma unroll
+    for (int i = 0; i < WEIR_MAX_ARGS; i++)
+        sc->entry.raw[i] = 0;
+#define SAVE(i)                                                                 \
+    if (ARG##i##_KIND != KIND_NONE && ARG##i##_FROM == SRC_SAVED)               \
+        sc->entry.raw[ARG##i##_SRC & 7] = read_source(ctx, sc, SRC_REG, ARG##i##_SRC, 8, 0);
+    SAVE(0) SAVE(1) SAVE(2) SAVE(3) SAVE(4) SAVE(5) SAVE(6) SAVE(7)
+    weir_entries.update(&ekey, &sc->entry);
+    stat_add(STAT_SAVED);
+    return 0;
+#endif
+#if USE_ENTRY
+    /* The return half: the arguments its entry half saved for this thread; a call that
+     * began before the hook was attached has none and is not this hook's event. */
+    struct weir_entry_key ekey = {.hook = HOOK_KEY, .tid = bpf_get_current_pid_tgid()};
+    struct weir_entry *saved = weir_entries.lookup(&ekey);
+    if (!saved)
+        return 0;
+    __builtin_memcpy(&sc->entry, saved, sizeof(sc->entry));
+    weir_entries.delete(&ekey);
 #endif
     stat_add(STAT_OBSERVED);
 #if CONFIGURED

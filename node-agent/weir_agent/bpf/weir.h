@@ -118,6 +118,17 @@ struct weir_agg_val {
     u64 sum;
 };
 
+/* A return probe's arguments, saved by its entry half (SAVE_ENTRY=1) per thread and
+ * hook, read back by the return half (USE_ENTRY=1): the raw register values. */
+struct weir_entry_key {
+    u64 hook;  /* HOOK_KEY: the same for every version of one policy's hook */
+    u64 tid;   /* bpf_get_current_pid_tgid */
+};
+
+struct weir_entry {
+    u64 raw[WEIR_MAX_ARGS];
+};
+
 /* Per-CPU scratch: too big for the 512-byte BPF stack. */
 struct weir_scratch {
     u64 ints[WEIR_MAX_ARGS];
@@ -133,6 +144,7 @@ struct weir_scratch {
     struct weir_agg_key key;
     struct weir_agg_val zero;  /* never written: the first value of a new series */
     struct weir_task task;
+    struct weir_entry entry;   /* the entry half's saved arguments (USE_ENTRY) */
     char path[512];            /* a file path, built from its last component back */
 };
 
