@@ -295,3 +295,25 @@ def test_packets_and_sockets_by_protocol_family_and_state(core) -> None:
     assert stats(core, "udp-out")["matched"] == 6
     assert stats(core, "tcp-not-udp")["matched"] == 0
     assert stats(core, "connected")["matched"] == 4
+
+
+def test_a_path_longer_than_a_string_keeps_its_last_components(core, tree: Path) -> None:
+    deep = tree
+    for n in range(12):  # 12 components of 24 bytes: past the 247 bytes a string holds
+        deep = deep / f"{n:02d}{'d' * 22}"
+    deep.mkdir(parents=True)
+    apply(
+        core,
+        one_hook("fd-whole", WRITE, {"matchArgs": [path_is("Prefix", f"{tree}/")]}),
+        one_hook("fd-tail", WRITE, {"matchArgs": [path_is("Postfix", f"/11{'d' * 22}/leaf.log")]}),
+        one_hook(
+            "fd-cut",
+            WRITE,
+            # 03/.../11/leaf.log is 233 bytes; 02/ more would pass 247: kept without its '/'
+            {"matchArgs": [path_is("Prefix", "03ddd"), path_is("Postfix", "/leaf.log")]},
+        ),
+    )
+    write_times(deep / "leaf.log", 3)
+    assert stats(core, "fd-whole")["matched"] == 0  # the leading components are cut
+    assert stats(core, "fd-tail")["matched"] == 3
+    assert stats(core, "fd-cut")["matched"] == 3

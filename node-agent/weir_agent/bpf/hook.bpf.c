@@ -327,8 +327,8 @@ static __always_inline long read_path(struct weir_scratch *sc, struct weir_strke
             continue;
         }
         u32 len = read_u32(dentry + DENTRY_NAME_LEN);
-        if (len + 1 > off)
-            break;
+        if (len + 1 + (256 - WEIR_MAX_STR) > off)
+            break; /* the string holds WEIR_MAX_STR - 1 bytes: keep the last components */
         off = (off - len - 1) & 255;
         buf[off] = '/';
         bpf_probe_read_kernel(buf + off + 1, len & 255, read_ptr(dentry + DENTRY_NAME));
