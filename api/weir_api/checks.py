@@ -392,17 +392,13 @@ def memory(
     """The most kernel memory a policy's maps can take (bytes), and each rule's part.
 
     Series count once per hook a rule folds (a rule without ``hook`` folds them all);
-    posting hooks add their ring buffer and rate-limit map, stacks their stack maps."""
+    posting hooks add their ring buffer and rate-limit map (stacks travel in the events)."""
     total = 0
     for hook in policy.hooks():
         actions = [s.action() for s in hook.selectors]
         if not hook.selectors or any(a.action == "Post" for a in actions):
             total += limits.RINGBUF_PAGES * 4096
             total += limits.RATE_LIMIT_ENTRIES * limits.RATE_LIMIT_BYTES
-        if any(a.user_stack_trace for a in actions):
-            total += limits.STACK_ENTRIES * limits.USER_STACK_BYTES
-        if any(a.kernel_stack_trace for a in actions):
-            total += limits.STACK_ENTRIES * limits.KERNEL_STACK_BYTES
     parts = {}
     hooks = [h.hook_id() for h in policy.hooks()]
     for name, rule in rules:

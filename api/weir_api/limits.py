@@ -42,10 +42,9 @@ SERIES_BYTES = {"count": 112, "sum": 112, "histogram": 48 + 8 + 8 + 66 * 8 + 48}
 RINGBUF_PAGES = 256
 RATE_LIMIT_ENTRIES = 16_384
 RATE_LIMIT_BYTES = 64  # per entry: key, value and element
-# Per hook taking stacks: the stack maps are preallocated.
-STACK_ENTRIES = 1_024
-USER_STACK_BYTES = 127 * 32 + 8  # 127 frames of build id and offset
-KERNEL_STACK_BYTES = 127 * 8 + 8
+# Stacks travel in the event itself: the innermost frames, up to these many.
+USER_STACK_FRAMES = 64  # 32 bytes each (build id and file offset)
+KERNEL_STACK_FRAMES = 64  # 8 bytes each
 
 
 def table() -> list[tuple[str, str, str]]:

@@ -31,6 +31,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     agent.add_argument("--report-file", type=Path, help="write the NodeReport JSON here")
     agent.add_argument("--events-file", help="write JSON event lines here (- for stdout)")
+    agent.add_argument(
+        "--events-file-max-size",
+        type=_size,
+        default=0,
+        metavar="SIZE",
+        help="rotate --events-file before it passes SIZE (e.g. 100Mi; 0: never)",
+    )
+    agent.add_argument(
+        "--events-file-backups",
+        type=int,
+        default=3,
+        metavar="N",
+        help="rotated files kept: FILE.1 (newest) to FILE.N",
+    )
+    agent.add_argument(
+        "--ring-buffer-size",
+        type=_ring_size,
+        default=_ring_size("4Mi"),
+        metavar="SIZE",
+        help="each posting hook's ring buffer (a power of two, 4Ki or more; locked kernel "
+        "memory, charged to the agent's cgroup)",
+    )
     agent.add_argument("--node-name", help="this node's name (default: the hostname)")
     agent.add_argument(
         "--kubernetes",
@@ -115,6 +137,27 @@ def build_parser() -> argparse.ArgumentParser:
     crds = sub.add_parser("crds", help="write the CRDs generated from the API models")
     crds.add_argument("--out", type=Path, default=Path("crds"), help="directory to write")
     return parser
+
+
+_UNITS = {"": 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+
+
+def _size(text: str) -> int:
+    """Bytes from ``N``, ``NKi``, ``NMi`` or ``NGi`` (Kubernetes' binary suffixes)."""
+    number = text.rstrip("KMGi")
+    unit = text[len(number) :]
+    if not number.isdigit() or unit not in _UNITS:
+        raise argparse.ArgumentTypeError(f"{text!r}: give bytes as N, NKi, NMi or NGi")
+    return int(number) * _UNITS[unit]
+
+
+def _ring_size(text: str) -> int:
+    size = _size(text)
+    if size < 4096 or size & (size - 1):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a ring buffer is a power of two of 4 KiB pages (e.g. 1Mi, 4Mi, 16Mi)"
+        )
+    return size
 
 
 def _log_format(role: argparse.ArgumentParser) -> None:

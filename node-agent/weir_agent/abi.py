@@ -30,6 +30,7 @@ MAX_GROUP_ARGS = limits.MAX_GROUP_ARGS  # arg:LABEL keys per AggregationRule
 MAX_RANGES = limits.MAX_RANGES
 MAX_BOUNDS = limits.MAX_BUCKETS
 MAX_STR = limits.MAX_STRING + 1  # bytes read of a string, NUL included
+STACK_NOT_TAKEN = -65536  # an event's user_stack / kernel_stack when its selector took none
 UPID_SIZE = 16  # struct upid {int nr; struct pid_namespace *ns;} on 64-bit architectures
 EXP2_BUCKETS = 65
 
@@ -183,6 +184,7 @@ def enum_flags() -> dict[str, int]:
             flags[f"{prefix}_{member.name}"] = int(member)
     flags["WEIR_MAX_STR"] = MAX_STR
     flags["UPID_SIZE"] = UPID_SIZE
+    flags["STACK_NOT_TAKEN"] = STACK_NOT_TAKEN
     return flags
 
 
@@ -210,8 +212,21 @@ def address_from16(data: bytes) -> str:
     return str(mapped) if mapped is not None else str(address)
 
 
-def event_type(*, strings: int, addresses: int) -> type[ctypes.Structure]:
-    """``struct weir_event`` of weir.h for a program with these EV_STRS / EV_ADDRS.
+class BuildIdFrame(ctypes.Structure):
+    """``struct bpf_stack_build_id``: a user frame as (build id, file offset), or its ip."""
+
+    _fields_ = [
+        ("status", ctypes.c_int32),
+        ("build_id", ctypes.c_uint8 * 20),
+        ("offset", ctypes.c_uint64),
+    ]
+
+
+def event_type(
+    *, strings: int, addresses: int, user_frames: int = 0, kernel_frames: int = 0
+) -> type[ctypes.Structure]:
+    """``struct weir_event`` of weir.h for a program with these EV_STRS / EV_ADDRS /
+    EV_USTACK / EV_KSTACK.
 
     bcc cannot derive a ctypes type for the event's two-dimensional ``char str[][]``, so
     the layout is spelled here; ``loading`` checks every event's size against it, so a
@@ -247,4 +262,8 @@ def event_type(*, strings: int, addresses: int) -> type[ctypes.Structure]:
         fields.append(("str", (ctypes.c_char * MAX_STR) * strings))
     if addresses:
         fields.append(("addr", Addr * addresses))
+    if user_frames:
+        fields.append(("ustack", BuildIdFrame * user_frames))
+    if kernel_frames:
+        fields.append(("kstack", ctypes.c_uint64 * kernel_frames))
     return type("WeirEvent", (ctypes.Structure,), {"_fields_": fields})

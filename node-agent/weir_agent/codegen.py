@@ -42,7 +42,6 @@ STUB_SOURCE = "stub.bpf.c"
 EXEC_SOURCE = "exec.bpf.c"
 MASK64 = (1 << 64) - 1
 RINGBUF_PAGES = limits.RINGBUF_PAGES  # 1 MiB per posting program (a power of two)
-WAKEUP_EVERY = 64  # wake the reader every 64 events per CPU; it also polls on a timer
 STRING_KINDS = frozenset(
     {Kind.STR_PTR, Kind.STR_DATALOC, Kind.STR_INLINE, Kind.CHAR_BUF, Kind.FILE, Kind.PATH, Kind.FD}
 )
@@ -290,10 +289,10 @@ def entry_half(program: Program) -> Program:
         SAVE_ENTRY=1,
         USE_ENTRY=0,
         ANY_POST=0,
-        ANY_USTACK=0,
-        ANY_KSTACK=0,
         EV_STRS=0,
         EV_ADDRS=0,
+        EV_USTACK=0,
+        EV_KSTACK=0,
         USE_EXE=0,
         USE_TASK=0,
         USE_PID_TREE=0,
@@ -524,13 +523,13 @@ def _program(
         [Action.POST] if not hook.selectors else []
     )
     flags.set("ANY_POST", int(bool(posts)))
-    flags.set("ANY_USTACK", int(any(sel.action().user_stack_trace for sel in hook.selectors)))
-    flags.set("ANY_KSTACK", int(any(sel.action().kernel_stack_trace for sel in hook.selectors)))
+    ustack = bool(posts) and any(sel.action().user_stack_trace for sel in hook.selectors)
+    kstack = bool(posts) and any(sel.action().kernel_stack_trace for sel in hook.selectors)
     flags.set("EV_STRS", string_slots if posts else 0)
     flags.set("EV_ADDRS", address_slots if posts else 0)
+    flags.set("EV_USTACK", limits.USER_STACK_FRAMES if ustack else 0)
+    flags.set("EV_KSTACK", limits.KERNEL_STACK_FRAMES if kstack else 0)
     flags.set("RINGBUF_PAGES", ringbuf_pages)
-    flags.set("WAKEUP_EVERY", WAKEUP_EVERY)
-    flags.set("STACK_ENTRIES", limits.STACK_ENTRIES)
     flags.set("RATE_LIMIT_ENTRIES", limits.RATE_LIMIT_ENTRIES)
     uses_exe = uses_exe or bool(posts)
     flags.set("USE_EXE", int(uses_exe))

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from weir_api import documents, problems
 from weir_api.reports import NodeReport
@@ -56,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
         metrics_addr=args.metrics_addr,
         report_file=args.report_file,
         events_file=args.events_file,
+        events_file_max_size=args.events_file_max_size,
+        events_file_backups=args.events_file_backups,
+        ring_buffer_size=args.ring_buffer_size,
         node=args.node_name or socket.gethostname(),
         interval=args.interval,
         table=sys.stdout.isatty() and not args.no_table,
@@ -259,6 +262,9 @@ def agent(
     report_file: Path | None,
     events_file: str | None,
     node: str,
+    events_file_max_size: int = 0,
+    events_file_backups: int = 3,
+    ring_buffer_size: int = 4 * 2**20,
     interval: float,
     table: bool,
     stall_seconds: float = 120.0,
@@ -300,6 +306,7 @@ def agent(
         node_name=node,
         layouts=functools.partial(formats.read_format, tracefs=tracefs),
         pin_root=pin_root,
+        ringbuf_pages=max(ring_buffer_size // os.sysconf("SC_PAGE_SIZE"), 1),
     )
     resolver = metadata.CgroupResolver(cgroups.CgroupIndex())
     registry = CollectorRegistry(auto_describe=False)
@@ -316,13 +323,14 @@ def agent(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    sink = None
+    sink: TextIO | eventing.RotatingFile | None = None
     if events_file == "-":
         sink = sys.stdout
         table = False
     elif events_file:
-        Path(events_file).parent.mkdir(parents=True, exist_ok=True)
-        sink = open(events_file, "a", encoding="utf-8")  # noqa: SIM115 (closed below)
+        sink = eventing.RotatingFile(
+            Path(events_file), max_bytes=events_file_max_size, backups=events_file_backups
+        )
     writer = eventing.EventWriter(core=core, resolver=resolver, node=node, out=sink)
     pump = threading.Thread(target=writer.run, args=(stop,), name="weir-events", daemon=True)
     pump.start()

@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from weir_agent import abi, btf, codegen, formats, loading, namespaces, plans, savings
+from weir_agent import abi, btf, codegen, formats, loading, namespaces, plans, ringbuf, savings
 from weir_agent.codegen import AggSlot, Program
 from weir_api import documents
 from weir_api.aggregations import AggregationRule
@@ -100,11 +100,12 @@ class HookSnapshot:
 
 
 @dataclasses.dataclass(frozen=True)
-class PendingEvent:
+class PendingEvents:
+    """Records one program posted, copied out of its ring buffer (headers included)."""
+
     program: Program
-    raw: loading.RawEvent
-    user_frames: list[tuple[int, str, int]]
-    kernel_frames: list[str]
+    data: bytes
+    count: int
 
 
 Layouts = Callable[[str, str], "list[formats.Field] | None"]
@@ -126,7 +127,8 @@ class Engine:
         self.pin_root = pin_root
         self.layouts = layouts
         self.ringbuf_pages = ringbuf_pages
-        self._pending: list[PendingEvent] = []
+        self._pending: list[PendingEvents] = []
+        self.waiter = ringbuf.Waiter()  # wakes the event writer when a ring has records
         self.scopes: dict[str, set[int]] = {}  # policy -> cgroup ids its selectors pick
         machine = platform.machine()
         self.syscall_prefix = syscall_prefix or (
@@ -237,7 +239,7 @@ class Engine:
         except loading.LoadError as error:
             return _failure(program.hook, error)
         if program.posts:
-            loading.open_events(loaded, self._on_event)
+            self.waiter.add(loading.open_ring(loaded).fd)
         return loaded
 
     def _finish(
@@ -351,31 +353,30 @@ class Engine:
         if needs and self.exec_tracker is None:
             self.exec_tracker = loading.exec_tracker()
 
-    def _on_event(self, loaded: loading.Loaded, raw: loading.RawEvent) -> None:
-        # Called inside consume_events, with the lock held: copy the stacks now.
-        self._pending.append(
-            PendingEvent(
-                program=loaded.program,
-                raw=raw,
-                user_frames=loading.user_stack(loaded, raw.user_stack),
-                kernel_frames=loading.kernel_stack(loaded, raw.kernel_stack),
-            )
-        )
+    def wait_events(self, timeout: float) -> bool:
+        """Block until a posting program's ring buffer has records, or ``timeout`` s."""
+        return self.waiter.wait(timeout)
 
-    def drain_events(self) -> list[PendingEvent]:
-        """Every event posted since the last call, from every posting program."""
+    def drain_events(self, *, copy: bool = True) -> list[PendingEvents]:
+        """Every record posted since the last call, from every posting program (and
+        what retired programs posted before they closed). ``copy=False``: the records
+        are skipped, not copied (nobody wants them), and only counted."""
         with self.lock:
             for state in self.policies.values():
                 for hook in state.hooks.values():
-                    if hook.program.posts:
-                        loading.consume_events(hook.loaded)
+                    self._take(hook.loaded, copy=copy)
             pending, self._pending = self._pending, []
         return pending
 
+    def _take(self, loaded: loading.Loaded, *, copy: bool = True) -> None:
+        if loaded.ring is not None:
+            data, count = loaded.ring.read(copy=copy)
+            if count:
+                self._pending.append(PendingEvents(loaded.program, data, count))
+
     def _harvest(self, hook: HookState, old: loading.Loaded) -> None:
         """Fold a retired program's final counts into the hook's carried totals."""
-        if old.program.posts:
-            loading.consume_events(old)  # its last events, before it is closed
+        self._take(old)  # its last events, before it is closed
         hook.carried_stats.update(loading.read_stats(old))
         new_layout = {a.rule: a for a in hook.loaded.program.aggregations}
         for agg in old.program.aggregations:
@@ -391,8 +392,7 @@ class Engine:
     def _unload_hook(self, state: PolicyState, hook_id: str, *, detach: bool = True) -> None:
         hook = state.hooks.pop(hook_id)
         hook.stub.close(detach=detach)
-        if hook.program.posts:
-            loading.consume_events(hook.loaded)  # keep what it posted before detaching
+        self._take(hook.loaded)  # keep what it posted before detaching
         hook.loaded.close(detach=detach)
 
     def _unload_policy(self, name: str, *, detach: bool = True) -> None:

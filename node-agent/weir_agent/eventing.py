@@ -1,20 +1,64 @@
 """Draining posted events and writing them as JSON lines (``--events-file``).
 
-The kernel wakes readers only every few dozen events (batched wakeups), so a
-pump drains every posting program's ring buffer on a short timer. Each event is
-copied out with its stacks while the engine lock is held (map reads only), then
-symbolised and written outside it. Written bytes count as the policy's
-exported bytes. With no sink, events are drained and nothing more: no
-symbolisation, no JSON.
+The writer sleeps in epoll on every posting program's ring buffer; the programs
+wake it only when it had caught up (the kernel's adaptive wakeup), and after each
+drain it waits ``interval`` before draining again, so records gather into
+batches: one wakeup and one copy per batch, not per event. Each program's
+committed records are copied out whole while the engine lock is held, then
+decoded and written outside it (``events.Encoder``). Written bytes count as the
+policy's exported bytes. With no sink, records are skipped in the ring buffer,
+never copied or decoded.
+
+Sinks: standard output (``-``) or a file, rotated by size when ``max_bytes`` is
+set (``events.jsonl`` becomes ``events.jsonl.1``, and so on up to ``backups``).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from pathlib import Path
 from typing import TextIO
 
-from weir_agent import engine, events, metadata, symbols
+from weir_agent import engine, events, loading, metadata, symbols
+
+
+class RotatingFile:
+    """A text file of event lines that is rotated before it would pass ``max_bytes``."""
+
+    def __init__(self, path: Path, *, max_bytes: int = 0, backups: int = 1) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = max(backups, 0)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close)
+        self.size = self._file.tell()
+
+    def write(self, text: str) -> int:
+        size = len(text.encode())
+        if self.max_bytes and self.size and self.size + size > self.max_bytes:
+            self._rotate()
+        self._file.write(text)
+        self.size += size
+        return size
+
+    def _rotate(self) -> None:
+        self._file.close()
+        if self.backups:
+            for n in range(self.backups - 1, 0, -1):
+                older = self.path.with_name(f"{self.path.name}.{n}")
+                if older.exists():
+                    os.replace(older, self.path.with_name(f"{self.path.name}.{n + 1}"))
+            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
+        self.size = 0
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
 
 
 class EventWriter:
@@ -24,75 +68,76 @@ class EventWriter:
         core: engine.Engine,
         resolver: metadata.Resolver,
         node: str,
-        out: TextIO | None,
+        out: TextIO | RotatingFile | None,
     ) -> None:
         self.core = core
         self.resolver = resolver
         self.node = node
         self.out = out
         self.symbolizer = symbols.Symbolizer()
+        self.encoder = events.Encoder(
+            node=node, frame=self._frame, ksym=loading.ksym, learn=self._learn
+        )
         self.written = 0
         self._exes: dict[int, str] = {}
-        self._learned: set[str] = set()
 
     def pump(self) -> int:
         """Drain every ring buffer once; returns how many events were handled."""
-        batch = self.core.drain_events()
-        if not batch:
+        batches = self.core.drain_events(copy=self.out is not None)
+        if not batches:
             return 0
-        if self.out is None:  # no sink: the ring buffers are emptied, nothing is decoded
-            self.written += len(batch)
-            return len(batch)
+        count = sum(batch.count for batch in batches)
+        self.written += count
+        if self.out is None:  # no sink: the records were skipped, nothing is decoded
+            return count
         offset = time.time_ns() - time.monotonic_ns()
-        lines: list[tuple[str, str]] = []
-        labels: dict[int, metadata.Labels] = {}  # per batch: one lookup per cgroup
-        for item in batch:
-            raw = item.raw
-            exe = self._exe(raw.exe_hash)
-            if item.user_frames:
-                if exe and exe not in self._learned:
-                    self._learned.add(exe)
-                    self.symbolizer.learn(exe)
-                self.symbolizer.learn_process(raw.pid)
-            if raw.cgroup not in labels:
-                labels[raw.cgroup] = self.resolver.labels(raw.cgroup)
-            frames = [
-                self.symbolizer.frame(build_id, where)
-                if status == 1
-                else symbols.Frame(function=f"{where:#x}", module="", offset=where)
-                for status, build_id, where in item.user_frames
-            ]
-            event = events.encode(
-                item.program,
-                raw,
-                node=self.node,
-                labels=labels[raw.cgroup],
-                exe=exe,
-                user_frames=frames,
-                kernel_frames=item.kernel_frames,
+        labels: dict[int, metadata.Labels] = {}  # per pump: one lookup per cgroup
+
+        def labels_of(cgroup: int) -> metadata.Labels:
+            if cgroup not in labels:
+                labels[cgroup] = self.resolver.labels(cgroup)
+            return labels[cgroup]
+
+        refreshed = [False]
+
+        def exe_of(exe_hash: int) -> str:
+            if exe_hash not in self._exes and not refreshed[0]:
+                refreshed[0] = True  # once per pump: a hash may never resolve
+                self._exes.update(self.core.binary_paths())
+            return self._exes.get(exe_hash, "")
+
+        written: dict[str, int] = {}
+        for batch in batches:
+            lines = self.encoder.lines(
+                batch.program,
+                batch.data,
+                labels=labels_of,
+                exes=exe_of,
                 monotonic_to_unix_ns=offset,
             )
-            lines.append((item.program.policy, events.line(event)))
-        if self.out is not None:
-            written: dict[str, int] = {}
-            for policy, text in lines:
-                self.out.write(text)
-                written[policy] = written.get(policy, 0) + len(text.encode())
-            self.out.flush()
-            for policy, size in written.items():
-                self.core.add_exported(policy, events=size)
-        self.written += len(lines)
-        return len(lines)
+            text = "".join(lines)
+            self.out.write(text)
+            policy = batch.program.policy
+            written[policy] = written.get(policy, 0) + len(text.encode())
+        self.out.flush()
+        for policy, size in written.items():
+            self.core.add_exported(policy, events=size)
+        return count
 
-    def _exe(self, exe_hash: int) -> str:
-        if not exe_hash:
-            return ""
-        if exe_hash not in self._exes:
-            self._exes.update(self.core.binary_paths())
-        return self._exes.get(exe_hash, "")
+    def _frame(self, build_id: str, offset: int) -> symbols.Frame | None:
+        return self.symbolizer.frame(build_id, offset) if self.symbolizer.knows(build_id) else None
 
-    def run(self, stop: threading.Event, *, interval: float = 0.02) -> None:
+    def _learn(self, pid: int, exe: str) -> None:
+        if exe:
+            self.symbolizer.learn(exe)
+        self.symbolizer.learn_process(pid)
+
+    def run(self, stop: threading.Event, *, interval: float = 0.002, idle: float = 0.2) -> None:
+        """Drain as records arrive until ``stop``: wait (at most ``idle`` s) for a ring
+        buffer to have records, drain them all, then let the next batch gather for
+        ``interval`` s."""
         while not stop.is_set():
-            self.pump()
-            stop.wait(interval)
+            self.core.wait_events(idle)
+            if self.pump():  # (also after a quiet wait: a wakeup can race a drain)
+                stop.wait(interval)
         self.pump()

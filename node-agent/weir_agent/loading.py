@@ -37,7 +37,7 @@ from bcc import BPF
 from bcc import table as bcc_table
 from bcc.libbcc import lib as bcc_lib
 
-from weir_agent import abi, codegen, headers
+from weir_agent import abi, codegen, headers, ringbuf
 from weir_agent.codegen import Program
 
 _PROCESSED = re.compile(r"processed (\d+) insns")
@@ -174,12 +174,16 @@ class Loaded:
     sids: dict[str, int] = dataclasses.field(default_factory=dict)  # rule -> series id
     pin: Path | None = None  # where its maps are pinned
     adopted: bool = False  # its maps, counts and configuration were an earlier agent's
+    ring: ringbuf.RingReader | None = None  # a posting program's events, mapped
 
     def series_id(self, agg: codegen.AggSlot) -> int:
         return self.sids.get(agg.rule, agg.slot)
 
     def close(self, *, detach: bool = True) -> None:
         """Close this agent's handles; with ``detach``, remove the pinned maps too."""
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None
         self.module.cleanup()
         if detach and self.pin is not None:
             remove_pins(self.pin)
@@ -482,8 +486,6 @@ class _Copy:
             raise
         self.prog_fd = -1
         self.tables: dict[bytes, Any] = {}
-        self._ringbuf_manager: Any = None
-        self._callbacks: list[Any] = []
 
     def load(self, prog_type: int) -> tuple[int, tuple[str, str]]:
         return self._load(prog_type, self.template.function)
@@ -517,19 +519,6 @@ class _Copy:
             )
         return self.tables[name]
 
-    def _open_ring_buffer(self, map_fd: int, fn: Any, ctx: Any = None) -> None:
-        self._callbacks.append(fn)
-        if self._ringbuf_manager is None:
-            self._ringbuf_manager = bcc_lib.bpf_new_ringbuf(map_fd, fn, ctx)
-            if not self._ringbuf_manager:
-                raise OSError("could not open the ring buffer")
-        elif bcc_lib.bpf_add_ringbuf(self._ringbuf_manager, map_fd, fn, ctx) < 0:
-            raise OSError("could not open the ring buffer")
-
-    def ring_buffer_consume(self) -> None:
-        if self._ringbuf_manager is not None:
-            bcc_lib.bpf_consume_ringbuf(self._ringbuf_manager)
-
     def write_meta(self, digest: str) -> None:
         if self.meta_fd >= 0:
             key, value = ctypes.c_uint32(0), ctypes.create_string_buffer(digest.encode(), 32)
@@ -554,9 +543,6 @@ class _Copy:
             self.meta_fd = -1
 
     def cleanup(self) -> None:
-        if self._ringbuf_manager is not None:
-            bcc_lib.bpf_free_ringbuf(self._ringbuf_manager)
-            self._ringbuf_manager = None
         if self.prog_fd >= 0:
             os.close(self.prog_fd)
             self.prog_fd = -1
@@ -1073,112 +1059,31 @@ def start_exec_tracker(*, proc: Path = Path("/proc")) -> ExecTracker:
 
 
 # --- posted events and stacks ------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class RawEvent:
-    """One event copied out of the ring buffer (the buffer memory is reused at once)."""
-
-    time_ns: int
-    cgroup: int
-    exe_hash: int
-    pid: int
-    tid: int
-    selector: int
-    user_stack: int
-    kernel_stack: int
-    comm: bytes
-    ints: tuple[int, ...]
-    strings: tuple[bytes, ...]
-    # family, sport, dport, valid, protocol, state, saddr, daddr
-    addresses: tuple[tuple[int, int, int, int, int, int, bytes, bytes], ...]
+def event_size(program: Program) -> int:
+    """sizeof(struct weir_event) for a posting program (what each ring record holds)."""
+    flags = dict(program.flags)
+    layout = abi.event_type(
+        strings=int(flags["EV_STRS"]),
+        addresses=int(flags["EV_ADDRS"]),
+        user_frames=int(flags.get("EV_USTACK", 0)),
+        kernel_frames=int(flags.get("EV_KSTACK", 0)),
+    )
+    return ctypes.sizeof(layout)
 
 
-def open_events(loaded: Loaded, sink: Any) -> None:
-    """Deliver each event of a posting program to ``sink(loaded, RawEvent)``."""
+def open_ring(loaded: Loaded) -> ringbuf.RingReader:
+    """Map a posting program's ring buffer for reading (``loaded.ring``)."""
     table = loaded.module[b"events"]
-    flags = dict(loaded.program.flags)
-    layout = abi.event_type(strings=int(flags["EV_STRS"]), addresses=int(flags["EV_ADDRS"]))
-    expected = ctypes.sizeof(layout)
-
-    def on_event(_ctx: Any, data: Any, size: int) -> None:
-        if size != expected:
-            raise RuntimeError(
-                f"event of {size} bytes where weir.h's layout has {expected}: "
-                "abi.event_type and struct weir_event disagree"
-            )
-        e: Any = ctypes.cast(data, ctypes.POINTER(layout)).contents
-        strings = tuple(bytes(s).split(b"\0", 1)[0] for s in e.str) if hasattr(e, "str") else ()
-        addresses = (
-            tuple(
-                (
-                    int(a.family),
-                    int(a.sport),
-                    int(a.dport),
-                    int(a.valid),
-                    int(a.protocol),
-                    int(a.state),
-                    bytes(a.saddr),
-                    bytes(a.daddr),
-                )
-                for a in e.addr
-            )
-            if hasattr(e, "addr")
-            else ()
-        )
-        sink(
-            loaded,
-            RawEvent(
-                time_ns=int(e.time_ns),
-                cgroup=int(e.cgroup),
-                exe_hash=int(e.exe_hash),
-                pid=int(e.pid),
-                tid=int(e.tid),
-                selector=int(e.selector),
-                user_stack=int(e.user_stack),
-                kernel_stack=int(e.kernel_stack),
-                comm=bytes(e.comm).split(b"\0", 1)[0],
-                ints=tuple(int(i) for i in e.ints),
-                strings=strings,
-                addresses=addresses,
-            ),
-        )
-
-    table.open_ring_buffer(on_event)
+    pages = int(dict(loaded.program.flags)["RINGBUF_PAGES"])
+    loaded.ring = ringbuf.RingReader(
+        table.map_fd, size=pages * ringbuf.PAGE, record_size=event_size(loaded.program)
+    )
+    return loaded.ring
 
 
-def consume_events(loaded: Loaded) -> None:
-    """Deliver every event waiting in the program's ring buffer (non-blocking)."""
-    loaded.module.ring_buffer_consume()
-
-
-def user_stack(loaded: Loaded, stack_id: int) -> list[tuple[int, str, int]]:
-    """(status, build id hex, offset or ip) per frame; status 1 = build id + offset."""
-    if stack_id < 0:
-        return []
-    try:
-        leaf = loaded.module[b"user_stacks"][ctypes.c_int(stack_id)]
-    except KeyError:
-        return []
-    frames = []
-    for entry in leaf.trace:
-        if entry.status == 0:
-            break
-        frames.append((int(entry.status), bytes(entry.build_id).hex(), int(entry.offset)))
-    return frames
-
-
-def kernel_stack(loaded: Loaded, stack_id: int) -> list[str]:
-    if stack_id < 0:
-        return []
-    try:
-        leaf = loaded.module[b"kernel_stacks"][ctypes.c_int(stack_id)]
-    except KeyError:
-        return []
-    out = []
-    for address in leaf.ip:
-        if not address:
-            break
-        out.append(BPF.ksym(address, show_offset=True).decode(errors="replace"))
-    return out
+def ksym(address: int) -> str:
+    """A kernel address as symbol+offset (from /proc/kallsyms, through bcc's cache)."""
+    return str(BPF.ksym(address, show_offset=True).decode(errors="replace"))
 
 
 def set_scope(loaded: Loaded, cgroup_ids: set[int]) -> None:

@@ -118,6 +118,10 @@ class Symbolizer:
             if len(parts) == 6 and parts[5].startswith("/"):
                 self.learn(parts[5])
 
+    def knows(self, build_id: str) -> bool:
+        with self._lock:
+            return build_id in self._by_build_id
+
     def frame(self, build_id: str, offset: int) -> Frame:
         with self._lock:
             binary = self._by_build_id.get(build_id)

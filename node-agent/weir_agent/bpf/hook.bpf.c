@@ -65,14 +65,7 @@ BPF_HASH(scope, u64, u8, 65536);
 #endif
 #if ANY_POST
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
-BPF_PERCPU_ARRAY(wakeups, u64, 1);
 BPF_TABLE("lru_hash", struct weir_rate_key, u64, rate_limits, RATE_LIMIT_ENTRIES);
-#endif
-#if ANY_USTACK
-BPF_STACK_TRACE_BUILDID(user_stacks, STACK_ENTRIES);
-#endif
-#if ANY_KSTACK
-BPF_STACK_TRACE(kernel_stacks, STACK_ENTRIES);
 #endif
 
 /* All aggregations of this program share one map per value shape; the key's
@@ -814,8 +807,10 @@ static __always_inline int fold(struct weir_scratch *sc, int value, int cgroup, 
 #if ANY_POST
 /* Send one event to user space, unless the selector's rate limit for this
  * process is spent or the ring buffer is full (both counted as dropped).
- * Wakeups are batched: the reader is woken every WAKEUP_EVERY events per CPU
- * and otherwise finds events on its next timed poll. */
+ * Stacks are copied into the event (bpf_get_stack), so every event carries its
+ * own and nothing is shared or left behind in a map. The submit uses the
+ * kernel's adaptive wakeup: the reader is woken only when it had caught up,
+ * once per batch it drains. */
 static __always_inline void post(void *ctx, struct weir_scratch *sc, int selector, u64 rate_ns,
                                  int ustack, int kstack)
 {
@@ -858,20 +853,22 @@ static __always_inline void post(void *ctx, struct weir_scratch *sc, int selecto
 #if EV_ADDRS > 1
     __builtin_memcpy(&e->addr[1], &sc->addr[1], sizeof(struct weir_addr));
 #endif
-    e->user_stack = -1;
-    e->kernel_stack = -1;
-#if ANY_USTACK
-    if (ustack)
-        e->user_stack = user_stacks.get_stackid(ctx, BPF_F_USER_STACK);
+    e->user_stack = STACK_NOT_TAKEN;
+    e->kernel_stack = STACK_NOT_TAKEN;
+#if EV_USTACK > 0
+    if (ustack) {
+        long n = bpf_get_stack(ctx, e->ustack, sizeof(e->ustack),
+                               BPF_F_USER_STACK | BPF_F_USER_BUILD_ID);
+        e->user_stack = n < 0 ? n : n / sizeof(struct bpf_stack_build_id);
+    }
 #endif
-#if ANY_KSTACK
-    if (kstack)
-        e->kernel_stack = kernel_stacks.get_stackid(ctx, 0);
+#if EV_KSTACK > 0
+    if (kstack) {
+        long n = bpf_get_stack(ctx, e->kstack, sizeof(e->kstack), 0);
+        e->kernel_stack = n < 0 ? n : n / sizeof(u64);
+    }
 #endif
-    u32 zero = 0;
-    u64 *count = wakeups.lookup(&zero);
-    u64 n = count ? ++*count : 0;
-    events.ringbuf_submit(e, n % WAKEUP_EVERY == 0 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+    events.ringbuf_submit(e, 0);
     stat_add(STAT_POSTED);
 }
 #else

@@ -158,8 +158,8 @@ struct weir_event {
     u32 pid;            /* tgid */
     u32 tid;
     u32 selector;
-    s32 user_stack;     /* stack map id, or negative (-errno / not taken) */
-    s32 kernel_stack;
+    s32 user_stack;     /* frames in ustack, -errno, or STACK_NOT_TAKEN */
+    s32 kernel_stack;   /* frames in kstack, -errno, or STACK_NOT_TAKEN */
     u32 pad;
     char comm[16];
     u64 ints[WEIR_MAX_ARGS];
@@ -168,6 +168,12 @@ struct weir_event {
 #endif
 #if EV_ADDRS > 0
     struct weir_addr addr[EV_ADDRS];
+#endif
+#if EV_USTACK > 0
+    struct bpf_stack_build_id ustack[EV_USTACK];
+#endif
+#if EV_KSTACK > 0
+    u64 kstack[EV_KSTACK];
 #endif
 };
 
