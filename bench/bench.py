@@ -172,7 +172,7 @@ class CountingSink:
 
     def write(self, text: str) -> None:
         self.bytes += len(text.encode())
-        self.lines += 1
+        self.lines += text.count("\n")
 
     def flush(self) -> None:
         pass
@@ -232,10 +232,151 @@ def restart_under_load(loop: Path, text: str) -> tuple[int, int]:
     return calls - matched, calls
 
 
+PACED_RATES = (100_000, 250_000, 500_000, 1_000_000)
+PACED_SECONDS = 2
+
+
+class WriterThread:
+    """weir's event writer as the agent runs it (epoll, batches), on its own thread;
+    accounts its CPU time."""
+
+    def __init__(self, writer: eventing.EventWriter) -> None:
+        self.writer = writer
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.cpu = 0.0
+        self.events = 0
+
+    def _run(self) -> None:
+        start, before = time.thread_time(), self.writer.written
+        self.writer.run(self.stop)
+        self.cpu = time.thread_time() - start
+        self.events = self.writer.written - before
+
+    def __enter__(self) -> WriterThread:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        time.sleep(0.3)
+        self.stop.set()
+        self.thread.join()
+
+
+class PostResults:
+    def __init__(self) -> None:
+        self.rows: dict[str, list[float]] = {}
+        self.user_cpu: dict[str, float] = {}
+        self.notes: dict[str, str] = {}
+        self.line_bytes = 0.0
+        # rate -> (weir posted, weir lost, weir user ns/event, perf received, perf lost, perf ns/event)
+        self.paced: dict[int, tuple[int, int, float, int, int, float]] = {}
+        self.ring_bytes = 0
+
+
+def post_rows(loop: Path, n: int, reps: int, ring_pages: int | None = None) -> PostResults:
+    """Post every matching close(-1) to user space: weir's ring buffer and writer (JSON to
+    a counting sink) next to bcc's default perf buffer with a Python callback, at full
+    speed and paced."""
+    out = PostResults()
+    name = "weir: Post every event (ring buffer)"
+    options = {} if ring_pages is None else {"ringbuf_pages": ring_pages}
+    with weir(policy("post", filtered=True, post=True), **options) as core:
+        out.ring_bytes = core.ringbuf_pages * 4096
+        sink = CountingSink()
+        writer = eventing.EventWriter(core=core, resolver=metadata.CgroupResolver(cgroups.CgroupIndex()),
+                                      node="bench", out=sink)  # type: ignore[arg-type]
+        with WriterThread(writer) as consumer:
+            out.rows[name] = measure(loop, n, reps)
+        counts = core.snapshot()[0].stats
+        posted, dropped = counts[loading.abi.Stat.POSTED], counts[loading.abi.Stat.RINGBUF_FULL]
+        out.user_cpu[name] = consumer.cpu / max(consumer.events, 1) * 1e9
+        out.line_bytes = sink.bytes / max(sink.lines, 1)
+        out.notes["weir post"] = (f"{posted} posted, {dropped} dropped (ring buffer full) of "
+                                  f"{counts[loading.abi.Stat.MATCHED]} at full speed; "
+                                  f"{sink.lines} lines written")
+        for rate in PACED_RATES:
+            before = dict(core.snapshot()[0].stats)
+            with WriterThread(writer) as consumer:
+                run_loop(loop, rate * PACED_SECONDS, rate)
+            after = core.snapshot()[0].stats
+            lost = after[loading.abi.Stat.RINGBUF_FULL] - before[loading.abi.Stat.RINGBUF_FULL]
+            got = after[loading.abi.Stat.POSTED] - before[loading.abi.Stat.POSTED]
+            matched = after[loading.abi.Stat.MATCHED] - before[loading.abi.Stat.MATCHED]
+            assert got + lost == matched, (got, lost, matched)
+            out.paced[rate] = (got, lost, consumer.cpu / max(consumer.events, 1) * 1e9, 0, 0, 0.0)
+
+    from bcc import BPF
+
+    perf = BPF(text=PERF_SOURCE)
+    perf_events = [0]
+
+    def on_perf(_cpu: int, data: object, _size: int) -> None:
+        e = perf["events"].event(data)
+        json.dumps({"time": e.time_ns, "cgroup": e.cgroup, "pid": e.pid, "tid": e.tid,
+                    "comm": bytes(e.comm).decode(), "args": {"fd": -1}})
+        perf_events[0] += 1
+
+    lost_perf = [0]
+    perf["events"].open_perf_buffer(on_perf, lost_cb=lambda lost: lost_perf.__setitem__(0, lost_perf[0] + lost))
+
+    def drain_perf() -> int:
+        before = perf_events[0]
+        perf.perf_buffer_poll(timeout=20)
+        return perf_events[0] - before
+
+    label = "bcc default perf buffer, every event"
+    with Consumer(drain_perf) as consumer:
+        out.rows[label] = measure(loop, n, reps)
+    out.user_cpu[label] = consumer.cpu / max(consumer.events, 1) * 1e9
+    out.notes["bcc perf"] = f"{consumer.events} received, {lost_perf[0]} lost at full speed"
+    for rate in PACED_RATES:
+        received, lost_before = perf_events[0], lost_perf[0]
+        with Consumer(drain_perf) as consumer:
+            run_loop(loop, rate * PACED_SECONDS, rate)
+        ours = out.paced[rate][:3]
+        out.paced[rate] = (*ours, perf_events[0] - received, lost_perf[0] - lost_before,
+                           consumer.cpu / max(consumer.events, 1) * 1e9)
+    perf.cleanup()
+    return out
+
+
+def render_post(post: PostResults, base: float, floor: float) -> list[str]:
+    name = "weir: Post every event (ring buffer)"
+    added = statistics.median(post.rows[name]) - base
+    lines = [
+        "",
+        f"Post, paced for {PACED_SECONDS} s per rate: weir's ring buffer ({post.ring_bytes // 2**20} MiB) "
+        "and writer (JSON lines) beside bcc's default perf buffer with a Python callback "
+        "(json.dumps per event). Consumer CPU is the consuming thread's CPU time per event.",
+        "",
+        "| paced rate | weir posted | weir lost | weir consumer ns/event | bcc perf received "
+        "| bcc perf lost | bcc perf consumer ns/event |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for rate, (got, lost, cpu, perf_got, perf_lost, perf_cpu) in post.paced.items():
+        lines.append(f"| {rate // 1000}k/s | {got:,} | {lost:,} | {cpu:.0f} | {perf_got:,} | "
+                     f"{perf_lost:,} | {perf_cpu:.0f} |")
+    lost_to_500k = sum(v[1] for r, v in post.paced.items() if r <= 500_000)
+    worst = max(v[2] for r, v in post.paced.items() if r <= 500_000)
+    lines += [
+        "",
+        "| measure | value | target |",
+        "|---|---|---|",
+        f"| events lost, paced up to 500k/s | {lost_to_500k:,} | 0 |",
+        f"| weir consumer CPU per event (worst paced rate up to 500k/s) | {worst / 1000:.2f} us | <= 2 us |",
+        f"| weir consumer CPU per event, full speed | {post.user_cpu[name] / 1000:.2f} us | <= 2 us |",
+        f"| Post added in-kernel cost / empty floor (added ns) | {added / floor:.2f}x | <= 2x |",
+    ]
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000, help="calls per repetition")
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--only", choices=["post"], help="run one section (post: Post's rows)")
+    parser.add_argument("--ring-pages", type=int, help="Post's ring buffer, in pages")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench: run as root (it loads BPF programs)", file=sys.stderr)
@@ -253,6 +394,13 @@ def main() -> int:
     rows["no program"] = measure(loop, n, reps)
     with empty_program() as b:
         rows["empty program (floor)"] = measure(loop, n, reps)
+        if args.only == "post":
+            floor = statistics.median(rows["empty program (floor)"]) - statistics.median(rows["no program"])
+            post = post_rows(loop, n, reps, args.ring_pages)
+            print("\n".join(render_post(post, statistics.median(rows["no program"]), floor)))
+            for key, value in post.notes.items():
+                print(f"- {key}: {value}")
+            return 0
         stats_enabled(True)
         before = measure(loop, n, 1)
         bpf_ns["empty program (floor)"] = bpf_ns_per_event([f.fd for f in b.funcs.values()])  # type: ignore[attr-defined]
@@ -301,54 +449,11 @@ def main() -> int:
     except (OSError, RuntimeError) as error:
         notes["bpftrace"] = f"not measured: {error}"
 
-    post_text = policy("post", filtered=True, post=True)
-    with weir(post_text) as core:
-        sink = CountingSink()
-        writer = eventing.EventWriter(core=core, resolver=metadata.CgroupResolver(cgroups.CgroupIndex()),
-                                      node="bench", out=sink)  # type: ignore[arg-type]
-        with Consumer(writer.pump) as consumer:
-            rows["weir: Post every event (ring buffer)"] = measure(loop, n, reps)
-        counts = core.snapshot()[0].stats
-        posted, dropped = counts[loading.abi.Stat.POSTED], counts[loading.abi.Stat.RINGBUF_FULL]
-        user_cpu["weir: Post every event (ring buffer)"] = consumer.cpu / max(consumer.events, 1) * 1e9
-        line_bytes = sink.bytes / max(sink.lines, 1)
-        notes["weir post"] = (f"{posted} posted, {dropped} dropped (ring buffer full) of "
-                              f"{counts[loading.abi.Stat.MATCHED]} at full speed")
-        paced: list[str] = []
-        for rate in (100_000, 500_000):
-            before = dict(core.snapshot()[0].stats)
-            with Consumer(writer.pump):
-                run_loop(loop, rate, rate)  # one second at the target rate
-            after = core.snapshot()[0].stats
-            lost = after[loading.abi.Stat.RINGBUF_FULL] - before[loading.abi.Stat.RINGBUF_FULL]
-            got = after[loading.abi.Stat.POSTED] - before[loading.abi.Stat.POSTED]
-            paced.append(f"{rate // 1000}k/s: {got} posted, {lost} lost")
-        notes["weir post paced"] = "; ".join(paced)
-
-    from bcc import BPF
-
-    perf = BPF(text=PERF_SOURCE)
-    perf_events = [0]
-
-    def on_perf(_cpu: int, data: object, _size: int) -> None:
-        e = perf["events"].event(data)
-        json.dumps({"time": e.time_ns, "cgroup": e.cgroup, "pid": e.pid, "tid": e.tid,
-                    "comm": bytes(e.comm).decode(), "args": {"fd": -1}})
-        perf_events[0] += 1
-
-    lost_perf = [0]
-    perf["events"].open_perf_buffer(on_perf, lost_cb=lambda lost: lost_perf.__setitem__(0, lost_perf[0] + lost))
-
-    def drain_perf() -> int:
-        before = perf_events[0]
-        perf.perf_buffer_poll(timeout=20)
-        return perf_events[0] - before
-
-    with Consumer(drain_perf) as consumer:
-        rows["bcc default perf buffer, every event"] = measure(loop, n, reps)
-    user_cpu["bcc default perf buffer, every event"] = consumer.cpu / max(consumer.events, 1) * 1e9
-    notes["bcc perf"] = f"{consumer.events} received, {lost_perf[0]} lost"
-    perf.cleanup()
+    post = post_rows(loop, n, reps, args.ring_pages)
+    rows.update(post.rows)
+    user_cpu.update(post.user_cpu)
+    line_bytes = post.line_bytes
+    notes.update(post.notes)
 
     # Policy edits: a new configuration (map writes and a flip: to the flip), and a new
     # shape (another argument read: compiled, verified, swapped in).
@@ -375,7 +480,7 @@ def main() -> int:
     lost, restart_calls = restart_under_load(loop, filter_text)
 
     report = render(rows, bpf_ns, user_cpu, stats_cost, line_bytes, exposition, count_error, totals,
-                    flips, shapes, known, start, rss, peak, lost, restart_calls, notes, n, reps)
+                    flips, shapes, known, start, rss, peak, lost, restart_calls, notes, n, reps, post)
     (OUT / "results.md").write_text(report)
     print(report)
     chart(rows)
@@ -383,7 +488,7 @@ def main() -> int:
 
 
 def render(rows, bpf_ns, user_cpu, stats_cost, line_bytes, exposition, count_error, totals, flips, shapes,
-           known, start, rss, peak, lost, restart_calls, notes, n, reps) -> str:  # type: ignore[no-untyped-def]
+           known, start, rss, peak, lost, restart_calls, notes, n, reps, post) -> str:  # type: ignore[no-untyped-def]
     base = statistics.median(rows["no program"])
     floor = statistics.median(rows["empty program (floor)"]) - base
     lines = [
@@ -443,6 +548,7 @@ def render(rows, bpf_ns, user_cpu, stats_cost, line_bytes, exposition, count_err
         f"| engine RSS with 10 policies (peak during compiles) | {rss:.0f} MB ({peak:.0f} MB) | "
         f"<= 150 MB (250 MB) |",
     ]
+    lines += render_post(post, base, floor)
     lines += ["", *(f"- {k}: {v}" for k, v in notes.items())]
     return "\n".join(lines) + "\n"
 

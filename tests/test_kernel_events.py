@@ -250,3 +250,103 @@ def test_a_posted_socket_argument_carries_both_addresses(core) -> None:  # type:
             sort_keys=True,
         )
     }
+
+
+# 2^17 call paths: the function at depth L (1..17) is weir_b when bit L-1 of the path is
+# set, else weir_a; the deepest calls weir_leaf, which calls the probed weir_hit. Every
+# STEP calls it waits for a line on stdin, so the test sets the pace, not the clock.
+PATHS = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#define LEVELS 17
+__attribute__((noinline)) void weir_hit(long path) { __asm__ volatile("" ::: "memory"); }
+__attribute__((noinline)) void weir_leaf(long path) { weir_hit(path); __asm__ volatile(""); }
+__attribute__((noinline)) void weir_a(long path, int level);
+__attribute__((noinline)) void weir_b(long path, int level);
+void weir_a(long path, int level) {
+    if (level == LEVELS) weir_leaf(path);
+    else if ((path >> level) & 1) weir_b(path, level + 1);
+    else weir_a(path, level + 1);
+    __asm__ volatile("");
+}
+void weir_b(long path, int level) {
+    if (level == LEVELS) weir_leaf(path);
+    else if ((path >> level) & 1) weir_b(path, level + 1);
+    else weir_a(path, level + 1);
+    __asm__ volatile("");
+}
+int main(int argc, char **argv) {
+    long n = atol(argv[1]), step = atol(argv[2]);
+    char line[8];
+    for (long p = 0; p < n; p++) {
+        if (p % step == 0 && !fgets(line, sizeof line, stdin)) return 1;
+        if (p & 1) weir_b(p, 1); else weir_a(p, 1);
+    }
+    return 0;
+}
+"""
+DISTINCT_STACKS = 100_000
+STEP = 5_000
+
+
+def test_a_hundred_thousand_distinct_stacks_are_all_posted_and_symbolised(
+    kernel: None, tmp_path: Path
+) -> None:
+    # Stacks travel in each event (bpf_get_stack), so no stack map fills up: every one of
+    # 100,000 different call paths arrives, whole, and names its functions.
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the program of many call paths")
+    (tmp_path / "paths.c").write_text(PATHS)
+    binary = tmp_path / "weir-paths"
+    build = ["gcc", "-O0", "-fno-omit-frame-pointer", "-o", str(binary), str(tmp_path / "paths.c")]
+    subprocess.run(build, check=True)
+    spec = {
+        "uprobes": [
+            {
+                "path": str(binary),
+                "symbol": "weir_hit",
+                "args": [{"index": 0, "type": "long", "label": "path"}],
+                "selectors": [{"matchActions": [{"action": "Post", "userStackTrace": True}]}],
+            }
+        ]
+    }
+    big = engine.Engine(node_name="n1", ringbuf_pages=4096)  # 16 MiB: STEP stacks fit
+    try:
+        apply(big, policy_yaml("paths", yaml.safe_dump(spec)))
+        out = io.StringIO()
+        resolver = metadata.CgroupResolver(cgroups.CgroupIndex())
+        events = eventing.EventWriter(core=big, resolver=resolver, node="n1", out=out)
+        work = subprocess.Popen(
+            [str(binary), str(DISTINCT_STACKS), str(STEP)], stdin=subprocess.PIPE, text=True
+        )
+        assert work.stdin is not None
+        seen: set[int] = set()
+        for done in range(0, DISTINCT_STACKS, STEP):
+            work.stdin.write("go\n")
+            work.stdin.flush()
+            quiet = 0
+            while events.written < done + STEP:
+                big.wait_events(1.0)
+                quiet = 0 if events.pump() else quiet + 1
+                assert work.poll() in (None, 0), "the workload failed"
+                assert quiet < 30, (events.written, stats(big, "paths"))
+            for line in out.getvalue().splitlines():
+                event = json.loads(line)
+                functions = [frame["function"] for frame in event["userStack"]]
+                # At a function's entry the kernel adds the caller from the stack pointer.
+                assert functions[:2] == ["weir_hit", "weir_leaf"], functions
+                assert functions[19] == "main", functions
+                levels = functions[2:19]  # depth 17 first
+                assert set(levels) <= {"weir_a", "weir_b"}, functions
+                path = sum(1 << (17 - 1 - n) for n, name in enumerate(levels) if name == "weir_b")
+                assert event["args"]["path"] == path
+                seen.add(path)
+            out.seek(0)
+            out.truncate()
+        work.stdin.close()
+        assert work.wait(timeout=30) == 0
+        assert seen == set(range(DISTINCT_STACKS))
+        counts = stats(big, "paths")
+        assert (counts["matched"], counts["posted"]) == (DISTINCT_STACKS, DISTINCT_STACKS)
+    finally:
+        big.close()

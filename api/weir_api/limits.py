@@ -39,7 +39,7 @@ POLICY_MEMORY_BUDGET = 128 * 2**20
 # exists): the 48-byte key, the value and the hash element's own ~48 bytes.
 SERIES_BYTES = {"count": 112, "sum": 112, "histogram": 48 + 8 + 8 + 66 * 8 + 48}
 # Per posting hook: the ring buffer (pages of 4 KiB) and the rate-limit LRU (preallocated).
-RINGBUF_PAGES = 256
+RINGBUF_PAGES = 512  # 2 MiB: the agent's default (--ring-buffer-size)
 RATE_LIMIT_ENTRIES = 16_384
 RATE_LIMIT_BYTES = 64  # per entry: key, value and element
 # Stacks travel in the event itself: the innermost frames, up to these many.

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument(
         "--ring-buffer-size",
         type=_ring_size,
-        default=_ring_size("4Mi"),
+        default=_ring_size("2Mi"),
         metavar="SIZE",
         help="each posting hook's ring buffer (a power of two, 4Ki or more; locked kernel "
         "memory, charged to the agent's cgroup)",

@@ -41,7 +41,7 @@ HOOK_SOURCE = "hook.bpf.c"
 STUB_SOURCE = "stub.bpf.c"
 EXEC_SOURCE = "exec.bpf.c"
 MASK64 = (1 << 64) - 1
-RINGBUF_PAGES = limits.RINGBUF_PAGES  # 1 MiB per posting program (a power of two)
+RINGBUF_PAGES = limits.RINGBUF_PAGES  # per posting program (a power of two)
 STRING_KINDS = frozenset(
     {Kind.STR_PTR, Kind.STR_DATALOC, Kind.STR_INLINE, Kind.CHAR_BUF, Kind.FILE, Kind.PATH, Kind.FD}
 )

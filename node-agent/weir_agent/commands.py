@@ -264,7 +264,7 @@ def agent(
     node: str,
     events_file_max_size: int = 0,
     events_file_backups: int = 3,
-    ring_buffer_size: int = 4 * 2**20,
+    ring_buffer_size: int = 2 * 2**20,
     interval: float,
     table: bool,
     stall_seconds: float = 120.0,

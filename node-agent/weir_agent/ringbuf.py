@@ -21,13 +21,11 @@ from __future__ import annotations
 import mmap
 import os
 import select
-import struct
 
 BUSY = 1 << 31
 DISCARD = 1 << 30
 HEADER = 8
 PAGE = os.sysconf("SC_PAGE_SIZE")
-_POS = struct.Struct("<Q")
 
 
 def record_stride(size: int) -> int:
@@ -51,10 +49,15 @@ class RingReader:
             map_fd, PAGE + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=PAGE
         )
         self._data = memoryview(self._producer)[PAGE:]
+        # The positions as one aligned 64-bit word each: loads and stores of a whole word
+        # (struct's byte-at-a-time packing could tear them, and a torn consumer position
+        # makes the kernel see a full ring).
+        self._consumer_pos = memoryview(self._consumer).cast("Q")
+        self._producer_pos = memoryview(self._producer)[:8].cast("Q")
 
     def positions(self) -> tuple[int, int]:
         """(consumer, producer) positions: bytes ever read and ever reserved."""
-        return _POS.unpack_from(self._consumer, 0)[0], _POS.unpack_from(self._producer, 0)[0]
+        return self._consumer_pos[0], self._producer_pos[0]
 
     def read(self, *, copy: bool = True) -> tuple[bytes, int]:
         """Take every committed record up to the first one still being written:
@@ -82,10 +85,12 @@ class RingReader:
         if not done:
             return b"", 0
         data = bytes(self._data[start : start + done * self.stride]) if copy else b""
-        _POS.pack_into(self._consumer, 0, consumer + done * self.stride)
+        self._consumer_pos[0] = consumer + done * self.stride
         return data, done
 
     def close(self) -> None:
+        self._consumer_pos.release()
+        self._producer_pos.release()
         self._data.release()
         self._producer.close()
         self._consumer.close()
