@@ -480,3 +480,83 @@ def test_tetragon_style_policies_verify_or_say_why_not(kernel: None) -> None:
         "spec.kprobes[0].selectors[0].matchActions[0].action: enforcement is not supported: "
         "weir observes; remove action Sigkill"
     ) in enforce.stderr
+
+
+def test_the_agent_writes_posted_events_to_a_rotated_file(kernel: None, tmp_path: Path) -> None:
+    # The role as run: `weir agent` with a small ring buffer and a file rotated by size;
+    # every posted event is in the files, none of which passed the size.
+    offset = 7_700_000_123
+    spec = {
+        "tracepoints": [
+            {
+                "subsystem": "syscalls",
+                "event": "sys_enter_lseek",
+                "args": [{"field": "offset", "type": "long", "label": "offset"}],
+                "selectors": [
+                    {
+                        "matchArgs": [
+                            {"label": "offset", "operator": "Equal", "values": [str(offset)]}
+                        ],
+                        "matchActions": [{"action": "Post"}],
+                    }
+                ],
+            }
+        ]
+    }
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "seeks.yaml").write_text(policy_yaml("seeks", yaml.safe_dump(spec)))
+    events_file = tmp_path / "events" / "events.jsonl"
+    port = free_port()
+    agent = subprocess.Popen(
+        [
+            *WEIR,
+            "agent",
+            "--policies",
+            str(policies),
+            "--metrics-addr",
+            f"127.0.0.1:{port}",
+            "--events-file",
+            str(events_file),
+            "--events-file-max-size",
+            "4Ki",
+            "--events-file-backups",
+            "9",
+            "--ring-buffer-size",
+            "64Ki",
+            "--interval",
+            "0.3",
+            "--no-table",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        posted = (("hook", "tracepoint:syscalls:sys_enter_lseek"), ("policy", "seeks"))
+        wait_for(lambda: scrape_http(port)["weir_program_verified"][posted] == 1.0, "verified")
+        seeker = "import os\nfd = os.open('/dev/null', os.O_RDONLY)\n"
+        seeker += f"for _ in range(40):\n    os.lseek(fd, {offset}, 0)\n"
+        subprocess.run([sys.executable, "-c", seeker], check=True)
+
+        def written() -> list[dict[str, object]] | None:
+            found = [
+                json.loads(line)
+                for path in events_file.parent.iterdir()
+                for line in path.read_text().splitlines()
+            ]
+            return found if len(found) == 40 else None
+
+        lines = wait_for(written, "40 events in the files")
+        assert {e["args"]["offset"] for e in lines} == {offset}  # type: ignore[index]
+        assert len({e["pid"] for e in lines}) == 1
+        files = sorted(p.name for p in events_file.parent.iterdir())
+        assert files[0] == "events.jsonl" and len(files) >= 3, files
+        assert all(p.stat().st_size <= 4096 for p in events_file.parent.iterdir())
+        stage = (*posted, ("stage", "posted"))
+        assert scrape_http(port)["weir_policy_events_total"][stage] == 40.0
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        output, _ = agent.communicate(timeout=60)
+    assert agent.returncode == 0, output

@@ -94,7 +94,7 @@ def table() -> list[tuple[str, str, str]]:
         (
             "kernel memory per policy",
             f"{POLICY_MEMORY_BUDGET // 2**20} MiB",
-            "the worst case of its maps: series, ring buffers, stacks (operator)",
+            "the worst case of its maps: series, ring buffers, rate limits (operator)",
         ),
     ]
 

@@ -36,11 +36,18 @@ class RotatingFile:
         self.size = self._file.tell()
 
     def write(self, text: str) -> int:
+        """Write whole lines; the file is rotated between lines, never inside one."""
         size = len(text.encode())
-        if self.max_bytes and self.size and self.size + size > self.max_bytes:
-            self._rotate()
-        self._file.write(text)
-        self.size += size
+        if not self.max_bytes or self.size + size <= self.max_bytes:
+            self._file.write(text)
+            self.size += size
+            return size
+        for line in text.splitlines(keepends=True):
+            length = len(line.encode())
+            if self.size and self.size + length > self.max_bytes:
+                self._rotate()
+            self._file.write(line)
+            self.size += length
         return size
 
     def _rotate(self) -> None:
