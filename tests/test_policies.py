@@ -373,7 +373,7 @@ def test_rules_that_would_pass_the_memory_budget_are_refused_with_the_numbers() 
         (
             "huge",
             [
-                "spec.maxSeries: the policy's maps could take 719 MiB, past the budget of "
+                "spec.maxSeries: the policy's maps could take 720 MiB, past the budget of "
                 "128 MiB per policy; this rule's series take up to 610.4 MiB (640 B per series "
                 "per hook); lower maxSeries, or fold fewer hooks (spec.hook)"
             ],
@@ -381,7 +381,7 @@ def test_rules_that_would_pass_the_memory_budget_are_refused_with_the_numbers() 
         (
             "counts",
             [
-                "spec.maxSeries: the policy's maps could take 719 MiB, past the budget of "
+                "spec.maxSeries: the policy's maps could take 720 MiB, past the budget of "
                 "128 MiB per policy; this rule's series take up to 106.8 MiB (112 B per series "
                 "per hook); lower maxSeries, or fold fewer hooks (spec.hook)"
             ],
@@ -391,7 +391,7 @@ def test_rules_that_would_pass_the_memory_budget_are_refused_with_the_numbers() 
         TracingPolicy.model_validate(labelled).spec,
         [("huge", AggregationRule.model_validate(huge).spec)],
     )
-    assert parts == {"huge": 1_000_001 * 640} and total == parts["huge"] + 256 * 4096 + 16_384 * 64
+    assert parts == {"huge": 1_000_001 * 640} and total == parts["huge"] + 512 * 4096 + 16_384 * 64
 
 
 def test_a_hook_folds_at_most_four_rules_the_rest_are_refused_with_the_count() -> None:
