@@ -40,13 +40,7 @@ def posting_program(action: dict[str, Any]) -> Any:
 
 def record(program: Any, **values: Any) -> bytes:
     """One ring buffer record (header, struct weir_event, padding) of ``program``."""
-    flags = dict(program.flags)
-    layout = abi.event_type(
-        strings=int(flags["EV_STRS"]),
-        addresses=int(flags["EV_ADDRS"]),
-        user_frames=int(flags["EV_USTACK"]),
-        kernel_frames=int(flags["EV_KSTACK"]),
-    )
+    layout = abi.event_type(dict(program.flags))
     event: Any = layout()
     event.user_stack = event.kernel_stack = abi.STACK_NOT_TAKEN
     for name, value in values.items():

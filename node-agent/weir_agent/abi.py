@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import enum
 import ipaddress
+from collections.abc import Mapping
 from typing import Any
 
 from weir_api import limits
@@ -222,15 +223,15 @@ class BuildIdFrame(ctypes.Structure):
     ]
 
 
-def event_type(
-    *, strings: int, addresses: int, user_frames: int = 0, kernel_frames: int = 0
-) -> type[ctypes.Structure]:
-    """``struct weir_event`` of weir.h for a program with these EV_STRS / EV_ADDRS /
-    EV_USTACK / EV_KSTACK.
+def event_type(flags: Mapping[str, int | str]) -> type[ctypes.Structure]:
+    """``struct weir_event`` of weir.h for a program with these flags (EV_STRS, EV_ADDRS,
+    EV_USTACK, EV_KSTACK; a missing one is 0).
 
     bcc cannot derive a ctypes type for the event's two-dimensional ``char str[][]``, so
-    the layout is spelled here; ``loading`` checks every event's size against it, so a
+    the layout is spelled here; ``ringbuf`` checks every record's size against it, so a
     drift between this and weir.h fails loudly on the first event, never decodes garbage."""
+    strings, addresses = int(flags.get("EV_STRS", 0)), int(flags.get("EV_ADDRS", 0))
+    user_frames, kernel_frames = int(flags.get("EV_USTACK", 0)), int(flags.get("EV_KSTACK", 0))
 
     class Addr(ctypes.Structure):
         _fields_ = [

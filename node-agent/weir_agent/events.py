@@ -121,12 +121,7 @@ def layout(program: Program, *, node: str) -> Layout:
         fmt += f"{kernel_frames * 8}s"
         kernel_at, fields = fields, fields + 1
     size = struct.calcsize(fmt) - ringbuf.HEADER
-    event = abi.event_type(
-        strings=strings,
-        addresses=addresses,
-        user_frames=user_frames,
-        kernel_frames=kernel_frames,
-    )
+    event = abi.event_type(flags)
     if size != ctypes.sizeof(event):
         raise RuntimeError(
             f"events.layout: {size} bytes where abi.event_type has {ctypes.sizeof(event)}"

@@ -1061,14 +1061,7 @@ def start_exec_tracker(*, proc: Path = Path("/proc")) -> ExecTracker:
 # --- posted events and stacks ------------------------------------------------------------
 def event_size(program: Program) -> int:
     """sizeof(struct weir_event) for a posting program (what each ring record holds)."""
-    flags = dict(program.flags)
-    layout = abi.event_type(
-        strings=int(flags["EV_STRS"]),
-        addresses=int(flags["EV_ADDRS"]),
-        user_frames=int(flags.get("EV_USTACK", 0)),
-        kernel_frames=int(flags.get("EV_KSTACK", 0)),
-    )
-    return ctypes.sizeof(layout)
+    return ctypes.sizeof(abi.event_type(dict(program.flags)))
 
 
 def open_ring(loaded: Loaded) -> ringbuf.RingReader:
