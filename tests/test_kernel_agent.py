@@ -19,6 +19,7 @@ import yaml
 
 from agenthelpers import openat_policy, policy_yaml, rule_yaml, scrape_http
 from conftest import EXAMPLES, ROOT, free_port
+from test_kernel_events import BASE, lseek_post, seek_in_new_process
 
 WEIR = [sys.executable, "-m", "weir_cli.main"]
 
@@ -485,27 +486,9 @@ def test_tetragon_style_policies_verify_or_say_why_not(kernel: None) -> None:
 def test_the_agent_writes_posted_events_to_a_rotated_file(kernel: None, tmp_path: Path) -> None:
     # The role as run: `weir agent` with a small ring buffer and a file rotated by size;
     # every posted event is in the files, none of which passed the size.
-    offset = 7_700_000_123
-    spec = {
-        "tracepoints": [
-            {
-                "subsystem": "syscalls",
-                "event": "sys_enter_lseek",
-                "args": [{"field": "offset", "type": "long", "label": "offset"}],
-                "selectors": [
-                    {
-                        "matchArgs": [
-                            {"label": "offset", "operator": "Equal", "values": [str(offset)]}
-                        ],
-                        "matchActions": [{"action": "Post"}],
-                    }
-                ],
-            }
-        ]
-    }
     policies = tmp_path / "policies"
     policies.mkdir()
-    (policies / "seeks.yaml").write_text(policy_yaml("seeks", yaml.safe_dump(spec)))
+    (policies / "seeks.yaml").write_text(lseek_post("seeks", {"action": "Post"}))
     events_file = tmp_path / "events" / "events.jsonl"
     port = free_port()
     agent = subprocess.Popen(
@@ -536,9 +519,7 @@ def test_the_agent_writes_posted_events_to_a_rotated_file(kernel: None, tmp_path
     try:
         posted = (("hook", "tracepoint:syscalls:sys_enter_lseek"), ("policy", "seeks"))
         wait_for(lambda: scrape_http(port)["weir_program_verified"][posted] == 1.0, "verified")
-        seeker = "import os\nfd = os.open('/dev/null', os.O_RDONLY)\n"
-        seeker += f"for _ in range(40):\n    os.lseek(fd, {offset}, 0)\n"
-        subprocess.run([sys.executable, "-c", seeker], check=True)
+        seek_in_new_process(40)
 
         def written() -> list[dict[str, object]] | None:
             found = [
@@ -549,7 +530,7 @@ def test_the_agent_writes_posted_events_to_a_rotated_file(kernel: None, tmp_path
             return found if len(found) == 40 else None
 
         lines = wait_for(written, "40 events in the files")
-        assert {e["args"]["offset"] for e in lines} == {offset}  # type: ignore[index]
+        assert {e["args"]["offset"] for e in lines} == {BASE}  # type: ignore[index]
         assert len({e["pid"] for e in lines}) == 1
         files = sorted(p.name for p in events_file.parent.iterdir())
         assert files[0] == "events.jsonl" and len(files) >= 3, files
