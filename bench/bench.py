@@ -139,21 +139,22 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
 
 
 class Consumer:
-    """Runs a drain function on a thread and accounts its CPU time and events."""
+    """A consumer on its own thread, with its CPU time and events accounted: ``run(stop)``
+    consumes until ``stop`` is set, ``total()`` counts the events consumed so far."""
 
-    def __init__(self, drain: Callable[[], int]) -> None:
-        self.drain = drain
-        self.events = 0
+    def __init__(self, run: Callable[[threading.Event], None], total: Callable[[], int]) -> None:
+        self.run = run
+        self.total = total
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.cpu = 0.0
+        self.events = 0
 
     def _run(self) -> None:
-        start = time.thread_time()
-        while not self.stop.is_set():
-            self.events += self.drain()
-        self.events += self.drain()
+        start, before = time.thread_time(), self.total()
+        self.run(self.stop)
         self.cpu = time.thread_time() - start
+        self.events = self.total() - before
 
     def __enter__(self) -> Consumer:
         self.thread.start()
@@ -163,6 +164,17 @@ class Consumer:
         time.sleep(0.3)
         self.stop.set()
         self.thread.join()
+
+
+def draining(drain: Callable[[], int]) -> Callable[[threading.Event], None]:
+    """A consumer's run that calls ``drain`` until stopped, and once more."""
+
+    def run(stop: threading.Event) -> None:
+        while not stop.is_set():
+            drain()
+        drain()
+
+    return run
 
 
 class CountingSink:
@@ -236,33 +248,6 @@ PACED_RATES = (100_000, 250_000, 500_000, 1_000_000)
 PACED_SECONDS = 2
 
 
-class WriterThread:
-    """weir's event writer as the agent runs it (epoll, batches), on its own thread;
-    accounts its CPU time."""
-
-    def __init__(self, writer: eventing.EventWriter) -> None:
-        self.writer = writer
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.cpu = 0.0
-        self.events = 0
-
-    def _run(self) -> None:
-        start, before = time.thread_time(), self.writer.written
-        self.writer.run(self.stop)
-        self.cpu = time.thread_time() - start
-        self.events = self.writer.written - before
-
-    def __enter__(self) -> WriterThread:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        time.sleep(0.3)
-        self.stop.set()
-        self.thread.join()
-
-
 class PostResults:
     def __init__(self) -> None:
         self.rows: dict[str, list[float]] = {}
@@ -286,7 +271,7 @@ def post_rows(loop: Path, n: int, reps: int, ring_pages: int | None = None) -> P
         sink = CountingSink()
         writer = eventing.EventWriter(core=core, resolver=metadata.CgroupResolver(cgroups.CgroupIndex()),
                                       node="bench", out=sink)  # type: ignore[arg-type]
-        with WriterThread(writer) as consumer:
+        with Consumer(writer.run, lambda: writer.written) as consumer:
             out.rows[name] = measure(loop, n, reps)
         counts = core.snapshot()[0].stats
         posted, dropped = counts[loading.abi.Stat.POSTED], counts[loading.abi.Stat.RINGBUF_FULL]
@@ -297,7 +282,7 @@ def post_rows(loop: Path, n: int, reps: int, ring_pages: int | None = None) -> P
                                   f"{sink.lines} lines written")
         for rate in PACED_RATES:
             before = dict(core.snapshot()[0].stats)
-            with WriterThread(writer) as consumer:
+            with Consumer(writer.run, lambda: writer.written) as consumer:
                 run_loop(loop, rate * PACED_SECONDS, rate)
             after = core.snapshot()[0].stats
             lost = after[loading.abi.Stat.RINGBUF_FULL] - before[loading.abi.Stat.RINGBUF_FULL]
@@ -326,13 +311,13 @@ def post_rows(loop: Path, n: int, reps: int, ring_pages: int | None = None) -> P
         return perf_events[0] - before
 
     label = "bcc default perf buffer, every event"
-    with Consumer(drain_perf) as consumer:
+    with Consumer(draining(drain_perf), lambda: perf_events[0]) as consumer:
         out.rows[label] = measure(loop, n, reps)
     out.user_cpu[label] = consumer.cpu / max(consumer.events, 1) * 1e9
     out.notes["bcc perf"] = f"{consumer.events} received, {lost_perf[0]} lost at full speed"
     for rate in PACED_RATES:
         received, lost_before = perf_events[0], lost_perf[0]
-        with Consumer(drain_perf) as consumer:
+        with Consumer(draining(drain_perf), lambda: perf_events[0]) as consumer:
             run_loop(loop, rate * PACED_SECONDS, rate)
         ours = out.paced[rate][:3]
         out.paced[rate] = (*ours, perf_events[0] - received, lost_perf[0] - lost_before,
