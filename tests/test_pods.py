@@ -144,6 +144,7 @@ class PodCluster:
         self.kubeconfig = tmp / "kubeconfig"
         self.kubeconfig.write_text(kubeconfig(self.port, ca=str(ca), token=admin))
         self.pods: list[Path] = []
+        self.stopped_logs: dict[str, str] = {}  # role -> the last stopped pod's log tail
         self.suffix = uuid.uuid4().hex[:6]
 
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
@@ -202,10 +203,13 @@ class PodCluster:
         self._down(path)
         self.pods.remove(path)
 
-    @staticmethod
-    def _down(path: Path) -> None:
-        # SIGTERM and a grace period first, as the kubelet does (`kube down` alone kills).
+    def _down(self, path: Path) -> None:
+        # SIGTERM and a grace period first, as the kubelet does (`kube down` alone kills);
+        # what the containers logged is kept for the assertions that follow.
         podman("pod", "stop", "--time", "30", path.stem, check=False, timeout=120)
+        for role in ("operator", "agent"):
+            if path.stem.startswith(f"weir-{role}-"):
+                self.stopped_logs[role] = self.logs(path.stem, role)
         podman("kube", "down", str(path), check=False, timeout=120)
 
     def uninstall(self) -> None:
@@ -404,7 +408,8 @@ def test_chart_pods_count_exactly_and_report_ready(pods: PodCluster, security: l
         )
         # An uninstall: the DaemonSet goes, the agent detaches and removes its pins.
         pods.uninstall()
-        assert not PINS.exists() or not any(PINS.iterdir())
+        left = sorted(str(p.relative_to(PINS)) for p in PINS.rglob("*")) if PINS.exists() else []
+        assert not left, f"pins left after the uninstall: {left}\n" + pods.stopped_logs["agent"]
     finally:
         for path in (data / "f", data / "posted" / "p"):
             path.unlink(missing_ok=True)
