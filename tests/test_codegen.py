@@ -459,3 +459,72 @@ def test_file_and_fd_args_take_string_slots_and_the_path_layout() -> None:
         int(abi.Op.DPORT),
     )
     assert generated.programs[1].seeds.ranges == ((0, 0, 1023),)
+
+
+def test_a_duration_starts_a_clock_on_one_hook_and_folds_it_on_another() -> None:
+    enter, exit_ = (
+        {"subsystem": "syscalls", "event": f"sys_{side}_openat", "args": args}
+        for side, args in (
+            ("enter", [{"field": "flags", "type": "int", "label": "flags"}]),
+            ("exit", []),
+        )
+    )
+    start = {"hook": "tracepoint:syscalls:sys_enter_openat", "key": "arg:flags"}
+    end_hook = "tracepoint:syscalls:sys_exit_openat"
+    policy = documents.parse_object(
+        {
+            "apiVersion": "weir.dev/v1alpha1",
+            "kind": "TracingPolicy",
+            "metadata": {"name": "p"},
+            "spec": {"tracepoints": [enter, exit_]},
+        },
+        source="t",
+    ).obj
+    rules = [
+        documents.parse_object(
+            {
+                "apiVersion": "weir.dev/v1alpha1",
+                "kind": "AggregationRule",
+                "metadata": {"name": name},
+                "spec": {
+                    "policyRef": {"name": "p"},
+                    "hook": end_hook,
+                    "value": {"type": "duration", "start": start, **value},
+                    "metric": {"name": name},
+                },
+            },
+            source="r",
+        ).obj
+        for name, value in (
+            ("latency", {"buckets": {"type": "explicit", "bounds": [0.001, 2]}}),
+            ("total", {"output": "counter", "key": "process"}),
+        )
+    ]
+    assert isinstance(policy, TracingPolicy)
+    exit_format = parse_format("field:long ret;\toffset:16;\tsize:8;\tsigned:1;\n")
+    generated = codegen.generate(
+        policy,
+        [r for r in rules if isinstance(r, AggregationRule)],
+        layouts={"tracepoint:syscalls:sys_enter_openat": OPENAT, end_hook: exit_format},
+    )
+    assert not generated.problems, generated.problems
+    starter, ender = (dict(p.flags) for p in generated.programs)
+    pair = codegen.clock_pair("p", start["hook"], start["key"])
+    # The start hook records under the pair, keyed by its flags argument (slot 0).
+    assert (starter["MK0_KEY"], starter["MK0_ARG"]) == (abi.Clock.ARG, 0)
+    assert codegen._flag_int(starter["MK0_ID"]) == pair
+    assert (starter["MK1_KEY"], starter["USE_STARTS"]) == (abi.Clock.NONE, 1)
+    # The end hook looks the same pair up by thread (default) or process, and folds the
+    # nanoseconds: a histogram with bounds in ns, or a sum exported as seconds.
+    assert (ender["AGG0_DUR"], ender["AGG1_DUR"]) == (abi.Clock.THREAD, abi.Clock.PROCESS)
+    assert {codegen._flag_int(ender[f"AGG{n}_DID"]) for n in (0, 1)} == {pair}
+    assert (ender["AGG0_VALUE"], ender["AGG1_VALUE"]) == (
+        abi.ValueKind.HIST_EXPLICIT,
+        abi.ValueKind.SUM,
+    )
+    latency, total = generated.programs[1].aggregations
+    assert latency.bounds == (1_000_000, 2_000_000_000)
+    assert (latency.seconds, total.seconds) == (True, True)
+    assert (ender["MK0_KEY"], ender["USE_STARTS"]) == (abi.Clock.NONE, 1)
+    # Durations are configuration: the pair, key and value are config fields.
+    assert all(codegen.CONFIG_FLAG.match(n) for n in ("MK0_ID", "AGG0_DID", "AGG1_DUR"))

@@ -104,7 +104,7 @@ def example_objects() -> list[dict[str, Any]]:
 
 def test_examples_pass_every_cel_rule() -> None:
     objects = example_objects()
-    assert len(objects) == 8
+    assert len(objects) == 10
     for obj in objects:
         schema = schema_of(obj["kind"])
         assert cel_failures(schema, apply_defaults(schema, obj)) == [], obj["metadata"]["name"]

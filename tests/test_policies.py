@@ -22,10 +22,12 @@ def test_every_example_parses_and_cross_checks(examples: list[Path]) -> None:
     assert [p.problems for p in parsed] == [()] * len(parsed)
     kinds = sorted((p.kind, p.name) for p in parsed)
     assert kinds == [
+        ("AggregationRule", "cpu-time"),
         ("AggregationRule", "egress-bytes"),
         ("AggregationRule", "egress-bytes-kprobe"),
         ("AggregationRule", "file-opens-etc"),
         ("AggregationRule", "segfaults"),
+        ("TracingPolicy", "cpu-time"),
         ("TracingPolicy", "egress-bytes"),
         ("TracingPolicy", "egress-bytes-kprobe"),
         ("TracingPolicy", "file-opens-etc"),
@@ -295,6 +297,53 @@ def test_aggregation_rule_checks() -> None:
             }
         )
     ) == ["spec.value.buckets.bounds: must be strictly increasing"]
+
+
+def test_duration_rule_checks() -> None:
+    hook = "tracepoint:syscalls:sys_enter_openat"
+    duration = {"type": "duration", "start": {"hook": hook}}
+    assert cross(rule(hook=hook, value=duration)) == []
+    assert cross(rule(value=duration)) == [
+        "spec.hook: a duration needs hook: the hook that stops the clock"
+    ]
+    assert cross(rule(hook=hook, value={"type": "duration"})) == [
+        "spec.value: a duration needs start: the hook that starts the clock"
+    ]
+    assert cross(rule(hook=hook, value={**duration, "arg": "flags"})) == [
+        "spec.value: a duration measures time; drop arg"
+    ]
+    assert cross(rule(hook=hook, value={"type": "count", "output": "counter"})) == [
+        "spec.value: start, key and output apply to duration only"
+    ]
+    assert cross(rule(hook=hook, value={**duration, "start": {"hook": "kprobe:nope"}})) == [
+        "spec.value.start.hook: policy 'p' has no hook 'kprobe:nope'; its hooks are: " + hook
+    ]
+    assert cross(rule(hook=hook, value={**duration, "key": "arg:path"})) == [
+        "spec.value.key: a duration's key is an integer arg; 'path' is filename"
+    ]
+    assert cross(rule(hook=hook, value={**duration, "start": {"hook": hook, "key": "arg:x"}})) == [
+        f"spec.value.start.key: hook {hook} has no arg labelled 'x'"
+    ]
+    assert cross(rule(hook=hook, value={**duration, "key": "tid"})) == [
+        "spec.value.key: 'tid' is not valid here: write thread, process or arg:LABEL (an "
+        "integer argument, e.g. arg:next_pid)"
+    ]
+    # Explicit bounds: seconds for a duration, whole numbers for an argument's values.
+    seconds = {"type": "explicit", "bounds": [0.001, 0.5, 2]}
+    assert cross(rule(hook=hook, value={**duration, "buckets": seconds})) == []
+    assert cross(rule(hook=hook, value={**duration, "buckets": {**seconds, "bounds": [0]}})) == [
+        "spec.value.buckets.bounds: a duration's bounds are seconds, above 0 and below 9.2e9 "
+        "(0.005 is 5 ms)"
+    ]
+    assert cross(rule(value={"type": "histogram", "arg": "flags", "buckets": seconds})) == [
+        "spec.value.buckets.bounds: the bounds of an argument's histogram are whole numbers "
+        "(64-bit); fractions are for a duration's seconds"
+    ]
+    counter = {**duration, "output": "counter", "buckets": seconds}
+    assert cross(rule(hook=hook, value=counter)) == [
+        "spec.value: buckets apply to histograms only (histogram, or duration with output "
+        "histogram)"
+    ]
 
 
 def test_models_round_trip_on_the_wire(examples: list[Path]) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 
 from weir_api import API_VERSION, limits
 from weir_api.meta import Model, cel
@@ -33,6 +33,9 @@ GROUP_BY_PATTERN = (
     r"^(namespace|pod|container|workload|node|binary|(arg|addressClass):[a-z_][a-z0-9_]*)$"
 )
 METRIC_NAME_PATTERN = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
+# What a duration's clock is keyed by on each side: the current thread, its process, or
+# an integer argument's value (a pid, a socket cookie, an fd).
+DURATION_KEY_PATTERN = r"^(thread|process|arg:[a-z_][a-z0-9_]*)$"
 RESERVED_SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
 # Families the agent exports about itself; a rule may not take their names.
 RESERVED_PREFIXES = ("weir_policy_", "weir_program_", "weir_agent_", "weir_operator_")
@@ -67,10 +70,30 @@ class Buckets(Model):
         description="exp2: powers of two (1, 2, 4, ... 2^63), computed in the kernel with no "
         "loop. explicit: the upper bounds in `bounds`.",
     )
-    bounds: list[int] = Field(
+    bounds: list[Annotated[int | float, WithJsonSchema({"type": "number"})]] = Field(
         default_factory=list,
         max_length=limits.MAX_BUCKETS,
-        description="explicit only: strictly increasing upper bounds (le), +Inf is implied.",
+        description="explicit only: strictly increasing upper bounds (le), +Inf is implied. "
+        "Whole numbers for an argument's value; seconds for a duration (0.005 is 5 ms).",
+    )
+
+
+class DurationStart(Model):
+    """Where a duration's clock starts: another hook of the same policy."""
+
+    hook: str = Field(
+        max_length=4200,
+        description="The hook that starts the clock, by id (as spec.hook): its matching "
+        "calls record the time under their key. It may be this rule's own hook (e.g. "
+        "sched_switch: the task switched out stops its clock, the one switched in starts "
+        "its own).",
+    )
+    key: str = Field(
+        default="thread",
+        max_length=80,
+        pattern=DURATION_KEY_PATTERN,
+        description="What the start is recorded under: thread (default), process, or "
+        "arg:LABEL (an integer argument of the start hook, e.g. next_pid).",
     )
 
 
@@ -79,15 +102,33 @@ class Value(Model):
 
     model_config = {
         "json_schema_extra": cel(
-            ("self.type == 'count' || has(self.arg)", "sum and histogram need arg"),
-            ("self.type == 'histogram' || !has(self.buckets)", "buckets apply to histogram only"),
+            (
+                "self.type == 'count' || self.type == 'duration' || has(self.arg)",
+                "sum and histogram need arg",
+            ),
+            ("self.type != 'duration' || !has(self.arg)", "a duration measures time; drop arg"),
+            (
+                "self.type == 'histogram' || (self.type == 'duration' && "
+                "(!has(self.output) || self.output == 'histogram')) || !has(self.buckets)",
+                "buckets apply to histograms only (histogram, or duration with output histogram)",
+            ),
+            (
+                "self.type != 'duration' || has(self.start)",
+                "a duration needs start: the hook that starts the clock",
+            ),
+            (
+                "self.type == 'duration' || (!has(self.start) && !has(self.key) && "
+                "!has(self.output))",
+                "start, key and output apply to duration only",
+            ),
         )
     }
 
-    type: Literal["count", "sum", "histogram"] = Field(
+    type: Literal["count", "sum", "histogram", "duration"] = Field(
         default="count",
         description="count: matches. sum: total of an integer arg. histogram: distribution of "
-        "an integer arg.",
+        "an integer arg. duration: seconds from a call of the start hook to a call of this "
+        "rule's hook with the same key, measured in the kernel.",
     )
     arg: str | None = Field(
         default=None,
@@ -96,6 +137,28 @@ class Value(Model):
         description="The label of the integer arg to sum or bucket (e.g. bytes).",
     )
     buckets: Buckets | None = Field(default=None, description="Histogram buckets (exp2 default).")
+    start: DurationStart | None = Field(
+        default=None, description="duration only: the hook and key that start the clock."
+    )
+    key: str | None = Field(
+        default=None,
+        max_length=80,
+        pattern=DURATION_KEY_PATTERN,
+        description="duration only: what this rule's hook (which stops the clock) looks the "
+        "start up by: thread (default), process, or arg:LABEL (e.g. prev_pid).",
+    )
+    output: Literal["histogram", "counter"] | None = Field(
+        default=None,
+        description="duration only: histogram (default: _bucket, _sum and _count in seconds) "
+        "or counter (_total: the seconds added up, e.g. CPU time).",
+    )
+
+    def duration_key(self) -> str:
+        return self.key or "thread"
+
+    def histogram(self) -> bool:
+        """Exported as a histogram (a histogram, or a duration's default output)."""
+        return self.type == "histogram" or (self.type == "duration" and self.output != "counter")
 
 
 class Metric(Model):
@@ -139,6 +202,10 @@ class AggregationRuleSpec(Model):
                 f"at most {limits.MAX_GROUP_ARGS} arg: keys per rule (the series key holds "
                 f"{limits.MAX_GROUP_ARGS} argument values)",
             ),
+            (
+                "!has(self.value) || self.value.type != 'duration' || has(self.hook)",
+                "a duration needs hook: the hook that stops the clock",
+            ),
         )
     }
 
@@ -155,7 +222,7 @@ class AggregationRuleSpec(Model):
         description="Keys of each series: namespace, pod, container, workload, node, binary, "
         "arg:LABEL, addressClass:LABEL. Empty: one series.",
     )
-    value: Value = Field(default_factory=Value, description="count, sum or histogram.")
+    value: Value = Field(default_factory=Value, description="count, sum, histogram or duration.")
     metric: Metric = Field(description="The exported metric.")
     max_series: int = Field(
         default=limits.MAX_SERIES_DEFAULT,
@@ -183,6 +250,6 @@ class AggregationRule(Model):
 def exported_names(rule: AggregationRuleSpec) -> list[str]:
     """Every sample name this rule's metric produces."""
     base = rule.metric.name
-    if rule.value.type == "histogram":
+    if rule.value.histogram():
         return [f"{base}_bucket", f"{base}_sum", f"{base}_count"]
     return [f"{base}_total"]

@@ -329,7 +329,32 @@ def _rule(
             yield at((*path, "value", "buckets", "bounds"), "explicit buckets need bounds")
         if any(b >= c for b, c in zip(buckets.bounds, buckets.bounds[1:], strict=False)):
             yield at((*path, "value", "buckets", "bounds"), "must be strictly increasing")
-    if rule.value.type != "count" and rule.value.arg is None:
+        if rule.value.type == "duration":
+            if any(b <= 0 or b * 1e9 >= 2**63 for b in buckets.bounds):
+                yield at(
+                    (*path, "value", "buckets", "bounds"),
+                    "a duration's bounds are seconds, above 0 and below 9.2e9 (0.005 is 5 ms)",
+                )
+        elif any(not float(b).is_integer() or abs(b) >= 2**63 for b in buckets.bounds):
+            yield at(
+                (*path, "value", "buckets", "bounds"),
+                f"the bounds of an argument's {rule.value.type} are whole numbers (64-bit); "
+                "fractions are for a duration's seconds",
+            )
+    value = rule.value
+    if value.type == "duration":
+        if value.start is None:
+            yield at((*path, "value"), "a duration needs start: the hook that starts the clock")
+        if value.arg is not None:
+            yield at((*path, "value"), "a duration measures time; drop arg")
+    elif value.start is not None or value.key is not None or value.output is not None:
+        yield at((*path, "value"), "start, key and output apply to duration only")
+    if value.buckets is not None and not value.histogram():
+        yield at(
+            (*path, "value"),
+            "buckets apply to histograms only (histogram, or duration with output histogram)",
+        )
+    if rule.value.type not in ("count", "duration") and rule.value.arg is None:
         yield at(
             (*path, "value", "arg"),
             f"{rule.value.type} needs arg: the label of an integer argument",
@@ -371,6 +396,8 @@ def _rule(
                     "is not supported (unbounded values); group by an integer arg, or by "
                     "addressClass for addresses",
                 )
+    if rule.value.type == "duration":
+        yield from _duration(rule, policy, path)
     if rule.value.arg is not None:
         for hook in hooks:
             arg = hook.arg_by_ref(None, rule.value.arg)
@@ -384,6 +411,37 @@ def _rule(
                     (*path, "value", "arg"),
                     f"{rule.value.type} needs an integer arg; {rule.value.arg!r} is {arg.type}",
                 )
+
+
+def _duration(
+    rule: AggregationRuleSpec, policy: TracingPolicySpec, path: Sequence[PathPart]
+) -> Iterator[Problem]:
+    """A duration's start hook is one of the policy's, and each side's arg: key names an
+    integer arg of its own hook."""
+    value = rule.value
+    by_id = {h.hook_id(): h for h in policy.hooks()}
+    if rule.hook is None:
+        yield at((*path, "hook"), "a duration needs hook: the hook that stops the clock")
+    if value.start is None:
+        return
+    start = by_id.get(value.start.hook)
+    if start is None:
+        yield at(
+            (*path, "value", "start", "hook"),
+            f"policy {rule.policy_ref.name!r} has no hook {value.start.hook!r}; its hooks "
+            f"are: {', '.join(by_id)}",
+        )
+    sides = [(start, value.start.key, (*path, "value", "start", "key"))]
+    sides.append((by_id.get(rule.hook or ""), value.duration_key(), (*path, "value", "key")))
+    for hook, key, key_path in sides:
+        kind, _, label = key.partition(":")
+        if hook is None or kind != "arg":
+            continue
+        arg = hook.arg_by_ref(None, label)
+        if arg is None:
+            yield at(key_path, f"hook {hook.hook_id()} has no arg labelled {label!r}")
+        elif arg.type not in values.INTEGER_TYPES:
+            yield at(key_path, f"a duration's key is an integer arg; {label!r} is {arg.type}")
 
 
 def memory(
@@ -403,8 +461,12 @@ def memory(
     hooks = [h.hook_id() for h in policy.hooks()]
     for name, rule in rules:
         folded = sum(1 for h in hooks if rule.hook in (None, h))
-        parts[name] = folded * (rule.max_series + 1) * limits.SERIES_BYTES[rule.value.type]
+        parts[name] = folded * (rule.max_series + 1) * _series_bytes(rule)
     return total + sum(parts.values()), parts
+
+
+def _series_bytes(rule: AggregationRuleSpec) -> int:
+    return limits.SERIES_BYTES["histogram" if rule.value.histogram() else "count"]
 
 
 def check_memory(
@@ -421,7 +483,7 @@ def check_memory(
                 ("spec", "maxSeries"),
                 f"the policy's maps could take {total / mib:.0f} MiB, past the budget of "
                 f"{limits.POLICY_MEMORY_BUDGET / mib:.0f} MiB per policy; this rule's series "
-                f"take up to {part / mib:.1f} MiB ({limits.SERIES_BYTES[rule.value.type]} B "
+                f"take up to {part / mib:.1f} MiB ({_series_bytes(rule)} B "
                 "per series per hook); lower maxSeries, or fold fewer hooks (spec.hook)",
             )
         ]
@@ -440,6 +502,21 @@ def check_rules_per_hook(
     problems: dict[str, list[Problem]] = {}
     for hook in policy.hooks():
         hook_id = hook.hook_id()
+        # Durations starting here: each distinct start key is one record per call.
+        starts: dict[str, list[str]] = {}
+        for name, rule in sorted(rules):
+            start = rule.value.start if rule.value.type == "duration" else None
+            if start is not None and start.hook == hook_id:
+                starts.setdefault(start.key, []).append(name)
+        for key in list(starts)[limits.MAX_STARTS_PER_HOOK :]:
+            for name in starts[key]:
+                problems.setdefault(name, []).append(
+                    at(
+                        ("spec", "value", "start", "key"),
+                        f"{len(starts)} different keys start clocks on hook {hook_id}; at "
+                        f"most {limits.MAX_STARTS_PER_HOOK}: share a key between rules",
+                    )
+                )
         folding = sorted(name for name, rule in rules if rule.hook in (None, hook_id))
         if len(folding) <= limits.MAX_RULES_PER_HOOK:
             continue

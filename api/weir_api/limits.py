@@ -14,6 +14,10 @@ ADDRESS_ARGS = 2  # sock and sockaddr args per hook
 MAX_RANGES = 16  # values of one InRange or port matchArgs (a bounded loop in the kernel)
 MAX_RULES_PER_HOOK = 4  # AggregationRules folding one hook
 MAX_GROUP_ARGS = 2  # arg: keys of one AggregationRule
+MAX_STARTS_PER_HOOK = 4  # distinct duration start keys recorded by one hook
+# Duration clocks running at once on a node (one per key: thread, process or arg value),
+# shared by every policy: an LRU map, so a start whose end never comes is evicted first.
+DURATION_STARTS = 65_536
 MAX_SELECTORS = 8  # selectors per hook (Tetragon: 5)
 MAX_MATCH_ARGS = 8  # matchArgs per selector
 MAX_MATCH_BINARIES = 4  # matchBinaries per selector
@@ -86,6 +90,16 @@ def table() -> list[tuple[str, str, str]]:
             "AggregationRules per hook",
             f"{MAX_RULES_PER_HOOK}",
             "the program's aggregation slots (operator)",
+        ),
+        (
+            "duration start keys per hook",
+            f"{MAX_STARTS_PER_HOOK}",
+            "the program's start slots (operator)",
+        ),
+        (
+            "duration clocks running at once, per node",
+            f"{DURATION_STARTS:,}",
+            "one LRU map for every policy: the oldest start is evicted (agent)",
         ),
         ("groupBy keys per rule", f"{MAX_GROUP_BY}", "schema"),
         ("arg: keys per rule", f"{MAX_GROUP_ARGS}", "the map key's layout (CEL)"),

@@ -139,6 +139,8 @@ PATTERN_WORDS = {
         "one of namespace, pod, container, workload, node, binary, arg:LABEL or addressClass:LABEL"
     ),
     r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$": "a CamelCase reason (e.g. VerifierRejected)",
+    r"^(thread|process|arg:[a-z_][a-z0-9_]*)$": "thread, process or arg:LABEL (an integer "
+    "argument, e.g. arg:next_pid)",
 }
 
 

@@ -27,6 +27,7 @@ MAX_SELECTORS = limits.MAX_SELECTORS
 MAX_MATCHERS = limits.MAX_MATCH_ARGS  # matchArgs per selector in the program's layout
 MAX_BINARIES = limits.MAX_MATCH_BINARIES
 MAX_AGGREGATIONS = limits.MAX_RULES_PER_HOOK  # AggregationRules folded by one hook
+MAX_STARTS = limits.MAX_STARTS_PER_HOOK  # duration start keys recorded by one hook
 MAX_GROUP_ARGS = limits.MAX_GROUP_ARGS  # arg:LABEL keys per AggregationRule
 MAX_RANGES = limits.MAX_RANGES
 MAX_BOUNDS = limits.MAX_BUCKETS
@@ -135,7 +136,18 @@ class Stat(enum.IntEnum):
     RATE_LIMITED = 5
     RINGBUF_FULL = 6
     SAVED = 7  # an entry half: argument registers saved for its return half
-    COUNT = 8
+    STARTED = 8  # a duration's clock started (a start hook's match recorded its time)
+    UNSTARTED = 9  # a duration's end found no start (began before attach, or evicted)
+    COUNT = 10
+
+
+class Clock(enum.IntEnum):
+    """What a duration's start is recorded and looked up by (AGGn_DUR, MKn_KEY)."""
+
+    NONE = 0
+    THREAD = 1  # the current thread id
+    PROCESS = 2  # the current process id (tgid)
+    ARG = 3  # an integer argument's value (the slot in AGGn_DARG, MKn_ARG)
 
 
 class ValueKind(enum.IntEnum):
@@ -179,6 +191,7 @@ def enum_flags() -> dict[str, int]:
         ("STAT", Stat),
         ("VAL", ValueKind),
         ("ACLASS", AddressClass),
+        ("CLOCK", Clock),
     ]
     for prefix, members in prefixes:
         for member in members:
@@ -186,6 +199,7 @@ def enum_flags() -> dict[str, int]:
     flags["WEIR_MAX_STR"] = MAX_STR
     flags["UPID_SIZE"] = UPID_SIZE
     flags["STACK_NOT_TAKEN"] = STACK_NOT_TAKEN
+    flags["DURATION_STARTS"] = limits.DURATION_STARTS
     return flags
 
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from weir_agent import abi, btf
-from weir_agent.abi import Action, Kind, Op, Source, ValueKind
+from weir_agent.abi import Action, Clock, Kind, Op, Source, ValueKind
 from weir_agent.formats import Field
 from weir_api import aggregations as agg_api
 from weir_api import limits, values
@@ -65,7 +65,8 @@ MIN_ROOM = 64  # smallest capacity of a seed or series map (entries, never preal
 # weir_config): selectors, matchers and aggregations. Every other flag is its shape.
 CONFIG_FLAG = re.compile(
     r"^(NUM_SELECTORS|S\d+_(ACTION|RATE_NS|USTACK|KSTACK)|S\d+_M\d+_(OP|NEG|ARG|VAL)|REV_SLOTS"
-    r"|S\d+_B\d+_(OP|NEG)|AGG\d+_(ON|VALUE|CGROUP|BINARY|KARG0|KARG1|ACLASS|VARG|NBOUNDS|MAX|SID))$"
+    r"|S\d+_B\d+_(OP|NEG)|AGG\d+_(ON|VALUE|CGROUP|BINARY|KARG0|KARG1|ACLASS|VARG|NBOUNDS|MAX|SID"
+    r"|DUR|DARG|DID)|MK\d+_(KEY|ARG|ID))$"
 )
 
 
@@ -93,10 +94,11 @@ class AggSlot:
     key_fields: tuple[tuple[str, str], ...]
     bounds: tuple[int, ...]
     max_series: int
+    seconds: bool = False  # a duration: values are nanoseconds, exported as seconds
 
     def layout(self) -> tuple[object, ...]:
         """What a series means: entries carry across versions while this is unchanged."""
-        return (self.value, self.group_by, self.key_fields, self.bounds)
+        return (self.value, self.group_by, self.key_fields, self.bounds, self.seconds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +144,7 @@ class Program:
     def needs_tracker(self) -> bool:
         """Reads the exec tracker's shared maps (executables, a return probe's args)."""
         flags = dict(self.flags)
-        return any(flags.get(name) for name in ("USE_EXE", "SAVE_ENTRY", "USE_ENTRY"))
+        return any(flags.get(name) for name in ("USE_EXE", "SAVE_ENTRY", "USE_ENTRY", "USE_STARTS"))
 
     @property
     def posts(self) -> bool:
@@ -247,6 +249,13 @@ def generate(
     host_namespaces = host_namespaces if host_namespaces is not None else {}
     programs: list[Program] = []
     problems: list[Problem] = []
+    # The clocks each hook starts for duration rules: start key -> pair id.
+    starts: dict[str, dict[str, int]] = {}
+    for rule in rules:
+        start = rule.spec.value.start if rule.spec.value.type == "duration" else None
+        if start is not None:
+            pair = clock_pair(policy.name, start.hook, start.key)
+            starts.setdefault(start.hook, {})[start.key] = pair
     for where, hook in policy.spec.hooks_with_paths():
         path: tuple[PathPart, ...] = ("spec", *where)
         hook_rules = [r for r in rules if r.spec.hook in (None, hook.hook_id())]
@@ -255,6 +264,7 @@ def generate(
             policy.name,
             hook,
             hook_rules,
+            sorted(starts.get(hook.hook_id(), {}).items()),
             path,
             layouts.get(hook.hook_id()),
             syscall_prefix,
@@ -268,6 +278,13 @@ def generate(
             if dict(program.flags)["USE_ENTRY"]:
                 programs.append(entry_half(program))
     return Generated(programs=tuple(programs), problems=tuple(problems))
+
+
+def clock_pair(policy: str, start_hook: str, start_key: str) -> int:
+    """Names a duration's clocks in weir_starts: the start hook records under it, the
+    end hook looks it up (a rule names the start hook and key, so both sides agree)."""
+    text = f"{policy}\0{start_hook}\0{start_key}"
+    return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
 
 
 def _hook_key(policy: str, hook: str) -> int:
@@ -315,6 +332,7 @@ def _program(
     policy_name: str,
     hook: KProbe | Tracepoint | UProbe,
     rules: Sequence[AggregationRule],
+    starts: Sequence[tuple[str, int]],
     path: tuple[PathPart, ...],
     fields: list[Field] | None,
     syscall_prefix: str,
@@ -497,7 +515,7 @@ def _program(
     # --- aggregations
     agg_slots: list[AggSlot] = []
     for n in range(abi.MAX_AGGREGATIONS):
-        for suffix in ("ON", "VALUE", "CGROUP", "BINARY", "NBOUNDS"):
+        for suffix in ("ON", "VALUE", "CGROUP", "BINARY", "NBOUNDS", "DUR", "DARG", "DID"):
             flags.set(f"AGG{n}_{suffix}", 0)
         flags.set(f"AGG{n}_SID", n)
         for suffix in ("KARG0", "KARG1", "ACLASS", "VARG"):
@@ -514,11 +532,34 @@ def _program(
         )
     by_label = {plan.name: plan for plan in arg_plans}
     for n, rule in enumerate(rules[: abi.MAX_AGGREGATIONS]):
-        slot_plan, found = _aggregation(flags, seeds, n, rule, by_label)
+        slot_plan, found = _aggregation(flags, seeds, n, rule, by_label, policy_name)
         problems.extend(found)
         if slot_plan is not None:
             agg_slots.append(slot_plan)
             uses_exe = uses_exe or "binary" in slot_plan.group_by
+    # --- clocks this hook starts for durations (of its own rules or another hook's)
+    for n in range(abi.MAX_STARTS):
+        flags.set(f"MK{n}_KEY", int(Clock.NONE))
+        flags.set(f"MK{n}_ARG", 0)
+        flags.set(f"MK{n}_ID", 0)
+    if len(starts) > abi.MAX_STARTS:
+        problems.append(
+            at(
+                path,
+                f"duration rules start clocks under {len(starts)} keys on this hook; at most "
+                f"{abi.MAX_STARTS}",
+            )
+        )
+    for n, (key, pair) in enumerate(starts[: abi.MAX_STARTS]):
+        clock, arg_slot = _clock(key, by_label)
+        if clock is None:
+            problems.append(at(path, f"a duration starts here keyed by {key}: no such int arg"))
+            continue
+        flags.set(f"MK{n}_KEY", int(clock))
+        flags.set(f"MK{n}_ARG", arg_slot)
+        flags.set(f"MK{n}_ID", _int_literal(pair))
+    durations = any(a.seconds for a in agg_slots)
+    flags.set("USE_STARTS", int(bool(starts) or durations))
     posts = [a for a in actions if a == Action.POST] or (
         [Action.POST] if not hook.selectors else []
     )
@@ -888,12 +929,25 @@ def range_prefixes(low: int, high: int, bits: int = 64) -> list[tuple[int, int]]
     return out
 
 
+def _clock(key: str, by_label: Mapping[str, ArgPlan]) -> tuple[Clock | None, int]:
+    """A duration key (thread, process, arg:LABEL) as CLOCK_* and an argument slot."""
+    if key == "thread":
+        return Clock.THREAD, 0
+    if key == "process":
+        return Clock.PROCESS, 0
+    plan = by_label.get(key.removeprefix("arg:"))
+    if plan is None or plan.kind != Kind.INT:
+        return None, 0  # reported by weir_api.checks
+    return Clock.ARG, plan.slot
+
+
 def _aggregation(
     flags: _Flags,
     seeds: _SeedBuilder,
     n: int,
     rule: AggregationRule,
     by_label: Mapping[str, ArgPlan],
+    policy_name: str,
 ) -> tuple[AggSlot | None, list[Problem]]:
     spec = rule.spec
     path: tuple[PathPart, ...] = ("aggregationrules", rule.name, "spec")
@@ -929,13 +983,25 @@ def _aggregation(
             key_fields.append((key, "aclass"))
     value = spec.value
     bounds: tuple[int, ...] = ()
+    seconds = value.type == "duration"
+    if seconds and value.start is not None:
+        clock, arg_slot = _clock(value.duration_key(), by_label)
+        if clock is None:
+            problems.append(at((*path, "value", "key"), "no int arg by that label here"))
+        else:
+            flags.set(f"AGG{n}_DUR", int(clock))
+            flags.set(f"AGG{n}_DARG", arg_slot)
+            pair = clock_pair(policy_name, value.start.hook, value.start.key)
+            flags.set(f"AGG{n}_DID", _int_literal(pair))
     if value.type == "count":
         kind_value = ValueKind.COUNT
-    elif value.type == "sum":
+    elif value.type == "sum" or (seconds and not value.histogram()):
         kind_value = ValueKind.SUM
     elif value.buckets is not None and value.buckets.type == "explicit":
         kind_value = ValueKind.HIST_EXPLICIT
-        bounds = tuple(value.buckets.bounds)
+        # A duration's bounds are seconds; the kernel compares nanoseconds.
+        scale = 1_000_000_000 if seconds else 1
+        bounds = tuple(round(b * scale) for b in value.buckets.bounds)
         if len(bounds) > abi.MAX_BOUNDS:
             problems.append(at((*path, "value", "buckets", "bounds"), f"at most {abi.MAX_BOUNDS}"))
         for i, bound in enumerate(bounds[: abi.MAX_BOUNDS]):
@@ -961,6 +1027,7 @@ def _aggregation(
         key_fields=tuple(key_fields),
         bounds=bounds,
         max_series=spec.max_series,
+        seconds=seconds,
     )
     return slot, problems
 

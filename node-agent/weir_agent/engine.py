@@ -97,6 +97,7 @@ class HookSnapshot:
     report: ProgramReport
     run_time_ns: int
     run_count: int
+    clocks: bool = False  # starts or stops duration clocks (its STARTED/UNSTARTED count)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -456,6 +457,7 @@ class Engine:
                             report=_running(hook),
                             run_time_ns=int(info.run_time_ns),
                             run_count=int(info.run_cnt),
+                            clocks=bool(dict(hook.loaded.program.flags).get("USE_STARTS")),
                         )
                     )
             return out

@@ -136,6 +136,8 @@ class WeirCollector:
         for (policy, _), (agg, by_labels) in sorted(merged.items()):
             names = series.label_names(agg)
             help_text = agg.help or f"weir AggregationRule {agg.rule}"
+            # A duration's values are nanoseconds in the kernel, seconds in Prometheus.
+            unit = 1e9 if agg.seconds else 1
             if agg.value >= abi.ValueKind.HIST_EXP2:
                 family: Metric = HistogramMetricFamily(agg.metric, help_text, labels=names)
                 top = max((max(t[2], default=0) for t in by_labels.values()), default=0)
@@ -147,13 +149,13 @@ class WeirCollector:
                         bounds = [float(b) for b in agg.bounds]
                     for index, bound in enumerate(bounds):
                         cumulative += buckets.get(index, 0)
-                        rows.append((_le(bound), cumulative))
+                        rows.append((_le(bound / unit), cumulative))
                     rows.append(("+Inf", count))
-                    family.add_metric(list(labels), buckets=rows, sum_value=total)  # type: ignore[attr-defined]
+                    family.add_metric(list(labels), buckets=rows, sum_value=total / unit)  # type: ignore[attr-defined]
             else:
                 family = CounterMetricFamily(agg.metric, help_text, labels=names)
                 for labels, (count, total, _) in sorted(by_labels.items()):
-                    value = count if agg.value == abi.ValueKind.COUNT else total
+                    value = count if agg.value == abi.ValueKind.COUNT else total / unit
                     family.add_metric(list(labels), value)
             out[policy].append(family)
         return out
@@ -187,10 +189,20 @@ class WeirCollector:
         runs = CounterMetricFamily(
             "weir_program_runs", "BPF runs (bpf_stats only).", labels=["policy", "hook"]
         )
+        clocks = CounterMetricFamily(
+            "weir_policy_duration_clocks",
+            "Duration clocks by hook: started (a start hook's match recorded its time) and "
+            "unstarted (an end found no clock: it began before the hook was attached, or "
+            "was evicted from the full map).",
+            labels=["policy", "hook", "event"],
+        )
         for snap in snapshots:
             ids = [snap.policy, snap.hook]
             for stage, stats in STAGES.items():
                 events.add_metric([*ids, stage], sum(snap.stats.get(s, 0) for s in stats))
+            if snap.clocks:
+                clocks.add_metric([*ids, "started"], snap.stats.get(abi.Stat.STARTED, 0))
+                clocks.add_metric([*ids, "unstarted"], snap.stats.get(abi.Stat.UNSTARTED, 0))
             for reason, stat in DROP_REASONS.items():
                 dropped.add_metric([*ids, reason], snap.stats.get(stat, 0))
             verified.add_metric(ids, 1)
@@ -201,7 +213,7 @@ class WeirCollector:
         for policy, failures in self.engine.failures().items():
             for hook in failures:
                 verified.add_metric([policy, hook], 0)
-        yield from (events, dropped, verified, instructions, run_time, runs)
+        yield from (events, dropped, verified, instructions, run_time, runs, clocks)
         exported = CounterMetricFamily(
             "weir_policy_exported_bytes",
             "Bytes weir emitted for the policy.",

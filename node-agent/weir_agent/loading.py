@@ -261,7 +261,7 @@ def compile_and_load(
 TEMPLATES_KEPT = 16  # compiled shapes kept (each holds its instructions and unused maps)
 VERIFIER_LOG_BYTES = 1 << 20  # the kernel keeps the log's end when it is longer
 # Maps every program uses as they are (the exec tracker's module owns them).
-SHARED_MAPS = (b"weir_exes", b"weir_entries")
+SHARED_MAPS = (b"weir_exes", b"weir_entries", b"weir_starts")
 _BPF_MAP_CREATE = 0
 _BPF_MAP_LOOKUP_ELEM = 1
 _BPF_MAP_UPDATE_ELEM = 2
@@ -682,6 +682,9 @@ def _fill_config(leaf: Any, values: dict[str, int]) -> None:
         head = parts[0]
         if head.startswith("AGG"):
             target = leaf.AGG[int(head[3:])]
+            field = "_".join(parts[1:])
+        elif head.startswith("MK"):
+            target = leaf.MK[int(head[2:])]
             field = "_".join(parts[1:])
         else:
             target = leaf.S[int(head[1:])]

@@ -8,6 +8,10 @@ BPF_TABLE_SHARED("lru_hash", u32, struct weir_exe, weir_exes, 65536);
 /* Return probes' arguments, saved at entry per thread and hook (hook.bpf.c, SAVE_ENTRY):
  * shared so the entry and return halves of a hook, and their next versions, meet. */
 BPF_TABLE_SHARED("lru_hash", struct weir_entry_key, struct weir_entry, weir_entries, 65536);
+/* Durations' clocks (hook.bpf.c, USE_STARTS), keyed by rule pair and thread, process or
+ * argument value: shared by the start and end hooks of every policy. LRU: a clock whose
+ * end never comes (the thread died) is the first to go when the map is full. */
+BPF_TABLE_SHARED("lru_hash", struct weir_start_key, u64, weir_starts, DURATION_STARTS);
 BPF_PERCPU_ARRAY(exe_scratch, struct weir_exe, 1);
 
 TRACEPOINT_PROBE(sched, sched_process_exec)

@@ -13,7 +13,8 @@
  * never part of the program: they are keys of the maps below, written after load.
  *
  * Flow: count observed -> read args -> selectors (AND within, OR across, first
- * match decides) -> count matched -> fold into aggregations -> post (later).
+ * match decides) -> count matched -> fold into aggregations (a duration reads the
+ * clock its start hook started, then stops it) -> start clocks -> post.
  * A permanent stub per hook (stub.bpf.c) tail-calls this program, so a new
  * version replaces it atomically.
  */
@@ -43,6 +44,7 @@ BPF_ARRAY(active, u32, 1);
 #define C_M(s, m, f) (cfg->S[s].M[m].f)
 #define C_B(s, b, f) (cfg->S[s].B[b].f)
 #define C_AGG(n, f) (cfg->AGG[n].f)
+#define C_MK(n, f) (cfg->MK[n].f)
 #else
 #define C_NUM_SELECTORS NUM_SELECTORS
 #define C_GEN 0
@@ -51,12 +53,16 @@ BPF_ARRAY(active, u32, 1);
 #define C_M(s, m, f) S##s##_M##m##_##f
 #define C_B(s, b, f) S##s##_B##b##_##f
 #define C_AGG(n, f) AGG##n##_##f
+#define C_MK(n, f) MK##n##_##f
 #endif
 #if USE_EXE
 BPF_TABLE("extern", u32, struct weir_exe, weir_exes, 65536);
 #endif
 #if SAVE_ENTRY || USE_ENTRY
 BPF_TABLE("extern", struct weir_entry_key, struct weir_entry, weir_entries, 65536);
+#endif
+#if USE_STARTS
+BPF_TABLE("extern", struct weir_start_key, u64, weir_starts, DURATION_STARTS);
 #endif
 #if USE_SCOPE
 /* podSelector / namespaceSelector: the cgroup ids of the selected pods' containers,
@@ -778,7 +784,7 @@ static __always_inline int fold_hist(struct weir_scratch *sc, u64 v, u32 bucket,
  * bslot: the rule's position (0-3) plus 4 for generation 1 (its bounds).
  * Returns 1 when the event went to the overflow entry. */
 static __always_inline int fold(struct weir_scratch *sc, int value, int cgroup, int binary,
-                                int karg0, int karg1, int aclass, int varg, int nbounds,
+                                int karg0, int karg1, int aclass, u64 v, int nbounds,
                                 u64 max_series, u32 sid, u32 bslot)
 {
     struct weir_agg_key *key = &sc->key;
@@ -789,7 +795,6 @@ static __always_inline int fold(struct weir_scratch *sc, int value, int cgroup, 
     if (karg0 >= 0) key->arg0 = sc->ints[karg0 & 7];
     if (karg1 >= 0) key->arg1 = sc->ints[karg1 & 7];
     if (aclass >= 0) key->aclass = address_class(sc, aclass);
-    u64 v = varg >= 0 ? sc->ints[varg & 7] : 1;
     if (value == VAL_HIST_EXP2)
         return fold_hist(sc, v, v ? bpf_log2l(v) : 0, max_series);
     if (value == VAL_HIST_EXPLICIT)
@@ -797,12 +802,78 @@ static __always_inline int fold(struct weir_scratch *sc, int value, int cgroup, 
     return fold_plain(sc, v, max_series);
 }
 
+/* Durations: who a clock belongs to, by CLOCK_* (a thread id is what tracepoints
+ * such as sched_switch call a pid, so arg:next_pid meets thread). */
+static __always_inline u64 clock_who(struct weir_scratch *sc, int key, int arg)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    if (key == CLOCK_THREAD)
+        return (u32)id;
+    if (key == CLOCK_PROCESS)
+        return id >> 32;
+    return sc->ints[arg & 7];
+}
+
+/* The value one aggregation folds: 1 (count), an integer argument (sum, histogram), or
+ * the nanoseconds since the clock this call stops was started. 0: nothing to fold (a
+ * duration whose clock never started: before the hook was attached, or evicted). */
+static __always_inline int agg_value(struct weir_scratch *sc, int varg, int dur, int darg,
+                                     u64 did, u64 now, u64 *v)
+{
+    *v = varg >= 0 ? sc->ints[varg & 7] : 1;
+#if USE_STARTS
+    if (dur != CLOCK_NONE) {
+        sc->start.pair = did;
+        sc->start.who = clock_who(sc, dur, darg);
+        u64 *began = weir_starts.lookup(&sc->start);
+        if (!began) {
+            stat_add(STAT_UNSTARTED);
+            return 0;
+        }
+        *v = now - *began;
+    }
+#endif
+    return 1;
+}
+
+/* A duration's clock is stopped once every rule of this call has read it. */
+static __always_inline void stop_clock(struct weir_scratch *sc, int dur, int darg, u64 did)
+{
+#if USE_STARTS
+    if (dur != CLOCK_NONE) {
+        sc->start.pair = did;
+        sc->start.who = clock_who(sc, dur, darg);
+        weir_starts.delete(&sc->start);
+    }
+#endif
+}
+
+/* Start the clocks this hook starts, after its own durations were folded (sched_switch
+ * stops the clock of the task going off the CPU, then starts the next one's). */
+static __always_inline void start_clock(struct weir_scratch *sc, int key, int arg, u64 id,
+                                        u64 now)
+{
+#if USE_STARTS
+    if (key != CLOCK_NONE) {
+        sc->start.pair = id;
+        sc->start.who = clock_who(sc, key, arg);
+        weir_starts.update(&sc->start, &now);
+        stat_add(STAT_STARTED);
+    }
+#endif
+}
+
 #define AGGREGATE(n)                                                           \
-    if (C_AGG(n, ON))                                                          \
+    if (C_AGG(n, ON) && agg_value(sc, C_AGG(n, VARG), C_AGG(n, DUR), C_AGG(n, DARG), \
+                                  C_AGG(n, DID), now, &v))                     \
         overflowed |= fold(sc, C_AGG(n, VALUE), C_AGG(n, CGROUP), C_AGG(n, BINARY), \
                            C_AGG(n, KARG0), C_AGG(n, KARG1), C_AGG(n, ACLASS),  \
-                           C_AGG(n, VARG), C_AGG(n, NBOUNDS), C_AGG(n, MAX),    \
+                           v, C_AGG(n, NBOUNDS), C_AGG(n, MAX),                 \
                            C_AGG(n, SID), (n) + (C_GEN << 2));
+#define STOP(n)                                                                \
+    if (C_AGG(n, ON))                                                          \
+        stop_clock(sc, C_AGG(n, DUR), C_AGG(n, DARG), C_AGG(n, DID));
+#define START(n) start_clock(sc, C_MK(n, KEY), C_MK(n, ARG), C_MK(n, ID), now);
 
 #if ANY_POST
 /* Send one event to user space, unless the selector's rate limit for this
@@ -983,6 +1054,8 @@ int weir_program(void *ctx)
     stat_add(STAT_MATCHED);
 
     int overflowed = 0;
+    u64 now = USE_STARTS ? bpf_ktime_get_ns() : 0;
+    u64 v = 0;
 #if CONFIGURED
     int aggregated = 0;
 #pragma clang loop unroll(disable)
@@ -991,15 +1064,31 @@ int weir_program(void *ctx)
         if (!a->ON)
             continue;
         aggregated = 1;
-        overflowed |= fold(sc, a->VALUE, a->CGROUP, a->BINARY, a->KARG0, a->KARG1, a->ACLASS,
-                           a->VARG, a->NBOUNDS, a->MAX, a->SID, n + (C_GEN << 2));
+        if (agg_value(sc, a->VARG, a->DUR, a->DARG, a->DID, now, &v))
+            overflowed |= fold(sc, a->VALUE, a->CGROUP, a->BINARY, a->KARG0, a->KARG1,
+                               a->ACLASS, v, a->NBOUNDS, a->MAX, a->SID, n + (C_GEN << 2));
     }
     if (aggregated)
         stat_add(STAT_AGGREGATED);
+#if USE_STARTS
+#pragma clang loop unroll(disable)
+    for (u32 n = 0; n < WEIR_MAX_AGGS; n++) {
+        struct weir_agg_cfg *a = &cfg->AGG[n & (WEIR_MAX_AGGS - 1)];
+        if (a->ON)
+            stop_clock(sc, a->DUR, a->DARG, a->DID);
+    }
+#pragma clang loop unroll(disable)
+    for (u32 n = 0; n < WEIR_MAX_STARTS; n++) {
+        struct weir_start_cfg *m = &cfg->MK[n & (WEIR_MAX_STARTS - 1)];
+        start_clock(sc, m->KEY, m->ARG, m->ID, now);
+    }
+#endif
 #else
     AGGREGATE(0) AGGREGATE(1) AGGREGATE(2) AGGREGATE(3)
     if (C_AGG(0, ON) || C_AGG(1, ON) || C_AGG(2, ON) || C_AGG(3, ON))
         stat_add(STAT_AGGREGATED);
+    STOP(0) STOP(1) STOP(2) STOP(3)
+    START(0) START(1) START(2) START(3)
 #endif
     if (overflowed)
         stat_add(STAT_OVERFLOW);

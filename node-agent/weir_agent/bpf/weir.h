@@ -24,6 +24,7 @@
 #define WEIR_MAX_BINARIES 4       /* matchBinaries per selector */
 #define WEIR_MAX_AGGS 4           /* AggregationRules per hook */
 #define WEIR_MAX_SERIES_IDS 8     /* series ids: 4 in use, 4 for the next configuration */
+#define WEIR_MAX_STARTS 4         /* duration start keys recorded per hook */
 
 /* Key of the string LPM trie: Equal, Prefix and Postfix (on the reversed string)
  * are all longest-prefix lookups; the matcher id (big-endian) is part of the
@@ -129,6 +130,13 @@ struct weir_entry {
     u64 raw[WEIR_MAX_ARGS];
 };
 
+/* A duration's clock (weir_starts, shared by every program): started by a call of one
+ * hook, looked up, stopped and folded by a call of another with the same key. */
+struct weir_start_key {
+    u64 pair;  /* MKn_ID on the start side, AGGn_DID on the end side: the same number */
+    u64 who;   /* the thread id, the process id or an argument's value (CLOCK_*) */
+};
+
 /* Per-CPU scratch: too big for the 512-byte BPF stack. */
 struct weir_scratch {
     u64 ints[WEIR_MAX_ARGS];
@@ -145,6 +153,7 @@ struct weir_scratch {
     struct weir_agg_val zero;  /* never written: the first value of a new series */
     struct weir_task task;
     struct weir_entry entry;   /* the entry half's saved arguments (USE_ENTRY) */
+    struct weir_start_key start;
     char path[512];            /* a file path, built from its last component back */
 };
 
@@ -221,6 +230,18 @@ struct weir_agg_cfg {
     u8 NBOUNDS;
     u8 SID;        /* series id: the slot of this rule's entries in agg/hist */
     u8 pad[2];
+    u64 DID;       /* a duration: the clock's pair id (0: not a duration) */
+    s16 DARG;      /* a duration keyed by CLOCK_ARG: the argument slot */
+    u8 DUR;        /* a duration: what its clock is looked up by (CLOCK_*) */
+    u8 pad2[5];
+};
+
+/* A clock this hook starts for a duration rule (of its own or another hook). */
+struct weir_start_cfg {
+    u64 ID;        /* the pair id the end side looks up */
+    s16 ARG;       /* CLOCK_ARG: the argument slot */
+    u8 KEY;        /* CLOCK_*; CLOCK_NONE: unused */
+    u8 pad[5];
 };
 
 struct weir_config {
@@ -230,6 +251,7 @@ struct weir_config {
     u32 pad;
     struct weir_selector_cfg S[WEIR_MAX_SELECTORS];
     struct weir_agg_cfg AGG[WEIR_MAX_AGGS];
+    struct weir_start_cfg MK[WEIR_MAX_STARTS];
 };
 #endif
 

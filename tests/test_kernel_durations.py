@@ -1,0 +1,197 @@
+"""Durations measured in the kernel: a start hook starts a clock per key, an end hook
+stops it and folds the seconds into a histogram or a counter. Workloads with known
+delays land in known buckets, counted exactly."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agenthelpers import apply, scrape, series, stats
+from test_kernel_engine import cgroup2_root
+
+pytestmark = pytest.mark.kernel
+
+SLEEPS = [0.01, 0.01, 0.01, 0.1, 0.1, 0.4]  # seconds, each one process's one clock_nanosleep
+BOUNDS = [0.005, 0.05, 0.25, 1.0]
+# The most a sleep may overrun on a busy machine and still land in its bucket.
+SLACK = 0.04
+
+
+def sleeper(tmp_path: Path) -> Path:
+    """A copy of sleep(1) under a name of its own, so the policy sees only its calls."""
+    path = tmp_path / f"weir-sleep-{uuid.uuid4().hex[:8]}"
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", path)
+    return path
+
+
+def sleep_policy(name: str, binary: Path, rules: list[dict[str, object]]) -> str:
+    selector = {
+        "matchBinaries": [{"operator": "In", "values": [str(binary)]}],
+        "matchActions": [{"action": "NoPost"}],
+    }
+    hooks = [
+        {"subsystem": "syscalls", "event": f"sys_{side}_clock_nanosleep", "selectors": [selector]}
+        for side in ("enter", "exit")
+    ]
+    documents: list[dict[str, object]] = [
+        {
+            "apiVersion": "weir.dev/v1alpha1",
+            "kind": "TracingPolicy",
+            "metadata": {"name": name},
+            "spec": {"tracepoints": hooks},
+        }
+    ]
+    for rule in rules:
+        documents.append(
+            {
+                "apiVersion": "weir.dev/v1alpha1",
+                "kind": "AggregationRule",
+                "metadata": {"name": rule.pop("name")},
+                "spec": {
+                    "policyRef": {"name": name},
+                    "hook": "tracepoint:syscalls:sys_exit_clock_nanosleep",
+                    **rule,
+                },
+            }
+        )
+    return yaml.safe_dump_all(documents)
+
+
+def test_sleeps_land_in_their_buckets_and_a_counter_adds_the_same_seconds(
+    core, tmp_path: Path
+) -> None:
+    binary = sleeper(tmp_path)
+    start = {"hook": "tracepoint:syscalls:sys_enter_clock_nanosleep"}
+    apply(
+        core,
+        sleep_policy(
+            "sleeps",
+            binary,
+            [
+                {
+                    "name": "sleep-latency",
+                    "value": {
+                        "type": "duration",
+                        "start": start,
+                        "buckets": {"type": "explicit", "bounds": BOUNDS},
+                    },
+                    "metric": {"name": "weir_test_sleep_seconds"},
+                },
+                {
+                    # The same clock read by a second rule of the same call, as a counter.
+                    "name": "sleep-total",
+                    "value": {"type": "duration", "start": start, "output": "counter"},
+                    "metric": {"name": "weir_test_slept_seconds"},
+                },
+            ],
+        ),
+    )
+    for seconds in SLEEPS:
+        subprocess.run([str(binary), str(seconds)], check=True, timeout=30)
+
+    samples = scrape(core)
+    buckets = series(samples, "weir_test_sleep_seconds_bucket")
+    assert buckets == {
+        (("le", "0.005"),): 0.0,
+        (("le", "0.05"),): 3.0,
+        (("le", "0.25"),): 5.0,
+        (("le", "1"),): 6.0,
+        (("le", "+Inf"),): 6.0,
+    }
+    assert samples["weir_test_sleep_seconds_count"][()] == 6.0
+    slept = samples["weir_test_sleep_seconds_sum"][()]
+    # Never less than asked for (the kernel's own timer), at most SLACK late each.
+    assert sum(SLEEPS) <= slept <= sum(SLEEPS) + SLACK * len(SLEEPS), slept
+    assert samples["weir_test_slept_seconds_total"][()] == pytest.approx(slept, abs=1e-9)
+    counts = stats(core, "sleeps")
+    assert counts["started"] == 6  # one clock per sleep, started at entry
+    assert counts["unstarted"] == 0  # every exit found its clock
+    clocks = series(
+        samples,
+        "weir_policy_duration_clocks_total",
+        policy="sleeps",
+        hook="tracepoint:syscalls:sys_enter_clock_nanosleep",
+    )
+    assert clocks[(("event", "started"),)] == 6
+
+
+BURN = """
+import time
+end = time.process_time() + {seconds}
+while time.process_time() < end:
+    pass
+"""
+
+
+def test_cpu_time_per_container_agrees_with_the_cgroups_own_accounting(core) -> None:
+    # sched_switch starts the clock of the task switched in (arg next_pid) and stops the
+    # clock of the task switched out (the current thread): time on the CPU, summed per
+    # container, against the kernel's cpu.stat usage_usec for a cgroup the test creates.
+    policy = {
+        "apiVersion": "weir.dev/v1alpha1",
+        "kind": "TracingPolicy",
+        "metadata": {"name": "oncpu"},
+        "spec": {
+            "tracepoints": [
+                {
+                    "subsystem": "sched",
+                    "event": "sched_switch",
+                    "args": [{"field": "next_pid", "type": "int32", "label": "next_pid"}],
+                    "selectors": [{"matchActions": [{"action": "NoPost"}]}],
+                }
+            ]
+        },
+    }
+    rule = {
+        "apiVersion": "weir.dev/v1alpha1",
+        "kind": "AggregationRule",
+        "metadata": {"name": "oncpu"},
+        "spec": {
+            "policyRef": {"name": "oncpu"},
+            "hook": "tracepoint:sched:sched_switch",
+            "groupBy": ["container"],
+            "value": {
+                "type": "duration",
+                "start": {"hook": "tracepoint:sched:sched_switch", "key": "arg:next_pid"},
+                "key": "thread",
+                "output": "counter",
+            },
+            "metric": {"name": "weir_test_cpu_seconds"},
+        },
+    }
+    apply(core, yaml.safe_dump_all([policy, rule]))
+    container = uuid.uuid4().hex + uuid.uuid4().hex
+    group = cgroup2_root() / f"weir-test-{container[:8]}" / f"docker-{container}.scope"
+    group.mkdir(parents=True)
+    try:
+        for seconds in (0.3, 0.2):  # two processes, one after the other
+            subprocess.run(
+                [
+                    "/bin/sh",
+                    "-c",
+                    f'echo $$ > "{group}/cgroup.procs" && exec "$0" -c "$1"',
+                    sys.executable,
+                    BURN.format(seconds=seconds),
+                ],
+                check=True,
+                timeout=60,
+            )
+        usage = next(
+            int(line.split()[1])
+            for line in (group / "cpu.stat").read_text().splitlines()
+            if line.startswith("usage_usec ")
+        )
+        samples = scrape(core)
+    finally:
+        group.rmdir()
+        group.parent.rmdir()
+    measured = series(samples, "weir_test_cpu_seconds_total", container=container[:12])[()]
+    assert usage / 1e6 >= 0.5
+    assert measured == pytest.approx(usage / 1e6, rel=0.02), (measured, usage)
