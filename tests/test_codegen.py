@@ -528,3 +528,59 @@ def test_a_duration_starts_a_clock_on_one_hook_and_folds_it_on_another() -> None
     assert (ender["MK0_KEY"], ender["USE_STARTS"]) == (abi.Clock.NONE, 1)
     # Durations are configuration: the pair, key and value are config fields.
     assert all(codegen.CONFIG_FLAG.match(n) for n in ("MK0_ID", "AGG0_DID", "AGG1_DUR"))
+
+
+def test_marks_are_set_by_one_hook_and_tested_by_another() -> None:
+    # TrackSock on tcp_connect marks the sock at index 0; tcp_sendmsg tests the mark by its
+    # own sock arg, and a Mark keyed by process is tested by NotIn.
+    generated = make(
+        {
+            "kprobes": [
+                {
+                    "call": "tcp_connect",
+                    "args": [{"index": 0, "type": "sock", "label": "sk"}],
+                    "selectors": [
+                        {
+                            "matchActions": [
+                                {"action": "NoPost"},
+                                {"action": "TrackSock", "argSock": 0},
+                                {"action": "Mark", "mark": "talkers", "key": "process"},
+                            ]
+                        }
+                    ],
+                },
+                {
+                    "call": "tcp_sendmsg",
+                    "args": [{"index": 0, "type": "sock", "label": "sk"}],
+                    "selectors": [
+                        {
+                            "matchMarks": [
+                                {"mark": "sock", "key": "arg:sk"},
+                                {"mark": "talkers", "key": "process", "operator": "NotIn"},
+                            ],
+                            "matchActions": [{"action": "NoPost"}],
+                        }
+                    ],
+                },
+            ]
+        }
+    )
+    assert not generated.problems, generated.problems
+    connect, send = (dict(p.flags) for p in generated.programs)
+    sock, talkers = codegen.mark_id("p", "sock"), codegen.mark_id("p", "talkers")
+    assert (connect["S0_A0_OP"], connect["S0_A0_KEY"], connect["S0_A0_ARG"]) == (
+        abi.MarkOp.SET,
+        abi.Clock.ARG,
+        0,
+    )
+    assert codegen._flag_int(connect["S0_A0_ID"]) == sock
+    assert (connect["S0_A1_KEY"], codegen._flag_int(connect["S0_A1_ID"])) == (
+        abi.Clock.PROCESS,
+        talkers,
+    )
+    assert (connect["USE_MARKS"], send["USE_MARKS"]) == (1, 1)
+    assert (send["S0_M0_OP"], send["S0_M0_NEG"], send["S0_M1_NEG"]) == (abi.Op.MARK, 0, 1)
+    # A matcher's value carries the mark's id and, on top, how its key is read.
+    assert codegen._flag_int(send["S0_M0_VAL"]) == (int(abi.Clock.ARG) << 60) | sock
+    assert codegen._flag_int(send["S0_M1_VAL"]) == (int(abi.Clock.PROCESS) << 60) | talkers
+    assert all(codegen.CONFIG_FLAG.match(n) for n in ("S0_A0_OP", "S0_A1_ID"))

@@ -328,5 +328,6 @@ def test_generated_schema_rejects_unknown_top_level_spec_fields_by_pruning() -> 
         "matchPIDs",
         "matchNamespaces",
         "matchCapabilities",
+        "matchMarks",
     }
     assert Path(CRD_DIR).is_dir()

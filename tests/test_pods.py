@@ -204,12 +204,16 @@ class PodCluster:
         self.pods.remove(path)
 
     def _down(self, path: Path) -> None:
-        # SIGTERM and a grace period first, as the kubelet does (`kube down` alone kills);
-        # what the containers logged is kept for the assertions that follow.
-        podman("pod", "stop", "--time", "30", path.stem, check=False, timeout=120)
+        # As the kubelet stops a pod: SIGTERM and a grace period for the app container while
+        # the sandbox keeps the pod's network up, then the sandbox. (`podman pod stop` stops
+        # the infra container alongside, so a stopping agent lost its network mid-request
+        # and, unable to read its DaemonSet, left its hooks pinned; `kube down` alone kills.)
+        # What the container logged is kept for the assertions that follow.
         for role in ("operator", "agent"):
             if path.stem.startswith(f"weir-{role}-"):
+                podman("stop", "--time", "30", f"{path.stem}-{role}", check=False, timeout=120)
                 self.stopped_logs[role] = self.logs(path.stem, role)
+        podman("pod", "stop", "--time", "30", path.stem, check=False, timeout=120)
         podman("kube", "down", str(path), check=False, timeout=120)
 
     def uninstall(self) -> None:

@@ -319,7 +319,8 @@ def test_duration_rule_checks() -> None:
         "spec.value.start.hook: policy 'p' has no hook 'kprobe:nope'; its hooks are: " + hook
     ]
     assert cross(rule(hook=hook, value={**duration, "key": "arg:path"})) == [
-        "spec.value.key: a duration's key is an integer arg; 'path' is filename"
+        "spec.value.key: a key is an integer, sock, skb, file, path or fd arg (its value, or "
+        "the address of the object); 'path' is filename"
     ]
     assert cross(rule(hook=hook, value={**duration, "start": {"hook": hook, "key": "arg:x"}})) == [
         f"spec.value.start.key: hook {hook} has no arg labelled 'x'"
@@ -506,3 +507,56 @@ def test_a_bare_rate_limit_is_seconds_as_in_tetragon() -> None:
     action = TracingPolicy.model_validate(doc).spec.tracepoints[0].selectors[0].match_actions[0]
     assert action.rate_limit == "5"
     assert values.parse_duration_ns("5") == values.parse_duration_ns("5s") == 5_000_000_000
+
+
+def test_mark_checks() -> None:
+    def marked(*selectors: dict[str, Any], args: list[dict[str, Any]] | None = None) -> list[str]:
+        hook: dict[str, Any] = {
+            "subsystem": "syscalls",
+            "event": "sys_enter_openat",
+            "args": args
+            or [
+                {"field": "filename", "type": "filename", "label": "path"},
+                {"field": "flags", "type": "int", "label": "flags"},
+            ],
+            "selectors": list(selectors),
+        }
+        doc = {
+            "apiVersion": "weir.dev/v1alpha1",
+            "kind": "TracingPolicy",
+            "metadata": {"name": "p"},
+            "spec": {"tracepoints": [hook]},
+        }
+        return problems_of(doc)
+
+    mark = {"action": "Mark", "mark": "seen", "key": "process"}
+    test = {"matchMarks": [{"mark": "seen", "key": "process"}]}
+    assert marked({"matchActions": [{"action": "NoPost"}, mark]}, test) == []
+    assert marked(test) == [
+        "spec.tracepoints[0].selectors[0].matchMarks[0].mark: no hook of this policy sets "
+        "mark 'seen'; add a matchActions entry {action: Mark, mark: seen} where it should be set"
+    ]
+    assert marked({"matchActions": [mark]}, {"matchMarks": [{"mark": "seen"}]}) == [
+        "spec.tracepoints[0].selectors[1].matchMarks[0].key: mark 'seen' is set keyed by "
+        "process (spec.tracepoints[0].selectors[0].matchActions[0]); test it by process too, "
+        "or it never matches"
+    ]
+    assert marked({"matchActions": [{**mark, "key": "arg:path"}]}) == [
+        "spec.tracepoints[0].selectors[0].matchActions[0].key: a key is an integer, sock, skb, "
+        "file, path or fd arg (its value, or the address of the object); 'path' is filename"
+    ]
+    assert marked({"matchActions": [{"action": "Post"}, {"action": "NoPost"}]}) == [
+        "spec.tracepoints[0].selectors[0].matchActions: give one of Post and NoPost, once"
+    ]
+    assert marked({"matchActions": [{"action": "Mark"}]}) == [
+        "spec.tracepoints[0].selectors[0].matchActions[0]: Mark and Unmark need mark (its "
+        "name); no other action takes it"
+    ]
+    assert marked({"matchActions": [{"action": "TrackSock", "argSock": 1}]}) == [
+        "spec.tracepoints[0].selectors[0].matchActions[0].argSock: must be the index of a sock "
+        "arg of this hook; args[] has no sock at index 1"
+    ]
+    assert marked({"matchActions": [mark, mark, mark]}) == [
+        "spec.tracepoints[0].selectors[0].matchActions: at most 2 of Mark, Unmark, TrackSock "
+        "and UntrackSock per selector"
+    ]

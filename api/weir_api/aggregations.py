@@ -22,7 +22,7 @@ from pydantic import Field, WithJsonSchema
 
 from weir_api import API_VERSION, limits
 from weir_api.meta import Model, cel
-from weir_api.policies import ObjectMeta
+from weir_api.policies import KEY_PATTERN, ObjectMeta
 from weir_api.statuses import AggregationRuleStatus
 
 METADATA_KEYS = ("namespace", "pod", "container", "workload", "node", "binary")
@@ -34,8 +34,8 @@ GROUP_BY_PATTERN = (
 )
 METRIC_NAME_PATTERN = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
 # What a duration's clock is keyed by on each side: the current thread, its process, or
-# an integer argument's value (a pid, a socket cookie, an fd).
-DURATION_KEY_PATTERN = r"^(thread|process|arg:[a-z_][a-z0-9_]*)$"
+# an argument's value (a pid, a socket's address, an fd).
+DURATION_KEY_PATTERN = KEY_PATTERN
 RESERVED_SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
 # Families the agent exports about itself; a rule may not take their names.
 RESERVED_PREFIXES = ("weir_policy_", "weir_program_", "weir_agent_", "weir_operator_")

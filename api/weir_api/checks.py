@@ -16,11 +16,14 @@ from weir_api import aggregations, limits, values
 from weir_api.aggregations import AggregationRuleSpec
 from weir_api.policies import (
     ADDRESS_TYPES_TEXT,
+    FD_ACTIONS,
     MAX_FUNCTION_ARG,
+    SOCK_MARK,
     STRING_TYPES_TEXT,
     Arg,
     Hook,
     KProbe,
+    MatchAction,
     MatchArg,
     Tracepoint,
     TracingPolicySpec,
@@ -48,6 +51,15 @@ def policy_warnings(spec: TracingPolicySpec) -> list[Problem]:
                                 "ignored: an enforcement parameter, and weir observes",
                             )
                         )
+                if action.action in FD_ACTIONS:
+                    found.append(
+                        at(
+                            (*a_path, "action"),
+                            f"{action.action} has nothing to do in weir, ignored: an fd arg "
+                            "(type: fd) is read as its file's path through the task's "
+                            "descriptor table at each call",
+                        )
+                    )
     return sorted(set(found), key=lambda p: p.path)
 
 
@@ -80,6 +92,7 @@ def _policy(spec: TracingPolicySpec, path: Sequence[PathPart]) -> Iterator[Probl
                 (*path, "kprobes", index, "call"),
                 f"names list {listed!r}, which spec.lists does not have (lists: {known})",
             )
+    yield from _marks(spec, path)
     seen: dict[str, str] = {}
     checked: set[tuple[str, int]] = set()
     for where, hook in spec.hooks_with_paths():
@@ -237,8 +250,27 @@ def _hook(hook: KProbe | Tracepoint | UProbe, path: Sequence[PathPart]) -> Itera
                     values.parse_string(text)
                 except ValueError as error:
                     yield at((*b_path, "values", v_number), str(error))
+        events = [a for a in selector.match_actions if a.action in ("Post", "NoPost")]
+        if len(events) > 1:
+            yield at((*sel_path, "matchActions"), "give one of Post and NoPost, once")
+        if len(selector.mark_actions()) > limits.MAX_MARK_ACTIONS:
+            yield at(
+                (*sel_path, "matchActions"),
+                f"at most {limits.MAX_MARK_ACTIONS} of Mark, Unmark, TrackSock and "
+                "UntrackSock per selector",
+            )
         for a_number, action in enumerate(selector.match_actions):
             a_path = (*sel_path, "matchActions", a_number)
+            if (action.action in ("Mark", "Unmark")) != (action.mark is not None):
+                yield at(a_path, "Mark and Unmark need mark (its name); no other action takes it")
+            if action.key is not None and action.action not in ("Mark", "Unmark"):
+                yield at((*a_path, "key"), "applies to Mark and Unmark only; remove it")
+            if (action.action in ("TrackSock", "UntrackSock")) != (action.arg_sock is not None):
+                yield at(
+                    a_path,
+                    "TrackSock and UntrackSock need argSock (the index of a sock arg); no "
+                    "other action takes it",
+                )
             if action.rate_limit is not None:
                 if action.action != "Post":
                     yield at((*a_path, "rateLimit"), "applies to Post only; remove it")
@@ -440,8 +472,82 @@ def _duration(
         arg = hook.arg_by_ref(None, label)
         if arg is None:
             yield at(key_path, f"hook {hook.hook_id()} has no arg labelled {label!r}")
-        elif arg.type not in values.INTEGER_TYPES:
-            yield at(key_path, f"a duration's key is an integer arg; {label!r} is {arg.type}")
+        elif arg.type not in values.KEY_TYPES:
+            yield at(key_path, _key_type_problem(label, arg.type))
+
+
+def _key_type_problem(label: str, type_: str) -> str:
+    return (
+        f"a key is an integer, sock, skb, file, path or fd arg (its value, or the address of "
+        f"the object); {label!r} is {type_}"
+    )
+
+
+def _key_problems(
+    hook: KProbe | Tracepoint | UProbe, key: str, path: Sequence[PathPart]
+) -> Iterator[Problem]:
+    """A mark's or a clock's key names an arg of its hook that can be a key."""
+    kind, _, label = key.partition(":")
+    if kind != "arg":
+        return
+    arg = hook.arg_by_ref(None, label)
+    if arg is None:
+        yield at(path, f"hook {hook.hook_id()} has no arg labelled {label!r}")
+    elif arg.type not in values.KEY_TYPES:
+        yield at(path, _key_type_problem(label, arg.type))
+
+
+def _marks(spec: TracingPolicySpec, path: Sequence[PathPart]) -> Iterator[Problem]:
+    """Marks: what a selector sets or clears, and what matchMarks test, agree across the
+    policy's hooks (a mark tested is set somewhere, by the same kind of key)."""
+    set_by: dict[str, tuple[str, str]] = {}  # mark -> key kind, where it is first set
+    for where, hook in spec.hooks_with_paths():
+        for s_number, selector in enumerate(hook.selectors):
+            sel_path = (*path, *where, "selectors", s_number)
+            for a_number, action in selector.mark_actions():
+                a_path = (*sel_path, "matchActions", a_number)
+                key = mark_key(hook, action)
+                if action.action in ("TrackSock", "UntrackSock"):
+                    arg = next((a for a in hook.args if a.index == action.arg_sock), None)
+                    if arg is None or arg.type != "sock":
+                        yield at(
+                            (*a_path, "argSock"),
+                            f"must be the index of a sock arg of this hook; args[] has no sock "
+                            f"at index {action.arg_sock}",
+                        )
+                        continue
+                else:
+                    yield from _key_problems(hook, key, (*a_path, "key"))
+                if action.action in ("Mark", "TrackSock"):
+                    name = action.mark or SOCK_MARK
+                    set_by.setdefault(name, (key.partition(":")[0], format_path(a_path)))
+    for where, hook in spec.hooks_with_paths():
+        for s_number, selector in enumerate(hook.selectors):
+            for m_number, match in enumerate(selector.match_marks):
+                m_path = (*path, *where, "selectors", s_number, "matchMarks", m_number)
+                yield from _key_problems(hook, match.key, (*m_path, "key"))
+                found = set_by.get(match.mark)
+                kind = match.key.partition(":")[0]
+                if found is None:
+                    yield at(
+                        (*m_path, "mark"),
+                        f"no hook of this policy sets mark {match.mark!r}; add a matchActions "
+                        f"entry {{action: Mark, mark: {match.mark}}} where it should be set",
+                    )
+                elif found[0] != kind:
+                    yield at(
+                        (*m_path, "key"),
+                        f"mark {match.mark!r} is set keyed by {found[0]} ({found[1]}); test it "
+                        f"by {found[0]} too, or it never matches",
+                    )
+
+
+def mark_key(hook: KProbe | Tracepoint | UProbe, action: MatchAction) -> str:
+    """What a mark action keys by: its key (thread by default), or TrackSock's sock arg."""
+    if action.action in ("TrackSock", "UntrackSock"):
+        arg = next((a for a in hook.args if a.index == action.arg_sock), None)
+        return f"arg:{arg.name()}" if arg is not None else "arg:"
+    return action.key or "thread"
 
 
 def memory(

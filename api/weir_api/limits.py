@@ -21,6 +21,11 @@ DURATION_STARTS = 65_536
 MAX_SELECTORS = 8  # selectors per hook (Tetragon: 5)
 MAX_MATCH_ARGS = 8  # matchArgs per selector
 MAX_MATCH_BINARIES = 4  # matchBinaries per selector
+MAX_MATCH_ACTIONS = 4  # matchActions per selector: Post or NoPost, and marks
+MAX_MARK_ACTIONS = 2  # Mark, Unmark, TrackSock, UntrackSock per selector
+# Marks set at once on a node (Mark, TrackSock), shared by every policy: an LRU map, so
+# the least recently set or tested mark is evicted first when it is full.
+MARKS = 65_536
 MAX_VALUES = 1024  # values per matchArgs / matchBinaries (kept in maps, not code)
 MAX_STRING = 247  # bytes of a string value; the kernel reads 248 with the NUL (LPM key bound)
 MAX_NAME = 253  # names and symbols
@@ -90,6 +95,16 @@ def table() -> list[tuple[str, str, str]]:
             "AggregationRules per hook",
             f"{MAX_RULES_PER_HOOK}",
             "the program's aggregation slots (operator)",
+        ),
+        (
+            "Mark, Unmark, TrackSock, UntrackSock per selector",
+            f"{MAX_MARK_ACTIONS}",
+            "the program's mark slots (operator)",
+        ),
+        (
+            "marks set at once, per node",
+            f"{MARKS:,}",
+            "one LRU map for every policy: the least recently used is evicted (agent)",
         ),
         (
             "duration start keys per hook",

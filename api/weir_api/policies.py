@@ -253,6 +253,19 @@ def _seconds_as_text(value: object) -> object:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+# What a correlation mark or a duration's clock is keyed by: the current thread, its
+# process, or an argument's value (an integer, or the address of a sock, skb or file).
+KEY_PATTERN = r"^(thread|process|arg:[a-z_][a-z0-9_]*)$"
+MARK_PATTERN = r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$"
+# Actions that set or clear a mark; TrackSock and UntrackSock are Tetragon's words for
+# marking a socket (the mark named ``sock``).
+MARK_ACTIONS = ("Mark", "Unmark", "TrackSock", "UntrackSock")
+# Tetragon's descriptor-following actions: weir reads an fd argument's file through the
+# task's descriptor table at the call, so they are accepted and have nothing to do.
+FD_ACTIONS = ("FollowFD", "UnfollowFD", "CopyFD")
+SOCK_MARK = "sock"
+
+
 class MatchAction(Model):
     """What to do when a selector matches."""
 
@@ -264,12 +277,65 @@ class MatchAction(Model):
                 " || (has(self.kernelStackTrace) && self.kernelStackTrace))",
                 "stack traces are taken for Post only",
             ),
+            (
+                "(self.action == 'Mark' || self.action == 'Unmark') == has(self.mark)",
+                "Mark and Unmark need mark (its name); no other action takes it",
+            ),
+            (
+                "(self.action == 'Mark' || self.action == 'Unmark') || !has(self.key)",
+                "key applies to Mark and Unmark only",
+            ),
+            (
+                "(self.action == 'TrackSock' || self.action == 'UntrackSock') == has(self.argSock)",
+                "TrackSock and UntrackSock need argSock (the index of a sock arg); no other "
+                "action takes it",
+            ),
         )
     }
 
-    action: Literal["Post", "NoPost"] = Field(
+    action: Literal[
+        "Post",
+        "NoPost",
+        "Mark",
+        "Unmark",
+        "TrackSock",
+        "UntrackSock",
+        "FollowFD",
+        "UnfollowFD",
+        "CopyFD",
+    ] = Field(
         description="Post: send the event to user space (a JSON line). NoPost: count and "
-        "aggregate only, nothing leaves the kernel per event."
+        "aggregate only, nothing leaves the kernel per event. Mark / Unmark: set or clear "
+        "the mark `mark` for `key`, for matchMarks of any hook of the policy to test. "
+        "TrackSock / UntrackSock (Tetragon's): mark or unmark the sock arg at argSock (the "
+        "mark named sock). FollowFD, UnfollowFD, CopyFD (Tetragon's): accepted, nothing to "
+        "do: weir resolves fd args through the task's descriptor table. A selector takes "
+        "at most one of Post and NoPost (none: Post) and any number of the others."
+    )
+    mark: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=MARK_PATTERN,
+        description="Mark / Unmark: the mark's name, shared by the policy's hooks.",
+    )
+    key: str | None = Field(
+        default=None,
+        max_length=80,
+        pattern=KEY_PATTERN,
+        description="Mark / Unmark: what is marked: thread (default), process, or arg:LABEL "
+        "(an integer arg's value, or the address of a sock, skb, file or path arg).",
+    )
+    arg_sock: int | None = Field(
+        default=None,
+        ge=0,
+        le=7,
+        description="TrackSock / UntrackSock: the index of the sock arg (Tetragon's argSock).",
+    )
+    arg_fd: int | None = Field(
+        default=None, description="FollowFD, UnfollowFD, CopyFD (Tetragon's): ignored."
+    )
+    arg_name: int | None = Field(
+        default=None, description="FollowFD, CopyFD (Tetragon's): ignored."
     )
     rate_limit: Annotated[str | None, BeforeValidator(_seconds_as_text)] = Field(
         default=None,
@@ -363,8 +429,41 @@ class MatchCapability(Model):
     )
 
 
+class MatchMark(Model):
+    """A filter on a mark that a Mark (or TrackSock) action of the policy set (weir's)."""
+
+    mark: str = Field(
+        max_length=63, pattern=MARK_PATTERN, description="The mark's name (sock: TrackSock's)."
+    )
+    key: str = Field(
+        default="thread",
+        max_length=80,
+        pattern=KEY_PATTERN,
+        description="Whose mark: thread (default), process, or arg:LABEL, as the Mark set it.",
+    )
+    operator: Literal["In", "NotIn"] = Field(
+        default="In", description="In: the key is marked; NotIn: it is not."
+    )
+
+
 class Selector(Model):
     """Filters ANDed together, and the action taken when all match."""
+
+    model_config = {
+        "json_schema_extra": cel(
+            (
+                "!has(self.matchActions) || self.matchActions.filter(a, a.action == 'Post' || "
+                "a.action == 'NoPost').size() <= 1",
+                "give one of Post and NoPost, once",
+            ),
+            (
+                "!has(self.matchActions) || self.matchActions.filter(a, a.action in "
+                f"{_cel_list(MARK_ACTIONS)}).size() <= {limits.MAX_MARK_ACTIONS}",
+                f"at most {limits.MAX_MARK_ACTIONS} of Mark, Unmark, TrackSock and UntrackSock "
+                "per selector",
+            ),
+        )
+    }
 
     match_args: list[MatchArg] = Field(
         default_factory=list, max_length=limits.MAX_MATCH_ARGS, description="Argument filters."
@@ -393,6 +492,12 @@ class Selector(Model):
         default_factory=list, max_length=limits.MAX_MATCH_ARGS, description="Capability filters."
     )
 
+    match_marks: list[MatchMark] = Field(
+        default_factory=list,
+        max_length=limits.MAX_MATCH_ARGS,
+        description="Mark filters: what a Mark or TrackSock of the policy set (weir's).",
+    )
+
     def matcher_count(self) -> int:
         """Matchers the selector takes in the program (at most MAX_MATCH_ARGS)."""
         return (
@@ -401,16 +506,26 @@ class Selector(Model):
             + len(self.match_pids)
             + len(self.match_namespaces)
             + len(self.match_capabilities)
+            + len(self.match_marks)
         )
 
     match_actions: list[MatchAction] = Field(
         default_factory=list,
-        max_length=1,
-        description="The action on a match; none means Post (as in Tetragon).",
+        max_length=limits.MAX_MATCH_ACTIONS,
+        description="The actions on a match: at most one of Post and NoPost (none means "
+        "Post, as in Tetragon), and marks to set or clear.",
     )
 
     def action(self) -> MatchAction:
-        return self.match_actions[0] if self.match_actions else MatchAction(action="Post")
+        """The selector's Post or NoPost (Post when it gives neither)."""
+        return next(
+            (a for a in self.match_actions if a.action in ("Post", "NoPost")),
+            MatchAction(action="Post"),
+        )
+
+    def mark_actions(self) -> list[tuple[int, MatchAction]]:
+        """The actions that set or clear marks, with their positions."""
+        return [(n, a) for n, a in enumerate(self.match_actions) if a.action in MARK_ACTIONS]
 
 
 # CEL over a hook's own fields: what `checks` says about args and matchArgs that needs no

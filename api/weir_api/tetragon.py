@@ -19,13 +19,8 @@ ENFORCEMENT_ACTIONS = frozenset({"Sigkill", "Override", "Signal", "NotifyEnforce
 # matchActions[].action values that observe, in Tetragon, but weir does not have yet.
 LATER_ACTIONS = frozenset(
     {
-        "FollowFD",
-        "UnfollowFD",
-        "CopyFD",
         "GetUrl",
         "DnsLookup",
-        "TrackSock",
-        "UntrackSock",
         "NoOp",
         "CleanupEnforcerNotification",
     }
@@ -64,11 +59,8 @@ LATER_FIELDS = frozenset(
         "matchReturnActions",
         "matchData",
         # matchActions parameters of actions weir does not have
-        "argFd",
-        "argName",
         "argUrl",
         "argFqdn",
-        "argSock",
         "imaHash",
     }
 )

@@ -42,6 +42,9 @@ STRING_TYPES = frozenset({"string", "filename", "char_buf"}) | FILE_TYPES
 # Addresses read from a ``struct sock *``, a ``struct sockaddr *`` or the headers of a
 # ``struct sk_buff *``.
 ADDRESS_TYPES = frozenset({"sock", "sockaddr", "skb"})
+# What a mark or a duration's clock may be keyed by (arg:LABEL): an integer's value, the
+# address of the kernel object a sock, skb, file or path arg points to, or an fd's number.
+KEY_TYPES = frozenset(INTEGER_TYPES) | frozenset({"sock", "skb", "file", "path", "fd"})
 # ``nop`` reads nothing: a placeholder that keeps Tetragon's argument positions.
 NOP_TYPES = frozenset({"nop"})
 ARG_TYPES = (

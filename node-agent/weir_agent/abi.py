@@ -28,6 +28,7 @@ MAX_MATCHERS = limits.MAX_MATCH_ARGS  # matchArgs per selector in the program's 
 MAX_BINARIES = limits.MAX_MATCH_BINARIES
 MAX_AGGREGATIONS = limits.MAX_RULES_PER_HOOK  # AggregationRules folded by one hook
 MAX_STARTS = limits.MAX_STARTS_PER_HOOK  # duration start keys recorded by one hook
+MAX_MARK_ACTIONS = limits.MAX_MARK_ACTIONS  # Mark, Unmark, TrackSock, UntrackSock per selector
 MAX_GROUP_ARGS = limits.MAX_GROUP_ARGS  # arg:LABEL keys per AggregationRule
 MAX_RANGES = limits.MAX_RANGES
 MAX_BOUNDS = limits.MAX_BUCKETS
@@ -79,6 +80,7 @@ class Op(enum.IntEnum):
     FAMILY = 16  # sock/skb/sockaddr: the address family is one of a set
     PROTOCOL = 17  # sock/skb: the IP protocol is one of a set
     STATE = 18  # sock: the TCP state is one of a set
+    MARK = 19  # matchMarks: the key is marked (VAL: the mark's id, its key's Clock on top)
 
 
 class Namespace(enum.IntEnum):
@@ -138,7 +140,31 @@ class Stat(enum.IntEnum):
     SAVED = 7  # an entry half: argument registers saved for its return half
     STARTED = 8  # a duration's clock started (a start hook's match recorded its time)
     UNSTARTED = 9  # a duration's end found no start (began before attach, or evicted)
-    COUNT = 10
+    MARKED = 10  # a Mark or TrackSock set a mark that was not set
+    UNMARKED = 11  # an Unmark or UntrackSock cleared a mark that was set
+    COUNT = 12
+
+
+class MarkOp(enum.IntEnum):
+    """What a selector's mark action does (S<s>_A<a>_OP)."""
+
+    NONE = 0
+    SET = 1  # Mark, TrackSock
+    CLEAR = 2  # Unmark, UntrackSock
+
+
+class Corr(enum.IntEnum):
+    """Entries the programs added to and deleted from the shared correlation maps
+    (exec.bpf.c's weir_corr_stats): with the entries present, LRU evictions."""
+
+    MARKS_ADDED = 0
+    MARKS_DELETED = 1
+    CLOCKS_ADDED = 2
+    CLOCKS_DELETED = 3
+    COUNT = 4
+
+
+MARK_ID_BITS = 60  # a mark's id; the top 4 bits of a matchMarks VAL hold its key's Clock
 
 
 class Clock(enum.IntEnum):
@@ -180,9 +206,9 @@ ADDRESS_CLASS_NETWORKS: dict[AddressClass, tuple[str, ...]] = {
 }
 
 
-def enum_flags() -> dict[str, int]:
+def enum_flags() -> dict[str, int | str]:
     """Every enumeration as the C code names it (e.g. OP_GT, STAT_OBSERVED)."""
-    flags: dict[str, int] = {}
+    flags: dict[str, int | str] = {}
     prefixes: list[tuple[str, type[enum.IntEnum]]] = [
         ("KIND", Kind),
         ("SRC", Source),
@@ -192,6 +218,8 @@ def enum_flags() -> dict[str, int]:
         ("VAL", ValueKind),
         ("ACLASS", AddressClass),
         ("CLOCK", Clock),
+        ("MARK", MarkOp),
+        ("CORR", Corr),
     ]
     for prefix, members in prefixes:
         for member in members:
@@ -200,6 +228,8 @@ def enum_flags() -> dict[str, int]:
     flags["UPID_SIZE"] = UPID_SIZE
     flags["STACK_NOT_TAKEN"] = STACK_NOT_TAKEN
     flags["DURATION_STARTS"] = limits.DURATION_STARTS
+    flags["MARKS"] = limits.MARKS
+    flags["MARK_ID_MASK"] = f"{(1 << MARK_ID_BITS) - 1:#x}ULL"
     return flags
 
 

@@ -27,12 +27,20 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from weir_agent import abi, btf
-from weir_agent.abi import Action, Clock, Kind, Op, Source, ValueKind
+from weir_agent.abi import Action, Clock, Kind, MarkOp, Op, Source, ValueKind
 from weir_agent.formats import Field
 from weir_api import aggregations as agg_api
-from weir_api import limits, values
+from weir_api import checks, limits, values
 from weir_api.aggregations import AggregationRule
-from weir_api.policies import Arg, KProbe, Selector, Tracepoint, TracingPolicy, UProbe
+from weir_api.policies import (
+    SOCK_MARK,
+    Arg,
+    KProbe,
+    Selector,
+    Tracepoint,
+    TracingPolicy,
+    UProbe,
+)
 from weir_api.problems import PathPart, Problem, at
 
 # The C sources ship inside the package (weir_agent/bpf/*.c), so any install can compile.
@@ -66,7 +74,7 @@ MIN_ROOM = 64  # smallest capacity of a seed or series map (entries, never preal
 CONFIG_FLAG = re.compile(
     r"^(NUM_SELECTORS|S\d+_(ACTION|RATE_NS|USTACK|KSTACK)|S\d+_M\d+_(OP|NEG|ARG|VAL)|REV_SLOTS"
     r"|S\d+_B\d+_(OP|NEG)|AGG\d+_(ON|VALUE|CGROUP|BINARY|KARG0|KARG1|ACLASS|VARG|NBOUNDS|MAX|SID"
-    r"|DUR|DARG|DID)|MK\d+_(KEY|ARG|ID))$"
+    r"|DUR|DARG|DID)|MK\d+_(KEY|ARG|ID)|S\d+_A\d+_(ID|ARG|KEY|OP))$"
 )
 
 
@@ -144,7 +152,8 @@ class Program:
     def needs_tracker(self) -> bool:
         """Reads the exec tracker's shared maps (executables, a return probe's args)."""
         flags = dict(self.flags)
-        return any(flags.get(name) for name in ("USE_EXE", "SAVE_ENTRY", "USE_ENTRY", "USE_STARTS"))
+        names = ("USE_EXE", "SAVE_ENTRY", "USE_ENTRY", "USE_STARTS", "USE_MARKS")
+        return any(flags.get(name) for name in names)
 
     @property
     def posts(self) -> bool:
@@ -313,6 +322,8 @@ def entry_half(program: Program) -> Program:
         USE_EXE=0,
         USE_TASK=0,
         USE_PID_TREE=0,
+        USE_STARTS=0,
+        USE_MARKS=0,
     )
     return dataclasses.replace(
         program,
@@ -444,6 +455,11 @@ def _program(
         for b in range(abi.MAX_BINARIES):
             flags.set(f"S{s}_B{b}_OP", 0)
             flags.set(f"S{s}_B{b}_NEG", 0)
+        for a in range(abi.MAX_MARK_ACTIONS):
+            for suffix in ("ID", "ARG", "KEY", "OP"):
+                flags.set(f"S{s}_A{a}_{suffix}", 0)
+    uses_marks = False
+    by_label = {plan.name: plan for plan in arg_plans}
     for s, selector in enumerate(hook.selectors):
         sel_path = (*path, "selectors", s)
         action = Action.POST if selector.action().action == "Post" else Action.NOPOST
@@ -502,6 +518,32 @@ def _program(
                 seeds.integers.append((matcher, number & MASK64))
             if op == Op.PID and value & 2:
                 uses_pid_tree = True
+        # matchMarks: one lookup each, in the shared marks map
+        first = len(arg_matches) + len(task_matchers)
+        for m, mark in enumerate(selector.match_marks, start=first):
+            if m >= abi.MAX_MATCHERS:
+                continue  # reported by weir_api.checks
+            uses_marks = True
+            clock, arg_slot = _clock(mark.key, by_label)
+            if clock is None:
+                continue  # reported by weir_api.checks
+            flags.set(f"S{s}_M{m}_OP", int(Op.MARK))
+            flags.set(f"S{s}_M{m}_ARG", arg_slot)
+            tagged = (int(clock) << abi.MARK_ID_BITS) | mark_id(policy_name, mark.mark)
+            flags.set(f"S{s}_M{m}_VAL", _int_literal(tagged))
+            flags.set(f"S{s}_M{m}_NEG", int(mark.operator == "NotIn"))
+        # Mark, Unmark, TrackSock, UntrackSock: set or clear when the selector matches
+        for a, (_, marking) in enumerate(selector.mark_actions()[: abi.MAX_MARK_ACTIONS]):
+            uses_marks = True
+            clock, arg_slot = _clock(checks.mark_key(hook, marking), by_label)
+            if clock is None:
+                continue  # reported by weir_api.checks
+            name = marking.mark or SOCK_MARK
+            setting = marking.action in ("Mark", "TrackSock")
+            flags.set(f"S{s}_A{a}_OP", int(MarkOp.SET if setting else MarkOp.CLEAR))
+            flags.set(f"S{s}_A{a}_KEY", int(clock))
+            flags.set(f"S{s}_A{a}_ARG", arg_slot)
+            flags.set(f"S{s}_A{a}_ID", _int_literal(mark_id(policy_name, name)))
         for b, binary in enumerate(selector.match_binaries):
             uses_exe = True
             matcher = 64 + s * abi.MAX_BINARIES + b
@@ -530,7 +572,7 @@ def _program(
                 f"most {abi.MAX_AGGREGATIONS}",
             )
         )
-    by_label = {plan.name: plan for plan in arg_plans}
+    flags.set("USE_MARKS", int(uses_marks))
     for n, rule in enumerate(rules[: abi.MAX_AGGREGATIONS]):
         slot_plan, found = _aggregation(flags, seeds, n, rule, by_label, policy_name)
         problems.extend(found)
@@ -929,16 +971,26 @@ def range_prefixes(low: int, high: int, bits: int = 64) -> list[tuple[int, int]]
     return out
 
 
+# Kinds whose raw value can key a mark or a clock: an integer, an object's address, an fd.
+_KEY_KINDS = frozenset({Kind.INT, Kind.SOCK, Kind.SKB, Kind.FILE, Kind.PATH, Kind.FD})
+
+
 def _clock(key: str, by_label: Mapping[str, ArgPlan]) -> tuple[Clock | None, int]:
-    """A duration key (thread, process, arg:LABEL) as CLOCK_* and an argument slot."""
+    """A mark's or clock's key (thread, process, arg:LABEL) as CLOCK_* and an arg slot."""
     if key == "thread":
         return Clock.THREAD, 0
     if key == "process":
         return Clock.PROCESS, 0
     plan = by_label.get(key.removeprefix("arg:"))
-    if plan is None or plan.kind != Kind.INT:
+    if plan is None or plan.kind not in _KEY_KINDS:
         return None, 0  # reported by weir_api.checks
     return Clock.ARG, plan.slot
+
+
+def mark_id(policy: str, name: str) -> int:
+    """Names a policy's mark in weir_marks (every hook of the policy computes the same)."""
+    text = f"{policy}\0mark\0{name}"
+    return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
 
 
 def _aggregation(

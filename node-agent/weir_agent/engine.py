@@ -98,6 +98,7 @@ class HookSnapshot:
     run_time_ns: int
     run_count: int
     clocks: bool = False  # starts or stops duration clocks (its STARTED/UNSTARTED count)
+    marks: bool = False  # sets, clears or tests marks (its MARKED/UNMARKED count)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -458,6 +459,7 @@ class Engine:
                             run_time_ns=int(info.run_time_ns),
                             run_count=int(info.run_cnt),
                             clocks=bool(dict(hook.loaded.program.flags).get("USE_STARTS")),
+                            marks=bool(dict(hook.loaded.program.flags).get("USE_MARKS")),
                         )
                     )
             return out
@@ -485,6 +487,10 @@ class Engine:
 
     def binary_paths(self) -> dict[int, str]:
         return self.exec_tracker.paths() if self.exec_tracker is not None else {}
+
+    def correlation(self) -> dict[str, loading.CorrelationMap]:
+        """The shared marks and clocks maps: size, entries, and what LRU evicted."""
+        return self.exec_tracker.correlation() if self.exec_tracker is not None else {}
 
     def program_ids(self) -> dict[tuple[str, str], list[int]]:
         """(policy, hook) → ids of the kernel programs (stub and current) it runs."""

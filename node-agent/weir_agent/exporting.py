@@ -89,6 +89,29 @@ class WeirCollector:
         if self.publisher is not None:
             yield from self._api_families(self.publisher)
 
+    def _correlation_families(self) -> Iterator[Metric]:
+        maps = self.engine.correlation()
+        if not maps:
+            return
+        capacity = GaugeMetricFamily(
+            "weir_agent_correlation_capacity",
+            "Entries the node's shared correlation map holds at most (marks; clocks of durations).",
+            labels=["map"],
+        )
+        entries = GaugeMetricFamily(
+            "weir_agent_correlation_entries", "Entries in the map now.", labels=["map"]
+        )
+        evicted = CounterMetricFamily(
+            "weir_agent_correlation_evicted",
+            "Entries the map's LRU evicted to make room: a mark or a running clock lost.",
+            labels=["map"],
+        )
+        for name, found in sorted(maps.items()):
+            capacity.add_metric([name], found.capacity)
+            entries.add_metric([name], found.entries)
+            evicted.add_metric([name], found.evicted)
+        yield from (capacity, entries, evicted)
+
     @staticmethod
     def _api_families(publisher: Any) -> Iterator[Metric]:
         errors = CounterMetricFamily(
@@ -196,6 +219,12 @@ class WeirCollector:
             "was evicted from the full map).",
             labels=["policy", "hook", "event"],
         )
+        marks = CounterMetricFamily(
+            "weir_policy_marks",
+            "Marks by hook: set (a Mark or TrackSock marked a key not marked yet) and cleared "
+            "(an Unmark or UntrackSock cleared a marked key).",
+            labels=["policy", "hook", "event"],
+        )
         for snap in snapshots:
             ids = [snap.policy, snap.hook]
             for stage, stats in STAGES.items():
@@ -203,6 +232,9 @@ class WeirCollector:
             if snap.clocks:
                 clocks.add_metric([*ids, "started"], snap.stats.get(abi.Stat.STARTED, 0))
                 clocks.add_metric([*ids, "unstarted"], snap.stats.get(abi.Stat.UNSTARTED, 0))
+            if snap.marks:
+                marks.add_metric([*ids, "set"], snap.stats.get(abi.Stat.MARKED, 0))
+                marks.add_metric([*ids, "cleared"], snap.stats.get(abi.Stat.UNMARKED, 0))
             for reason, stat in DROP_REASONS.items():
                 dropped.add_metric([*ids, reason], snap.stats.get(stat, 0))
             verified.add_metric(ids, 1)
@@ -213,7 +245,8 @@ class WeirCollector:
         for policy, failures in self.engine.failures().items():
             for hook in failures:
                 verified.add_metric([policy, hook], 0)
-        yield from (events, dropped, verified, instructions, run_time, runs, clocks)
+        yield from (events, dropped, verified, instructions, run_time, runs, clocks, marks)
+        yield from self._correlation_families()
         exported = CounterMetricFamily(
             "weir_policy_exported_bytes",
             "Bytes weir emitted for the policy.",

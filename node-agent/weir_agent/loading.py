@@ -39,6 +39,7 @@ from bcc.libbcc import lib as bcc_lib
 
 from weir_agent import abi, codegen, headers, ringbuf
 from weir_agent.codegen import Program
+from weir_api import limits
 
 _PROCESSED = re.compile(r"processed (\d+) insns")
 LOG_TAIL_LINES = 40
@@ -261,7 +262,7 @@ def compile_and_load(
 TEMPLATES_KEPT = 16  # compiled shapes kept (each holds its instructions and unused maps)
 VERIFIER_LOG_BYTES = 1 << 20  # the kernel keeps the log's end when it is longer
 # Maps every program uses as they are (the exec tracker's module owns them).
-SHARED_MAPS = (b"weir_exes", b"weir_entries", b"weir_starts")
+SHARED_MAPS = (b"weir_exes", b"weir_entries", b"weir_starts", b"weir_marks", b"weir_corr_stats")
 _BPF_MAP_CREATE = 0
 _BPF_MAP_LOOKUP_ELEM = 1
 _BPF_MAP_UPDATE_ELEM = 2
@@ -689,7 +690,7 @@ def _fill_config(leaf: Any, values: dict[str, int]) -> None:
         else:
             target = leaf.S[int(head[1:])]
             rest = parts[1:]
-            if rest[0][0] in "MB" and rest[0][1:].isdigit():
+            if rest[0][0] in "MBA" and rest[0][1:].isdigit():
                 target = getattr(target, rest[0][0])[int(rest[0][1:])]
                 rest = rest[1:]
             field = "_".join(rest)
@@ -1012,8 +1013,41 @@ class ExecTracker:
             for _, leaf in table.items()
         }
 
+    def correlation(self) -> dict[str, CorrelationMap]:
+        """marks and clocks: capacity, entries now, and entries LRU evicted (added minus
+        deleted minus present, from the counters every program keeps in weir_corr_stats)."""
+        counters = self.module[b"weir_corr_stats"]
+
+        def total(which: abi.Corr) -> int:
+            return int(counters.sum(ctypes.c_int(int(which))).value)
+
+        out = {}
+        for name, table, added, deleted, capacity in (
+            ("marks", b"weir_marks", abi.Corr.MARKS_ADDED, abi.Corr.MARKS_DELETED, limits.MARKS),
+            (
+                "clocks",
+                b"weir_starts",
+                abi.Corr.CLOCKS_ADDED,
+                abi.Corr.CLOCKS_DELETED,
+                limits.DURATION_STARTS,
+            ),
+        ):
+            present = sum(1 for _ in self.module[table])
+            gone = total(added) - total(deleted) - present
+            out[name] = CorrelationMap(capacity=capacity, entries=present, evicted=max(0, gone))
+        return out
+
     def close(self) -> None:
         self.module.cleanup()
+
+
+@dataclasses.dataclass(frozen=True)
+class CorrelationMap:
+    """A shared correlation map (marks, duration clocks) as the agent exports it."""
+
+    capacity: int
+    entries: int
+    evicted: int  # taken by LRU eviction: added, never deleted, no longer present
 
 
 _tracker: ExecTracker | None = None

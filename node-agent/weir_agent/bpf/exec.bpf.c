@@ -11,7 +11,13 @@ BPF_TABLE_SHARED("lru_hash", struct weir_entry_key, struct weir_entry, weir_entr
 /* Durations' clocks (hook.bpf.c, USE_STARTS), keyed by rule pair and thread, process or
  * argument value: shared by the start and end hooks of every policy. LRU: a clock whose
  * end never comes (the thread died) is the first to go when the map is full. */
-BPF_TABLE_SHARED("lru_hash", struct weir_start_key, u64, weir_starts, DURATION_STARTS);
+BPF_TABLE_SHARED("lru_hash", struct weir_corr_key, u64, weir_starts, DURATION_STARTS);
+/* Marks (hook.bpf.c, USE_MARKS): set by a selector's Mark or TrackSock, tested by
+ * matchMarks; the value is when it was set. LRU: the least recently used mark goes first. */
+BPF_TABLE_SHARED("lru_hash", struct weir_corr_key, u64, weir_marks, MARKS);
+/* Entries added to and deleted from those maps by every program (CORR_*): with the
+ * entries present, what LRU eviction took (the agent's weir_agent_correlation_*). */
+BPF_TABLE_SHARED("percpu_array", u32, u64, weir_corr_stats, CORR_COUNT);
 BPF_PERCPU_ARRAY(exe_scratch, struct weir_exe, 1);
 
 TRACEPOINT_PROBE(sched, sched_process_exec)

@@ -14,7 +14,8 @@
  *
  * Flow: count observed -> read args -> selectors (AND within, OR across, first
  * match decides) -> count matched -> fold into aggregations (a duration reads the
- * clock its start hook started, then stops it) -> start clocks -> post.
+ * clock its start hook started, then stops it) -> start clocks -> set or clear the
+ * matching selector's marks -> post.
  * A permanent stub per hook (stub.bpf.c) tail-calls this program, so a new
  * version replaces it atomically.
  */
@@ -45,6 +46,7 @@ BPF_ARRAY(active, u32, 1);
 #define C_B(s, b, f) (cfg->S[s].B[b].f)
 #define C_AGG(n, f) (cfg->AGG[n].f)
 #define C_MK(n, f) (cfg->MK[n].f)
+#define C_A(s, a, f) (cfg->S[s].A[a].f)
 #else
 #define C_NUM_SELECTORS NUM_SELECTORS
 #define C_GEN 0
@@ -54,6 +56,7 @@ BPF_ARRAY(active, u32, 1);
 #define C_B(s, b, f) S##s##_B##b##_##f
 #define C_AGG(n, f) AGG##n##_##f
 #define C_MK(n, f) MK##n##_##f
+#define C_A(s, a, f) S##s##_A##a##_##f
 #endif
 #if USE_EXE
 BPF_TABLE("extern", u32, struct weir_exe, weir_exes, 65536);
@@ -62,7 +65,13 @@ BPF_TABLE("extern", u32, struct weir_exe, weir_exes, 65536);
 BPF_TABLE("extern", struct weir_entry_key, struct weir_entry, weir_entries, 65536);
 #endif
 #if USE_STARTS
-BPF_TABLE("extern", struct weir_start_key, u64, weir_starts, DURATION_STARTS);
+BPF_TABLE("extern", struct weir_corr_key, u64, weir_starts, DURATION_STARTS);
+#endif
+#if USE_MARKS
+BPF_TABLE("extern", struct weir_corr_key, u64, weir_marks, MARKS);
+#endif
+#if USE_STARTS || USE_MARKS
+BPF_TABLE("extern", u32, u64, weir_corr_stats, CORR_COUNT);
 #endif
 #if USE_SCOPE
 /* podSelector / namespaceSelector: the cgroup ids of the selected pods' containers,
@@ -442,6 +451,7 @@ static __always_inline void read_task(struct weir_task *t)
     if (ARG##i##_KIND != KIND_NONE) {                                           \
         u64 raw = read_source(ctx, sc, ARG##i##_FROM, ARG##i##_SRC,             \
                               ARG##i##_SIZE, ARG##i##_SIGNED);                  \
+        sc->raw[i] = raw;                                                       \
         if (ARG##i##_KIND == KIND_INT) {                                        \
             sc->ints[i] = raw;                                                  \
         } else if (ARG##i##_KIND == KIND_STR_PTR) {                             \
@@ -546,6 +556,50 @@ static __always_inline int addr_hit(struct weir_scratch *sc, u8 *addr, u32 match
     return addr_lpm.lookup(&sc->akey) != NULL;
 }
 
+/* Marks and clocks: whom an entry belongs to, by CLOCK_* (a thread id is what
+ * tracepoints such as sched_switch call a pid, so arg:next_pid meets thread; a sock,
+ * skb, file or path arg is keyed by the object's address). */
+static __always_inline u64 clock_who(struct weir_scratch *sc, int key, int arg)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    if (key == CLOCK_THREAD)
+        return (u32)id;
+    if (key == CLOCK_PROCESS)
+        return id >> 32;
+    return sc->raw[arg & 7];
+}
+
+#if USE_STARTS || USE_MARKS
+static __always_inline void corr_add(u32 index)
+{
+    u64 *value = weir_corr_stats.lookup(&index);
+    if (value)
+        *value += 1;
+}
+#endif
+
+/* Set or clear a mark (Mark / TrackSock, Unmark / UntrackSock). A mark already set stays
+ * as it was (its time is when it was first set). */
+static __always_inline void mark(struct weir_scratch *sc, int op, int key, int arg, u64 id)
+{
+#if USE_MARKS
+    if (key == CLOCK_NONE)
+        return;
+    sc->corr.pair = id;
+    sc->corr.who = clock_who(sc, key, arg);
+    if (op == MARK_SET) {
+        u64 now = bpf_ktime_get_ns();
+        if (weir_marks.insert(&sc->corr, &now) == 0) {
+            corr_add(CORR_MARKS_ADDED);
+            stat_add(STAT_MARKED);
+        }
+    } else if (weir_marks.delete(&sc->corr) == 0) {
+        corr_add(CORR_MARKS_DELETED);
+        stat_add(STAT_UNMARKED);
+    }
+#endif
+}
+
 /* One matchArgs entry (op, neg, arg and value are constants in a specialised build). */
 static __always_inline int match_arg(struct weir_scratch *sc, int op, int neg, int arg,
                                      s64 value, u32 matcher)
@@ -578,6 +632,13 @@ static __always_inline int match_arg(struct weir_scratch *sc, int op, int neg, i
             }
 #endif
         }
+#endif
+    } else if (op == OP_MARK) {
+#if USE_MARKS
+        /* matchMarks: value is the mark's id, with its key's CLOCK_* in the top 4 bits. */
+        sc->corr.pair = (u64)value & MARK_ID_MASK;
+        sc->corr.who = clock_who(sc, (u64)value >> 60, arg);
+        hit = weir_marks.lookup(&sc->corr) != NULL;
 #endif
     } else if (op == OP_GT) {
         hit = ARG_SIGNED(arg) ? (s64)v > value : v > (u64)value;
@@ -802,18 +863,6 @@ static __always_inline int fold(struct weir_scratch *sc, int value, int cgroup, 
     return fold_plain(sc, v, max_series);
 }
 
-/* Durations: who a clock belongs to, by CLOCK_* (a thread id is what tracepoints
- * such as sched_switch call a pid, so arg:next_pid meets thread). */
-static __always_inline u64 clock_who(struct weir_scratch *sc, int key, int arg)
-{
-    u64 id = bpf_get_current_pid_tgid();
-    if (key == CLOCK_THREAD)
-        return (u32)id;
-    if (key == CLOCK_PROCESS)
-        return id >> 32;
-    return sc->ints[arg & 7];
-}
-
 /* The value one aggregation folds: 1 (count), an integer argument (sum, histogram), or
  * the nanoseconds since the clock this call stops was started. 0: nothing to fold (a
  * duration whose clock never started: before the hook was attached, or evicted). */
@@ -823,9 +872,9 @@ static __always_inline int agg_value(struct weir_scratch *sc, int varg, int dur,
     *v = varg >= 0 ? sc->ints[varg & 7] : 1;
 #if USE_STARTS
     if (dur != CLOCK_NONE) {
-        sc->start.pair = did;
-        sc->start.who = clock_who(sc, dur, darg);
-        u64 *began = weir_starts.lookup(&sc->start);
+        sc->corr.pair = did;
+        sc->corr.who = clock_who(sc, dur, darg);
+        u64 *began = weir_starts.lookup(&sc->corr);
         if (!began) {
             stat_add(STAT_UNSTARTED);
             return 0;
@@ -841,9 +890,10 @@ static __always_inline void stop_clock(struct weir_scratch *sc, int dur, int dar
 {
 #if USE_STARTS
     if (dur != CLOCK_NONE) {
-        sc->start.pair = did;
-        sc->start.who = clock_who(sc, dur, darg);
-        weir_starts.delete(&sc->start);
+        sc->corr.pair = did;
+        sc->corr.who = clock_who(sc, dur, darg);
+        if (weir_starts.delete(&sc->corr) == 0)
+            corr_add(CORR_CLOCKS_DELETED);
     }
 #endif
 }
@@ -855,9 +905,12 @@ static __always_inline void start_clock(struct weir_scratch *sc, int key, int ar
 {
 #if USE_STARTS
     if (key != CLOCK_NONE) {
-        sc->start.pair = id;
-        sc->start.who = clock_who(sc, key, arg);
-        weir_starts.update(&sc->start, &now);
+        sc->corr.pair = id;
+        sc->corr.who = clock_who(sc, key, arg);
+        if (weir_starts.insert(&sc->corr, &now) == 0)
+            corr_add(CORR_CLOCKS_ADDED);
+        else
+            weir_starts.update(&sc->corr, &now); /* restarted: the call began again */
         stat_add(STAT_STARTED);
     }
 #endif
@@ -874,6 +927,11 @@ static __always_inline void start_clock(struct weir_scratch *sc, int key, int ar
     if (C_AGG(n, ON))                                                          \
         stop_clock(sc, C_AGG(n, DUR), C_AGG(n, DARG), C_AGG(n, DID));
 #define START(n) start_clock(sc, C_MK(n, KEY), C_MK(n, ARG), C_MK(n, ID), now);
+#define MARKS(s)                                                               \
+    if (selector == (s)) {                                                     \
+        mark(sc, C_A(s, 0, OP), C_A(s, 0, KEY), C_A(s, 0, ARG), C_A(s, 0, ID));  \
+        mark(sc, C_A(s, 1, OP), C_A(s, 1, KEY), C_A(s, 1, ARG), C_A(s, 1, ID));  \
+    }
 
 #if ANY_POST
 /* Send one event to user space, unless the selector's rate limit for this
@@ -1083,12 +1141,25 @@ int weir_program(void *ctx)
         start_clock(sc, m->KEY, m->ARG, m->ID, now);
     }
 #endif
+#if USE_MARKS
+    if (selector >= 0) {
+        struct weir_selector_cfg *chosen = &cfg->S[selector & (WEIR_MAX_SELECTORS - 1)];
+#pragma clang loop unroll(disable)
+        for (u32 a = 0; a < WEIR_MAX_MARK_ACTIONS; a++) {
+            struct weir_mark_cfg *m = &chosen->A[a & (WEIR_MAX_MARK_ACTIONS - 1)];
+            mark(sc, m->OP, m->KEY, m->ARG, m->ID);
+        }
+    }
+#endif
 #else
     AGGREGATE(0) AGGREGATE(1) AGGREGATE(2) AGGREGATE(3)
     if (C_AGG(0, ON) || C_AGG(1, ON) || C_AGG(2, ON) || C_AGG(3, ON))
         stat_add(STAT_AGGREGATED);
     STOP(0) STOP(1) STOP(2) STOP(3)
     START(0) START(1) START(2) START(3)
+#if USE_MARKS
+    MARKS(0) MARKS(1) MARKS(2) MARKS(3) MARKS(4) MARKS(5) MARKS(6) MARKS(7)
+#endif
 #endif
     if (overflowed)
         stat_add(STAT_OVERFLOW);

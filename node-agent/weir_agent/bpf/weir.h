@@ -25,6 +25,7 @@
 #define WEIR_MAX_AGGS 4           /* AggregationRules per hook */
 #define WEIR_MAX_SERIES_IDS 8     /* series ids: 4 in use, 4 for the next configuration */
 #define WEIR_MAX_STARTS 4         /* duration start keys recorded per hook */
+#define WEIR_MAX_MARK_ACTIONS 2   /* Mark, Unmark, TrackSock, UntrackSock per selector */
 
 /* Key of the string LPM trie: Equal, Prefix and Postfix (on the reversed string)
  * are all longest-prefix lookups; the matcher id (big-endian) is part of the
@@ -130,10 +131,12 @@ struct weir_entry {
     u64 raw[WEIR_MAX_ARGS];
 };
 
-/* A duration's clock (weir_starts, shared by every program): started by a call of one
- * hook, looked up, stopped and folded by a call of another with the same key. */
-struct weir_start_key {
-    u64 pair;  /* MKn_ID on the start side, AGGn_DID on the end side: the same number */
+/* Correlation across hooks, in maps shared by every program (exec.bpf.c): a duration's
+ * clock (weir_starts), started by a call of one hook, stopped and folded by a call of
+ * another with the same key; a mark (weir_marks), set or cleared by a selector's Mark,
+ * tested by matchMarks. */
+struct weir_corr_key {
+    u64 pair;  /* the clock's pair id (MKn_ID = AGGn_DID), or the mark's id */
     u64 who;   /* the thread id, the process id or an argument's value (CLOCK_*) */
 };
 
@@ -153,7 +156,8 @@ struct weir_scratch {
     struct weir_agg_val zero;  /* never written: the first value of a new series */
     struct weir_task task;
     struct weir_entry entry;   /* the entry half's saved arguments (USE_ENTRY) */
-    struct weir_start_key start;
+    struct weir_corr_key corr;
+    u64 raw[WEIR_MAX_ARGS];    /* each argument's raw value: a key for marks and clocks */
     char path[512];            /* a file path, built from its last component back */
 };
 
@@ -207,6 +211,15 @@ struct weir_binary_cfg {
     u8 NEG;
 };
 
+/* A mark the selector sets or clears when it matches (Mark, Unmark, TrackSock, ...). */
+struct weir_mark_cfg {
+    u64 ID;        /* the mark's id */
+    s16 ARG;       /* CLOCK_ARG: the argument slot */
+    u8 KEY;        /* CLOCK_*; CLOCK_NONE: unused */
+    u8 OP;         /* MARK_SET or MARK_CLEAR */
+    u8 pad[4];
+};
+
 struct weir_selector_cfg {
     u64 RATE_NS;
     u8 ACTION;
@@ -215,6 +228,7 @@ struct weir_selector_cfg {
     u8 pad[5];
     struct weir_match_cfg M[WEIR_MAX_MATCHERS];
     struct weir_binary_cfg B[WEIR_MAX_BINARIES];
+    struct weir_mark_cfg A[WEIR_MAX_MARK_ACTIONS];
 };
 
 struct weir_agg_cfg {
