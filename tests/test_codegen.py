@@ -514,6 +514,7 @@ def test_a_duration_starts_a_clock_on_one_hook_and_folds_it_on_another() -> None
     assert (starter["MK0_KEY"], starter["MK0_ARG"]) == (abi.Clock.ARG, 0)
     assert codegen._flag_int(starter["MK0_ID"]) == pair
     assert (starter["MK1_KEY"], starter["USE_STARTS"]) == (abi.Clock.NONE, 1)
+    assert (ender["AGG0_DARG"], ender["AGG1_DARG"]) == (abi.KEY_THREAD, abi.KEY_PROCESS)
     # The end hook looks the same pair up by thread (default) or process, and folds the
     # nanoseconds: a histogram with bounds in ns, or a sum exported as seconds.
     assert (ender["AGG0_DUR"], ender["AGG1_DUR"]) == (abi.Clock.THREAD, abi.Clock.PROCESS)
@@ -574,13 +575,12 @@ def test_marks_are_set_by_one_hook_and_tested_by_another() -> None:
         0,
     )
     assert codegen._flag_int(connect["S0_A0_ID"]) == sock
-    assert (connect["S0_A1_KEY"], codegen._flag_int(connect["S0_A1_ID"])) == (
-        abi.Clock.PROCESS,
-        talkers,
-    )
+    assert (connect["S0_A1_KEY"], connect["S0_A1_ARG"]) == (abi.Clock.PROCESS, abi.KEY_PROCESS)
+    assert codegen._flag_int(connect["S0_A1_ID"]) == talkers
     assert (connect["USE_MARKS"], send["USE_MARKS"]) == (1, 1)
     assert (send["S0_M0_OP"], send["S0_M0_NEG"], send["S0_M1_NEG"]) == (abi.Op.MARK, 0, 1)
-    # A matcher's value carries the mark's id and, on top, how its key is read.
-    assert codegen._flag_int(send["S0_M0_VAL"]) == (int(abi.Clock.ARG) << 60) | sock
-    assert codegen._flag_int(send["S0_M1_VAL"]) == (int(abi.Clock.PROCESS) << 60) | talkers
+    # A matcher's value carries the mark's id and, on top, where its key is (arg slot 0,
+    # the process id).
+    assert codegen._flag_int(send["S0_M0_VAL"]) == sock
+    assert codegen._flag_int(send["S0_M1_VAL"]) & (2**64 - 1) == (abi.KEY_PROCESS << 60) | talkers
     assert all(codegen.CONFIG_FLAG.match(n) for n in ("S0_A0_OP", "S0_A1_ID"))

@@ -285,7 +285,7 @@ def test_aggregation_rule_checks() -> None:
     ]
     assert cross(rule(groupBy=["cluster"])) == [
         "spec.groupBy[0]: 'cluster' is not valid here: write one of namespace, pod, container, "
-        "workload, node, binary, arg:LABEL or addressClass:LABEL"
+        "workload, image, node, binary, arg:LABEL or addressClass:LABEL"
     ]
     assert cross(rule(maxSeries=0)) == ["spec.maxSeries: is 0; must be at least 1"]
     assert cross(

@@ -9,7 +9,7 @@ keys fold into a single overflow series that is counted and reported, never
 silently lost.
 
 groupBy entries are plain words (``namespace``, ``pod``, ``container``,
-``workload``, ``node``, ``binary``) or refer to an argument by its label:
+``workload``, ``image``, ``node``, ``binary``) or refer to an argument by its label:
 ``arg:LABEL`` (the value itself) or ``addressClass:LABEL`` (loopback, private,
 link_local, multicast or public, for a sock/sockaddr argument's destination).
 """
@@ -25,12 +25,12 @@ from weir_api.meta import Model, cel
 from weir_api.policies import KEY_PATTERN, ObjectMeta
 from weir_api.statuses import AggregationRuleStatus
 
-METADATA_KEYS = ("namespace", "pod", "container", "workload", "node", "binary")
+METADATA_KEYS = ("namespace", "pod", "container", "workload", "image", "node", "binary")
 # The keys that come from the cgroup id (resolved in user space at scrape time).
-CGROUP_KEYS = frozenset({"namespace", "pod", "container", "workload"})
+CGROUP_KEYS = frozenset({"namespace", "pod", "container", "workload", "image"})
 ADDRESS_CLASSES = ("loopback", "private", "link_local", "multicast", "public")
 GROUP_BY_PATTERN = (
-    r"^(namespace|pod|container|workload|node|binary|(arg|addressClass):[a-z_][a-z0-9_]*)$"
+    r"^(namespace|pod|container|workload|image|node|binary|(arg|addressClass):[a-z_][a-z0-9_]*)$"
 )
 METRIC_NAME_PATTERN = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
 # What a duration's clock is keyed by on each side: the current thread, its process, or
@@ -219,8 +219,8 @@ class AggregationRuleSpec(Model):
     group_by: list[GroupKey] = Field(
         default_factory=list,
         max_length=limits.MAX_GROUP_BY,
-        description="Keys of each series: namespace, pod, container, workload, node, binary, "
-        "arg:LABEL, addressClass:LABEL. Empty: one series.",
+        description="Keys of each series: namespace, pod, container, workload, image, node, "
+        "binary, arg:LABEL, addressClass:LABEL. Empty: one series.",
     )
     value: Value = Field(default_factory=Value, description="count, sum, histogram or duration.")
     metric: Metric = Field(description="The exported metric.")

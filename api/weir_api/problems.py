@@ -135,8 +135,9 @@ PATTERN_WORDS = {
     "digits, - and . (e.g. file-opens)",
     r"^[a-zA-Z_:][a-zA-Z0-9_:]*$": "a Prometheus metric name: letters, digits, _ and :, not "
     "starting with a digit (e.g. weir_file_opens)",
-    r"^(namespace|pod|container|workload|node|binary|(arg|addressClass):[a-z_][a-z0-9_]*)$": (
-        "one of namespace, pod, container, workload, node, binary, arg:LABEL or addressClass:LABEL"
+    r"^(namespace|pod|container|workload|image|node|binary|(arg|addressClass):[a-z_][a-z0-9_]*)$": (
+        "one of namespace, pod, container, workload, image, node, binary, arg:LABEL or "
+        "addressClass:LABEL"
     ),
     r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$": "a CamelCase reason (e.g. VerifierRejected)",
     r"^(thread|process|arg:[a-z_][a-z0-9_]*)$": "thread, process or arg:LABEL (an integer "

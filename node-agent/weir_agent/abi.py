@@ -164,7 +164,10 @@ class Corr(enum.IntEnum):
     COUNT = 4
 
 
-MARK_ID_BITS = 60  # a mark's id; the top 4 bits of a matchMarks VAL hold its key's Clock
+MARK_ID_BITS = 60  # a mark's id; the top 4 bits of a matchMarks VAL hold its key's index
+# Where a mark's or clock's key is in the program's sc->raw: an arg's slot (0-7), or these.
+KEY_THREAD = 8
+KEY_PROCESS = 9
 
 
 class Clock(enum.IntEnum):
@@ -229,6 +232,8 @@ def enum_flags() -> dict[str, int | str]:
     flags["STACK_NOT_TAKEN"] = STACK_NOT_TAKEN
     flags["DURATION_STARTS"] = limits.DURATION_STARTS
     flags["MARKS"] = limits.MARKS
+    flags["KEY_THREAD"] = KEY_THREAD
+    flags["KEY_PROCESS"] = KEY_PROCESS
     flags["MARK_ID_MASK"] = f"{(1 << MARK_ID_BITS) - 1:#x}ULL"
     return flags
 

@@ -529,7 +529,7 @@ def _program(
                 continue  # reported by weir_api.checks
             flags.set(f"S{s}_M{m}_OP", int(Op.MARK))
             flags.set(f"S{s}_M{m}_ARG", arg_slot)
-            tagged = (int(clock) << abi.MARK_ID_BITS) | mark_id(policy_name, mark.mark)
+            tagged = (arg_slot << abi.MARK_ID_BITS) | mark_id(policy_name, mark.mark)
             flags.set(f"S{s}_M{m}_VAL", _int_literal(tagged))
             flags.set(f"S{s}_M{m}_NEG", int(mark.operator == "NotIn"))
         # Mark, Unmark, TrackSock, UntrackSock: set or clear when the selector matches
@@ -976,11 +976,12 @@ _KEY_KINDS = frozenset({Kind.INT, Kind.SOCK, Kind.SKB, Kind.FILE, Kind.PATH, Kin
 
 
 def _clock(key: str, by_label: Mapping[str, ArgPlan]) -> tuple[Clock | None, int]:
-    """A mark's or clock's key (thread, process, arg:LABEL) as CLOCK_* and an arg slot."""
+    """A mark's or clock's key (thread, process, arg:LABEL) as CLOCK_* and the key's
+    index in the program's sc->raw (an arg slot, KEY_THREAD or KEY_PROCESS)."""
     if key == "thread":
-        return Clock.THREAD, 0
+        return Clock.THREAD, abi.KEY_THREAD
     if key == "process":
-        return Clock.PROCESS, 0
+        return Clock.PROCESS, abi.KEY_PROCESS
     plan = by_label.get(key.removeprefix("arg:"))
     if plan is None or plan.kind not in _KEY_KINDS:
         return None, 0  # reported by weir_api.checks

@@ -1,8 +1,9 @@
-"""Who an aggregation key belongs to: cgroup id → namespace, pod, container, workload.
+"""Who an aggregation key belongs to: cgroup id → namespace, pod, container, workload,
+image.
 
 Standalone, only the cgroup path is known: the container label is the
 container id found in it (first 12 characters, as ``docker ps`` shows), and
-namespace, pod and workload are empty. In a cluster the agent's pod watch
+namespace, pod, workload and image are empty. In a cluster the agent's pod watch
 fills the rest (the Kubernetes-mode resolver plugs into the same Protocol).
 """
 
@@ -20,6 +21,7 @@ class Labels:
     pod: str = ""
     container: str = ""
     workload: str = ""
+    image: str = ""  # the container's image, as its status names it
 
 
 class Resolver(Protocol):

@@ -55,6 +55,7 @@ def containers(pod: dict[str, Any]) -> dict[str, Labels]:
                 pod=meta.get("name", ""),
                 container=entry.get("name", ""),
                 workload=workload(pod),
+                image=entry.get("image", ""),
             )
     return out
 

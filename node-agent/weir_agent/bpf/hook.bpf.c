@@ -556,17 +556,15 @@ static __always_inline int addr_hit(struct weir_scratch *sc, u8 *addr, u32 match
     return addr_lpm.lookup(&sc->akey) != NULL;
 }
 
-/* Marks and clocks: whom an entry belongs to, by CLOCK_* (a thread id is what
- * tracepoints such as sched_switch call a pid, so arg:next_pid meets thread; a sock,
- * skb, file or path arg is keyed by the object's address). */
-static __always_inline u64 clock_who(struct weir_scratch *sc, int key, int arg)
+/* Marks and clocks: whom an entry belongs to. ``index`` picks a key in sc->raw: an
+ * argument's raw value (0-7; a sock, skb, file or path arg is the object's address),
+ * the thread id (KEY_THREAD) or the process id (KEY_PROCESS), filled in per event. One
+ * load, no branch: a configured program tests marks in each of its 64 matcher slots,
+ * and the verifier walks every one. A thread id is what tracepoints such as
+ * sched_switch call a pid, so arg:next_pid meets thread. */
+static __always_inline u64 clock_who(struct weir_scratch *sc, int index)
 {
-    u64 id = bpf_get_current_pid_tgid();
-    if (key == CLOCK_THREAD)
-        return (u32)id;
-    if (key == CLOCK_PROCESS)
-        return id >> 32;
-    return sc->raw[arg & 7];
+    return sc->raw[index & (WEIR_RAW_KEYS - 1)];
 }
 
 #if USE_STARTS || USE_MARKS
@@ -586,7 +584,7 @@ static __always_inline void mark(struct weir_scratch *sc, int op, int key, int a
     if (key == CLOCK_NONE)
         return;
     sc->corr.pair = id;
-    sc->corr.who = clock_who(sc, key, arg);
+    sc->corr.who = clock_who(sc, arg);
     if (op == MARK_SET) {
         u64 now = bpf_ktime_get_ns();
         if (weir_marks.insert(&sc->corr, &now) == 0) {
@@ -635,9 +633,9 @@ static __always_inline int match_arg(struct weir_scratch *sc, int op, int neg, i
 #endif
     } else if (op == OP_MARK) {
 #if USE_MARKS
-        /* matchMarks: value is the mark's id, with its key's CLOCK_* in the top 4 bits. */
+        /* matchMarks: value is the mark's id, with its key's index in the top 4 bits. */
         sc->corr.pair = (u64)value & MARK_ID_MASK;
-        sc->corr.who = clock_who(sc, (u64)value >> 60, arg);
+        sc->corr.who = clock_who(sc, (u64)value >> 60);
         hit = weir_marks.lookup(&sc->corr) != NULL;
 #endif
     } else if (op == OP_GT) {
@@ -873,7 +871,7 @@ static __always_inline int agg_value(struct weir_scratch *sc, int varg, int dur,
 #if USE_STARTS
     if (dur != CLOCK_NONE) {
         sc->corr.pair = did;
-        sc->corr.who = clock_who(sc, dur, darg);
+        sc->corr.who = clock_who(sc, darg);
         u64 *began = weir_starts.lookup(&sc->corr);
         if (!began) {
             stat_add(STAT_UNSTARTED);
@@ -891,7 +889,7 @@ static __always_inline void stop_clock(struct weir_scratch *sc, int dur, int dar
 #if USE_STARTS
     if (dur != CLOCK_NONE) {
         sc->corr.pair = did;
-        sc->corr.who = clock_who(sc, dur, darg);
+        sc->corr.who = clock_who(sc, darg);
         if (weir_starts.delete(&sc->corr) == 0)
             corr_add(CORR_CLOCKS_DELETED);
     }
@@ -906,7 +904,7 @@ static __always_inline void start_clock(struct weir_scratch *sc, int key, int ar
 #if USE_STARTS
     if (key != CLOCK_NONE) {
         sc->corr.pair = id;
-        sc->corr.who = clock_who(sc, key, arg);
+        sc->corr.who = clock_who(sc, arg);
         if (weir_starts.insert(&sc->corr, &now) == 0)
             corr_add(CORR_CLOCKS_ADDED);
         else
@@ -1053,6 +1051,13 @@ int weir_program(void *ctx)
 
     READ_ARG(0) READ_ARG(1) READ_ARG(2) READ_ARG(3)
     READ_ARG(4) READ_ARG(5) READ_ARG(6) READ_ARG(7)
+#if USE_STARTS || USE_MARKS
+    {
+        u64 id = bpf_get_current_pid_tgid();
+        sc->raw[KEY_THREAD] = (u32)id;
+        sc->raw[KEY_PROCESS] = id >> 32;
+    }
+#endif
 #if USE_TASK
     read_task(&sc->task);
 #endif
@@ -1062,6 +1067,9 @@ int weir_program(void *ctx)
     if (C_REV_SLOTS & 2)
         reverse_slot(sc, 1);
 
+#if CONFIGURED && USE_MARKS
+    __builtin_memset(sc->marks, 0, sizeof(sc->marks)); /* no selectors: no marks */
+#endif
     int action = -1;
     int selector = -1;
     u64 rate_ns = 0;
@@ -1101,6 +1109,9 @@ int weir_program(void *ctx)
             rate_ns = sel->RATE_NS;
             ustack = sel->USTACK;
             kstack = sel->KSTACK;
+#if USE_MARKS
+            __builtin_memcpy(sc->marks, sel->A, sizeof(sc->marks));
+#endif
         }
     }
 #else
@@ -1142,13 +1153,12 @@ int weir_program(void *ctx)
     }
 #endif
 #if USE_MARKS
-    if (selector >= 0) {
-        struct weir_selector_cfg *chosen = &cfg->S[selector & (WEIR_MAX_SELECTORS - 1)];
+    /* The matching selector's marks, copied when it matched: indexing the configuration
+     * by the selector here would make the verifier walk the rest once per selector. */
 #pragma clang loop unroll(disable)
-        for (u32 a = 0; a < WEIR_MAX_MARK_ACTIONS; a++) {
-            struct weir_mark_cfg *m = &chosen->A[a & (WEIR_MAX_MARK_ACTIONS - 1)];
-            mark(sc, m->OP, m->KEY, m->ARG, m->ID);
-        }
+    for (u32 a = 0; a < WEIR_MAX_MARK_ACTIONS; a++) {
+        struct weir_mark_cfg *m = &sc->marks[a & (WEIR_MAX_MARK_ACTIONS - 1)];
+        mark(sc, m->OP, m->KEY, m->ARG, m->ID);
     }
 #endif
 #else

@@ -26,6 +26,7 @@
 #define WEIR_MAX_SERIES_IDS 8     /* series ids: 4 in use, 4 for the next configuration */
 #define WEIR_MAX_STARTS 4         /* duration start keys recorded per hook */
 #define WEIR_MAX_MARK_ACTIONS 2   /* Mark, Unmark, TrackSock, UntrackSock per selector */
+#define WEIR_RAW_KEYS 16          /* sc->raw: 8 args, thread and process ids, padding */
 
 /* Key of the string LPM trie: Equal, Prefix and Postfix (on the reversed string)
  * are all longest-prefix lookups; the matcher id (big-endian) is part of the
@@ -140,6 +141,15 @@ struct weir_corr_key {
     u64 who;   /* the thread id, the process id or an argument's value (CLOCK_*) */
 };
 
+/* A mark the selector sets or clears when it matches (Mark, Unmark, TrackSock, ...). */
+struct weir_mark_cfg {
+    u64 ID;        /* the mark's id */
+    s16 ARG;       /* its key's index in sc->raw (an arg slot, KEY_THREAD, KEY_PROCESS) */
+    u8 KEY;        /* CLOCK_*; CLOCK_NONE: unused */
+    u8 OP;         /* MARK_SET or MARK_CLEAR */
+    u8 pad[4];
+};
+
 /* Per-CPU scratch: too big for the 512-byte BPF stack. */
 struct weir_scratch {
     u64 ints[WEIR_MAX_ARGS];
@@ -157,7 +167,11 @@ struct weir_scratch {
     struct weir_task task;
     struct weir_entry entry;   /* the entry half's saved arguments (USE_ENTRY) */
     struct weir_corr_key corr;
-    u64 raw[WEIR_MAX_ARGS];    /* each argument's raw value: a key for marks and clocks */
+#if CONFIGURED
+    struct weir_mark_cfg marks[WEIR_MAX_MARK_ACTIONS]; /* the matching selector's marks */
+#endif
+    u64 raw[WEIR_RAW_KEYS];    /* keys of marks and clocks: each arg's raw value, then the
+                                  thread and process ids (KEY_THREAD, KEY_PROCESS) */
     char path[512];            /* a file path, built from its last component back */
 };
 
@@ -211,14 +225,6 @@ struct weir_binary_cfg {
     u8 NEG;
 };
 
-/* A mark the selector sets or clears when it matches (Mark, Unmark, TrackSock, ...). */
-struct weir_mark_cfg {
-    u64 ID;        /* the mark's id */
-    s16 ARG;       /* CLOCK_ARG: the argument slot */
-    u8 KEY;        /* CLOCK_*; CLOCK_NONE: unused */
-    u8 OP;         /* MARK_SET or MARK_CLEAR */
-    u8 pad[4];
-};
 
 struct weir_selector_cfg {
     u64 RATE_NS;
@@ -245,7 +251,7 @@ struct weir_agg_cfg {
     u8 SID;        /* series id: the slot of this rule's entries in agg/hist */
     u8 pad[2];
     u64 DID;       /* a duration: the clock's pair id (0: not a duration) */
-    s16 DARG;      /* a duration keyed by CLOCK_ARG: the argument slot */
+    s16 DARG;      /* a duration: its key's index in sc->raw (an arg slot, KEY_THREAD, ...) */
     u8 DUR;        /* a duration: what its clock is looked up by (CLOCK_*) */
     u8 pad2[5];
 };
@@ -253,7 +259,7 @@ struct weir_agg_cfg {
 /* A clock this hook starts for a duration rule (of its own or another hook). */
 struct weir_start_cfg {
     u64 ID;        /* the pair id the end side looks up */
-    s16 ARG;       /* CLOCK_ARG: the argument slot */
+    s16 ARG;       /* its key's index in sc->raw (an arg slot, KEY_THREAD, KEY_PROCESS) */
     u8 KEY;        /* CLOCK_*; CLOCK_NONE: unused */
     u8 pad[5];
 };
