@@ -638,6 +638,13 @@ def check_rules_per_hook(
     return problems
 
 
+def _shape(rule: AggregationRuleSpec) -> tuple[object, ...]:
+    """What one Prometheus family needs its rules to agree on: labels, value, buckets."""
+    buckets = rule.value.buckets
+    bounds = (buckets.type, tuple(buckets.bounds)) if buckets is not None else None
+    return (tuple(rule.group_by), rule.value.type, rule.value.histogram(), bounds)
+
+
 def check_metric_names(
     rules: Sequence[tuple[str, AggregationRuleSpec]],
 ) -> dict[str, list[Problem]]:
@@ -651,12 +658,13 @@ def check_metric_names(
         if owner[0] == name:
             continue
         other = owner[1]
-        if (other.group_by, other.value.type) != (spec.group_by, spec.value.type):
+        if _shape(other) != _shape(spec):
             problems.setdefault(name, []).append(
                 at(
                     ("spec", "metric", "name"),
                     f"{spec.metric.name!r} is also exported by AggregationRule {owner[0]!r} "
-                    "with other labels or another value type; give this rule its own metric name",
+                    "with other labels, another value type or other buckets; give this rule its own "
+                    "metric name",
                 )
             )
     return problems

@@ -144,7 +144,9 @@ class WeirCollector:
                     binaries=binaries,
                     signed_args=signed,
                 )
-                _, by_labels = merged.setdefault((snap.policy, agg.rule), (agg, {}))
+                # Rules of a policy that share a metric name (one per hook, say) are one
+                # family: weir_api.checks.check_metric_names holds them to one shape.
+                _, by_labels = merged.setdefault((snap.policy, agg.metric), (agg, {}))
                 for key, value in entries.items():
                     if key[-1] and not value.count:
                         continue  # the overflow series appears once something overflowed
