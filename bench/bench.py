@@ -19,6 +19,7 @@ Writes bench/out/results.md and bench/out/added_ns.png.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -40,6 +41,9 @@ sys.path[:0] = [str(HERE.parent / d) for d in ("api", "node-agent")]
 
 from weir_agent import cgroups, engine, eventing, exporting, loading, metadata  # noqa: E402
 from weir_api import documents  # noqa: E402
+
+
+PACK = HERE.parent / "examples" / "packs" / "container-metrics"
 
 
 def build_loop() -> Path:
@@ -326,6 +330,94 @@ def post_rows(loop: Path, n: int, reps: int, ring_pages: int | None = None) -> P
     return out
 
 
+@dataclasses.dataclass
+class PackResults:
+    """The container-metrics pack: what each hook adds per event, and the cgroup files."""
+
+    rows: list[tuple[str, str, float, float]]  # workload, pack file, base ns, added ns
+    files_ns: float  # reading one container's cgroup files once (C: open, read, close)
+    files: str
+    scrape_ns: float  # a scrape of the pack's CPU series (weir's collector, Python)
+    series: int  # how many series that scrape had (one per cgroup that ran on a CPU)
+
+
+def pack_rows(n: int, reps: int) -> PackResults:
+    """Each pack policy against the workload that drives its hooks (bench/pack.c)."""
+    binary = OUT / "pack"
+    subprocess.run(["gcc", "-O2", "-o", str(binary), str(HERE / "pack.c")], check=True)
+    data = OUT / "pack-data"
+    data.write_bytes(b"x" * 4096)
+    address = next(
+        line.split()[3].split("/")[0]
+        for line in subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"],
+                                   capture_output=True, text=True, check=True).stdout.splitlines()
+    )  # fmt: skip
+
+    def run(count: int, *mode: str) -> list[float]:
+        args = [str(binary), CPU, str(count), *mode]
+        subprocess.run(args, check=True, capture_output=True)  # warm up
+        return [float(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
+                for _ in range(reps)]  # fmt: skip
+
+    cases = [
+        ("context switch (pipe ping-pong)", "cpu.yaml", (n // 10, "switch")),
+        ("pread of 1 byte of a file", "filesystem.yaml", (n, "pread", str(data))),
+        ("UDP send of 1 byte to a local address", "network.yaml", (n // 10, "send", address)),
+    ]
+    rows = []
+    scrape_ns, series = float("nan"), 0
+    for label, name, (count, *mode) in cases:
+        base = statistics.median(run(count, *mode))
+        with weir((PACK / name).read_text()) as core:
+            added = statistics.median(run(count, *mode)) - base
+            if name == "cpu.yaml":  # a scrape of the pack's CPU series: every cgroup seen
+                resolver = metadata.CgroupResolver(cgroups.CgroupIndex())
+                collector = exporting.WeirCollector(engine=core, resolver=resolver, node="bench",
+                                                    headers="matching")  # fmt: skip
+                snap = core.snapshot()
+                series = sum(len(entries) for s in snap for _, entries in s.aggregations)
+                started = time.perf_counter_ns()
+                for _ in range(20):
+                    collector._rule_families(core.snapshot())  # noqa: SLF001
+                scrape_ns = (time.perf_counter_ns() - started) / 20
+        rows.append((label, name, base, added))
+    root = cgroups.cgroup2_mount(Path("/proc/mounts").read_text())
+    group = Path(root or "/sys/fs/cgroup") / f"weir-bench-{os.getpid()}"
+    group.mkdir()
+    try:
+        files = [str(group / f) for f in ("cpu.stat", "io.stat") if (group / f).exists()]
+        files_ns = statistics.median(run(n // 10, "files", *files))
+    finally:
+        group.rmdir()
+    return PackResults(rows, files_ns, " + ".join(Path(f).name for f in files), scrape_ns, series)
+
+
+def render_pack(pack: PackResults) -> list[str]:
+    lines = [
+        "",
+        "### The container-metrics pack (examples/packs/container-metrics)",
+        "",
+        f"Workloads from bench/pack.c pinned to CPU {CPU}; median ns per event without and with "
+        "the pack's policy, and the CPU the policy takes at 100,000 such events per second.",
+        "",
+        "| event | pack file | ns/event, no program | added ns/event | CPU at 100k events/s |",
+        "|---|---|---|---|---|",
+    ]
+    for label, name, base, added in pack.rows:
+        lines.append(f"| {label} | {name} | {base:.0f} | {added:.0f} | "
+                     f"{added * 1e5 / 1e9 * 100:.1f}% of a CPU |")  # fmt: skip
+    lines += [
+        "",
+        "| reading the numbers | time |",
+        "|---|---|",
+        f"| one container's cgroup files ({pack.files}): open, read, close, as a cAdvisor "
+        f"collection reads them (C) | {pack.files_ns / 1000:.1f} µs |",
+        f"| weir: one scrape of the pack's CPU series, {pack.series} series (one per cgroup "
+        f"that ran): map reads and labels (Python) | {pack.scrape_ns / 1e6:.2f} ms |",
+    ]
+    return lines
+
+
 def render_post(post: PostResults, base: float, floor: float) -> list[str]:
     name = "weir: Post every event (ring buffer)"
     added = statistics.median(post.rows[name]) - base
@@ -360,7 +452,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000, help="calls per repetition")
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--only", choices=["post"], help="run one section (post: Post's rows)")
+    parser.add_argument("--only", choices=["post", "pack"],
+                        help="run one section (post: Post's rows; pack: the container-metrics pack)")  # fmt: skip
     parser.add_argument("--ring-pages", type=int, help="Post's ring buffer, in pages")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -375,6 +468,9 @@ def main() -> int:
     bpf_ns: dict[str, float] = {}
     user_cpu: dict[str, float] = {}
 
+    if args.only == "pack":
+        print("\n".join(render_pack(pack_rows(n, reps))))
+        return 0
     print(f"baseline: {n} calls x {reps}", flush=True)
     rows["no program"] = measure(loop, n, reps)
     with empty_program() as b:
@@ -461,11 +557,13 @@ def main() -> int:
             core.apply(documents.parse_text(changed, source="shape"))
             (shapes if version < 2 else known).append(time.monotonic() - started)
         assert not next(iter(core.policies.values())).failures
+    pack = pack_rows(n, reps)
     start, rss, peak = start_with_policies(10)
     lost, restart_calls = restart_under_load(loop, filter_text)
 
     report = render(rows, bpf_ns, user_cpu, stats_cost, line_bytes, exposition, count_error, totals,
-                    flips, shapes, known, start, rss, peak, lost, restart_calls, notes, n, reps, post)
+                    flips, shapes, known, start, rss, peak, lost, restart_calls, notes, n, reps, post,
+                    pack)
     (OUT / "results.md").write_text(report)
     print(report)
     chart(rows)
@@ -473,7 +571,7 @@ def main() -> int:
 
 
 def render(rows, bpf_ns, user_cpu, stats_cost, line_bytes, exposition, count_error, totals, flips, shapes,
-           known, start, rss, peak, lost, restart_calls, notes, n, reps, post) -> str:  # type: ignore[no-untyped-def]
+           known, start, rss, peak, lost, restart_calls, notes, n, reps, post, pack) -> str:  # type: ignore[no-untyped-def]
     base = statistics.median(rows["no program"])
     floor = statistics.median(rows["empty program (floor)"]) - base
     lines = [
@@ -534,6 +632,7 @@ def render(rows, bpf_ns, user_cpu, stats_cost, line_bytes, exposition, count_err
         f"<= 150 MB (250 MB) |",
     ]
     lines += render_post(post, base, floor)
+    lines += render_pack(pack)
     lines += ["", *(f"- {k}: {v}" for k, v in notes.items())]
     return "\n".join(lines) + "\n"
 

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import EXAMPLES
+from conftest import EXAMPLES, ROOT
 from test_kubesim import Cluster
+
+PACKS = ROOT / "examples" / "packs"
 
 
 @pytest.fixture
@@ -23,11 +25,14 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     instance.close()
 
 
-@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
+@pytest.mark.parametrize(
+    "example",
+    sorted(str(p.relative_to(ROOT)) for p in [*EXAMPLES.glob("*.yaml"), *PACKS.glob("*/*.yaml")]),
+)
 def test_client_side_then_server_side_apply_does_not_conflict(
     cluster: Cluster, example: str
 ) -> None:
-    path = str(EXAMPLES / example)
+    path = str(ROOT / example)
     cluster.kubectl("apply", "-f", path)
     result = cluster.kubectl("apply", "--server-side", "-f", path, check=False)
     assert result.returncode == 0, result.stderr

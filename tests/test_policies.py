@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from conftest import ROOT
 from weir_api import checks, documents
 from weir_api.aggregations import AggregationRule
 from weir_api.policies import TracingPolicy
@@ -33,6 +34,16 @@ def test_every_example_parses_and_cross_checks(examples: list[Path]) -> None:
         ("TracingPolicy", "file-opens-etc"),
         ("TracingPolicy", "segfaults"),
     ]
+
+
+def test_every_pack_parses_and_cross_checks() -> None:
+    packs = ROOT / "examples" / "packs"
+    for pack in sorted(d for d in packs.iterdir() if d.is_dir()):
+        parsed = []
+        for path in sorted(pack.glob("*.yaml")):
+            parsed.extend(documents.parse_text(path.read_text(), source=path.name))
+        parsed = documents.cross_check(parsed)
+        assert parsed and [p.problems for p in parsed] == [()] * len(parsed), pack
 
 
 def policy(**hook: Any) -> dict[str, Any]:
