@@ -2,32 +2,17 @@
  * (an invalid descriptor: the syscall does almost nothing, so the hook's cost
  * dominates), optionally paced to a target rate, and prints the elapsed
  * nanoseconds per call. Usage: loop CPU N [RATE_PER_SECOND] */
-#define _GNU_SOURCE
-#include <sched.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
+#include "pinned.h"
 #include <unistd.h>
 #include <sys/syscall.h>
-
-static long long now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: %s CPU N [RATE]\n", argv[0]);
         return 2;
     }
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(atoi(argv[1]), &set);
-    if (sched_setaffinity(0, sizeof(set), &set) != 0) {
-        perror("sched_setaffinity");
+    if (pin(argv[1]) != 0)
         return 1;
-    }
     long n = atol(argv[2]);
     double rate = argc > 3 ? atof(argv[3]) : 0;
     long long start = now_ns();

@@ -8,37 +8,22 @@
  *                              full the datagrams are dropped on arrival
  *   pack CPU N files F...      open, read and close each file F (cpu.stat, io.stat): what
  *                              reading a container's numbers from its cgroup costs */
-#define _GNU_SOURCE
+#include "pinned.h"
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <sched.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
-
-static long long now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr, "usage: %s CPU N switch|pread FILE|send ADDR\n", argv[0]);
         return 2;
     }
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(atoi(argv[1]), &set);
-    if (sched_setaffinity(0, sizeof(set), &set) != 0) {
-        perror("sched_setaffinity");
+    if (pin(argv[1]) != 0)
         return 1;
-    }
     long n = atol(argv[2]);
     const char *mode = argv[3];
     char byte = 'x';

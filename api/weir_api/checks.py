@@ -463,17 +463,11 @@ def _duration(
             f"policy {rule.policy_ref.name!r} has no hook {value.start.hook!r}; its hooks "
             f"are: {', '.join(by_id)}",
         )
-    sides = [(start, value.start.key, (*path, "value", "start", "key"))]
-    sides.append((by_id.get(rule.hook or ""), value.duration_key(), (*path, "value", "key")))
-    for hook, key, key_path in sides:
-        kind, _, label = key.partition(":")
-        if hook is None or kind != "arg":
-            continue
-        arg = hook.arg_by_ref(None, label)
-        if arg is None:
-            yield at(key_path, f"hook {hook.hook_id()} has no arg labelled {label!r}")
-        elif arg.type not in values.KEY_TYPES:
-            yield at(key_path, _key_type_problem(label, arg.type))
+    else:
+        yield from _key_problems(start, value.start.key, (*path, "value", "start", "key"))
+    end = by_id.get(rule.hook or "")
+    if end is not None:
+        yield from _key_problems(end, value.duration_key(), (*path, "value", "key"))
 
 
 def _key_type_problem(label: str, type_: str) -> str:
@@ -663,8 +657,8 @@ def check_metric_names(
                 at(
                     ("spec", "metric", "name"),
                     f"{spec.metric.name!r} is also exported by AggregationRule {owner[0]!r} "
-                    "with other labels, another value type or other buckets; give this rule its own "
-                    "metric name",
+                    "with other labels, another value type or other buckets; give this rule "
+                    "its own metric name",
                 )
             )
     return problems
