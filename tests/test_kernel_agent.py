@@ -224,6 +224,7 @@ def test_check_verifies_every_example_and_the_kprobe_variants(kernel: None) -> N
     hooks = sorted(line.split(": ")[2] for line in verified)
     assert hooks == [
         "kprobe:tcp_sendmsg",
+        "tracepoint:sched:sched_switch",
         "tracepoint:signal:signal_generate",
         "tracepoint:sock:sock_send_length",
         "tracepoint:syscalls:sys_enter_openat",

@@ -386,10 +386,26 @@ def test_rules_sharing_a_metric_name_must_share_its_shape() -> None:
             "z-other",
             [
                 "spec.metric.name: 'weir_opens' is also exported by AggregationRule 'r' with other "
-                "labels or another value type; give this rule its own metric name"
+                "labels, another value type or other buckets; give this rule its own metric name"
             ],
         ),
     ]
+    # Histograms of one name must share their buckets too: one family has one set of le.
+    histogram = {"type": "histogram", "arg": "flags"}
+    explicit = {**histogram, "buckets": {"type": "explicit", "bounds": [1, 2]}}
+    firsts = rule(metric={"name": "weir_flags"}, value=histogram)
+    others = rule(metric={"name": "weir_flags"}, value=explicit) | {"metadata": {"name": "z"}}
+    labelled = policy(
+        args=[
+            {"field": "filename", "type": "filename", "label": "path"},
+            {"field": "flags", "type": "int", "label": "flags"},
+        ]
+    )
+    parsed = documents.cross_check(
+        [documents.parse_object(labelled, source="p")]
+        + [documents.parse_object(doc, source="r") for doc in (firsts, others)]
+    )
+    assert [len(p.problems) for p in parsed[1:]] == [0, 1]
 
 
 def test_weir_check_refuses_reserved_metric_names() -> None:
