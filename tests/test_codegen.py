@@ -584,3 +584,45 @@ def test_marks_are_set_by_one_hook_and_tested_by_another() -> None:
     assert codegen._flag_int(send["S0_M0_VAL"]) == sock
     assert codegen._flag_int(send["S0_M1_VAL"]) & (2**64 - 1) == (abi.KEY_PROCESS << 60) | talkers
     assert all(codegen.CONFIG_FLAG.match(n) for n in ("S0_A0_OP", "S0_A1_ID"))
+
+
+def test_file_type_reads_the_inode_and_the_path_only_when_needed() -> None:
+    def fd_hook(*matches: dict[str, Any], action: str = "NoPost") -> dict[str, str | int]:
+        return flags(
+            make(
+                {
+                    "kprobes": [
+                        {
+                            "call": "fd_install",
+                            "args": [{"index": 0, "type": "fd", "label": "file"}],
+                            "selectors": [
+                                {"matchArgs": list(matches), "matchActions": [{"action": action}]}
+                            ],
+                        }
+                    ]
+                }
+            )
+        )
+
+    regular = {"label": "file", "operator": "FileType", "values": ["reg", "SOCKET"]}
+    only_type = fd_hook(regular)
+    # Tetragon's file type names are the inode's S_IFMT nibble; no path walk is compiled in.
+    assert (only_type["S0_M0_OP"], only_type["S0_M0_NEG"]) == (abi.Op.FILE_TYPE, 0)
+    assert only_type["ARG0_PATH"] == 0
+    prefix = {"label": "file", "operator": "Prefix", "values": ["/etc/"]}
+    assert fd_hook(regular, prefix)["ARG0_PATH"] == 1  # a string matcher reads the path
+    assert fd_hook(regular, action="Post")["ARG0_PATH"] == 1  # so does an event
+    not_a_pipe = fd_hook({"label": "file", "operator": "NotFileType", "values": ["fifo"]})
+    assert not_a_pipe["S0_M0_NEG"] == 1
+    generated = make(
+        {
+            "kprobes": [
+                {
+                    "call": "fd_install",
+                    "args": [{"index": 0, "type": "fd", "label": "file"}],
+                    "selectors": [{"matchArgs": [regular]}],
+                }
+            ]
+        }
+    )
+    assert sorted(v for _, v in generated.programs[0].seeds.integers) == [8, 12]

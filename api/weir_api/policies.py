@@ -83,6 +83,8 @@ MatchArgOperator = Literal[
     "NotInMap",
     "GreaterThan",
     "LessThan",
+    "FileType",
+    "NotFileType",
 ]
 
 LABEL_PATTERN = r"^[a-z_][a-z0-9_]*$"
@@ -541,6 +543,8 @@ _FITS = (
     f" && m.operator in {_cel_list(values.INTEGER_OPERATORS)})"
     f" || (a.type in {_cel_list(values.STRING_TYPES)}"
     f" && m.operator in {_cel_list(values.STRING_OPERATORS)})"
+    f" || (a.type in {_cel_list(values.FILE_TYPES)}"
+    f" && m.operator in {_cel_list(values.FILE_TYPE_OPERATORS)})"
     + "".join(
         f" || (a.type == '{t}' && m.operator in {_cel_list(values.operators_for(t))})"
         for t in sorted(values.ADDRESS_TYPES)

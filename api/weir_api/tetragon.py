@@ -101,8 +101,6 @@ LATER_OPERATORS = frozenset(
         "NotFamily",
         "NotProtocol",
         "CapabilitiesGained",
-        "FileType",
-        "NotFileType",
         "SubString",
         "SubStringIgnCase",
     }

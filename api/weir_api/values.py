@@ -69,10 +69,17 @@ PRIVILEGED_PORT_OPERATORS = frozenset({"SPortPriv", "NotSPortPriv", "DPortPriv",
 PORT_OPERATORS = frozenset({"DPort", "NotDPort", "SPort", "NotSPort"}) | PRIVILEGED_PORT_OPERATORS
 # What a socket or packet is, beyond its addresses: names or numbers.
 SOCKET_OPERATORS = frozenset({"Family", "Protocol", "State"})
+# What kind of file a file, path or fd arg is (Tetragon's FileType): the inode's S_IFMT
+# nibble (i_mode >> 12), by Tetragon's names.
+FILE_TYPE_OPERATORS = frozenset({"FileType", "NotFileType"})
+FILE_TYPE_NAMES = {
+    "FIFO": 1, "PIPE": 1, "CHR": 2, "CHAR": 2, "DIR": 4, "BLK": 6, "BLOCK": 6,
+    "REG": 8, "REGULAR": 8, "LNK": 10, "LINK": 10, "SOCK": 12, "SOCKET": 12,
+}  # fmt: skip
 SINGLE_VALUE_OPERATORS = frozenset({"GT", "LT", "Mask", "GreaterThan", "LessThan"})
 NEGATED_OPERATORS = frozenset(
     {"NotEqual", "NotPrefix", "NotPostfix", "NotDAddr", "NotSAddr", "NotDPort", "NotSPort"}
-    | {"NotInRange", "NotInMap", "NotSPortPriv", "NotDPortPriv"}
+    | {"NotInRange", "NotInMap", "NotSPortPriv", "NotDPortPriv", "NotFileType"}
 )
 # Which socket operators each address type can answer.
 SOCKET_OPERATORS_FOR = {
@@ -111,6 +118,8 @@ def canonical(operator: str) -> str:
 def operators_for(arg_type: str) -> frozenset[str]:
     if arg_type in INTEGER_TYPES:
         return INTEGER_OPERATORS
+    if arg_type in FILE_TYPES:
+        return STRING_OPERATORS | FILE_TYPE_OPERATORS
     if arg_type in STRING_TYPES:
         return STRING_OPERATORS
     if arg_type in ADDRESS_TYPES:
@@ -249,6 +258,9 @@ def parse_match_values(operator: str, arg_type: str, values: list[str]) -> Parse
                         operator
                     ],
                 )
+                parsed = dataclasses.replace(parsed, integers=(*parsed.integers, number))
+            elif operator in FILE_TYPE_OPERATORS:
+                number = parse_named(text, FILE_TYPE_NAMES, "a file type", "reg")
                 parsed = dataclasses.replace(parsed, integers=(*parsed.integers, number))
             elif operator in ADDRESS_OPERATORS:
                 parsed = dataclasses.replace(

@@ -80,7 +80,8 @@ class Op(enum.IntEnum):
     FAMILY = 16  # sock/skb/sockaddr: the address family is one of a set
     PROTOCOL = 17  # sock/skb: the IP protocol is one of a set
     STATE = 18  # sock: the TCP state is one of a set
-    MARK = 19  # matchMarks: the key is marked (VAL: the mark's id, its key's Clock on top)
+    MARK = 19  # matchMarks: the key is marked (VAL: the mark's id, its key's index on top)
+    FILE_TYPE = 20  # FileType: a file, path or fd arg's kind of file is one of a set
 
 
 class Namespace(enum.IntEnum):

@@ -52,6 +52,9 @@ PATH_FIELDS = {
     "FILES_FDT": ("files_struct", "fdt"),
     "FDT_MAX_FDS": ("fdtable", "max_fds"),
     "FDT_FD": ("fdtable", "fd"),
+    "FILE_F_INODE": ("file", "f_inode"),
+    "DENTRY_D_INODE": ("dentry", "d_inode"),
+    "INODE_I_MODE": ("inode", "i_mode"),
 }
 # What read_skb reads (skb arguments).
 SKB_FIELDS = {

@@ -391,7 +391,7 @@ def _program(
     string_slots = address_slots = 0
     for slot in range(abi.MAX_ARGS):
         prefix = f"ARG{slot}"
-        for suffix in ("KIND", "FROM", "SRC", "SIZE", "SIGNED", "SLOT", "USER", "LEN_ARG"):
+        for suffix in ("KIND", "FROM", "SRC", "SIZE", "SIGNED", "SLOT", "USER", "LEN_ARG", "PATH"):
             flags.set(f"{prefix}_{suffix}", 0)
     for slot, arg in enumerate(declared):
         arg_path = (*path, "args", slot) if slot < len(hook.args) else (*path, "returnArg")
@@ -622,6 +622,17 @@ def _program(
             arg_slot = int(flags.items[name.removesuffix("_OP") + "_ARG"])
             reversed_slots |= 1 << int(flags.items[f"ARG{arg_slot}_SLOT"])
     flags.set("REV_SLOTS", reversed_slots)
+    # A file, path or fd arg's path is built (a walk of its dentries) only when a string
+    # matcher tests it or an event carries it; FileType alone reads the inode's mode.
+    string_ops = {int(Op.STR), int(Op.STR_POSTFIX)}
+    tested = {
+        int(flags.items[name.removesuffix("_OP") + "_ARG"])
+        for name, op_value in flags.items.items()
+        if name.endswith("_OP") and "_M" in name and op_value in string_ops
+    }
+    for read in arg_plans:
+        if read.kind in {Kind.FILE, Kind.PATH, Kind.FD}:
+            flags.set(f"ARG{read.slot}_PATH", int(bool(posts) or read.slot in tested))
     # Struct offsets from the kernel's BTF, for the groups this program reads (0 for the
     # rest, so that programs which read none keep one shape).
     users: dict[str, tuple[PathPart, ...] | None] = {group: None for group in btf.GROUPS}
@@ -898,7 +909,11 @@ def _matcher(
     flags.set(f"{prefix}_ARG", slot)
     negated = operator in values.NEGATED_OPERATORS
     operator = values.canonical(operator)
-    if arg.type in values.STRING_TYPES:
+    if operator in values.FILE_TYPE_OPERATORS:
+        op = Op.FILE_TYPE
+        for value in parsed.integers:
+            seeds.integers.append((matcher, value))
+    elif arg.type in values.STRING_TYPES:
         op, negated = _STRING_OPS[operator]
         for data in parsed.strings:
             if operator in {"Equal", "NotEqual"}:

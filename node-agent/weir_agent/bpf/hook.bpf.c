@@ -364,26 +364,40 @@ static __always_inline void *fd_file(u64 fd)
     return read_ptr(read_ptr(fdt + FDT_FD) + fd * sizeof(void *));
 }
 
+/* A file, path or fd arg: what kind of file it is (FileType: the inode's S_IFMT nibble,
+ * in sc->ftype) and, when a matcher or a posted event needs it (ARGn_PATH), its path.
+ * The path is the costly part: a walk of up to WEIR_PATH_DEPTH dentries. */
 static __always_inline long read_file_arg(struct weir_scratch *sc, struct weir_strkey *k,
-                                          int kind, u64 raw)
+                                          int kind, u64 raw, int slot, int want_path)
 {
     void *path = (void *)raw;
+    void *inode = 0;
+    sc->ftype[slot & 1] = 0;
     if (kind == KIND_FD) {
         void *file = fd_file(raw);
         if (!file)
             return 0;
         path = file + FILE_F_PATH;
+        inode = read_ptr(file + FILE_F_INODE);
     } else if (kind == KIND_FILE) {
         if (!raw)
             return 0;
         path = (void *)raw + FILE_F_PATH;
+        inode = read_ptr((void *)raw + FILE_F_INODE);
     }
     if (!path)
         return 0;
-    return read_path(sc, k, path);
+    if (kind == KIND_PATH)
+        inode = read_ptr(read_ptr(path + PATH_DENTRY) + DENTRY_D_INODE);
+    if (inode) {
+        u16 mode = 0;
+        bpf_probe_read_kernel(&mode, sizeof(mode), inode + INODE_I_MODE);
+        sc->ftype[slot & 1] = mode >> 12;
+    }
+    return want_path ? read_path(sc, k, path) : 0;
 }
 #else
-#define read_file_arg(sc, k, kind, raw) 0
+#define read_file_arg(sc, k, kind, raw, slot, want_path) 0
 #endif
 
 #if USE_TASK
@@ -500,7 +514,8 @@ static __always_inline void read_task(struct weir_task *t)
                    ARG##i##_KIND == KIND_FD) {                                  \
             struct weir_strkey *k = &sc->str[ARG##i##_SLOT & 1];                \
             zero_str(k);                                                        \
-            sc->ints[i] = read_file_arg(sc, k, ARG##i##_KIND, raw);             \
+            sc->ints[i] = read_file_arg(sc, k, ARG##i##_KIND, raw,              \
+                                        ARG##i##_SLOT, ARG##i##_PATH);          \
             sc->slen[ARG##i##_SLOT & 1] = sc->ints[i];                          \
         }                                                                       \
     }
@@ -646,6 +661,8 @@ static __always_inline int match_arg(struct weir_scratch *sc, int op, int neg, i
         hit = (v & (u64)value) != 0;
     } else if (op == OP_RANGE) {
         hit = in_ranges(sc, matcher, v, ARG_SIGNED(arg));
+    } else if (op == OP_FILE_TYPE) {
+        hit = int_in_set(sc, matcher, sc->ftype[ARG_SLOT(arg) & 1]);
     } else if (op == OP_STR) {
         hit = str_hit(&sc->str[ARG_SLOT(arg) & 1], matcher);
     } else if (op == OP_STR_POSTFIX) {

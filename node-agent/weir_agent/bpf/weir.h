@@ -156,6 +156,7 @@ struct weir_scratch {
     struct weir_strkey str[WEIR_STR_SLOTS];
     struct weir_strkey rev[WEIR_STR_SLOTS];  /* reversed, for Postfix */
     u64 slen[WEIR_STR_SLOTS];                /* bytes read, NUL included */
+    u64 ftype[WEIR_STR_SLOTS];               /* a file, path or fd arg: i_mode >> 12 */
     struct weir_rangekey rkey;
     struct weir_intkey ikey;
     struct weir_strkey exe;
