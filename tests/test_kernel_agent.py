@@ -462,6 +462,15 @@ def test_tetragon_style_policies_verify_or_say_why_not(kernel: None) -> None:
             "network.yaml",
             ["kprobe:tcp_connect", "kprobe:ip_output", "tracepoint:syscalls:sys_enter_write"],
         ),
+        (
+            "sock-tracking.yaml",
+            [
+                "kretprobe:sk_alloc",
+                "kretprobe:sk_alloc:entry",
+                "kprobe:__sk_free",
+                "kprobe:tcp_sendmsg",
+            ],
+        ),
     ):
         result = check(name)
         assert result.returncode == 0, result.stderr

@@ -244,3 +244,34 @@ def test_a_return_probe_with_args_reads_them_at_entry(core, target: Path) -> Non
     assert stats(core, "ret-args")["observed"] == 100
     assert stats(core, "ret-args")["matched"] == len(wanted)
     assert series(scrape(core), "t_ret_values_total") == {(): float(sum(wanted))}
+
+
+def test_a_value_returnargaction_tracks_is_matched_by_a_later_call(core, target: Path) -> None:
+    # returnArgAction TrackSock marks what each call returns (the mark named sock; weir keys
+    # it by the returned value, whatever its type: here weir_target's int, 101-107 for even
+    # calls, 111-117 for odd ones). The entry probe counts the calls whose value argument
+    # is a value some earlier call returned: of 0-199, exactly 101-107 and 111-117.
+    returned = {
+        "path": str(target),
+        "symbol": "weir_target",
+        "return": True,
+        "returnArg": {"index": 0, "type": "int", "label": "ret"},
+        "returnArgAction": "TrackSock",
+        "selectors": [{"matchActions": [{"action": "NoPost"}]}],
+    }
+    called = {
+        "path": str(target),
+        "symbol": "weir_target",
+        "args": [{"index": 0, "type": "long", "label": "value"}],
+        "selectors": [
+            {
+                "matchMarks": [{"mark": "sock", "key": "arg:value"}],
+                "matchActions": [{"action": "NoPost"}],
+            }
+        ],
+    }
+    apply(core, policy_yaml("tracked-returns", yaml.safe_dump({"uprobes": [returned, called]})))
+    subprocess.run([str(target), "200"], check=False)
+    counts = {s.hook.split(":")[0]: s.stats for s in core.snapshot()}
+    assert counts["uretprobe"][loading.abi.Stat.MARKED] == 14  # each returned value, once
+    assert counts["uprobe"][loading.abi.Stat.MATCHED] == 14

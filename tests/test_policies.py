@@ -587,3 +587,50 @@ def test_mark_checks() -> None:
         "spec.tracepoints[0].selectors[0].matchActions: at most 2 of Mark, Unmark, TrackSock "
         "and UntrackSock per selector"
     ]
+
+
+def test_return_arg_action_checks() -> None:
+    def kretprobe(**fields: Any) -> list[str]:
+        hook = {"call": "sk_alloc", "return": True, **fields}
+        doc = {
+            "apiVersion": "weir.dev/v1alpha1",
+            "kind": "TracingPolicy",
+            "metadata": {"name": "p"},
+            "spec": {"kprobes": [hook]},
+        }
+        return problems_of(doc)
+
+    sock = {"index": 0, "type": "sock", "label": "sk"}
+    assert kretprobe(returnArg=sock, returnArgAction="TrackSock") == []
+    assert kretprobe(returnArgAction="TrackSock") == [
+        "spec.kprobes[0].returnArgAction: acts on the return value: needs return: true and "
+        "returnArg"
+    ]
+    assert kretprobe(returnArg={"index": 0, "type": "string"}) == [
+        "spec.kprobes[0].returnArg.type: a return value is an integer (int, long, size_t, ...) "
+        "or a sock, skb, file, path or fd the function returns"
+    ]
+    # FollowFD on a return value: accepted, with a warning.
+    doc = {
+        "apiVersion": "weir.dev/v1alpha1",
+        "kind": "TracingPolicy",
+        "metadata": {"name": "p"},
+        "spec": {
+            "kprobes": [
+                {
+                    "call": "sk_alloc",
+                    "return": True,
+                    "returnArg": sock,
+                    "returnArgAction": "FollowFD",
+                }
+            ]
+        },
+    }
+    parsed = documents.parse_object(doc, source="t")
+    assert parsed.ok
+    assert isinstance(parsed.obj, TracingPolicy)
+    assert [str(w) for w in checks.policy_warnings(parsed.obj.spec)] == [
+        "spec.kprobes[0].returnArgAction: FollowFD has nothing to do in weir, ignored: an fd "
+        "arg (type: fd) is read as its file's path through the task's descriptor table at "
+        "each call"
+    ]

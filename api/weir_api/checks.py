@@ -21,10 +21,12 @@ from weir_api.policies import (
     SOCK_MARK,
     STRING_TYPES_TEXT,
     Arg,
+    FunctionHook,
     Hook,
     KProbe,
     MatchAction,
     MatchArg,
+    Selector,
     Tracepoint,
     TracingPolicySpec,
     UProbe,
@@ -60,6 +62,15 @@ def policy_warnings(spec: TracingPolicySpec) -> list[Problem]:
                             "descriptor table at each call",
                         )
                     )
+        if isinstance(hook, FunctionHook) and hook.return_arg_action in FD_ACTIONS:
+            found.append(
+                at(
+                    ("spec", *where, "returnArgAction"),
+                    f"{hook.return_arg_action} has nothing to do in weir, ignored: an fd arg "
+                    "(type: fd) is read as its file's path through the task's descriptor "
+                    "table at each call",
+                )
+            )
     return sorted(set(found), key=lambda p: p.path)
 
 
@@ -182,14 +193,24 @@ def _hook(hook: KProbe | Tracepoint | UProbe, path: Sequence[PathPart]) -> Itera
                 )
         elif arg.size_arg_index is not None:
             yield at((*arg_path, "sizeArgIndex"), "applies to char_buf only; remove it")
-    if isinstance(hook, KProbe | UProbe) and hook.return_arg is not None:
+    if isinstance(hook, FunctionHook) and hook.return_arg is not None:
         if not hook.return_:
             yield at((*path, "returnArg"), "needs return: true (a return probe)")
-        if hook.return_arg.type not in values.INTEGER_TYPES:
+        if hook.return_arg.type not in values.KEY_TYPES:
             yield at(
                 (*path, "returnArg", "type"),
-                "return values are read as integers; use int, long, size_t, ...",
+                "a return value is an integer (int, long, size_t, ...) or a sock, skb, file, "
+                "path or fd the function returns",
             )
+    if (
+        isinstance(hook, FunctionHook)
+        and hook.return_arg_action is not None
+        and (hook.return_arg is None or not hook.return_)
+    ):
+        yield at(
+            (*path, "returnArgAction"),
+            "acts on the return value: needs return: true and returnArg",
+        )
     for number, selector in enumerate(hook.selectors):
         sel_path = (*path, "selectors", number)
         if selector.matcher_count() > limits.MAX_MATCH_ARGS:
@@ -253,7 +274,7 @@ def _hook(hook: KProbe | Tracepoint | UProbe, path: Sequence[PathPart]) -> Itera
         events = [a for a in selector.match_actions if a.action in ("Post", "NoPost")]
         if len(events) > 1:
             yield at((*sel_path, "matchActions"), "give one of Post and NoPost, once")
-        if len(selector.mark_actions()) > limits.MAX_MARK_ACTIONS:
+        if len(selector.mark_actions()) + len(_return_marks(hook)) > limits.MAX_MARK_ACTIONS:
             yield at(
                 (*sel_path, "matchActions"),
                 f"at most {limits.MAX_MARK_ACTIONS} of Mark, Unmark, TrackSock and "
@@ -515,6 +536,8 @@ def _marks(spec: TracingPolicySpec, path: Sequence[PathPart]) -> Iterator[Proble
                 if action.action in ("Mark", "TrackSock"):
                     name = action.mark or SOCK_MARK
                     set_by.setdefault(name, (key.partition(":")[0], format_path(a_path)))
+        if _return_marks(hook) and _return_marks(hook)[0].action == "TrackSock":
+            set_by.setdefault(SOCK_MARK, ("arg", format_path((*path, *where, "returnArgAction"))))
     for where, hook in spec.hooks_with_paths():
         for s_number, selector in enumerate(hook.selectors):
             for m_number, match in enumerate(selector.match_marks):
@@ -536,9 +559,28 @@ def _marks(spec: TracingPolicySpec, path: Sequence[PathPart]) -> Iterator[Proble
                     )
 
 
+def _return_marks(hook: KProbe | Tracepoint | UProbe) -> list[MatchAction]:
+    """returnArgAction TrackSock / UntrackSock, as the mark action every matching call of
+    the hook takes (weir runs it with the matching selector's own)."""
+    if not isinstance(hook, FunctionHook) or hook.return_arg is None:
+        return []
+    if hook.return_arg_action in ("TrackSock", "UntrackSock"):
+        return [MatchAction.model_validate({"action": hook.return_arg_action, "argSock": 0})]
+    return []
+
+
+def mark_actions(hook: KProbe | Tracepoint | UProbe, selector: Selector) -> list[MatchAction]:
+    """Every mark a selector of the hook sets or clears when it matches: its own, then the
+    hook's returnArgAction."""
+    return [a for _, a in selector.mark_actions()] + _return_marks(hook)
+
+
 def mark_key(hook: KProbe | Tracepoint | UProbe, action: MatchAction) -> str:
     """What a mark action keys by: its key (thread by default), or TrackSock's sock arg."""
     if action.action in ("TrackSock", "UntrackSock"):
+        if action in _return_marks(hook):
+            assert isinstance(hook, FunctionHook) and hook.return_arg is not None
+            return f"arg:{hook.return_arg.name()}"
         arg = next((a for a in hook.args if a.index == action.arg_sock), None)
         return f"arg:{arg.name()}" if arg is not None else "arg:"
     return action.key or "thread"

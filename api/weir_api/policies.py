@@ -690,7 +690,31 @@ class Hook(Model):
         return None
 
 
-class KProbe(Hook):
+class FunctionHook(Hook):
+    """What kprobes and uprobes share: probing a function's return, and its value."""
+
+    return_: bool = Field(
+        default=False,
+        alias="return",
+        description="Probe the function's return (kretprobe, uretprobe) instead.",
+    )
+    return_arg: Arg | None = Field(
+        default=None,
+        description="With return: true, the return value to read (an integer, or a sock, skb, "
+        "file or path the function returns).",
+    )
+    return_arg_action: Literal["TrackSock", "UntrackSock", *FD_ACTIONS] | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="With returnArg, for every matching call: TrackSock / UntrackSock mark or "
+        "unmark the returned value in the mark named sock (Tetragon's). FollowFD, "
+        "UnfollowFD, CopyFD: accepted, nothing to do.",
+    )
+
+    def declared_args(self) -> list[Arg]:
+        return [*self.args, *([self.return_arg] if self.return_arg is not None else [])]
+
+
+class KProbe(FunctionHook):
     """A kernel function entry (or return) probe."""
 
     model_config = {"json_schema_extra": hook_rules("kprobe")}
@@ -701,16 +725,10 @@ class KProbe(Hook):
         description="The kernel function, e.g. tcp_sendmsg (or a syscall name with syscall: "
         "true), or list:NAME for every function of spec.lists NAME (one hook each).",
     )
-    return_: bool = Field(
-        default=False, alias="return", description="Probe the return (kretprobe) instead."
-    )
     syscall: bool = Field(
         default=False,
         description="`call` names a syscall (e.g. openat); the architecture's symbol prefix "
         "is added.",
-    )
-    return_arg: Arg | None = Field(
-        default=None, description="With return: true, the return value to read (integer)."
     )
 
     def hook_id(self) -> str:
@@ -732,9 +750,6 @@ class KProbe(Hook):
         syscall = self.syscall or found.type == "syscalls"
         return [self.model_copy(update={"call": v, "syscall": syscall}) for v in found.values]
 
-    def declared_args(self) -> list[Arg]:
-        return [*self.args, *([self.return_arg] if self.return_arg is not None else [])]
-
 
 class Tracepoint(Hook):
     """A kernel tracepoint (stable ABI; argument layouts come from tracefs)."""
@@ -754,7 +769,7 @@ class Tracepoint(Hook):
         return f"tracepoint:{self.subsystem}:{self.event}"
 
 
-class UProbe(Hook):
+class UProbe(FunctionHook):
     """A user-space function probe in one executable or library."""
 
     model_config = {
@@ -783,18 +798,9 @@ class UProbe(Hook):
         description="Several symbols of the same binary, as Tetragon writes them: one hook "
         "each, sharing args and selectors.",
     )
-    return_: bool = Field(
-        default=False, alias="return", description="Probe the return (uretprobe) instead."
-    )
-    return_arg: Arg | None = Field(
-        default=None, description="With return: true, the return value to read (integer)."
-    )
 
     def hook_id(self) -> str:
         return f"{'uretprobe' if self.return_ else 'uprobe'}:{self.path}:{self.symbol}"
-
-    def declared_args(self) -> list[Arg]:
-        return [*self.args, *([self.return_arg] if self.return_arg is not None else [])]
 
     def expanded(self) -> list[UProbe]:
         """One uprobe per symbol (``symbols`` lists several)."""

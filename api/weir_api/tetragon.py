@@ -38,7 +38,6 @@ LATER_FIELDS = frozenset(
         "containerSelector",
         "loader",
         # hooks
-        "returnArgAction",
         "raw",
         "ignore",
         "data",

@@ -36,6 +36,7 @@ from weir_api.policies import (
     SOCK_MARK,
     Arg,
     KProbe,
+    MatchAction,
     Selector,
     Tracepoint,
     TracingPolicy,
@@ -533,17 +534,8 @@ def _program(
             flags.set(f"S{s}_M{m}_VAL", _int_literal(tagged))
             flags.set(f"S{s}_M{m}_NEG", int(mark.operator == "NotIn"))
         # Mark, Unmark, TrackSock, UntrackSock: set or clear when the selector matches
-        for a, (_, marking) in enumerate(selector.mark_actions()[: abi.MAX_MARK_ACTIONS]):
-            uses_marks = True
-            clock, arg_slot = _clock(checks.mark_key(hook, marking), by_label)
-            if clock is None:
-                continue  # reported by weir_api.checks
-            name = marking.mark or SOCK_MARK
-            setting = marking.action in ("Mark", "TrackSock")
-            flags.set(f"S{s}_A{a}_OP", int(MarkOp.SET if setting else MarkOp.CLEAR))
-            flags.set(f"S{s}_A{a}_KEY", int(clock))
-            flags.set(f"S{s}_A{a}_ARG", arg_slot)
-            flags.set(f"S{s}_A{a}_ID", _int_literal(mark_id(policy_name, name)))
+        uses_marks = _mark_actions(flags, s, hook, checks.mark_actions(hook, selector),
+                                   by_label, policy_name) or uses_marks  # fmt: skip
         for b, binary in enumerate(selector.match_binaries):
             uses_exe = True
             matcher = 64 + s * abi.MAX_BINARIES + b
@@ -553,6 +545,10 @@ def _program(
             for text in binary.values:
                 data = values.parse_string(text)
                 seeds.string(matcher, data + b"\0" if exact else data)
+    if not hook.selectors:  # every call matches, as selector 0: the hook's returnArgAction
+        uses_marks = _mark_actions(
+            flags, 0, hook, checks.mark_actions(hook, Selector()), by_label, policy_name
+        )
 
     # --- aggregations
     agg_slots: list[AggSlot] = []
@@ -984,6 +980,28 @@ def range_prefixes(low: int, high: int, bits: int = 64) -> list[tuple[int, int]]
         out.append((low, bits - size))
         low += 1 << size
     return out
+
+
+def _mark_actions(
+    flags: _Flags,
+    s: int,
+    hook: KProbe | Tracepoint | UProbe,
+    actions: Sequence[MatchAction],
+    by_label: Mapping[str, ArgPlan],
+    policy_name: str,
+) -> bool:
+    """Selector ``s``'s mark actions as its S<s>_A<a>_* flags; whether it has any."""
+    for a, marking in enumerate(actions[: abi.MAX_MARK_ACTIONS]):
+        clock, arg_slot = _clock(checks.mark_key(hook, marking), by_label)
+        if clock is None:
+            continue  # reported by weir_api.checks
+        name = marking.mark or SOCK_MARK
+        setting = marking.action in ("Mark", "TrackSock")
+        flags.set(f"S{s}_A{a}_OP", int(MarkOp.SET if setting else MarkOp.CLEAR))
+        flags.set(f"S{s}_A{a}_KEY", int(clock))
+        flags.set(f"S{s}_A{a}_ARG", arg_slot)
+        flags.set(f"S{s}_A{a}_ID", _int_literal(mark_id(policy_name, name)))
+    return bool(actions)
 
 
 # Kinds whose raw value can key a mark or a clock: an integer, an object's address, an fd.

@@ -1094,6 +1094,10 @@ int weir_program(void *ctx)
     if (C_NUM_SELECTORS == 0) {
         action = ACTION_POST; /* no selectors: every call matches (as Tetragon) */
         selector = 0;
+#if CONFIGURED && USE_MARKS
+        /* selector 0's slots hold the hook's returnArgAction */
+        __builtin_memcpy(sc->marks, cfg->S[0].A, sizeof(sc->marks));
+#endif
     }
 #if CONFIGURED
     /* Loops, not unrolled copies: one copy of each operator keeps the program (and its
