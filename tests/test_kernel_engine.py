@@ -495,3 +495,36 @@ def test_tracepoint_index_counts_the_format_from_its_first_field_as_tetragon_doe
         "every event carries; its fields are: __syscall_nr (index 4), fd (index 5), offset "
         "(index 6), whence (index 7)"
     )
+
+
+def test_rules_of_two_policies_sharing_a_metric_are_one_family(core, scratch: Path) -> None:
+    # Two policies count their opens under one metric name: one family in the exposition
+    # (a second TYPE line would make Prometheus refuse the whole scrape), both series in it.
+    for name in ("first", "second"):
+        (scratch / name).write_text("x")
+    apply(
+        core,
+        *(
+            openat_policy(
+                name,
+                [{"label": "path", "operator": "Equal", "values": [str(scratch / name)]}],
+                rules=rule_yaml(name, name, "t_shared_opens", group_by="[binary]"),
+            )
+            for name in ("first", "second")
+        ),
+    )
+    for name, times in (("first", 2), ("second", 3)):
+        for _ in range(times):
+            subprocess.run(["/usr/bin/cat", str(scratch / name)], check=True, capture_output=True)
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from weir_agent import cgroups, exporting, metadata
+
+    registry = CollectorRegistry(auto_describe=False)
+    resolver = metadata.CgroupResolver(cgroups.CgroupIndex())
+    registry.register(
+        exporting.WeirCollector(engine=core, resolver=resolver, node="n1", headers="host")
+    )
+    text = generate_latest(registry).decode()
+    assert text.count("# TYPE t_shared_opens_total counter") == 1, text
+    assert series(scrape(core), "t_shared_opens_total") == {(("binary", "/usr/bin/cat"),): 5.0}

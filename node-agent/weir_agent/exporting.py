@@ -134,7 +134,8 @@ class WeirCollector:
 
     def _rule_families(self, snapshots: list[HookSnapshot]) -> dict[str, list[Metric]]:
         binaries = self.engine.binary_paths()
-        merged: dict[tuple[str, str], tuple[AggSlot, dict[tuple[str, ...], list[Any]]]] = {}
+        merged: dict[str, tuple[AggSlot, dict[tuple[str, ...], list[Any]]]] = {}
+        owner: dict[str, str] = {}  # metric -> the policy its bytes are counted for
         for snap in snapshots:
             for agg, entries in snap.aggregations:
                 signed = _signed_key_args(snap.args, agg)
@@ -144,9 +145,11 @@ class WeirCollector:
                     binaries=binaries,
                     signed_args=signed,
                 )
-                # Rules of a policy that share a metric name (one per hook, say) are one
-                # family: weir_api.checks.check_metric_names holds them to one shape.
-                _, by_labels = merged.setdefault((snap.policy, agg.metric), (agg, {}))
+                # Rules that share a metric name (one per hook, or in several policies)
+                # are one family, or Prometheus would refuse the scrape for a second TYPE
+                # line: weir_api.checks.check_metric_names holds them to one shape.
+                _, by_labels = merged.setdefault(agg.metric, (agg, {}))
+                owner[agg.metric] = min(snap.policy, owner.get(agg.metric, snap.policy))
                 for key, value in entries.items():
                     if key[-1] and not value.count:
                         continue  # the overflow series appears once something overflowed
@@ -158,7 +161,7 @@ class WeirCollector:
                         if count:
                             total[2][bucket] += count
         out: dict[str, list[Metric]] = collections.defaultdict(list)
-        for (policy, _), (agg, by_labels) in sorted(merged.items()):
+        for metric, (agg, by_labels) in sorted(merged.items()):
             names = series.label_names(agg)
             help_text = agg.help or f"weir AggregationRule {agg.rule}"
             # A duration's values are nanoseconds in the kernel, seconds in Prometheus.
@@ -182,7 +185,7 @@ class WeirCollector:
                 for labels, (count, total, _) in sorted(by_labels.items()):
                     value = count if agg.value == abi.ValueKind.COUNT else total / unit
                     family.add_metric(list(labels), value)
-            out[policy].append(family)
+            out[owner[metric]].append(family)  # a shared family's bytes: the first policy's
         return out
 
     def _policy_families(self, snapshots: list[HookSnapshot]) -> Iterator[Metric]:
