@@ -626,3 +626,34 @@ def test_file_type_reads_the_inode_and_the_path_only_when_needed() -> None:
         }
     )
     assert sorted(v for _, v in generated.programs[0].seeds.integers) == [8, 12]
+
+
+def test_a_selectors_tracksock_and_the_return_values_are_keyed_apart() -> None:
+    # A kretprobe whose selector tracks its sock argument and whose returnArgAction tracks
+    # what it returns: the first mark is keyed by the argument (slot 0), the second by the
+    # return value (slot 1).
+    values = flags(
+        make(
+            {
+                "kprobes": [
+                    {
+                        "call": "inet_csk_accept",
+                        "return": True,
+                        "args": [{"index": 0, "type": "sock", "label": "listener"}],
+                        "returnArg": {"index": 0, "type": "sock", "label": "accepted"},
+                        "returnArgAction": "TrackSock",
+                        "selectors": [
+                            {
+                                "matchActions": [
+                                    {"action": "NoPost"},
+                                    {"action": "TrackSock", "argSock": 0},
+                                ]
+                            }
+                        ],
+                    }
+                ]
+            }
+        )
+    )
+    assert (values["S0_A0_ARG"], values["S0_A1_ARG"]) == (0, 1)
+    assert values["S0_A0_ID"] == values["S0_A1_ID"]  # both the mark named sock

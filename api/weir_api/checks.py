@@ -536,8 +536,10 @@ def _marks(spec: TracingPolicySpec, path: Sequence[PathPart]) -> Iterator[Proble
                 if action.action in ("Mark", "TrackSock"):
                     name = action.mark or SOCK_MARK
                     set_by.setdefault(name, (key.partition(":")[0], format_path(a_path)))
-        if _return_marks(hook) and _return_marks(hook)[0].action == "TrackSock":
-            set_by.setdefault(SOCK_MARK, ("arg", format_path((*path, *where, "returnArgAction"))))
+        for action, _ in _return_marks(hook):
+            if action.action == "TrackSock":
+                returned = format_path((*path, *where, "returnArgAction"))
+                set_by.setdefault(SOCK_MARK, ("arg", returned))
     for where, hook in spec.hooks_with_paths():
         for s_number, selector in enumerate(hook.selectors):
             for m_number, match in enumerate(selector.match_marks):
@@ -559,28 +561,31 @@ def _marks(spec: TracingPolicySpec, path: Sequence[PathPart]) -> Iterator[Proble
                     )
 
 
-def _return_marks(hook: KProbe | Tracepoint | UProbe) -> list[MatchAction]:
+def _return_marks(hook: KProbe | Tracepoint | UProbe) -> list[tuple[MatchAction, str]]:
     """returnArgAction TrackSock / UntrackSock, as the mark action every matching call of
-    the hook takes (weir runs it with the matching selector's own)."""
+    the hook takes (weir runs it with the matching selector's own), keyed by the return
+    value."""
     if not isinstance(hook, FunctionHook) or hook.return_arg is None:
         return []
     if hook.return_arg_action in ("TrackSock", "UntrackSock"):
-        return [MatchAction.model_validate({"action": hook.return_arg_action, "argSock": 0})]
+        action = MatchAction.model_validate({"action": hook.return_arg_action, "argSock": 0})
+        return [(action, f"arg:{hook.return_arg.name()}")]
     return []
 
 
-def mark_actions(hook: KProbe | Tracepoint | UProbe, selector: Selector) -> list[MatchAction]:
-    """Every mark a selector of the hook sets or clears when it matches: its own, then the
-    hook's returnArgAction."""
-    return [a for _, a in selector.mark_actions()] + _return_marks(hook)
+def mark_actions(
+    hook: KProbe | Tracepoint | UProbe, selector: Selector
+) -> list[tuple[MatchAction, str]]:
+    """Every mark a selector of the hook sets or clears when it matches, with its key: its
+    own, then the hook's returnArgAction."""
+    own = [(action, mark_key(hook, action)) for _, action in selector.mark_actions()]
+    return own + _return_marks(hook)
 
 
 def mark_key(hook: KProbe | Tracepoint | UProbe, action: MatchAction) -> str:
-    """What a mark action keys by: its key (thread by default), or TrackSock's sock arg."""
+    """What a selector's mark action keys by: its key (thread by default), or TrackSock's
+    sock arg."""
     if action.action in ("TrackSock", "UntrackSock"):
-        if action in _return_marks(hook):
-            assert isinstance(hook, FunctionHook) and hook.return_arg is not None
-            return f"arg:{hook.return_arg.name()}"
         arg = next((a for a in hook.args if a.index == action.arg_sock), None)
         return f"arg:{arg.name()}" if arg is not None else "arg:"
     return action.key or "thread"

@@ -534,8 +534,8 @@ def _program(
             flags.set(f"S{s}_M{m}_VAL", _int_literal(tagged))
             flags.set(f"S{s}_M{m}_NEG", int(mark.operator == "NotIn"))
         # Mark, Unmark, TrackSock, UntrackSock: set or clear when the selector matches
-        uses_marks = _mark_actions(flags, s, hook, checks.mark_actions(hook, selector),
-                                   by_label, policy_name) or uses_marks  # fmt: skip
+        marking = checks.mark_actions(hook, selector)
+        uses_marks = _mark_actions(flags, s, marking, by_label, policy_name) or uses_marks
         for b, binary in enumerate(selector.match_binaries):
             uses_exe = True
             matcher = 64 + s * abi.MAX_BINARIES + b
@@ -546,9 +546,8 @@ def _program(
                 data = values.parse_string(text)
                 seeds.string(matcher, data + b"\0" if exact else data)
     if not hook.selectors:  # every call matches, as selector 0: the hook's returnArgAction
-        uses_marks = _mark_actions(
-            flags, 0, hook, checks.mark_actions(hook, Selector()), by_label, policy_name
-        )
+        marking = checks.mark_actions(hook, Selector())
+        uses_marks = _mark_actions(flags, 0, marking, by_label, policy_name)
 
     # --- aggregations
     agg_slots: list[AggSlot] = []
@@ -985,14 +984,14 @@ def range_prefixes(low: int, high: int, bits: int = 64) -> list[tuple[int, int]]
 def _mark_actions(
     flags: _Flags,
     s: int,
-    hook: KProbe | Tracepoint | UProbe,
-    actions: Sequence[MatchAction],
+    actions: Sequence[tuple[MatchAction, str]],
     by_label: Mapping[str, ArgPlan],
     policy_name: str,
 ) -> bool:
-    """Selector ``s``'s mark actions as its S<s>_A<a>_* flags; whether it has any."""
-    for a, marking in enumerate(actions[: abi.MAX_MARK_ACTIONS]):
-        clock, arg_slot = _clock(checks.mark_key(hook, marking), by_label)
+    """Selector ``s``'s mark actions (with their keys) as its S<s>_A<a>_* flags; whether it
+    has any."""
+    for a, (marking, key) in enumerate(actions[: abi.MAX_MARK_ACTIONS]):
+        clock, arg_slot = _clock(key, by_label)
         if clock is None:
             continue  # reported by weir_api.checks
         name = marking.mark or SOCK_MARK
