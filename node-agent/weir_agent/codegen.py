@@ -290,16 +290,21 @@ def generate(
     return Generated(programs=tuple(programs), problems=tuple(problems))
 
 
+def _name_id(*parts: str) -> int:
+    """A 60-bit number naming something in a shared map, the same in every program and
+    version that names it by the same parts."""
+    return int(hashlib.sha256("\0".join(parts).encode()).hexdigest()[:15], 16)
+
+
 def clock_pair(policy: str, start_hook: str, start_key: str) -> int:
     """Names a duration's clocks in weir_starts: the start hook records under it, the
     end hook looks it up (a rule names the start hook and key, so both sides agree)."""
-    text = f"{policy}\0{start_hook}\0{start_key}"
-    return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
+    return _name_id(policy, start_hook, start_key)
 
 
 def _hook_key(policy: str, hook: str) -> int:
     """Names a hook's saved arguments in weir_entries: the same for every version."""
-    return int(hashlib.sha256(f"{policy}\0{hook}".encode()).hexdigest()[:15], 16)
+    return _name_id(policy, hook)
 
 
 ENTRY_SUFFIX = ":entry"
@@ -1022,8 +1027,7 @@ def _clock(key: str, by_label: Mapping[str, ArgPlan]) -> tuple[Clock | None, int
 
 def mark_id(policy: str, name: str) -> int:
     """Names a policy's mark in weir_marks (every hook of the policy computes the same)."""
-    text = f"{policy}\0mark\0{name}"
-    return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
+    return _name_id(policy, "mark", name)
 
 
 def _aggregation(

@@ -447,6 +447,7 @@ class Engine:
                             series[key] = series.get(key, SeriesValue()).add(live)
                         aggregations.append((agg, series))
                     info = loading.prog_info(hook.loaded.fd)
+                    shape = dict(hook.loaded.program.flags)
                     out.append(
                         HookSnapshot(
                             policy=state.name,
@@ -458,8 +459,8 @@ class Engine:
                             report=_running(hook),
                             run_time_ns=int(info.run_time_ns),
                             run_count=int(info.run_cnt),
-                            clocks=bool(dict(hook.loaded.program.flags).get("USE_STARTS")),
-                            marks=bool(dict(hook.loaded.program.flags).get("USE_MARKS")),
+                            clocks=bool(shape.get("USE_STARTS")),
+                            marks=bool(shape.get("USE_MARKS")),
                         )
                     )
             return out
