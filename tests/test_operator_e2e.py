@@ -53,10 +53,13 @@ def opens_policy(
     generation_bump: str = "",
     metric: str = "weir_e2e_opens",
     pod_selector: dict[str, str] | None = None,
+    namespace_selector: dict[str, str] | None = None,
 ) -> str:
     policy = openat_policy(name, prefix, *([generation_bump] if generation_bump else []))
     if pod_selector:
         policy["spec"]["podSelector"] = {"matchLabels": pod_selector}  # type: ignore[index]
+    if namespace_selector:
+        policy["spec"]["namespaceSelector"] = {"matchLabels": namespace_selector}  # type: ignore[index]
     rule = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "AggregationRule",
@@ -140,6 +143,10 @@ def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
         "scoped", f"{data}/", metric="weir_e2e_scoped_opens", pod_selector={"app": "web"}
     )
     cluster.kubectl("apply", "-f", "-", stdin=scoped_policy)
+    team_policy = opens_policy(
+        "team", f"{data}/", metric="weir_e2e_team_opens", namespace_selector={"team": "web"}
+    )
+    cluster.kubectl("apply", "-f", "-", stdin=team_policy)
     assert (
         "condition met"
         in cluster.kubectl(
@@ -223,9 +230,10 @@ def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
             ),
             "the pod's opens under its labels",
         )
-    finally:
+    except BaseException:
         group.rmdir()
         group.parent.rmdir()
+        raise
     samples = wait_for(
         lambda: (
             (s := scrape_http(stack["metrics"])).get("weir_e2e_opens_total", {}).get(HOST) == 7.0
@@ -235,6 +243,32 @@ def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
     )
     assert samples["weir_e2e_opens_total"] == {HOST: 7.0, pod_labels: float(probes + 4)}
     assert scoped() == first + 4  # the host's 7 opens are outside the podSelector
+
+    # namespaceSelector: the pod's namespace gets the label team=web, which the agent sees
+    # through its watch of Namespaces (one LIST, then a watch; never a poll).
+    def team() -> float:
+        return sum(scrape_http(stack["metrics"]).get("weir_e2e_team_opens_total", {}).values())
+
+    assert team() == 0  # no namespace is labelled yet
+    cluster.kubectl("label", "namespace", "default", "team=web")
+    probes = 0
+    try:
+        while team() == 0 and probes <= 100:  # until the label reached the agent
+            open_in_pod()
+            probes += 1
+            time.sleep(0.2)
+        assert probes <= 100, "the namespaceSelector scope never picked up the labelled namespace"
+        counted = team()
+        for _ in range(3):
+            open_in_pod()
+        wait_for(lambda: team() == counted + 3, "the labelled namespace's 3 opens")
+    finally:
+        group.rmdir()
+        group.parent.rmdir()
+    lists = cluster.emulator.requests[("GET", "/api/v1/namespaces", False)]
+    time.sleep(1.5)  # many agent loops
+    assert cluster.emulator.requests[("GET", "/api/v1/namespaces", False)] == lists <= 2
+    assert cluster.emulator.requests[("GET", "/api/v1/namespaces", True)] >= 1  # the watch
     row = wait_for(
         lambda: (
             (line := cluster.kubectl("get", "tracingpolicies").stdout.splitlines()[1].split())

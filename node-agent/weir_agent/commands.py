@@ -19,7 +19,6 @@ import signal
 import socket
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -489,7 +488,7 @@ class _Cluster:
         self.stop = stop
         self.selectors: dict[str, tuple[Any, Any]] = {}
         self.namespace_labels: dict[str, dict[str, str]] = {}
-        self.namespaces_at = 0.0
+        self.namespaces_followed = False  # the Namespace watch starts with the first selector
         self.pods: Any = None
         self.node_lock = threading.Lock()
         self.node_labels: dict[str, str] = {}
@@ -580,24 +579,51 @@ class _Cluster:
         """policy -> cgroup ids of the containers its podSelector/namespaceSelector pick."""
         if not self.selectors:
             return {}
-        if any(ns is not None for _, ns in self.selectors.values()) and (
-            time.monotonic() - self.namespaces_at > 10
-        ):
-            try:
-                listed = self.core.list_namespace().items
-                self.namespace_labels = {
-                    n.metadata.name: dict(n.metadata.labels or {}) for n in listed
-                }
-                self.namespaces_at = time.monotonic()
-            except Exception as error:  # keep the last known labels
-                self.errors.record("list Namespaces", error)
-                log.warning("namespaces: %s", error)
+        if any(ns is not None for _, ns in self.selectors.values()):
+            self._follow_namespaces()
+        with self.node_lock:
+            namespace_labels = dict(self.namespace_labels)
         out = {}
         for name, (pod, ns) in self.selectors.items():
-            containers = self.pods.selected(pod, ns, self.namespace_labels)
+            containers = self.pods.selected(pod, ns, namespace_labels)
             out[name] = self.pods.index.ids_of(containers)
             log.debug("scope %s: containers %s -> cgroups %s", name, containers, out[name])
         return out
+
+    def _follow_namespaces(self) -> None:
+        """Namespace labels for namespaceSelectors, from a watch started the first time a
+        policy has one (never a poll); while the API is away the last known labels stay."""
+        if self.namespaces_followed:
+            return
+        self.namespaces_followed = True
+        from weir_agent import watching
+
+        def listed(items: list[Any]) -> None:
+            with self.node_lock:
+                self.namespace_labels = {
+                    n.metadata.name: dict(n.metadata.labels or {}) for n in items
+                }
+
+        def changed(kind: str, item: Any) -> None:
+            with self.node_lock:
+                if kind == "DELETED":
+                    self.namespace_labels.pop(item.metadata.name, None)
+                else:
+                    self.namespace_labels[item.metadata.name] = dict(item.metadata.labels or {})
+
+        threading.Thread(
+            target=watching.follow,
+            args=(self.core.list_namespace,),
+            kwargs={
+                "on_list": listed,
+                "on_event": changed,
+                "stop": self.stop,
+                "what": "Namespaces",
+                "errors": self.errors,
+            },
+            name="weir-namespaces",
+            daemon=True,
+        ).start()
 
     def synced(self) -> bool:
         """The policy ConfigMaps and this Node's labels have both been listed once."""
