@@ -361,3 +361,30 @@ def test_the_watch_cache_keeps_what_events_said_over_a_later_list() -> None:
     assert cache.items("nodereports")[1]["status"] == {"x": 1}
     cache.put("nodereports", {"metadata": {"name": "gone"}})  # created again
     assert [i["metadata"]["name"] for i in cache.items("nodereports")] == ["a", "b", "gone"]
+
+
+def test_the_report_index_says_which_policies_a_change_touches() -> None:
+    index = rollup.ReportIndex([node("n1"), node("n2")])
+    assert index.put(node("n1")) == set()  # the same entry again: nothing touched
+    assert index.put(node("n1", state="Failed", running=1, failure="R1")) == {"p"}
+    other = node("n3")
+    other.status.policies[0].name = "q"  # type: ignore[union-attr]
+    assert index.put(other) == {"q"}
+    assert index.nodes == {"n1", "n2", "n3"}
+    assert sorted(index.by_policy["p"]) == ["n1", "n2"]
+    assert index.remove("n3") == {"q"} and "q" not in index.by_policy
+    assert index.nodes == {"n1", "n2"}
+    # The index counts as the reports do: n1 failed, n2 ready.
+    status = rollup.policy_status(
+        name="p", generation=2, problems=[], reports=index, previous=None, now="t"
+    )
+    same = rollup.policy_status(
+        name="p",
+        generation=2,
+        problems=[],
+        reports=list(index.reports.values()),
+        previous=None,
+        now="t",
+    )
+    assert status == same
+    assert (status.nodes.ready, status.nodes.failed, status.nodes.targeted) == (1, 1, 2)

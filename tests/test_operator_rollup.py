@@ -327,3 +327,61 @@ def test_at_steady_state_the_operator_sends_no_periodic_list_or_get(
         "/api/v1/namespaces/weir-system/pods",
     ):
         assert ("GET", path, True) in watches, path
+
+
+def test_a_changed_report_recomputes_only_what_it_touches(cluster: Cluster, tmp_path: Path) -> None:
+    # 100 nodes report two policies. A quiet cluster costs the roll-up nothing: no report
+    # parsed, no status worked out. One node's report changing for q is parsed once and
+    # works out q's status again, not p's.
+    nodes = [f"node-{i:03}" for i in range(100)]
+
+    def two_policies(node: str, q_failing: bool) -> dict[str, Any]:
+        body = report(node, 1, failing=False)
+        q = dict(report(node, 1, failing=q_failing)["status"]["policies"][0], name="q")
+        body["status"]["policies"].append(q)
+        return body
+
+    for name in nodes:
+        body = two_policies(name, q_failing=False)
+        cluster.custom.create_cluster_custom_object(GROUP, VERSION, "nodereports", body)
+        cluster.custom.patch_cluster_custom_object_status(
+            GROUP, VERSION, "nodereports", name, {"status": body["status"]}
+        )
+    cluster.create_policy("p")
+    cluster.create_policy("q")
+    docs = roles.render({"operator": {"rollupSeconds": INTERVAL, "healthPort": free_port()}})
+
+    def ready(name: str) -> str | None:
+        conditions = (cluster.get_policy(name).get("status") or {}).get("conditions", [])
+        return next((c["status"] for c in conditions if c["type"] == "Ready"), None)
+
+    def counters() -> tuple[float, float]:
+        samples = roles.scrape(docs, "operator")
+        return (
+            samples["weir_operator_nodereports_parsed_total{}"],
+            samples['weir_operator_statuses_computed_total{kind="tracingpolicies"}'],
+        )
+
+    log = tmp_path / "operator.log"
+    with roles.running(docs, "operator", kubeconfig=cluster.kubeconfig, log=log):
+        wait_for(lambda: ready("p") == "True" and ready("q") == "True", "both Ready")
+        time.sleep(4 * INTERVAL)  # the writes' own watch events settle
+        quiet = counters()
+        assert quiet[0] == 100  # each report parsed once
+        time.sleep(6 * INTERVAL)  # some six passes over a cluster where nothing changes
+        assert counters() == quiet, "a quiet pass parsed reports or worked out statuses"
+        cluster.custom.patch_cluster_custom_object_status(
+            GROUP,
+            VERSION,
+            "nodereports",
+            "node-007",
+            {"status": two_policies("node-007", q_failing=True)["status"]},
+        )
+        wait_for(lambda: ready("q") == "False", "q not Ready: node-007 failed it")
+        time.sleep(4 * INTERVAL)
+        parsed, computed = counters()
+        assert parsed == quiet[0] + 1  # the changed report, once
+        assert computed == quiet[1] + 1  # q's status, once; p's not at all
+        assert ready("p") == "True"
+        failing = cluster.get_policy("q")["status"]["failingNodes"]
+        assert [f["node"] for f in failing] == ["node-007"]

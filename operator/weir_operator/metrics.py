@@ -30,6 +30,18 @@ PASS_SECONDS = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
+COMPUTED = Counter(
+    "weir_operator_statuses_computed",
+    "Statuses worked out again by kind: only objects a changed NodeReport, spec or node "
+    "touched are, so a quiet cluster costs none.",
+    ["kind"],
+    registry=REGISTRY,
+)
+REPORTS_PARSED = Counter(
+    "weir_operator_nodereports_parsed",
+    "NodeReports parsed into the roll-up's index (each once per change).",
+    registry=REGISTRY,
+)
 STATUS_WRITES = Counter(
     "weir_operator_status_writes",
     "Status writes by kind (tracingpolicies, aggregationrules) and result (ok, error).",

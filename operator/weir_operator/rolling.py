@@ -104,6 +104,10 @@ class RollUp:
         self.render_errors = render_errors
         self.rerender = rerender
         self.unwritten = 0  # status writes the API refused in the current pass
+        self.index = rollup.ReportIndex()  # the NodeReports, parsed once per change
+        self.report_versions: dict[str, str | None] = {}  # report -> resourceVersion parsed
+        self.seen: Any = None  # specs, stale nodes, expected nodes, errors of the last pass
+        self.decided: dict[tuple[str, str], dict[str, Any]] = {}  # the status last worked out
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="weir-rollup", daemon=True)
 
@@ -163,7 +167,13 @@ class RollUp:
         return items
 
     def once(self) -> int:
-        """One pass; how many status writes the API refused (they are retried soon)."""
+        """One pass; how many status writes the API refused (they are retried soon).
+
+        Only the objects something touched are worked out again: the policies whose entries
+        a changed NodeReport changed (and their rules), all of them when a spec, the set of
+        nodes, the stale nodes, the expected nodes or an operator error changed, and any whose
+        stored status is not what this operator last decided (a write that failed or was
+        held back, or a status changed by someone else)."""
         self.unwritten = 0
         for name in list(self.render_errors):  # retry what the operator could not write
             with contextlib.suppress(k8s.ApiException):  # recorded in render_errors
@@ -171,21 +181,32 @@ class RollUp:
         policies = self._list("tracingpolicies")
         self._restore(policies)
         rules = self._list("aggregationrules")
-        reports = []
-        for item in self._list("nodereports"):
-            try:
-                reports.append(NodeReport.model_validate(item))
-            except ValueError:
-                log.warning("ignoring a malformed NodeReport %s", item["metadata"].get("name"))
+        touched, nodes_changed = self._refresh_reports(self._list("nodereports"))
         stamp = now()
         expected = self.expected()
+        stale = self.index.stale_names(now=stamp, stale_after=self.stale_after)
+        specs = {
+            (body["kind"], body["metadata"]["name"]): (
+                body["metadata"].get("uid"),
+                body["metadata"].get("generation"),
+                bool(body["metadata"].get("deletionTimestamp")),
+            )
+            for body in [*policies, *rules]
+        }
+        seen = (specs, stale, expected, dict(self.render_errors))
+        everything = nodes_changed or seen != self.seen
+        self.seen = seen
         by_name = {p["metadata"]["name"]: p for p in policies}
         parsed_rules = [parse(r) for r in rules]
         for body in policies:
-            if body["metadata"].get("deletionTimestamp"):
-                continue
             name = body["metadata"]["name"]
             stored = body.get("status") or {}
+            key = ("tracingpolicies", name)
+            if body["metadata"].get("deletionTimestamp"):
+                continue
+            if not everything and name not in touched and stored == self.decided.get(key):
+                continue
+            metrics.COMPUTED.labels(kind="tracingpolicies").inc()
             previous = TracingPolicyStatus.model_validate(stored) if stored else None
             parsed = parse(body)
             result = rollup.policy_status(
@@ -194,7 +215,7 @@ class RollUp:
                 problems=parsed.problems,
                 expected=expected,
                 selector=node_selector(parsed),
-                reports=reports,
+                reports=self.index,
                 previous=previous,
                 now=stamp,
                 operator_error=self.render_errors.get(name, ""),
@@ -202,18 +223,50 @@ class RollUp:
             )
             self._write("tracingpolicies", name, stored, result.to_wire())
         for body, parsed in zip(rules, parsed_rules, strict=True):
+            name = body["metadata"]["name"]
+            stored = body.get("status") or {}
+            key = ("aggregationrules", name)
+            policy = ((body.get("spec") or {}).get("policyRef") or {}).get("name")
             if body["metadata"].get("deletionTimestamp"):
                 continue
-            stored = body.get("status") or {}
+            if not everything and policy not in touched and stored == self.decided.get(key):
+                continue
+            metrics.COMPUTED.labels(kind="aggregationrules").inc()
             self._write(
                 "aggregationrules",
-                body["metadata"]["name"],
+                name,
                 stored,
-                self._rule_status(
-                    body, parsed, parsed_rules, by_name, reports, stored, stamp, expected
-                ),
+                self._rule_status(body, parsed, parsed_rules, by_name, stored, stamp, expected),
             )
         return self.unwritten
+
+    def _refresh_reports(self, items: list[dict[str, Any]]) -> tuple[set[str], bool]:
+        """Parse the NodeReports that changed since the last pass (by resourceVersion) into
+        the index; the policies they touched, and whether the set of nodes changed."""
+        touched: set[str] = set()
+        before = set(self.index.reports)
+        present = set()
+        for item in items:
+            name = item["metadata"]["name"]
+            present.add(name)
+            version = item["metadata"].get("resourceVersion")
+            if version is not None and self.report_versions.get(name) == version:
+                continue
+            metrics.REPORTS_PARSED.inc()
+            try:
+                report = NodeReport.model_validate(item)
+            except ValueError:
+                log.warning("ignoring a malformed NodeReport %s", name)
+                touched |= self.index.remove(name)
+                self.report_versions.pop(name, None)
+                present.discard(name)
+                continue
+            touched |= self.index.put(report)
+            self.report_versions[name] = version
+        for name in set(self.index.reports) - present:
+            touched |= self.index.remove(name)
+            self.report_versions.pop(name, None)
+        return touched, set(self.index.reports) != before
 
     def _restore(self, policies: list[dict[str, Any]]) -> None:
         """A valid policy whose ConfigMap is gone (deleted by hand, say) is rendered again:
@@ -236,7 +289,6 @@ class RollUp:
         parsed: documents.Parsed,
         all_rules: list[documents.Parsed],
         policies: dict[str, dict[str, Any]],
-        reports: list[NodeReport],
         stored: dict[str, Any],
         stamp: str,
         expected: rollup.Expected | None,
@@ -271,7 +323,7 @@ class RollUp:
             generation=int(body["metadata"].get("generation", 1)),
             policy_generation=policy_generation,
             problems=problems,
-            reports=reports,
+            reports=self.index,
             previous=previous,
             now=stamp,
             stale_after=self.stale_after,
@@ -282,20 +334,24 @@ class RollUp:
     def _write(
         self, plural: str, name: str, stored: dict[str, Any], desired: dict[str, Any]
     ) -> None:
+        key = (plural, name)
+        self.decided.pop(key, None)  # until written: worked out again next pass
         if stored == desired:
+            self.decided[key] = desired
             return  # nothing changed: no write
-        key, now = (plural, name), time.monotonic()
+        now = time.monotonic()
         recent = now - self.counters_written.get(key, -math.inf) < self.counters_interval
         if recent and _without_counters(stored) == _without_counters(desired):
             return  # counters only: they are in metrics at once, in status every interval
         self.counters_written[key] = now
-        patch: dict[str, Any] = {key: None for key in set(stored) - set(desired)}
+        patch: dict[str, Any] = {field: None for field in set(stored) - set(desired)}
         patch.update(desired)
         try:
             self.custom.patch_cluster_custom_object_status(
                 GROUP, VERSION, plural, name, {"status": patch}
             )
             metrics.STATUS_WRITES.labels(kind=plural, result="ok").inc()
+            self.decided[key] = desired
             if self.cache is not None:
                 self.cache.set_status(plural, name, desired)
         except k8s.ApiException as error:

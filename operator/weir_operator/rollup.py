@@ -17,6 +17,10 @@ unknown: targeted, never ready (its agent may be gone, programs detached).
 
 A condition keeps its lastTransitionTime while its status stays the same, so an
 unchanged roll-up is byte-identical and is not written.
+
+The reports come as a ``ReportIndex``: parsed once when a report changes, kept by policy,
+so a status costs one look at each node's entry for that policy, not a parse and a search
+of every report; ``ReportIndex.put`` says which policies a changed report touches.
 """
 
 from __future__ import annotations
@@ -152,37 +156,101 @@ class Expected:
         )
 
 
+class ReportIndex:
+    """NodeReports by name, and each policy's entries by report name."""
+
+    def __init__(self, reports: Sequence[NodeReport] = ()) -> None:
+        self.reports: dict[str, NodeReport] = {}
+        self.by_policy: dict[str, dict[str, PolicyReport]] = {}
+        self.nodes: set[str] = set()  # the nodes the reports are for
+        self._stale: tuple[tuple[str, float | None], frozenset[str]] | None = None
+        for report in reports:
+            self.put(report)
+
+    def put(self, report: NodeReport) -> set[str]:
+        """Add or replace a report; the policies whose entries it changed."""
+        name = report.metadata.name
+        before = self._entries(self.reports.get(name))
+        after = self._entries(report)
+        self.remove(name)
+        self.reports[name] = report
+        self.nodes.add(report.spec.node_name or name)
+        for policy, entry in after.items():
+            self.by_policy.setdefault(policy, {})[name] = entry
+        self._stale = None
+        return {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
+
+    def remove(self, name: str) -> set[str]:
+        """Drop a report; the policies it had entries for."""
+        report = self.reports.pop(name, None)
+        if report is None:
+            return set()
+        self.nodes = {r.spec.node_name or n for n, r in self.reports.items()}
+        entries = self._entries(report)
+        for policy in entries:
+            self.by_policy[policy].pop(name, None)
+            if not self.by_policy[policy]:
+                del self.by_policy[policy]
+        self._stale = None
+        return set(entries)
+
+    @staticmethod
+    def _entries(report: NodeReport | None) -> dict[str, PolicyReport]:
+        if report is None or report.status is None:
+            return {}
+        return {p.name: p for p in report.status.policies}
+
+    def stale_names(self, *, now: str, stale_after: float | None) -> frozenset[str]:
+        """The reports whose agent has not published for longer than ``stale_after``
+        (worked out once per ``now``)."""
+        if self._stale is None or self._stale[0] != (now, stale_after):
+            found = frozenset(
+                name
+                for name, report in self.reports.items()
+                if stale(report, now=now, stale_after=stale_after)
+            )
+            self._stale = ((now, stale_after), found)
+        return self._stale[1]
+
+
 def _count(
     name: str,
     generation: int,
-    reports: Sequence[NodeReport],
+    reports: Sequence[NodeReport] | ReportIndex,
     *,
     now: str = "",
     stale_after: float | None = None,
     expected: Expected | None = None,
     selector: LabelSelector | None = None,
 ) -> tuple[NodeCounts, list[FailingNode], list[PolicyReport], list[str]]:
+    index = reports if isinstance(reports, ReportIndex) else ReportIndex(reports)
     counts = NodeCounts()
     failing: list[FailingNode] = []
     current: list[PolicyReport] = []
-    reporting = {r.spec.node_name or r.metadata.name for r in reports}
     missing = [
         node
         for node in (expected.targeted_by(selector) if expected else [])
-        if node not in reporting
+        if node not in index.nodes
     ]
     counts.missing = len(missing)
     counts.targeted += len(missing)
-    for report in sorted(reports, key=lambda r: r.metadata.name):
-        status = report.status
-        mine = next((p for p in status.policies if p.name == name), None) if status else None
-        if mine is not None and mine.state == "NotTargeted":
+    stale_names = index.stale_names(now=now, stale_after=stale_after)
+    entries = index.by_policy.get(name, {})
+    # Reports without an entry for this policy: targeted, pending (or unknown when stale).
+    without = len(index.reports) - len(entries)
+    without_stale = len(stale_names - entries.keys())
+    counts.targeted += without
+    counts.unknown += without_stale
+    counts.pending += without - without_stale
+    for report_name in sorted(entries):
+        mine = entries[report_name]
+        if mine.state == "NotTargeted":
             continue
         counts.targeted += 1
-        if stale(report, now=now, stale_after=stale_after):
+        if report_name in stale_names:
             counts.unknown += 1
             continue
-        if mine is None or mine.generation < generation:
+        if mine.generation < generation:
             counts.pending += 1
             continue
         current.append(mine)
@@ -192,7 +260,7 @@ def _count(
             if len(failing) < limits.MAX_FAILING_NODES:
                 failing.append(
                     FailingNode(
-                        node=report.metadata.name,
+                        node=report_name,
                         hook=program.hook if program else "",
                         phase=(program.failure_phase or "compile") if program else "compile",
                         message=program.message if program else "",
@@ -223,7 +291,7 @@ def policy_status(
     name: str,
     generation: int,
     problems: Sequence[Problem],
-    reports: Sequence[NodeReport],
+    reports: Sequence[NodeReport] | ReportIndex,
     previous: TracingPolicyStatus | None,
     now: str,
     operator_error: str = "",
@@ -236,34 +304,25 @@ def policy_status(
     ``expected``: the nodes that should run an agent (None: count reports only);
     ``selector``: the policy's nodeSelector, which picks among them."""
     before = previous.conditions if previous else []
+    index = reports if isinstance(reports, ReportIndex) else ReportIndex(reports)
     counts, failing, _, missing = _count(
         name,
         generation,
-        reports,
+        index,
         now=now,
         stale_after=stale_after,
         expected=expected,
         selector=selector,
     )
-    totals = Savings()
-    for report in reports:  # savings count every node's running version, current or not
-        mine = (
-            next((p for p in report.status.policies if p.name == name), None)
-            if report.status
-            else None
-        )
-        if mine is not None:
-            for field in (
-                "observed",
-                "matched",
-                "posted",
-                "aggregated",
-                "dropped",
-                "raw_bytes",
-                "exported_bytes",
-            ):
-                setattr(totals, field, getattr(totals, field) + getattr(mine.savings, field))
-    totals = totals.completed()
+    # Savings count every node's running version, current or not.
+    sums = dict.fromkeys(
+        ("observed", "matched", "posted", "aggregated", "dropped", "raw_bytes", "exported_bytes"),
+        0,
+    )
+    for mine in index.by_policy.get(name, {}).values():
+        for field in sums:
+            sums[field] += getattr(mine.savings, field)
+    totals = Savings(**sums).completed()
     stalled = bool(problems)
     text = "; ".join(str(p) for p in problems[:5])
     first = failing[0] if failing else None
@@ -333,7 +392,7 @@ def rule_status(
     generation: int,
     policy_generation: int | None,
     problems: Sequence[Problem],
-    reports: Sequence[NodeReport],
+    reports: Sequence[NodeReport] | ReportIndex,
     previous: AggregationRuleStatus | None,
     now: str,
     stale_after: float | None = None,
