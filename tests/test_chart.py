@@ -105,7 +105,15 @@ def test_default_render() -> None:
     assert service["ports"] == [{"name": "metrics", "port": 9401, "targetPort": "metrics"}]
     assert service["selector"]["app.kubernetes.io/component"] == "operator"
     deployment = by_kind(docs, "Deployment", "weir-operator")["spec"]
-    assert deployment["strategy"] == {"type": "Recreate"}  # never two operators at once
+    # Replicas are peers: a rolling update starts the new pod as a standby.
+    assert deployment["strategy"]["type"] == "RollingUpdate"
+    assert op_args.peering == "weir" and op_args.peering_lifetime == 60
+    role = by_kind(docs, "ClusterRole", "weir-operator")
+    assert {
+        "apiGroups": ["kopf.dev"],
+        "resources": ["clusterkopfpeerings"],
+        "verbs": ["get", "list", "watch", "patch", "create"],
+    } in role["rules"]
     assert operator["nodeSelector"] == {"kubernetes.io/os": "linux"}
     assert "priorityClassName" not in operator
 
@@ -243,7 +251,8 @@ def test_non_default_values() -> None:
 @pytest.mark.parametrize(
     "bad",
     [
-        "operator.replicas=3",
+        "operator.replicas=6",
+        "operator.peeringLifetimeSeconds=1",
         "serviceMonitor.interval=often",
         "agent.metricsPort=0",
         "surprise=1",

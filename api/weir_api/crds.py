@@ -202,9 +202,48 @@ _REASON = {
 }
 
 
-def definitions() -> dict[str, dict[str, Any]]:
-    """File name → CRD, for every weir kind."""
+def kopf_peering() -> dict[str, Any]:
+    """kopf's ClusterKopfPeering (as kopf documents it): the object in which operator
+    replicas keep themselves alive, so that one of them is active (``weir operator
+    --peering``). Its status is kopf's, one entry per replica."""
     return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "clusterkopfpeerings.kopf.dev"},
+        "spec": {
+            "group": "kopf.dev",
+            "scope": "Cluster",
+            "names": {
+                "kind": "ClusterKopfPeering",
+                "plural": "clusterkopfpeerings",
+                "singular": "clusterkopfpeering",
+            },
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "status": {
+                                    "type": "object",
+                                    "x-kubernetes-preserve-unknown-fields": True,
+                                }
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def definitions() -> dict[str, dict[str, Any]]:
+    """File name → CRD, for every weir kind, and kopf's peering."""
+    return {
+        "clusterkopfpeerings.kopf.dev.yaml": kopf_peering(),
         "tracingpolicies.weir.dev.yaml": _crd(
             kind="TracingPolicy",
             plural="tracingpolicies",

@@ -133,6 +133,21 @@ def build_parser() -> argparse.ArgumentParser:
         default="0.0.0.0:9401",
         help="HOST:PORT to serve the operator's own /metrics on ('' to disable)",
     )
+    operator.add_argument(
+        "--peering",
+        default="",
+        metavar="NAME",
+        help="run as one of several replicas: the ClusterKopfPeering NAME makes the oldest "
+        "live one active, the others standbys (default: standalone, the only operator)",
+    )
+    operator.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=60,
+        metavar="SECONDS",
+        help="how long a replica that stopped renewing stays active in its peers' eyes (a "
+        "standby takes over within it when the active replica dies)",
+    )
 
     crds = sub.add_parser("crds", help="write the CRDs generated from the API models")
     crds.add_argument("--out", type=Path, default=Path("crds"), help="directory to write")
@@ -198,6 +213,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
             namespace=args.namespace,
             liveness=args.liveness or None,
             metrics_addr=args.metrics_addr or None,
+            peering=args.peering or None,
+            peering_lifetime=args.peering_lifetime,
         )
     raise AssertionError(args.command)
 

@@ -34,6 +34,13 @@ class Cache:
             self.objects.setdefault(kind, {}).pop(name, None)
             self.gone.setdefault(kind, set()).add(name)
 
+    def reset(self) -> None:
+        """Forget everything (each kind is listed again when next needed)."""
+        with self.lock:
+            self.objects.clear()
+            self.gone.clear()
+            self.seeded.clear()
+
     def is_seeded(self, kind: str) -> bool:
         with self.lock:
             return kind in self.seeded

@@ -32,7 +32,7 @@ from kubernetes import config as k8s_config
 from weir_api import GROUP, VERSION, documents
 from weir_api.aggregations import AggregationRule
 from weir_api.policies import TracingPolicy
-from weir_operator import caching, metrics, rendering, rolling, rollup, watching
+from weir_operator import caching, metrics, peering, rendering, rolling, rollup, watching
 
 log = logging.getLogger("weir.operator")
 
@@ -82,6 +82,20 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo.cache = caching.Cache()
     memo.stop_watches = threading.Event()
     _watch_namespace(memo, agent_labels)
+    active: Any = lambda: True  # noqa: E731 (standalone: the only operator)
+    if memo.get("peering_name"):
+        settings.peering.lifetime = int(memo.peering_lifetime)
+        memo.peering = peering.Peering(
+            memo.custom, name=memo.peering_name, me=memo.identity, priority=memo.priority
+        )
+        memo.peering.ensure()  # before kopf's peering starts (after the startup handlers)
+        threading.Thread(
+            target=memo.peering.follow,
+            args=(memo.stop_watches,),
+            name="weir-peering",
+            daemon=True,
+        ).start()
+        active = memo.peering.active
     memo.rollup = rolling.RollUp(
         custom=memo.custom,
         interval=float(os.environ.get("WEIR_ROLLUP_SECONDS", "10")),
@@ -93,6 +107,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         cache=memo.cache,
         stale_after=float(os.environ.get("WEIR_STALE_SECONDS", "180")),
         counters_interval=float(os.environ.get("WEIR_STATUS_COUNTERS_SECONDS", "60")),
+        active=active,
     )
     memo.rollup.start()
 
@@ -198,7 +213,13 @@ def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 def _rules(memo: kopf.Memo) -> list[documents.Parsed]:
-    items = memo.custom.list_cluster_custom_object(GROUP, VERSION, "aggregationrules")["items"]
+    """Every AggregationRule: from the watch cache once the roll-up has seeded it (a render
+    per policy edit costs no LIST), before that from a LIST (so that the first renders
+    after a start see every rule, not only those whose watch events came first)."""
+    if memo.cache.is_seeded("aggregationrules"):
+        items = memo.cache.items("aggregationrules")
+    else:
+        items = memo.custom.list_cluster_custom_object(GROUP, VERSION, "aggregationrules")["items"]
     return [rolling.parse(item) for item in items]
 
 

@@ -71,6 +71,7 @@ def describe_api_error(error: k8s.ApiException, *, doing: str) -> str:
 
 
 RETRY_FIRST = 0.5  # seconds before the first retry of a failed roll-up pass
+STANDBY_CHECK = 1.0  # seconds between a standby's looks at whether it became active
 
 
 class RollUp:
@@ -89,7 +90,11 @@ class RollUp:
         cache: caching.Cache | None = None,
         stale_after: float | None = None,
         counters_interval: float = 60.0,
+        active: Callable[[], bool] = lambda: True,
     ) -> None:
+        # Whether this replica is the active one (peering); a standby makes no pass.
+        self.active = active
+        self.standby = True
         self.stale_after = stale_after
         # A status whose only change is counters (savings, series) is written at most once
         # per counters_interval; conditions and node counts are written at once.
@@ -121,6 +126,13 @@ class RollUp:
     def _run(self) -> None:
         failures = 0
         while not self.stopping.is_set():
+            if not self.active():
+                self.standby = True
+                self.stopping.wait(min(self.interval, STANDBY_CHECK))
+                continue
+            if self.standby:  # (again) the active replica: start from what is there now
+                self.standby = False
+                self._forget()
             started = time.monotonic()
             try:
                 unwritten = self.once()
@@ -146,6 +158,16 @@ class RollUp:
                 log.warning("roll-up pass failed: %s; next try in %gs", words, self.delay(failures))
             metrics.PASS_SECONDS.observe(time.monotonic() - started)
             self.stopping.wait(self.delay(failures))
+
+    def _forget(self) -> None:
+        """Drop what a standby may have missed: the cache (kopf's watches were paused), and
+        what was decided (another replica wrote since); the next pass lists and works out
+        everything once."""
+        if self.cache is not None:
+            self.cache.reset()
+        self.seen = None
+        self.decided.clear()
+        self.counters_written.clear()
 
     def delay(self, failures: int) -> float:
         """After a failed pass, retry sooner than a whole interval: RETRY_FIRST seconds,

@@ -24,31 +24,27 @@ log = logging.getLogger("weir.operator")
 
 def follow(
     list_call: Any,
-    namespace: str,
-    *,
-    label_selector: str,
+    *args: Any,
     on_list: Callable[[list[Any]], None],
     on_event: Callable[[str, Any], None],
     stop: threading.Event,
     what: str,
+    **selectors: Any,
 ) -> None:
     """Until ``stop``: list, then watch from the list's version, resuming after each
-    server timeout; on errors keep what is known and retry with backoff (up to 30 s)."""
+    server timeout; on errors keep what is known and retry with backoff (up to 30 s).
+    Typed objects (CoreV1Api) and plain dicts (CustomObjectsApi) both work."""
     backoff = 1.0
     while not stop.is_set():
         try:
-            listed: Any = list_call(namespace, label_selector=label_selector)
-            on_list(listed.items)
+            listed: Any = list_call(*args, **selectors)
+            on_list(_items(listed))
             backoff = 1.0
-            version = listed.metadata.resource_version
+            version = _version(listed)
             while version and not stop.is_set():
                 watcher: Any = k8s_watch.Watch()  # type: ignore[no-untyped-call]
                 for event in watcher.stream(
-                    list_call,
-                    namespace,
-                    label_selector=label_selector,
-                    resource_version=version,
-                    timeout_seconds=30,
+                    list_call, *args, resource_version=version, timeout_seconds=30, **selectors
                 ):
                     if stop.is_set():
                         watcher.stop()
@@ -57,9 +53,20 @@ def follow(
                         version = None
                         break
                     on_event(event["type"], event["object"])
-                    version = event["object"].metadata.resource_version or version
+                    version = _version(event["object"]) or version
         except Exception as error:
             metrics.api_error(f"follow {what}", error)
             log.warning("%s: %s; retrying in %.0fs", what, error, backoff)
             stop.wait(backoff)
             backoff = min(backoff * 2, 30.0)
+
+
+def _items(listed: Any) -> list[Any]:
+    return list(listed["items"] if isinstance(listed, dict) else listed.items)
+
+
+def _version(obj: Any) -> str | None:
+    if isinstance(obj, dict):
+        version: str | None = (obj.get("metadata") or {}).get("resourceVersion")
+        return version
+    return obj.metadata.resource_version  # type: ignore[no-any-return]

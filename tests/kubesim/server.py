@@ -57,6 +57,13 @@ class Emulator:
         self.requests_by_user: collections.Counter[str] = collections.Counter()
         # (method, path, watch) of every request: what a test asserts a client never polls.
         self.requests: collections.Counter[tuple[str, str, bool]] = collections.Counter()
+        # (user, Kubernetes verb, resource) of every request, read through GET
+        # /kubesim/requests; the writes (time, user, verb, resource, name) in order, the
+        # latest 100,000, through GET /kubesim/requests?writes=1.
+        self.verbs: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        self.writes: collections.deque[tuple[float, str, str, str, str]] = collections.deque(
+            maxlen=100_000
+        )
 
 
 def parse_labels(text: str) -> list[tuple[str, str, list[str]]]:
@@ -173,6 +180,13 @@ class Handler(BaseHTTPRequestHandler):
         self._raw_body = self.rfile.read(length) if length else b""
         faults = self.emulator.faults
         url = urllib.parse.urlsplit(self.path)
+        if url.path == "/kubesim/requests":
+            if "writes=1" in url.query:
+                return self._send(200, [list(w) for w in list(self.emulator.writes)])
+            counts: dict[str, dict[str, dict[str, int]]] = {}
+            for (user, verb, resource), n in list(self.emulator.verbs.items()):
+                counts.setdefault(user, {}).setdefault(verb, {})[resource] = n
+            return self._send(200, counts)
         if url.path != "/kubesim/faults":  # the fault endpoint itself is never paused
             faults.paused.wait()
             if faults.latency:
@@ -183,9 +197,10 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if url.path == "/kubesim/faults":
                 return self._faults(method)
-            self._authenticate()
+            user = self._authenticate()
             watching = query.get("watch") in ("true", "1")
             self.emulator.requests[(method, url.path.rstrip("/"), watching)] += 1
+            self._count(user, method, url.path, watching)
             if faults.throttle > 0:
                 faults.throttle -= 1
                 raise ApiError(
@@ -214,17 +229,35 @@ class Handler(BaseHTTPRequestHandler):
     do_PATCH = lambda self: self._handle("PATCH")  # noqa: E731
     do_DELETE = lambda self: self._handle("DELETE")  # noqa: E731
 
-    def _authenticate(self) -> None:
+    def _authenticate(self) -> str:
+        """The request's user (without a token table: its token, or system:anonymous)."""
         tokens = self.emulator.tokens
         scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
         token = token.strip() if scheme.lower() == "bearer" else ""  # schemes ignore case
         if tokens is None:
             self.emulator.requests_by_user[token or "system:anonymous"] += 1
-            return
+            return token or "system:anonymous"
         user = tokens.get(token)
         if user is None:
             raise ApiError(401, "Unauthorized", "Unauthorized")
         self.emulator.requests_by_user[user] += 1
+        return user
+
+    def _count(self, user: str, method: str, path: str, watching: bool) -> None:
+        """The request's Kubernetes verb and resource (as an API server's audit log and its
+        apiserver_request_total say them): get or list by whether it names an object;
+        the resource is the plural, with /status for the subresource."""
+        target = self._target(path.rstrip("/"))
+        resource = name = ""
+        if target is not None:
+            resource = target[0].plural + (f"/{target[3]}" if target[3] else "")
+            name = target[2]
+        if method == "GET":
+            verb = "watch" if watching else "get" if name or target is None else "list"
+        else:
+            verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, "delete")
+            self.emulator.writes.append((time.time(), user, verb, resource, name))
+        self.emulator.verbs[(user, verb, resource or "other")] += 1
 
     def _faults(self, method: str) -> None:
         faults = self.emulator.faults
@@ -396,6 +429,8 @@ class Handler(BaseHTTPRequestHandler):
             group, version, rest = parts[1], parts[2], parts[3:]
         else:
             return None
+        if not rest:
+            return None  # discovery (/api/v1, /apis/GROUP/VERSION)
         namespace = ""
         if (
             len(rest) >= 3
