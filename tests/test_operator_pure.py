@@ -364,9 +364,11 @@ def test_the_watch_cache_keeps_what_events_said_over_a_later_list() -> None:
 
 
 def test_the_report_index_says_which_policies_a_change_touches() -> None:
-    index = rollup.ReportIndex([node("n1"), node("n2")])
+    n2 = node("n2", savings=Savings(observed=5, raw_bytes=10))
+    index = rollup.ReportIndex([node("n1"), n2])
     assert index.put(node("n1")) == set()  # the same entry again: nothing touched
-    assert index.put(node("n1", state="Failed", running=1, failure="R1")) == {"p"}
+    failed = node("n1", state="Failed", running=1, failure="R1")
+    assert index.put(failed) == {"p"}
     other = node("n3")
     other.status.policies[0].name = "q"  # type: ignore[union-attr]
     assert index.put(other) == {"q"}
@@ -382,9 +384,11 @@ def test_the_report_index_says_which_policies_a_change_touches() -> None:
         name="p",
         generation=2,
         problems=[],
-        reports=list(index.reports.values()),
+        reports=[failed, n2],
         previous=None,
         now="t",
     )
     assert status == same
     assert (status.nodes.ready, status.nodes.failed, status.nodes.targeted) == (1, 1, 2)
+    assert status.failing_nodes[0].node == "n1" and status.failing_nodes[0].verifier_log == "R1"
+    assert status.savings.observed == 5

@@ -50,6 +50,6 @@ def test_no_finalizers_and_deletes_complete_without_the_operator(
     done = cluster.kubectl("delete", "tracingpolicy", "file-opens-etc", "--timeout=20s")
     assert "deleted" in done.stdout
     done = cluster.kubectl("delete", "-f", str(ROOT / "crds"), "--timeout=30s")
-    assert done.stdout.count("deleted") == 3
+    assert done.stdout.count("deleted") == 4, (done.stdout, done.stderr)
     listed = cluster.kubectl("api-resources", "--api-group=weir.dev", "--no-headers").stdout
     assert listed.strip() == ""

@@ -122,13 +122,24 @@ def _watch(
     """One watch from ``version``; the last version seen when it ends, None to relist."""
     watcher: Any = k8s_watch.Watch()  # type: ignore[no-untyped-call]
     for event in watcher.stream(
-        list_call, *args, resource_version=version, timeout_seconds=30, **selectors
+        list_call,
+        *args,
+        resource_version=version,
+        timeout_seconds=30,
+        allow_watch_bookmarks=True,
+        **selectors,
     ):
         if stop.is_set():
             watcher.stop()
             return version
         if event["type"] == "ERROR":
             return None  # e.g. 410 Gone: relist
+        if event["type"] == "BOOKMARK":
+            # Only a newer version: a quiet watch resumes from a recent version, not one
+            # the server has compacted away (410 and a relist).
+            found = (event["object"].get("metadata") or {}).get("resourceVersion")
+            version = found or version
+            continue
         on_event(event["type"], event["object"])
         version = event["object"].metadata.resource_version or version
     return version

@@ -109,6 +109,21 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         counters_interval=float(os.environ.get("WEIR_STATUS_COUNTERS_SECONDS", "60")),
         active=active,
     )
+    # NodeReports go straight into the roll-up's index from a watch of the operator's own
+    # (one per node, rewritten every heartbeat: kopf's per-event handling and a copy of
+    # each report would cost more than the roll-up itself at thousands of nodes).
+    threading.Thread(
+        target=watching.follow,
+        args=(memo.custom.list_cluster_custom_object, GROUP, VERSION, "nodereports"),
+        kwargs={
+            "on_list": memo.rollup.reports_listed,
+            "on_event": memo.rollup.report_changed,
+            "stop": memo.stop_watches,
+            "what": "NodeReports",
+        },
+        name="weir-nodereports",
+        daemon=True,
+    ).start()
     memo.rollup.start()
 
 
@@ -404,21 +419,12 @@ def _drop_legacy(memo: kopf.Memo, plural: str, body: Any) -> None:
         log.info("%s/%s: could not drop legacy metadata: %s", plural, meta["name"], error.reason)
 
 
-WATCH_ONLY = ("node_event", "nodereport_event")
-
-
 def _remember(memo: kopf.Memo, kind: str, type: str | None, body: Any) -> None:
     """Keep the roll-up's cache current with what a watch said."""
     if type == "DELETED":
         memo.cache.remove(kind, body["metadata"]["name"])
     else:
         memo.cache.put(kind, body)
-
-
-@kopf.on.event(GROUP, VERSION, "nodereports")
-def nodereport_event(type: str | None, body: Any, memo: kopf.Memo, **_: Any) -> None:
-    """NodeReports for the roll-up (a watch, never a LIST per pass)."""
-    _remember(memo, "nodereports", type, body)
 
 
 @kopf.on.event("", "v1", "nodes")

@@ -109,8 +109,14 @@ class RollUp:
         self.render_errors = render_errors
         self.rerender = rerender
         self.unwritten = 0  # status writes the API refused in the current pass
-        self.index = rollup.ReportIndex()  # the NodeReports, parsed once per change
+        # The NodeReports, parsed once per change, from a watch (``reports_listed``,
+        # ``report_changed``), which also runs on a standby: a takeover starts warm.
+        self.lock = threading.Lock()
+        self.index = rollup.ReportIndex()
         self.report_versions: dict[str, str | None] = {}  # report -> resourceVersion parsed
+        self.reports_synced = False
+        self.touched: set[str] = set()  # policies changed reports touched since the last pass
+        self.nodes_changed = False  # reports came or went since the last pass
         self.seen: Any = None  # specs, stale nodes, expected nodes, errors of the last pass
         self.decided: dict[tuple[str, str], dict[str, Any]] = {}  # the status last worked out
         self.stopping = threading.Event()
@@ -203,7 +209,14 @@ class RollUp:
         policies = self._list("tracingpolicies")
         self._restore(policies)
         rules = self._list("aggregationrules")
-        touched, nodes_changed = self._refresh_reports(self._list("nodereports"))
+        with self.lock:
+            if not self.reports_synced:
+                return 0  # no status before the NodeReports are known
+            return self._statuses(policies, rules)
+
+    def _statuses(self, policies: list[dict[str, Any]], rules: list[dict[str, Any]]) -> int:
+        touched, nodes_changed = self.touched, self.nodes_changed
+        self.touched, self.nodes_changed = set(), False
         stamp = now()
         expected = self.expected()
         stale = self.index.stale_names(now=stamp, stale_after=self.stale_after)
@@ -262,33 +275,50 @@ class RollUp:
             )
         return self.unwritten
 
-    def _refresh_reports(self, items: list[dict[str, Any]]) -> tuple[set[str], bool]:
-        """Parse the NodeReports that changed since the last pass (by resourceVersion) into
-        the index; the policies they touched, and whether the set of nodes changed."""
-        touched: set[str] = set()
-        before = set(self.index.reports)
-        present = set()
-        for item in items:
-            name = item["metadata"]["name"]
-            present.add(name)
-            version = item["metadata"].get("resourceVersion")
-            if version is not None and self.report_versions.get(name) == version:
-                continue
-            metrics.REPORTS_PARSED.inc()
-            try:
-                report = NodeReport.model_validate(item)
-            except ValueError:
-                log.warning("ignoring a malformed NodeReport %s", name)
-                touched |= self.index.remove(name)
-                self.report_versions.pop(name, None)
-                present.discard(name)
-                continue
-            touched |= self.index.put(report)
-            self.report_versions[name] = version
-        for name in set(self.index.reports) - present:
-            touched |= self.index.remove(name)
+    def reports_listed(self, items: list[dict[str, Any]]) -> None:
+        """A LIST of every NodeReport (the watch's first, or after a 410): what changed
+        since the index last heard, and what is gone."""
+        with self.lock:
+            present = set()
+            for item in items:
+                name = item["metadata"]["name"]
+                if self._put(item):
+                    present.add(name)
+            for name in set(self.index.node_of) - present:
+                self.touched |= self.index.remove(name)
+                self.nodes_changed = True
+            self.reports_synced = True
+
+    def report_changed(self, kind: str, item: dict[str, Any]) -> None:
+        """A watch event of a NodeReport."""
+        with self.lock:
+            if kind == "DELETED":
+                self.touched |= self.index.remove(item["metadata"]["name"])
+                self.nodes_changed = True
+            else:
+                self._put(item)
+
+    def _put(self, item: dict[str, Any]) -> bool:
+        """Parse a report into the index (once per change: the watch says each change
+        once); False when it is malformed (and left out)."""
+        name = item["metadata"]["name"]
+        version = item["metadata"].get("resourceVersion")
+        if version is not None and self.report_versions.get(name) == version:
+            return True
+        metrics.REPORTS_PARSED.inc()
+        known = name in self.index.node_of
+        try:
+            report = NodeReport.model_validate(item)
+        except ValueError:
+            log.warning("ignoring a malformed NodeReport %s", name)
+            self.touched |= self.index.remove(name)
+            self.nodes_changed |= known
             self.report_versions.pop(name, None)
-        return touched, set(self.index.reports) != before
+            return False
+        self.touched |= self.index.put(report)
+        self.nodes_changed |= not known
+        self.report_versions[name] = version
+        return True
 
     def _restore(self, policies: list[dict[str, Any]]) -> None:
         """A valid policy whose ConfigMap is gone (deleted by hand, say) is rendered again:

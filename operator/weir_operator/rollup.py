@@ -133,10 +133,15 @@ def _seconds(timestamp: str) -> float:
 def stale(report: NodeReport, *, now: str, stale_after: float | None) -> bool:
     """The report's agent has not published for longer than ``stale_after`` seconds. A report
     without a heartbeat (from an agent before heartbeats) is taken at its word."""
-    if stale_after is None or report.status is None or not report.status.heartbeat_time:
+    heartbeat = report.status.heartbeat_time if report.status else None
+    return _stale_heartbeat(heartbeat, now=now, stale_after=stale_after)
+
+
+def _stale_heartbeat(heartbeat: str | None, *, now: str, stale_after: float | None) -> bool:
+    if stale_after is None or not heartbeat:
         return False
     try:
-        return _seconds(now) - _seconds(report.status.heartbeat_time) > stale_after
+        return _seconds(now) - _seconds(heartbeat) > stale_after
     except ValueError:
         return False
 
@@ -156,49 +161,97 @@ class Expected:
         )
 
 
+SAVINGS = ("observed", "matched", "posted", "aggregated", "dropped", "raw_bytes", "exported_bytes")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Entry:
+    """What the roll-up keeps of one policy on one node (a PolicyReport, without what no
+    status shows: a few hundred bytes, not the report's kilobytes, times nodes x policies)."""
+
+    state: str
+    generation: int
+    running_generation: int
+    savings: tuple[int, ...]  # in SAVINGS order
+    failure: FailingNode | None  # the first failed program (node left empty)
+    aggregations: tuple[tuple[str, int, int], ...]  # (rule, series, overflow events)
+
+    @classmethod
+    def of(cls, policy: PolicyReport) -> Entry:
+        program = next((p for p in policy.programs if p.state == "failed"), None)
+        failure = None
+        if policy.state == "Failed":
+            failure = FailingNode(
+                node="",
+                hook=program.hook if program else "",
+                phase=(program.failure_phase or "compile") if program else "compile",
+                message=program.message if program else "",
+                verifier_log=program.verifier_log if program else "",
+            )
+        return cls(
+            state=policy.state,
+            generation=policy.generation,
+            running_generation=policy.running_generation,
+            savings=tuple(getattr(policy.savings, field) for field in SAVINGS),
+            failure=failure,
+            aggregations=tuple((a.name, a.series, a.overflow_events) for a in policy.aggregations),
+        )
+
+
 class ReportIndex:
-    """NodeReports by name, and each policy's entries by report name."""
+    """NodeReports as the roll-up needs them: each report's node and heartbeat, and each
+    policy's entries by report name."""
 
     def __init__(self, reports: Sequence[NodeReport] = ()) -> None:
-        self.reports: dict[str, NodeReport] = {}
-        self.by_policy: dict[str, dict[str, PolicyReport]] = {}
-        self.nodes: set[str] = set()  # the nodes the reports are for
+        self.heartbeats: dict[str, str | None] = {}  # report -> its heartbeat time
+        self.node_of: dict[str, str] = {}  # report -> the node it is for
+        self.policies_of: dict[str, frozenset[str]] = {}  # report -> its policies
+        self.by_policy: dict[str, dict[str, Entry]] = {}
         self._stale: tuple[tuple[str, float | None], frozenset[str]] | None = None
         for report in reports:
             self.put(report)
 
+    @property
+    def nodes(self) -> set[str]:
+        return set(self.node_of.values())
+
+    def __len__(self) -> int:
+        return len(self.node_of)
+
     def put(self, report: NodeReport) -> set[str]:
         """Add or replace a report; the policies whose entries it changed."""
         name = report.metadata.name
-        before = self._entries(self.reports.get(name))
-        after = self._entries(report)
-        self.remove(name)
-        self.reports[name] = report
-        self.nodes.add(report.spec.node_name or name)
+        policies = report.status.policies if report.status else []
+        after = {p.name: Entry.of(p) for p in policies}
+        before = {p: self.by_policy[p][name] for p in self.policies_of.get(name, ())}
+        for policy in before.keys() - after.keys():
+            self._drop(policy, name)
         for policy, entry in after.items():
             self.by_policy.setdefault(policy, {})[name] = entry
-        self._stale = None
+        self.policies_of[name] = frozenset(after)
+        self.node_of[name] = report.spec.node_name or name
+        heartbeat = report.status.heartbeat_time if report.status else None
+        if self.heartbeats.get(name) != heartbeat or name not in self.heartbeats:
+            self.heartbeats[name] = heartbeat
+            self._stale = None
         return {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
 
     def remove(self, name: str) -> set[str]:
         """Drop a report; the policies it had entries for."""
-        report = self.reports.pop(name, None)
-        if report is None:
+        if name not in self.node_of:
             return set()
-        self.nodes = {r.spec.node_name or n for n, r in self.reports.items()}
-        entries = self._entries(report)
-        for policy in entries:
-            self.by_policy[policy].pop(name, None)
-            if not self.by_policy[policy]:
-                del self.by_policy[policy]
+        policies = self.policies_of.pop(name)
+        for policy in policies:
+            self._drop(policy, name)
+        del self.node_of[name], self.heartbeats[name]
         self._stale = None
-        return set(entries)
+        return set(policies)
 
-    @staticmethod
-    def _entries(report: NodeReport | None) -> dict[str, PolicyReport]:
-        if report is None or report.status is None:
-            return {}
-        return {p.name: p for p in report.status.policies}
+    def _drop(self, policy: str, name: str) -> None:
+        entries = self.by_policy.get(policy, {})
+        entries.pop(name, None)
+        if not entries:
+            self.by_policy.pop(policy, None)
 
     def stale_names(self, *, now: str, stale_after: float | None) -> frozenset[str]:
         """The reports whose agent has not published for longer than ``stale_after``
@@ -206,8 +259,8 @@ class ReportIndex:
         if self._stale is None or self._stale[0] != (now, stale_after):
             found = frozenset(
                 name
-                for name, report in self.reports.items()
-                if stale(report, now=now, stale_after=stale_after)
+                for name, heartbeat in self.heartbeats.items()
+                if _stale_heartbeat(heartbeat, now=now, stale_after=stale_after)
             )
             self._stale = ((now, stale_after), found)
         return self._stale[1]
@@ -222,11 +275,11 @@ def _count(
     stale_after: float | None = None,
     expected: Expected | None = None,
     selector: LabelSelector | None = None,
-) -> tuple[NodeCounts, list[FailingNode], list[PolicyReport], list[str]]:
+) -> tuple[NodeCounts, list[FailingNode], list[Entry], list[str]]:
     index = reports if isinstance(reports, ReportIndex) else ReportIndex(reports)
     counts = NodeCounts()
     failing: list[FailingNode] = []
-    current: list[PolicyReport] = []
+    current: list[Entry] = []
     missing = [
         node
         for node in (expected.targeted_by(selector) if expected else [])
@@ -237,7 +290,7 @@ def _count(
     stale_names = index.stale_names(now=now, stale_after=stale_after)
     entries = index.by_policy.get(name, {})
     # Reports without an entry for this policy: targeted, pending (or unknown when stale).
-    without = len(index.reports) - len(entries)
+    without = len(index) - len(entries)
     without_stale = len(stale_names - entries.keys())
     counts.targeted += without
     counts.unknown += without_stale
@@ -256,17 +309,8 @@ def _count(
         current.append(mine)
         if mine.state == "Failed":
             counts.failed += 1
-            program = next((p for p in mine.programs if p.state == "failed"), None)
-            if len(failing) < limits.MAX_FAILING_NODES:
-                failing.append(
-                    FailingNode(
-                        node=report_name,
-                        hook=program.hook if program else "",
-                        phase=(program.failure_phase or "compile") if program else "compile",
-                        message=program.message if program else "",
-                        verifier_log=program.verifier_log if program else "",
-                    )
-                )
+            if len(failing) < limits.MAX_FAILING_NODES and mine.failure is not None:
+                failing.append(mine.failure.model_copy(update={"node": report_name}))
         elif mine.state == "Ready" and mine.running_generation >= generation:
             counts.ready += 1
         else:
@@ -315,14 +359,11 @@ def policy_status(
         selector=selector,
     )
     # Savings count every node's running version, current or not.
-    sums = dict.fromkeys(
-        ("observed", "matched", "posted", "aggregated", "dropped", "raw_bytes", "exported_bytes"),
-        0,
-    )
+    sums = [0] * len(SAVINGS)
     for mine in index.by_policy.get(name, {}).values():
-        for field in sums:
-            sums[field] += getattr(mine.savings, field)
-    totals = Savings(**sums).completed()
+        for i, value in enumerate(mine.savings):
+            sums[i] += value
+    totals = Savings(**dict(zip(SAVINGS, sums, strict=True))).completed()
     stalled = bool(problems)
     text = "; ".join(str(p) for p in problems[:5])
     first = failing[0] if failing else None
@@ -415,11 +456,11 @@ def rule_status(
             expected=expected,
             selector=selector,
         )
-        for report in current:
-            for aggregation in report.aggregations:
-                if aggregation.name == name:
-                    series += aggregation.series
-                    overflow += aggregation.overflow_events
+        for entry in current:
+            for rule, rule_series, rule_overflow in entry.aggregations:
+                if rule == name:
+                    series += rule_series
+                    overflow += rule_overflow
     ready = not stalled and counts.targeted > 0 and counts.ready == counts.targeted
     failed = (
         f"{counts.failed} of {counts.targeted} nodes failed to run TracingPolicy {policy!r}; "

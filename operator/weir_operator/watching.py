@@ -3,9 +3,10 @@ ConfigMaps), with the kubernetes client.
 
 kopf runs cluster-wide, so a kopf handler on pods or ConfigMaps would list them across the
 cluster, which the operator's namespaced Role does not (and should not) allow. These loops
-list and watch in the namespace only, with a label selector, resume each watch from the last
-version seen, and relist only after a 410 or an error (the agent has the same loop; the two
-packages never import each other).
+list and watch in the namespace only, with a label selector, resume each watch from the
+last version seen (bookmarks keep it recent), and relist only after a 410 or an error (the
+agent has the same loop; the two packages never import each other). The roll-up follows
+NodeReports the same way (cluster-wide).
 """
 
 from __future__ import annotations
@@ -44,7 +45,12 @@ def follow(
             while version and not stop.is_set():
                 watcher: Any = k8s_watch.Watch()  # type: ignore[no-untyped-call]
                 for event in watcher.stream(
-                    list_call, *args, resource_version=version, timeout_seconds=30, **selectors
+                    list_call,
+                    *args,
+                    resource_version=version,
+                    timeout_seconds=30,
+                    allow_watch_bookmarks=True,
+                    **selectors,
                 ):
                     if stop.is_set():
                         watcher.stop()
@@ -52,7 +58,10 @@ def follow(
                     if event["type"] == "ERROR":  # e.g. 410 Gone: relist
                         version = None
                         break
-                    on_event(event["type"], event["object"])
+                    if event["type"] != "BOOKMARK":
+                        on_event(event["type"], event["object"])
+                    # A bookmark only moves the version on: a quiet watch resumes from a
+                    # recent version, not one the server has compacted away (410, relist).
                     version = _version(event["object"]) or version
         except Exception as error:
             metrics.api_error(f"follow {what}", error)
