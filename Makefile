@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 SRC := api operator node-agent cli
 
-.PHONY: setup run test lint typecheck contracts crds bench kubesim e2e-kind images wheels help
+.PHONY: setup run test lint typecheck contracts crds bench bench-control-plane kubesim e2e-kind images wheels help
 
 help:
 	@echo "make run    - start the node agent on examples/policies (standalone, no Kubernetes)"
@@ -11,6 +11,7 @@ help:
 	@echo "make images - build the weir image with podman, offline (run by make test)"
 	@echo "make crds   - regenerate crds/, the chart's CRDs and docs/api.md's limits from the API models"
 	@echo "make bench  - the cost and data-volume benchmark (root; installs bpftrace, matplotlib)"
+	@echo "make bench-control-plane - the operator against 5,000 simulated nodes (NODES=N)"
 	@echo "make setup  - install packages, mount tracefs/bpffs, create .venv (run by the others)"
 
 setup:
@@ -50,6 +51,12 @@ bench: setup
 	@command -v bpftrace >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bpftrace >/dev/null)
 	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q matplotlib
 	$(PY) bench/bench.py
+
+# The control plane at scale (a script, never a test): the operator as the chart runs it,
+# kubesim with NODES simulated nodes and agents, 20 policies; writes bench/out/control-plane.md.
+NODES ?= 5000
+bench-control-plane: setup
+	$(PY) bench/control_plane.py --nodes $(NODES)
 
 # The test-only Kubernetes API emulator: make kubesim PORT=8080 KUBECONFIG_OUT=/tmp/kubeconfig
 PORT ?= 8080

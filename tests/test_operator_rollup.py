@@ -385,3 +385,35 @@ def test_a_changed_report_recomputes_only_what_it_touches(cluster: Cluster, tmp_
         assert ready("p") == "True"
         failing = cluster.get_policy("q")["status"]["failingNodes"]
         assert [f["node"] for f in failing] == ["node-007"]
+
+
+def test_a_deleted_nodes_report_goes_with_it_and_leaves_the_counts(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # Each NodeReport is owned by its Node (as the agent writes it): deleting the Node
+    # garbage-collects the report, and NODES and SAVED drop that node at once.
+    for i, name in enumerate(("n1", "n2", "n3")):
+        node = cluster.core.create_node({"metadata": {"name": name}})
+        body = report(name, 100 * (i + 1), failing=False)
+        body["metadata"]["ownerReferences"] = [
+            {"apiVersion": "v1", "kind": "Node", "name": name, "uid": node.metadata.uid}
+        ]
+        cluster.custom.create_cluster_custom_object(GROUP, VERSION, "nodereports", body)
+        cluster.custom.patch_cluster_custom_object_status(
+            GROUP, VERSION, "nodereports", name, {"status": body["status"]}
+        )
+    cluster.create_policy("p")
+    docs = roles.render({"operator": {"rollupSeconds": INTERVAL, "healthPort": free_port()}})
+
+    def status() -> dict[str, Any]:
+        return cluster.get_policy("p").get("status") or {}
+
+    with roles.running(docs, "operator", kubeconfig=cluster.kubeconfig, log=tmp_path / "op"):
+        wait_for(lambda: status().get("nodes", {}).get("summary") == "3/3", "3 nodes ready")
+        assert status()["savings"]["observed"] == 600
+        cluster.core.delete_node("n3")
+        wait_for(lambda: status().get("nodes", {}).get("summary") == "2/2", "n3 gone")
+        reports = cluster.custom.list_cluster_custom_object(GROUP, VERSION, "nodereports")
+        assert sorted(r["metadata"]["name"] for r in reports["items"]) == ["n1", "n2"]
+        assert status()["nodes"]["unknown"] == 0
+        assert status()["savings"]["observed"] == 300  # n3's 300 left with it

@@ -1,10 +1,12 @@
 """The roll-up loop: NodeReports into TracingPolicy and AggregationRule status.
 
-One thread, one pass per interval: it reads policies, rules and NodeReports from a
-cache the operator's watches keep current (``caching``: one LIST of each kind seeds it,
-none after), computes each object's status with the pure ``rollup`` module, and writes
-``/status`` only for objects whose status changed, so each object sees at most one
-status write per interval.
+One thread, one pass per interval: it reads policies and rules from a cache kopf's watch
+events keep current (``caching``: one LIST of each kind seeds it, none after) and
+NodeReports from an index its own watch keeps (``rollup.ReportIndex``: each report parsed
+once per change), works out with the pure ``rollup`` module the status of each object a
+change touched, and writes ``/status`` only for objects whose status changed, so each
+object sees at most one status write per interval. With several replicas only the active
+one makes passes (``peering``).
 
 It replaces per-object kopf timers, which would make kopf put a finalizer on
 every policy and rule: with the operator stopped or uninstalled, deleting a
