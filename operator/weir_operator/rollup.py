@@ -25,6 +25,8 @@ of every report; ``ReportIndex.put`` says which policies a changed report touche
 
 from __future__ import annotations
 
+import collections
+import collections.abc
 import dataclasses
 import datetime
 from collections.abc import Mapping, Sequence
@@ -206,14 +208,16 @@ class ReportIndex:
         self.heartbeats: dict[str, str | None] = {}  # report -> its heartbeat time
         self.node_of: dict[str, str] = {}  # report -> the node it is for
         self.policies_of: dict[str, frozenset[str]] = {}  # report -> its policies
+        self.reports_for: collections.Counter[str] = collections.Counter()  # node -> reports
         self.by_policy: dict[str, dict[str, Entry]] = {}
         self._stale: tuple[tuple[str, float | None], frozenset[str]] | None = None
         for report in reports:
             self.put(report)
 
     @property
-    def nodes(self) -> set[str]:
-        return set(self.node_of.values())
+    def nodes(self) -> collections.abc.KeysView[str]:
+        """The nodes the reports are for."""
+        return self.reports_for.keys()
 
     def __len__(self) -> int:
         return len(self.node_of)
@@ -229,7 +233,9 @@ class ReportIndex:
         for policy, entry in after.items():
             self.by_policy.setdefault(policy, {})[name] = entry
         self.policies_of[name] = frozenset(after)
+        self._forget_node(name)
         self.node_of[name] = report.spec.node_name or name
+        self.reports_for[self.node_of[name]] += 1
         heartbeat = report.status.heartbeat_time if report.status else None
         if self.heartbeats.get(name) != heartbeat or name not in self.heartbeats:
             self.heartbeats[name] = heartbeat
@@ -243,9 +249,17 @@ class ReportIndex:
         policies = self.policies_of.pop(name)
         for policy in policies:
             self._drop(policy, name)
+        self._forget_node(name)
         del self.node_of[name], self.heartbeats[name]
         self._stale = None
         return set(policies)
+
+    def _forget_node(self, name: str) -> None:
+        node = self.node_of.get(name)
+        if node is not None:
+            self.reports_for[node] -= 1
+            if self.reports_for[node] <= 0:
+                del self.reports_for[node]
 
     def _drop(self, policy: str, name: str) -> None:
         entries = self.by_policy.get(policy, {})
@@ -277,45 +291,52 @@ def _count(
     selector: LabelSelector | None = None,
 ) -> tuple[NodeCounts, list[FailingNode], list[Entry], list[str]]:
     index = reports if isinstance(reports, ReportIndex) else ReportIndex(reports)
-    counts = NodeCounts()
     failing: list[FailingNode] = []
     current: list[Entry] = []
+    reporting = index.nodes
     missing = [
         node
         for node in (expected.targeted_by(selector) if expected else [])
-        if node not in index.nodes
+        if node not in reporting
     ]
-    counts.missing = len(missing)
-    counts.targeted += len(missing)
     stale_names = index.stale_names(now=now, stale_after=stale_after)
     entries = index.by_policy.get(name, {})
     # Reports without an entry for this policy: targeted, pending (or unknown when stale).
     without = len(index) - len(entries)
     without_stale = len(stale_names - entries.keys())
-    counts.targeted += without
-    counts.unknown += without_stale
-    counts.pending += without - without_stale
+    targeted = len(missing) + without
+    unknown = without_stale
+    pending = without - without_stale
+    ready = failed = 0
     for report_name in sorted(entries):
         mine = entries[report_name]
         if mine.state == "NotTargeted":
             continue
-        counts.targeted += 1
+        targeted += 1
         if report_name in stale_names:
-            counts.unknown += 1
+            unknown += 1
             continue
         if mine.generation < generation:
-            counts.pending += 1
+            pending += 1
             continue
         current.append(mine)
         if mine.state == "Failed":
-            counts.failed += 1
+            failed += 1
             if len(failing) < limits.MAX_FAILING_NODES and mine.failure is not None:
                 failing.append(mine.failure.model_copy(update={"node": report_name}))
         elif mine.state == "Ready" and mine.running_generation >= generation:
-            counts.ready += 1
+            ready += 1
         else:
-            counts.pending += 1
-    counts.summary = f"{counts.ready}/{counts.targeted}"
+            pending += 1
+    counts = NodeCounts(
+        targeted=targeted,
+        ready=ready,
+        failed=failed,
+        pending=pending,
+        unknown=unknown,
+        missing=len(missing),
+        summary=f"{ready}/{targeted}",
+    )
     return counts, failing, current, missing
 
 
