@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import os
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 import kopf
@@ -148,7 +149,7 @@ def _watch_namespace(memo: kopf.Memo, agent_labels: str) -> None:
     """Threads that follow the policy ConfigMaps and, when the chart says which pods are
     the agent's, those pods, in the operator's namespace."""
 
-    def configmaps_listed(items: list[Any]) -> None:
+    def configmaps_listed(items: Iterable[Any]) -> None:
         memo.rendered_names = {_policy_label(item) for item in items}
         memo.configmaps_synced.set()
 
@@ -158,7 +159,7 @@ def _watch_namespace(memo: kopf.Memo, agent_labels: str) -> None:
         else:
             memo.rendered_names.add(_policy_label(item))
 
-    def pods_listed(items: list[Any]) -> None:
+    def pods_listed(items: Iterable[Any]) -> None:
         memo.agent_pods = {item.metadata.name: _node_of(memo, item) for item in items}
 
     def pod_changed(kind: str, item: Any) -> None:

@@ -21,7 +21,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from weir_operator import watching
@@ -110,9 +110,10 @@ class Peering:
         return now
 
     def follow(self, stop: threading.Event) -> None:
-        def listed(items: list[Any]) -> None:
+        def listed(items: Iterable[Any]) -> None:
+            found = list(items)
             with self.lock:
-                self.status = dict(items[0].get("status") or {}) if items else {}
+                self.status = dict(found[0].get("status") or {}) if found else {}
 
         def changed(kind: str, item: Any) -> None:
             with self.lock:

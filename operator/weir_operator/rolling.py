@@ -22,7 +22,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from kubernetes import client as k8s
@@ -277,15 +277,15 @@ class RollUp:
             )
         return self.unwritten
 
-    def reports_listed(self, items: list[dict[str, Any]]) -> None:
-        """A LIST of every NodeReport (the watch's first, or after a 410): what changed
-        since the index last heard, and what is gone."""
-        with self.lock:
-            present = set()
-            for item in items:
-                name = item["metadata"]["name"]
+    def reports_listed(self, items: Iterable[dict[str, Any]]) -> None:
+        """A LIST of every NodeReport (the watch's first, or after a 410), page by page:
+        what changed since the index last heard, and what is gone."""
+        present = set()
+        for item in items:  # pages come while the lock is free: a pass may run between
+            with self.lock:
                 if self._put(item):
-                    present.add(name)
+                    present.add(item["metadata"]["name"])
+        with self.lock:
             for name in set(self.index.node_of) - present:
                 self.touched |= self.index.remove(name)
                 self.nodes_changed = True

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from kubernetes import watch as k8s_watch
@@ -23,25 +23,29 @@ from weir_operator import metrics
 log = logging.getLogger("weir.operator")
 
 
+PAGE = 500  # objects per LIST page: thousands of NodeReports are never all in memory at once
+
+
 def follow(
     list_call: Any,
     *args: Any,
-    on_list: Callable[[list[Any]], None],
+    on_list: Callable[[Iterable[Any]], None],
     on_event: Callable[[str, Any], None],
     stop: threading.Event,
     what: str,
     **selectors: Any,
 ) -> None:
-    """Until ``stop``: list, then watch from the list's version, resuming after each
+    """Until ``stop``: list (in pages of ``PAGE``; ``on_list`` gets the objects as they
+    come, to go through once), then watch from the list's version, resuming after each
     server timeout; on errors keep what is known and retry with backoff (up to 30 s).
     Typed objects (CoreV1Api) and plain dicts (CustomObjectsApi) both work."""
     backoff = 1.0
     while not stop.is_set():
         try:
-            listed: Any = list_call(*args, **selectors)
-            on_list(_items(listed))
+            versions: list[str | None] = []
+            on_list(_pages(list_call, args, selectors, versions))
             backoff = 1.0
-            version = _version(listed)
+            version = versions[0] if versions else None
             while version and not stop.is_set():
                 watcher: Any = k8s_watch.Watch()  # type: ignore[no-untyped-call]
                 for event in watcher.stream(
@@ -79,3 +83,21 @@ def _version(obj: Any) -> str | None:
         version: str | None = (obj.get("metadata") or {}).get("resourceVersion")
         return version
     return obj.metadata.resource_version  # type: ignore[no-any-return]
+
+
+def _pages(
+    list_call: Any, args: tuple[Any, ...], selectors: dict[str, Any], versions: list[str | None]
+) -> Iterator[Any]:
+    """Every object of a paged LIST; ``versions`` gets the first page's resourceVersion
+    (what the pages are a view of, and where the watch starts)."""
+    token = None
+    while True:
+        extra: dict[str, Any] = {"_continue": token} if token else {}
+        page: Any = list_call(*args, limit=PAGE, **extra, **selectors)
+        if not versions:
+            versions.append(_version(page))
+        yield from _items(page)
+        meta = page.get("metadata") or {} if isinstance(page, dict) else None
+        token = meta.get("continue") if meta is not None else page.metadata._continue
+        if not token:
+            return
