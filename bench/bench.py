@@ -392,6 +392,63 @@ def pack_rows(n: int, reps: int) -> PackResults:
     return PackResults(rows, files_ns, " + ".join(Path(f).name for f in files), scrape_ns, series)
 
 
+def substring_rows(n: int, reps: int) -> list[tuple[str, float, float]]:
+    """SubString beside Prefix on sys_enter_openat: the same open, read and close of one
+    file (bench/pack.c files) with no program and with each policy (NoPost)."""
+    binary = OUT / "pack"
+    subprocess.run(["gcc", "-O2", "-o", str(binary), str(HERE / "pack.c")], check=True)
+    data = OUT / "substring-data"
+    data.write_bytes(b"x")
+
+    def run() -> float:
+        args = [str(binary), CPU, str(n // 10), "files", str(data)]
+        subprocess.run(args, check=True, capture_output=True)  # warm up
+        return statistics.median(
+            float(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
+            for _ in range(reps)
+        )
+
+    def policy(operator: str, values: list[str]) -> str:
+        spec = {"tracepoints": [{
+            "subsystem": "syscalls", "event": "sys_enter_openat",
+            "args": [{"field": "filename", "type": "filename", "label": "path"}],
+            "selectors": [{"matchArgs": [{"label": "path", "operator": operator, "values": values}],
+                           "matchActions": [{"action": "NoPost"}]}],
+        }]}  # fmt: skip
+        return json.dumps({"apiVersion": "weir.dev/v1alpha1", "kind": "TracingPolicy",
+                           "metadata": {"name": "substring"}, "spec": spec})  # fmt: skip
+
+    many = [f"/nowhere-{i}/" for i in range(15)] + ["substring-data"]
+    cases = [
+        ("Prefix, 1 value", policy("Prefix", [str(OUT)])),
+        ("SubString, 1 value", policy("SubString", ["substring-data"])),
+        ("SubString, 16 values", policy("SubString", many)),
+        ("SubStringIgnCase, 1 value", policy("SubStringIgnCase", ["SUBSTRING-DATA"])),
+    ]
+    base = run()
+    rows = [("no program", base, 0.0)]
+    for label, text in cases:
+        with weir(text):
+            rows.append((label, base, run() - base))
+    return rows
+
+
+def render_substring(rows: list[tuple[str, float, float]]) -> list[str]:
+    path = OUT / "substring-data"
+    lines = [
+        "",
+        "### SubString beside Prefix (sys_enter_openat)",
+        "",
+        f"open, read and close of {path} ({len(str(path))} bytes) pinned to CPU {CPU}; "
+        "median ns per open without a program and added by each policy (NoPost).",
+        "",
+        "| matchArgs | ns/open, no program | added ns/open |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {label} | {base:.0f} | {added:.0f} |" for label, base, added in rows]
+    return lines
+
+
 def render_pack(pack: PackResults) -> list[str]:
     lines = [
         "",
@@ -452,8 +509,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000, help="calls per repetition")
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--only", choices=["post", "pack"],
-                        help="run one section (post: Post's rows; pack: the container-metrics pack)")  # fmt: skip
+    parser.add_argument("--only", choices=["post", "pack", "substring"],
+                        help="run one section (post: Post's rows; pack: the container-metrics pack; "
+                             "substring: SubString beside Prefix)")  # fmt: skip
     parser.add_argument("--ring-pages", type=int, help="Post's ring buffer, in pages")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -470,6 +528,9 @@ def main() -> int:
 
     if args.only == "pack":
         print("\n".join(render_pack(pack_rows(n, reps))))
+        return 0
+    if args.only == "substring":
+        print("\n".join(render_substring(substring_rows(n, reps))))
         return 0
     print(f"baseline: {n} calls x {reps}", flush=True)
     rows["no program"] = measure(loop, n, reps)
@@ -558,12 +619,14 @@ def main() -> int:
             (shapes if version < 2 else known).append(time.monotonic() - started)
         assert not next(iter(core.policies.values())).failures
     pack = pack_rows(n, reps)
+    substring = substring_rows(n, reps)
     start, rss, peak = start_with_policies(10)
     lost, restart_calls = restart_under_load(loop, filter_text)
 
     report = render(rows, bpf_ns, user_cpu, stats_cost, line_bytes, exposition, count_error, totals,
                     flips, shapes, known, start, rss, peak, lost, restart_calls, notes, n, reps, post,
                     pack)
+    report += "\n".join(render_substring(substring)) + "\n"
     (OUT / "results.md").write_text(report)
     print(report)
     chart(rows)

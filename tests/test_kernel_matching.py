@@ -96,6 +96,56 @@ def test_string_operators(core, tree: Path) -> None:
     assert stats(core, "not-equal")["matched"] == 2 + 4 + 5
 
 
+def test_substring_operators(core, tree: Path) -> None:
+    # Tetragon's SubString and SubStringIgnCase: a value anywhere in the string; the test's
+    # directory name (random hex) makes every value unique to it.
+    name = tree.name
+    apply(
+        core,
+        openat_policy(
+            "substring",
+            f'[{{label: path, operator: Prefix, values: ["{tree}/"]}}, '
+            '{label: path, operator: SubString, values: ["/sub/", "b.t"]}]',
+        ),
+        openat_policy(
+            "substring-outside", f'[{{label: path, operator: SubString, values: ["{name}-x/"]}}]'
+        ),
+        openat_policy(
+            "substring-case",
+            f'[{{label: path, operator: SubString, values: ["{name.upper()}/SUB/"]}}]',
+        ),
+        openat_policy(
+            "substring-ignore-case",
+            f'[{{label: path, operator: SubStringIgnCase, values: ["{name.upper()}/SUB/C.LOG"]}}]',
+        ),
+        openat_policy(
+            "substring-whole",
+            f'[{{label: path, operator: SubString, values: ["{tree}/a.log"]}}]',
+        ),
+    )
+    open_times(tree / "a.log", 3)
+    open_times(tree / "b.txt", 2)
+    open_times(tree / "sub" / "c.log", 4)
+    open_times(Path(f"{tree}-x") / "a.log", 5)
+    assert stats(core, "substring")["matched"] == 2 + 4
+    assert stats(core, "substring-outside")["matched"] == 5
+    assert stats(core, "substring-case")["matched"] == 0  # SubString minds case
+    assert stats(core, "substring-ignore-case")["matched"] == 4
+    assert stats(core, "substring-whole")["matched"] == 3  # the whole string is a substring
+    # An edit swaps the values in (the other configuration copy): the old value no longer
+    # counts, the new one does.
+    apply(
+        core,
+        openat_policy(
+            "substring-outside", f'[{{label: path, operator: SubString, values: ["{name}/sub"]}}]'
+        ),
+    )
+    before = stats(core, "substring-outside")["matched"]
+    open_times(Path(f"{tree}-x") / "a.log", 2)
+    open_times(tree / "sub" / "c.log", 3)
+    assert stats(core, "substring-outside")["matched"] == before + 3
+
+
 BASE = 7_300_000_000  # offsets no other process seeks to
 
 

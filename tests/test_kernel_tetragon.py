@@ -263,6 +263,22 @@ def test_packets_and_sockets_by_protocol_family_and_state(core) -> None:
                 ]
             },
         ),
+        one_hook(
+            "not-tcp",
+            NET_DEV_QUEUE,
+            {
+                "matchArgs": [
+                    on("packet", "DPort", udp_port),
+                    on("packet", "NotProtocol", "IPPROTO_TCP"),
+                    on("packet", "NotFamily", "AF_INET6", "AF_UNIX"),
+                ]
+            },
+        ),
+        one_hook(
+            "not-inet",
+            NET_DEV_QUEUE,
+            {"matchArgs": [on("packet", "DPort", udp_port), on("packet", "NotFamily", "AF_INET")]},
+        ),
         # A client socket leaves SYN_SENT once per connection; the tracepoint sees the state
         # it leaves.
         one_hook(
@@ -294,6 +310,8 @@ def test_packets_and_sockets_by_protocol_family_and_state(core) -> None:
                 accepted.close()
     assert stats(core, "udp-out")["matched"] == 6
     assert stats(core, "tcp-not-udp")["matched"] == 0
+    assert stats(core, "not-tcp")["matched"] == 6  # NotProtocol, NotFamily
+    assert stats(core, "not-inet")["matched"] == 0
     assert stats(core, "connected")["matched"] == 4
 
 

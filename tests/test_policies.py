@@ -86,7 +86,7 @@ def match(operator: str, values: list[str], label: str = "path") -> list[dict[st
             {"selectors": match("GT", ["1"])},
             "spec.tracepoints[0].selectors[0].matchArgs[0].operator: GT does not apply to 'path' "
             "of type filename; use one of Equal, InMap, NotEqual, NotInMap, NotPostfix, NotPrefix, "
-            "Postfix, Prefix",
+            "Postfix, Prefix, SubString, SubStringIgnCase",
         ),
         (
             {"selectors": match("Equal", ["x", "a\x00b"])},
@@ -207,7 +207,8 @@ def test_kprobe_rules() -> None:
         "or CIDR; write e.g. 10.0.0.0/8 or 192.168.1.1",
         "spec.kprobes[0].selectors[0].matchArgs[1].operator: Prefix does not apply to 'arg0' of "
         "type sock; use one of DAddr, DPort, DPortPriv, Family, NotDAddr, NotDPort, "
-        "NotDPortPriv, NotSAddr, NotSPort, NotSPortPriv, Protocol, SAddr, SPort, SPortPriv, State",
+        "NotDPortPriv, NotFamily, NotProtocol, NotSAddr, NotSPort, NotSPortPriv, Protocol, "
+        "SAddr, SPort, SPortPriv, State",
     ]
 
 

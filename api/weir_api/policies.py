@@ -76,7 +76,9 @@ MatchArgOperator = Literal[
     "DPortPriv",
     "NotDPortPriv",
     "Family",
+    "NotFamily",
     "Protocol",
+    "NotProtocol",
     "State",
     "NotInRange",
     "InMap",
@@ -85,6 +87,8 @@ MatchArgOperator = Literal[
     "LessThan",
     "FileType",
     "NotFileType",
+    "SubString",
+    "SubStringIgnCase",
 ]
 
 LABEL_PATTERN = r"^[a-z_][a-z0-9_]*$"
@@ -592,7 +596,7 @@ def hook_rules(kind: Literal["kprobe", "tracepoint", "uprobe"]) -> dict[str, Any
             f"char_buf, file, path, fd) take {', '.join(sorted(values.STRING_OPERATORS))}; "
             "sock, sockaddr and skb take "
             f"{', '.join(sorted(values.ADDRESS_OPERATORS | values.PORT_OPERATORS))} "
-            "and Family (all three), Protocol (sock, skb), State (sock)",
+            "and Family, NotFamily (all three), Protocol, NotProtocol (sock, skb), State (sock)",
         ),
         (
             f"!has(self.args) || self.args.all(a, self.args.exists_one(b, "

@@ -97,11 +97,7 @@ LATER_TYPES = frozenset(
 # matchArgs operators Tetragon has that weir does not yet.
 LATER_OPERATORS = frozenset(
     {
-        "NotFamily",
-        "NotProtocol",
         "CapabilitiesGained",
-        "SubString",
-        "SubStringIgnCase",
     }
 )
 

@@ -55,20 +55,30 @@ ARG_TYPES = (
 )
 
 # Tetragon's other names for the same operators (InMap is Equal over a set of values).
-ALIASES = {"GreaterThan": "GT", "LessThan": "LT", "InMap": "Equal", "NotInMap": "NotEqual"}
+ALIASES = {
+    "GreaterThan": "GT",
+    "LessThan": "LT",
+    "InMap": "Equal",
+    "NotInMap": "NotEqual",
+    "NotFamily": "Family",  # negated (NEGATED_OPERATORS)
+    "NotProtocol": "Protocol",
+}
 INTEGER_OPERATORS = frozenset(
     {"Equal", "NotEqual", "GT", "LT", "Mask", "InRange", "NotInRange"}
     | {"GreaterThan", "LessThan", "InMap", "NotInMap"}
 )
 STRING_OPERATORS = frozenset(
     {"Equal", "NotEqual", "Prefix", "NotPrefix", "Postfix", "NotPostfix", "InMap", "NotInMap"}
+    | {"SubString", "SubStringIgnCase"}
 )
+# SubStringIgnCase compares ASCII letters without case (values are folded to lower case).
+SUBSTRING_OPERATORS = frozenset({"SubString", "SubStringIgnCase"})
 ADDRESS_OPERATORS = frozenset({"DAddr", "NotDAddr", "SAddr", "NotSAddr"})
 # SPortPriv / DPortPriv: a privileged port (0-1023); they take no values.
 PRIVILEGED_PORT_OPERATORS = frozenset({"SPortPriv", "NotSPortPriv", "DPortPriv", "NotDPortPriv"})
 PORT_OPERATORS = frozenset({"DPort", "NotDPort", "SPort", "NotSPort"}) | PRIVILEGED_PORT_OPERATORS
 # What a socket or packet is, beyond its addresses: names or numbers.
-SOCKET_OPERATORS = frozenset({"Family", "Protocol", "State"})
+SOCKET_OPERATORS = frozenset({"Family", "NotFamily", "Protocol", "NotProtocol", "State"})
 # What kind of file a file, path or fd arg is (Tetragon's FileType): the inode's S_IFMT
 # nibble (i_mode >> 12), by Tetragon's names.
 FILE_TYPE_OPERATORS = frozenset({"FileType", "NotFileType"})
@@ -80,12 +90,13 @@ SINGLE_VALUE_OPERATORS = frozenset({"GT", "LT", "Mask", "GreaterThan", "LessThan
 NEGATED_OPERATORS = frozenset(
     {"NotEqual", "NotPrefix", "NotPostfix", "NotDAddr", "NotSAddr", "NotDPort", "NotSPort"}
     | {"NotInRange", "NotInMap", "NotSPortPriv", "NotDPortPriv", "NotFileType"}
+    | {"NotFamily", "NotProtocol"}
 )
 # Which socket operators each address type can answer.
 SOCKET_OPERATORS_FOR = {
     "sock": SOCKET_OPERATORS,
-    "skb": frozenset({"Family", "Protocol"}),
-    "sockaddr": frozenset({"Family"}),
+    "skb": frozenset({"Family", "NotFamily", "Protocol", "NotProtocol"}),
+    "sockaddr": frozenset({"Family", "NotFamily"}),
 }
 
 # Values the socket operators take by name (or as numbers).

@@ -82,6 +82,8 @@ class Op(enum.IntEnum):
     STATE = 18  # sock: the TCP state is one of a set
     MARK = 19  # matchMarks: the key is marked (VAL: the mark's id, its key's index on top)
     FILE_TYPE = 20  # FileType: a file, path or fd arg's kind of file is one of a set
+    STR_SUB = 21  # SubString: a value occurs in the string (a Prefix of one of its suffixes)
+    STR_SUB_ICASE = 22  # SubStringIgnCase: the same on the string in lower case
 
 
 class Namespace(enum.IntEnum):

@@ -73,7 +73,7 @@ MIN_ROOM = 64  # smallest capacity of a seed or series map (entries, never preal
 # The flags a configured program reads from its ``config`` map instead (weir.h, struct
 # weir_config): selectors, matchers and aggregations. Every other flag is its shape.
 CONFIG_FLAG = re.compile(
-    r"^(NUM_SELECTORS|S\d+_(ACTION|RATE_NS|USTACK|KSTACK)|S\d+_M\d+_(OP|NEG|ARG|VAL)|REV_SLOTS"
+    r"^(NUM_SELECTORS|S\d+_(ACTION|RATE_NS|USTACK|KSTACK)|S\d+_M\d+_(OP|NEG|ARG|VAL)|REV_SLOTS|SUB_SLOTS"
     r"|S\d+_B\d+_(OP|NEG)|AGG\d+_(ON|VALUE|CGROUP|BINARY|KARG0|KARG1|ACLASS|VARG|NBOUNDS|MAX|SID"
     r"|DUR|DARG|DID)|MK\d+_(KEY|ARG|ID)|S\d+_A\d+_(ID|ARG|KEY|OP))$"
 )
@@ -121,6 +121,9 @@ class Seeds:
     # flipped, which keeps their order); stored as the prefixes that cover each range.
     ranges: tuple[tuple[int, int, int], ...] = ()
     bounds: tuple[tuple[int, int], ...] = ()  # index, bound
+    # SubString values: bytes, and the matchers (bit = matcher id) with a value that is a
+    # prefix of them (themselves included): the longest prefix found names them all.
+    substrings: tuple[tuple[bytes, int], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,6 +333,7 @@ def entry_half(program: Program) -> Program:
         USE_PID_TREE=0,
         USE_STARTS=0,
         USE_MARKS=0,
+        USE_SUBSTR=0,
     )
     return dataclasses.replace(
         program,
@@ -622,9 +626,26 @@ def _program(
             arg_slot = int(flags.items[name.removesuffix("_OP") + "_ARG"])
             reversed_slots |= 1 << int(flags.items[f"ARG{arg_slot}_SLOT"])
     flags.set("REV_SLOTS", reversed_slots)
+    searched_slots = 0  # bit n: slot n searched for SubString; bit 2+n: lower-cased
+    for name, op_value in list(flags.items.items()):
+        if name.endswith("_OP") and "_M" in name and op_value in (Op.STR_SUB, Op.STR_SUB_ICASE):
+            arg_slot = int(flags.items[name.removesuffix("_OP") + "_ARG"])
+            slot_bit = 1 << int(flags.items[f"ARG{arg_slot}_SLOT"])
+            searched_slots |= slot_bit << (2 if op_value == Op.STR_SUB_ICASE else 0)
+    flags.set("SUB_SLOTS", searched_slots)
     # A file, path or fd arg's path is built (a walk of its dentries) only when a string
     # matcher tests it or an event carries it; FileType alone reads the inode's mode.
-    string_ops = {int(Op.STR), int(Op.STR_POSTFIX)}
+    string_ops = {int(Op.STR), int(Op.STR_POSTFIX), int(Op.STR_SUB), int(Op.STR_SUB_ICASE)}
+    substring_ops = {int(Op.STR_SUB), int(Op.STR_SUB_ICASE)}
+    flags.set(
+        "USE_SUBSTR",
+        int(
+            any(
+                name.endswith("_OP") and "_M" in name and value in substring_ops
+                for name, value in flags.items.items()
+            )
+        ),
+    )
     tested = {
         int(flags.items[name.removesuffix("_OP") + "_ARG"])
         for name, op_value in flags.items.items()
@@ -672,6 +693,7 @@ def _program(
     flags.set("AGG_HIST_MAX", room(max(sum(hists), limits.MAX_SERIES_DEFAULT + 1)))
     built = seeds.build()
     flags.set("STR_LPM_MAX", room(len(built.strings)))
+    flags.set("SUB_LPM_MAX", room(len(built.substrings)))
     flags.set("ADDR_LPM_MAX", room(len(built.addresses)))
     flags.set("INT_SET_MAX", room(len(built.integers)))
     flags.set("RANGE_LPM_MAX", room(sum(len(range_prefixes(lo, hi)) for _, lo, hi in built.ranges)))
@@ -852,9 +874,17 @@ class _SeedBuilder:
         self.integers: list[tuple[int, int]] = []
         self.ranges: list[tuple[int, int, int]] = []
         self.bounds: list[tuple[int, int]] = []
+        self.substrings: list[tuple[int, bytes]] = []  # matcher, value
 
     def string(self, matcher: int, data: bytes) -> None:
         self.strings.append((matcher, data, 32 + 8 * len(data)))
+
+    def substring_masks(self) -> tuple[tuple[bytes, int], ...]:
+        masks = dict.fromkeys(data for _, data in self.substrings)
+        return tuple(
+            (data, sum({1 << m for m, other in self.substrings if data.startswith(other)}))
+            for data in masks
+        )
 
     def build(self) -> Seeds:
         return Seeds(
@@ -863,6 +893,7 @@ class _SeedBuilder:
             integers=tuple(dict.fromkeys(self.integers)),
             ranges=tuple(self.ranges),
             bounds=tuple(self.bounds),
+            substrings=self.substring_masks(),
         )
 
 
@@ -873,6 +904,8 @@ _STRING_OPS = {
     "NotPrefix": (Op.STR, True),
     "Postfix": (Op.STR_POSTFIX, False),
     "NotPostfix": (Op.STR_POSTFIX, True),
+    "SubString": (Op.STR_SUB, False),
+    "SubStringIgnCase": (Op.STR_SUB_ICASE, False),
 }
 _ADDRESS_OPS = {
     "DAddr": (Op.DADDR, False),
@@ -920,6 +953,10 @@ def _matcher(
                 seeds.string(matcher, data + b"\0")
             elif op == Op.STR_POSTFIX:
                 seeds.string(matcher, data[::-1])
+            elif op == Op.STR_SUB:
+                seeds.substrings.append((matcher, data))
+            elif op == Op.STR_SUB_ICASE:
+                seeds.substrings.append((matcher, data.lower()))  # ASCII, as the kernel
             else:
                 seeds.string(matcher, data)
     elif operator in _SOCKET_OPS:

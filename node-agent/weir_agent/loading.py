@@ -707,6 +707,12 @@ def _write_seeds(module: Any, seeds: codegen.Seeds, bit: int) -> None:
         key.prefixlen, key.matcher = bits, _be32(matcher + tag)
         ctypes.memmove(ctypes.addressof(key) + 8, data, len(data))
         strings[key] = ctypes.c_uint8(1)
+    for data, mask in seeds.substrings:
+        substrings = module[b"sub_lpm"]
+        key = substrings.Key()
+        key.prefixlen, key.matcher = 32 + 8 * len(data), _be32(tag)
+        ctypes.memmove(ctypes.addressof(key) + 8, data, len(data))
+        substrings[key] = ctypes.c_uint64(mask)
     for matcher, data, bits in seeds.addresses:
         addresses = module[b"addr_lpm"]
         key = addresses.Key()
@@ -740,8 +746,11 @@ def _write_seeds(module: Any, seeds: codegen.Seeds, bit: int) -> None:
 def _clear_generation(module: Any, bit: int) -> None:
     """Remove one configuration copy's seeds (bounds are overwritten)."""
     tag = GENERATION_BIT * bit
-    for name in (b"str_lpm", b"addr_lpm", b"range_lpm"):
-        table = module[name]
+    for name in (b"str_lpm", b"addr_lpm", b"range_lpm", b"sub_lpm"):
+        try:
+            table = module[name]
+        except KeyError:  # sub_lpm: only in programs with SubString matchers
+            continue
         for key in [k for k in table if (_be32(k.matcher) & GENERATION_BIT) == tag]:
             del table[key]
     integers = module[b"int_set"]

@@ -32,6 +32,10 @@ BPF_LPM_TRIE(addr_lpm, struct weir_addrkey, u8, ADDR_LPM_MAX);
 BPF_LPM_TRIE(class_lpm, struct weir_classkey, u32, 64);
 BPF_F_TABLE("hash", struct weir_intkey, u8, int_set, INT_SET_MAX, BPF_F_NO_PREALLOC);
 BPF_LPM_TRIE(range_lpm, struct weir_rangekey, u8, RANGE_LPM_MAX);
+#if USE_SUBSTR
+/* SubString values -> the matchers (bits) whose values are prefixes of it. */
+BPF_LPM_TRIE(sub_lpm, struct weir_strkey, u64, SUB_LPM_MAX);
+#endif
 /* Indexed by rule position (0-3) plus 4 for generation 1. */
 BPF_ARRAY(bounds, struct weir_bounds, 2 * WEIR_MAX_AGGS);
 
@@ -41,6 +45,7 @@ BPF_ARRAY(active, u32, 1);
 #define C_NUM_SELECTORS (cfg->NUM_SELECTORS)
 #define C_GEN (cfg->GEN)
 #define C_REV_SLOTS (cfg->REV_SLOTS)
+#define C_SUB_SLOTS (cfg->SUB_SLOTS)
 #define C_S(s, f) (cfg->S[s].f)
 #define C_M(s, m, f) (cfg->S[s].M[m].f)
 #define C_B(s, b, f) (cfg->S[s].B[b].f)
@@ -51,6 +56,7 @@ BPF_ARRAY(active, u32, 1);
 #define C_NUM_SELECTORS NUM_SELECTORS
 #define C_GEN 0
 #define C_REV_SLOTS REV_SLOTS
+#define C_SUB_SLOTS SUB_SLOTS
 #define C_S(s, f) S##s##_##f
 #define C_M(s, m, f) S##s##_M##m##_##f
 #define C_B(s, b, f) S##s##_B##b##_##f
@@ -613,6 +619,63 @@ static __always_inline void mark(struct weir_scratch *sc, int op, int key, int a
 #endif
 }
 
+#if USE_SUBSTR
+/* SubString and SubStringIgnCase: a value occurs in the string iff it is a prefix of one
+ * of the string's suffixes. Every such value of the program is in sub_lpm once, with the
+ * matchers whose values are prefixes of it (itself included) as a bit mask, so the
+ * longest prefix found at a start position names every matcher with a value there. Once
+ * per event and searched slot, each start position costs one copy of the suffix to the
+ * front of a key (one helper call: the bytes after the string's NUL are never compared,
+ * a value holds no NUL) and one lookup; the matchers then test one bit. */
+static __always_inline u64 substr_mask(struct weir_scratch *sc, char *text, int slot, u32 gen)
+{
+    u64 len = sc->slen[slot & 1];
+    u64 n = len > 0 ? len - 1 : 0; /* bytes before the NUL */
+    u64 mask = 0;
+    sc->sub.prefixlen = 32 + 8 * WEIR_MAX_STR;
+    sc->sub.matcher = bpf_htonl(gen << 7);
+#pragma clang loop unroll(disable)
+    for (int i = 0; i < WEIR_MAX_STR - 1; i++) {
+        if (i >= n)
+            break;
+        bpf_probe_read_kernel(sc->sub.s, WEIR_MAX_STR, text + i);
+        u64 *found = sub_lpm.lookup(&sc->sub);
+        if (found)
+            mask |= *found;
+    }
+    return mask;
+}
+
+/* The slot's string in lower case (ASCII letters), for SubStringIgnCase. */
+static __always_inline void lower_slot(struct weir_scratch *sc, int slot)
+{
+    char *in = sc->str[slot & 1].s;
+    char *out = sc->low[slot & 1];
+#pragma clang loop unroll(disable)
+    for (int i = 0; i < WEIR_MAX_STR; i++) {
+        u8 c = in[i];
+        out[i] = c + ((u8)((u8)(c - 'A') < 26) << 5);
+    }
+}
+
+static __always_inline void substr_masks(struct weir_scratch *sc, u32 slots, u32 gen)
+{
+    __builtin_memset(sc->submask, 0, sizeof(sc->submask));
+    if (slots & 1)
+        sc->submask[0][0] = substr_mask(sc, sc->str[0].s, 0, gen);
+    if (slots & 2)
+        sc->submask[1][0] = substr_mask(sc, sc->str[1].s, 1, gen);
+    if (slots & 4) {
+        lower_slot(sc, 0);
+        sc->submask[0][1] = substr_mask(sc, sc->low[0], 0, gen);
+    }
+    if (slots & 8) {
+        lower_slot(sc, 1);
+        sc->submask[1][1] = substr_mask(sc, sc->low[1], 1, gen);
+    }
+}
+#endif
+
 /* One matchArgs entry (op, neg, arg and value are constants in a specialised build). */
 static __always_inline int match_arg(struct weir_scratch *sc, int op, int neg, int arg,
                                      s64 value, u32 matcher)
@@ -667,6 +730,10 @@ static __always_inline int match_arg(struct weir_scratch *sc, int op, int neg, i
         hit = str_hit(&sc->str[ARG_SLOT(arg) & 1], matcher);
     } else if (op == OP_STR_POSTFIX) {
         hit = str_hit(&sc->rev[ARG_SLOT(arg) & 1], matcher);
+    } else if (op == OP_STR_SUB || op == OP_STR_SUB_ICASE) {
+#if USE_SUBSTR
+        hit = (sc->submask[ARG_SLOT(arg) & 1][op == OP_STR_SUB_ICASE] >> (matcher & 63)) & 1;
+#endif
     } else {
         struct weir_addr *a = &sc->addr[ARG_SLOT(arg) & 1];
         if (op == OP_FAMILY)
@@ -1083,6 +1150,9 @@ int weir_program(void *ctx)
         reverse_slot(sc, 0);
     if (C_REV_SLOTS & 2)
         reverse_slot(sc, 1);
+#if USE_SUBSTR
+    substr_masks(sc, C_SUB_SLOTS, C_GEN);
+#endif
 
 #if CONFIGURED && USE_MARKS
     __builtin_memset(sc->marks, 0, sizeof(sc->marks)); /* no selectors: no marks */

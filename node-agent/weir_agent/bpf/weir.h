@@ -173,6 +173,12 @@ struct weir_scratch {
 #endif
     u64 raw[WEIR_RAW_KEYS];    /* keys of marks and clocks: each arg's raw value, then the
                                   thread and process ids (KEY_THREAD, KEY_PROCESS) */
+#if USE_SUBSTR
+    struct weir_strkey sub;    /* SubString: a suffix of the string, looked up as a prefix */
+    char low[WEIR_STR_SLOTS][WEIR_MAX_STR]; /* SubStringIgnCase: the strings in lower case */
+    u64 submask[WEIR_STR_SLOTS][2]; /* per slot: matchers whose SubString / SubStringIgnCase
+                                       value occurs in it (bit: matcher id) */
+#endif
     char path[512];            /* a file path, built from its last component back */
 };
 
@@ -269,7 +275,8 @@ struct weir_config {
     u32 NUM_SELECTORS;
     u32 GEN;
     u32 REV_SLOTS;  /* bit n: string slot n is matched by a Postfix */
-    u32 pad;
+    u32 SUB_SLOTS;  /* bit n: slot n is searched for SubString values; bit 2+n: its lower-
+                       cased copy for SubStringIgnCase values */
     struct weir_selector_cfg S[WEIR_MAX_SELECTORS];
     struct weir_agg_cfg AGG[WEIR_MAX_AGGS];
     struct weir_start_cfg MK[WEIR_MAX_STARTS];
