@@ -204,21 +204,39 @@ def test_selectors_on_the_calling_task(core) -> None:
                 ],
             },
         ),
+        # isNamespaceCapability: only a task outside the host's user namespace.
+        one_hook(
+            "userns-sys-admin",
+            LSEEK,
+            {
+                "matchArgs": [ours(BASE)],
+                "matchCapabilities": [
+                    {
+                        "operator": "In",
+                        "values": ["CAP_SYS_ADMIN"],
+                        "isNamespaceCapability": True,
+                    }
+                ],
+            },
+        ),
     )
     seek_times(BASE, 3)  # this process: host pid namespace, root, CAP_SYS_ADMIN
     child(BASE, 5)  # a child: same namespaces and capabilities
     child(BASE, 7, "unshare", "--pid", "--fork", "--mount-proc")  # pid 1 of a new namespace
     child(BASE, 11, setup="import os\nos.setgroups([])\nos.setresuid(65534, 65534, 65534)\n")
+    # root of a user namespace of its own: every capability there
+    child(BASE, 13, "unshare", "--user", "--map-root-user")
     assert stats(core, "pid-in")["matched"] == 3
     # unshare --fork makes the namespace's pid 1 a grandchild: still under this process.
-    assert stats(core, "pid-tree")["matched"] == 3 + 5 + 7 + 11
+    assert stats(core, "pid-tree")["matched"] == 3 + 5 + 7 + 11 + 13
     assert stats(core, "pid-not-tree")["matched"] == 0
     assert stats(core, "ns-pid-1")["matched"] == 7
-    assert stats(core, "host-pidns")["matched"] == 3 + 5 + 11
+    assert stats(core, "host-pidns")["matched"] == 3 + 5 + 11 + 13
     # --mount-proc gives the namespaced child its own mount namespace too.
-    assert stats(core, "my-mntns")["matched"] == 3 + 5 + 11
-    assert stats(core, "sys-admin")["matched"] == 3 + 5 + 7
+    assert stats(core, "my-mntns")["matched"] == 3 + 5 + 11 + 13
+    assert stats(core, "sys-admin")["matched"] == 3 + 5 + 7 + 13
     assert stats(core, "no-sys-admin")["matched"] == 11
+    assert stats(core, "userns-sys-admin")["matched"] == 13
 
 
 NET_DEV_QUEUE = {

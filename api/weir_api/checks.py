@@ -253,12 +253,6 @@ def _hook(hook: KProbe | Tracepoint | UProbe, path: Sequence[PathPart]) -> Itera
                     )
         for m_number, caps in enumerate(selector.match_capabilities):
             c_path = (*sel_path, "matchCapabilities", m_number)
-            if caps.is_namespace_capability:
-                yield at(
-                    (*c_path, "isNamespaceCapability"),
-                    "Tetragon's isNamespaceCapability is not supported by weir (yet): weir "
-                    "tests the task's own capability sets; remove it",
-                )
             for v_number, text in enumerate(caps.values):
                 try:
                     values.parse_capability(text)

@@ -430,8 +430,8 @@ class MatchCapability(Model):
     )
     is_namespace_capability: bool = Field(
         default=False,
-        description="Tetragon's capabilities relative to the user namespace; weir tests the "
-        "task's own sets and refuses true.",
+        description="As in Tetragon: true matches only tasks outside the host's user "
+        "namespace (it takes one more of the selector's filters).",
     )
 
 
@@ -512,6 +512,7 @@ class Selector(Model):
             + len(self.match_pids)
             + len(self.match_namespaces)
             + len(self.match_capabilities)
+            + sum(1 for c in self.match_capabilities if c.is_namespace_capability)
             + len(self.match_marks)
         )
 

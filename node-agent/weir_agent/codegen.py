@@ -755,10 +755,23 @@ def _task_matchers(
             else:
                 numbers.append(inode)
         out.append((Op.NS, 0, int(which), entry.operator == "NotIn", tuple(numbers), problem))
-    for caps in selector.match_capabilities:
+    for c, caps in enumerate(selector.match_capabilities):
         mask = sum({1 << bit for bit in _parsed(caps.values, values.parse_capability)})
         negated = caps.operator == "NotIn"
         out.append((Op.CAPS, int(abi.CapSet[caps.type]), mask, negated, (), None))
+        if caps.is_namespace_capability:
+            # Tetragon's isNamespaceCapability: only outside the host's user namespace,
+            # i.e. one more filter, the user namespace NotIn the host's.
+            inode = host_namespaces.get(
+                abi.NAMESPACE_FILES[abi.Namespace.User], "the node's namespaces were not read"
+            )
+            problem = None
+            if isinstance(inode, str):
+                where = (*sel_path, "matchCapabilities", c, "isNamespaceCapability")
+                problem = at(where, f"needs the host's user namespace: {inode}")
+            user = int(abi.Namespace.User)
+            found = () if isinstance(inode, str) else (inode,)
+            out.append((Op.NS, 0, user, True, found, problem))
     return out
 
 
