@@ -114,6 +114,7 @@ def test_sleeps_land_in_their_buckets_and_a_counter_adds_the_same_seconds(
     counts = stats(core, "sleeps")
     assert counts["started"] == 6  # one clock per sleep, started at entry
     assert counts["unstarted"] == 0  # every exit found its clock
+    assert counts["unrecorded"] == 0  # the map took every start
     clocks = series(
         samples,
         "weir_policy_duration_clocks_total",

@@ -145,7 +145,8 @@ class Stat(enum.IntEnum):
     UNSTARTED = 9  # a duration's end found no start (began before attach, or evicted)
     MARKED = 10  # a Mark or TrackSock set a mark that was not set
     UNMARKED = 11  # an Unmark or UntrackSock cleared a mark that was set
-    COUNT = 12
+    UNRECORDED = 12  # a duration's clock could not be recorded (the map refused it)
+    COUNT = 13
 
 
 class MarkOp(enum.IntEnum):

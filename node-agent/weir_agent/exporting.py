@@ -219,9 +219,9 @@ class WeirCollector:
         )
         clocks = CounterMetricFamily(
             "weir_policy_duration_clocks",
-            "Duration clocks by hook: started (a start hook's match recorded its time) and "
-            "unstarted (an end found no clock: it began before the hook was attached, or "
-            "was evicted from the full map).",
+            "Duration clocks by hook: started (a start hook's match recorded its time), "
+            "unrecorded (the map refused a start) and unstarted (an end found no clock: it "
+            "began before the hook was attached, was not recorded, or was evicted).",
             labels=["policy", "hook", "event"],
         )
         marks = CounterMetricFamily(
@@ -237,6 +237,7 @@ class WeirCollector:
             if snap.clocks:
                 clocks.add_metric([*ids, "started"], snap.stats.get(abi.Stat.STARTED, 0))
                 clocks.add_metric([*ids, "unstarted"], snap.stats.get(abi.Stat.UNSTARTED, 0))
+                clocks.add_metric([*ids, "unrecorded"], snap.stats.get(abi.Stat.UNRECORDED, 0))
             if snap.marks:
                 marks.add_metric([*ids, "set"], snap.stats.get(abi.Stat.MARKED, 0))
                 marks.add_metric([*ids, "cleared"], snap.stats.get(abi.Stat.UNMARKED, 0))

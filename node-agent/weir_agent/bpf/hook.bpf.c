@@ -991,8 +991,8 @@ static __always_inline void start_clock(struct weir_scratch *sc, int key, int ar
         sc->corr.who = clock_who(sc, arg);
         if (weir_starts.insert(&sc->corr, &now) == 0)
             corr_add(CORR_CLOCKS_ADDED);
-        else
-            weir_starts.update(&sc->corr, &now); /* restarted: the call began again */
+        else if (weir_starts.update(&sc->corr, &now) != 0) /* restarted: it began again */
+            stat_add(STAT_UNRECORDED); /* the map refused it: its end will be unstarted */
         stat_add(STAT_STARTED);
     }
 #endif
