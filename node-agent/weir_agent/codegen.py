@@ -620,37 +620,32 @@ def _program(
     flags.set("RATE_LIMIT_ENTRIES", limits.RATE_LIMIT_ENTRIES)
     uses_exe = uses_exe or bool(posts)
     flags.set("USE_EXE", int(uses_exe))
+    # Each matcher's (op, arg), for what a string slot needs before the selectors run.
+    matchers = [
+        (int(op_value), int(flags.items[name.removesuffix("_OP") + "_ARG"]))
+        for name, op_value in flags.items.items()
+        if name.endswith("_OP") and "_M" in name
+    ]
+
+    def slot_bit(arg_slot: int) -> int:
+        return 1 << int(flags.items[f"ARG{arg_slot}_SLOT"])
+
     reversed_slots = 0
-    for name, op_value in list(flags.items.items()):
-        if name.endswith("_OP") and "_M" in name and op_value == int(Op.STR_POSTFIX):
-            arg_slot = int(flags.items[name.removesuffix("_OP") + "_ARG"])
-            reversed_slots |= 1 << int(flags.items[f"ARG{arg_slot}_SLOT"])
-    flags.set("REV_SLOTS", reversed_slots)
     searched_slots = 0  # bit n: slot n searched for SubString; bit 2+n: lower-cased
-    for name, op_value in list(flags.items.items()):
-        if name.endswith("_OP") and "_M" in name and op_value in (Op.STR_SUB, Op.STR_SUB_ICASE):
-            arg_slot = int(flags.items[name.removesuffix("_OP") + "_ARG"])
-            slot_bit = 1 << int(flags.items[f"ARG{arg_slot}_SLOT"])
-            searched_slots |= slot_bit << (2 if op_value == Op.STR_SUB_ICASE else 0)
+    for op_value, arg_slot in matchers:
+        if op_value == Op.STR_POSTFIX:
+            reversed_slots |= slot_bit(arg_slot)
+        elif op_value == Op.STR_SUB:
+            searched_slots |= slot_bit(arg_slot)
+        elif op_value == Op.STR_SUB_ICASE:
+            searched_slots |= slot_bit(arg_slot) << 2
+    flags.set("REV_SLOTS", reversed_slots)
     flags.set("SUB_SLOTS", searched_slots)
+    flags.set("USE_SUBSTR", int(bool(searched_slots)))
     # A file, path or fd arg's path is built (a walk of its dentries) only when a string
     # matcher tests it or an event carries it; FileType alone reads the inode's mode.
-    string_ops = {int(Op.STR), int(Op.STR_POSTFIX), int(Op.STR_SUB), int(Op.STR_SUB_ICASE)}
-    substring_ops = {int(Op.STR_SUB), int(Op.STR_SUB_ICASE)}
-    flags.set(
-        "USE_SUBSTR",
-        int(
-            any(
-                name.endswith("_OP") and "_M" in name and value in substring_ops
-                for name, value in flags.items.items()
-            )
-        ),
-    )
-    tested = {
-        int(flags.items[name.removesuffix("_OP") + "_ARG"])
-        for name, op_value in flags.items.items()
-        if name.endswith("_OP") and "_M" in name and op_value in string_ops
-    }
+    string_ops = {Op.STR, Op.STR_POSTFIX, Op.STR_SUB, Op.STR_SUB_ICASE}
+    tested = {arg_slot for op_value, arg_slot in matchers if op_value in string_ops}
     for read in arg_plans:
         if read.kind in {Kind.FILE, Kind.PATH, Kind.FD}:
             flags.set(f"ARG{read.slot}_PATH", int(bool(posts) or read.slot in tested))

@@ -132,14 +132,9 @@ def _seconds(timestamp: str) -> float:
     return stamp.timestamp()
 
 
-def stale(report: NodeReport, *, now: str, stale_after: float | None) -> bool:
-    """The report's agent has not published for longer than ``stale_after`` seconds. A report
+def stale(heartbeat: str | None, *, now: str, stale_after: float | None) -> bool:
+    """A report's agent has not published for longer than ``stale_after`` seconds. A report
     without a heartbeat (from an agent before heartbeats) is taken at its word."""
-    heartbeat = report.status.heartbeat_time if report.status else None
-    return _stale_heartbeat(heartbeat, now=now, stale_after=stale_after)
-
-
-def _stale_heartbeat(heartbeat: str | None, *, now: str, stale_after: float | None) -> bool:
     if stale_after is None or not heartbeat:
         return False
     try:
@@ -274,7 +269,7 @@ class ReportIndex:
             found = frozenset(
                 name
                 for name, heartbeat in self.heartbeats.items()
-                if _stale_heartbeat(heartbeat, now=now, stale_after=stale_after)
+                if stale(heartbeat, now=now, stale_after=stale_after)
             )
             self._stale = ((now, stale_after), found)
         return self._stale[1]
