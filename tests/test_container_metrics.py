@@ -1,7 +1,7 @@
 """The container-metrics pack (examples/packs/container-metrics) against the kernel's own
-accounting, for a pod the test runs in a cgroup of its own: CPU against cpu.stat within
-2%, network and file bytes exactly. Then kube-prometheus's recording rules, evaluated by
-Prometheus's promtool over the series the pack exported."""
+accounting, for a pod the test runs in a cgroup of its own: CPU against cpu.stat to the
+microsecond (cpu.stat's unit), network and file bytes exactly. Then kube-prometheus's
+recording rules, evaluated by Prometheus's promtool over the series the pack exported."""
 
 from __future__ import annotations
 
@@ -208,31 +208,31 @@ def pod_value(samples: dict[str, Any], name: str, default: float | None = None) 
     return float(found)
 
 
-def cpu_usage(group: Path) -> float:
+def cpu_usage_usec(group: Path) -> int:
     for line in (group / "cpu.stat").read_text().splitlines():
         if line.startswith("usage_usec "):
-            return int(line.split()[1]) / 1e6
+            return int(line.split()[1])
     raise AssertionError("no usage_usec in cpu.stat")
 
 
 def settled_cpu(group: Path, core: Any, resolver: Any) -> float:
-    """The pod's CPU seconds once they agree with its cgroup's cpu.stat within 2%: a
-    process's last slice is counted at its final switch off the CPU, which can come a
-    moment after its parent saw it exit. On failure: both figures and the policy's
-    counters (a slice whose start was not seen counts as unstarted and is lost)."""
+    """The pod's CPU seconds once they agree with its cgroup's cpu.stat to the microsecond
+    (both add up the kernel's per-task accounting; a process's last slice is counted at
+    its final switch off the CPU, which can come a moment after its parent saw it exit).
+    On failure: both figures and the policy's counters."""
     found: list[float] = []
 
     def agreed() -> bool:
         samples = scrape(core, resolver)
         found[:] = [pod_value(samples, "container_cpu_usage_seconds_total", default=0)]
-        found.append(cpu_usage(group))
-        return bool(found[0] == pytest.approx(found[1], rel=0.02))
+        found.append(cpu_usage_usec(group))
+        return round(found[0] * 1e9) // 1000 == found[1]
 
     try:
-        wait_for(agreed, "the pod's CPU seconds to agree with cpu.stat within 2%", timeout=10)
+        wait_for(agreed, "the pod's CPU time to agree with cpu.stat's usage_usec", timeout=10)
     except AssertionError as error:
         raise AssertionError(
-            f"{error}: weir {found[0]!r} s, cpu.stat {found[1]!r} s; "
+            f"{error}: weir {found[0]!r} s, cpu.stat {found[1]!r} us; "
             f"container-cpu's counters {stats(core, 'container-cpu')}"
         ) from None
     return found[0]

@@ -311,6 +311,21 @@ def test_aggregation_rule_checks() -> None:
     ) == ["spec.value.buckets.bounds: must be strictly increasing"]
 
 
+def test_cpu_time_rule_checks() -> None:
+    cpu = {"type": "cpu_time"}
+    assert cross(rule(value=cpu)) == []
+    assert cross(rule(value={**cpu, "arg": "flags"})) == [
+        "spec.value: a cpu_time measures time; drop arg"
+    ]
+    assert cross(rule(value={**cpu, "output": "histogram"})) == [
+        "spec.value: start, key and output apply to duration only"
+    ]
+    assert cross(rule(value={**cpu, "buckets": {"type": "exp2"}})) == [
+        "spec.value: buckets apply to histograms only (histogram, or duration with output "
+        "histogram)"
+    ]
+
+
 def test_duration_rule_checks() -> None:
     hook = "tracepoint:syscalls:sys_enter_openat"
     duration = {"type": "duration", "start": {"hook": hook}}

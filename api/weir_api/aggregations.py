@@ -103,10 +103,14 @@ class Value(Model):
     model_config = {
         "json_schema_extra": cel(
             (
-                "self.type == 'count' || self.type == 'duration' || has(self.arg)",
+                "self.type == 'count' || self.type == 'duration' || self.type == 'cpu_time' "
+                "|| has(self.arg)",
                 "sum and histogram need arg",
             ),
-            ("self.type != 'duration' || !has(self.arg)", "a duration measures time; drop arg"),
+            (
+                "(self.type != 'duration' && self.type != 'cpu_time') || !has(self.arg)",
+                "a duration or cpu_time measures time; drop arg",
+            ),
             (
                 "self.type == 'histogram' || (self.type == 'duration' && "
                 "(!has(self.output) || self.output == 'histogram')) || !has(self.buckets)",
@@ -124,11 +128,15 @@ class Value(Model):
         )
     }
 
-    type: Literal["count", "sum", "histogram", "duration"] = Field(
+    type: Literal["count", "sum", "histogram", "duration", "cpu_time"] = Field(
         default="count",
         description="count: matches. sum: total of an integer arg. histogram: distribution of "
         "an integer arg. duration: seconds from a call of the start hook to a call of this "
-        "rule's hook with the same key, measured in the kernel.",
+        "rule's hook with the same key, measured in the kernel. cpu_time: seconds the "
+        "current thread ran on a CPU since this rule last saw it, from the kernel's own "
+        "per-task accounting (what cgroup cpu.stat adds up), exported as a counter; on "
+        "tracepoint:sched:sched_switch every slice is counted as the thread leaves the CPU, "
+        "and a switch the hook did not see loses nothing.",
     )
     arg: str | None = Field(
         default=None,
@@ -155,6 +163,10 @@ class Value(Model):
 
     def duration_key(self) -> str:
         return self.key or "thread"
+
+    def seconds(self) -> bool:
+        """Measures time: nanoseconds in the kernel, seconds when exported."""
+        return self.type in ("duration", "cpu_time")
 
     def histogram(self) -> bool:
         """Exported as a histogram (a histogram, or a duration's default output)."""
@@ -222,7 +234,9 @@ class AggregationRuleSpec(Model):
         description="Keys of each series: namespace, pod, container, workload, image, node, "
         "binary, arg:LABEL, addressClass:LABEL. Empty: one series.",
     )
-    value: Value = Field(default_factory=Value, description="count, sum, histogram or duration.")
+    value: Value = Field(
+        default_factory=Value, description="count, sum, histogram, duration or cpu_time."
+    )
     metric: Metric = Field(description="The exported metric.")
     max_series: int = Field(
         default=limits.MAX_SERIES_DEFAULT,

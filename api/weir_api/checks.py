@@ -389,11 +389,11 @@ def _rule(
                 "fractions are for a duration's seconds",
             )
     value = rule.value
+    if value.seconds() and value.arg is not None:
+        yield at((*path, "value"), f"a {value.type} measures time; drop arg")
     if value.type == "duration":
         if value.start is None:
             yield at((*path, "value"), "a duration needs start: the hook that starts the clock")
-        if value.arg is not None:
-            yield at((*path, "value"), "a duration measures time; drop arg")
     elif value.start is not None or value.key is not None or value.output is not None:
         yield at((*path, "value"), "start, key and output apply to duration only")
     if value.buckets is not None and not value.histogram():
@@ -401,7 +401,7 @@ def _rule(
             (*path, "value"),
             "buckets apply to histograms only (histogram, or duration with output histogram)",
         )
-    if rule.value.type not in ("count", "duration") and rule.value.arg is None:
+    if rule.value.type not in ("count", "duration", "cpu_time") and rule.value.arg is None:
         yield at(
             (*path, "value", "arg"),
             f"{rule.value.type} needs arg: the label of an integer argument",

@@ -181,6 +181,8 @@ class Clock(enum.IntEnum):
     THREAD = 1  # the current thread id
     PROCESS = 2  # the current process id (tgid)
     ARG = 3  # an integer argument's value (the slot in AGGn_DARG, MKn_ARG)
+    # cpu_time (AGGn_DUR only): the current thread's CPU time since the rule last saw it
+    CPU = 4
 
 
 class ValueKind(enum.IntEnum):

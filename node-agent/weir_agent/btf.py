@@ -94,8 +94,20 @@ TASK_FIELDS = {
     "CRED_CAP_INHERITABLE": ("cred", "cap_inheritable"),
     "CRED_CAP_PERMITTED": ("cred", "cap_permitted"),
 }
+# What cpu_time reads of the current task (its CPU time, birth and state).
+CPU_FIELDS = {
+    "TASK_SUM_EXEC_RUNTIME": ("task_struct", "se.sum_exec_runtime"),
+    "TASK_START_TIME": ("task_struct", "start_time"),
+    "TASK_STATE": ("task_struct", "__state"),
+}
 # Each group is compiled into a program only when it reads what the group describes.
-GROUPS = {"sock": SOCK_FIELDS, "path": PATH_FIELDS, "skb": SKB_FIELDS, "task": TASK_FIELDS}
+GROUPS = {
+    "sock": SOCK_FIELDS,
+    "path": PATH_FIELDS,
+    "skb": SKB_FIELDS,
+    "task": TASK_FIELDS,
+    "cpu": CPU_FIELDS,
+}
 ALL_FIELDS = {name: where for fields in GROUPS.values() for name, where in fields.items()}
 # A flag's offset, or why the running kernel's BTF does not give it.
 Layout = dict[str, int | str]

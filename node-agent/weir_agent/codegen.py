@@ -68,6 +68,7 @@ LAYOUT_USERS = {
     "skb": "an skb argument",
     "path": "a file, path or fd argument",
     "task": "matchPIDs, matchNamespaces or matchCapabilities",
+    "cpu": "a cpu_time value",
 }
 MIN_ROOM = 64  # smallest capacity of a seed or series map (entries, never preallocated)
 # The flags a configured program reads from its ``config`` map instead (weir.h, struct
@@ -330,6 +331,7 @@ def entry_half(program: Program) -> Program:
         EV_KSTACK=0,
         USE_EXE=0,
         USE_TASK=0,
+        USE_CPU=0,
         USE_PID_TREE=0,
         USE_STARTS=0,
         USE_MARKS=0,
@@ -661,6 +663,9 @@ def _program(
             )
     if uses_task:
         users["task"] = (*path, "selectors")
+    for rule in rules[: abi.MAX_AGGREGATIONS]:
+        if rule.spec.value.type == "cpu_time":
+            users["cpu"] = ("aggregationrules", rule.name, "spec", "value")
     for group, group_fields in btf.GROUPS.items():
         flags.set(f"USE_{group.upper()}", int(users[group] is not None))
         for name in group_fields:
@@ -1117,8 +1122,13 @@ def _aggregation(
             key_fields.append((key, "aclass"))
     value = spec.value
     bounds: tuple[int, ...] = ()
-    seconds = value.type == "duration"
-    if seconds and value.start is not None:
+    seconds = value.seconds()
+    if value.type == "cpu_time":
+        # The thread's last seen CPU time, in weir_starts under the rule's own pair id.
+        flags.set(f"AGG{n}_DUR", int(Clock.CPU))
+        flags.set(f"AGG{n}_DARG", abi.KEY_THREAD)
+        flags.set(f"AGG{n}_DID", _int_literal(_name_id(policy_name, "cpu_time", rule.name)))
+    elif seconds and value.start is not None:
         clock, arg_slot = _clock(value.duration_key(), by_label)
         if clock is None:
             problems.append(at((*path, "value", "key"), "no int arg by that label here"))

@@ -945,13 +945,64 @@ static __always_inline int fold(struct weir_scratch *sc, int value, int cgroup, 
     return fold_plain(sc, v, max_series);
 }
 
-/* The value one aggregation folds: 1 (count), an integer argument (sum, histogram), or
- * the nanoseconds since the clock this call stops was started. 0: nothing to fold (a
- * duration whose clock never started: before the hook was attached, or evicted). */
+#if USE_STARTS && USE_CPU
+#define TASK_DEAD_STATE 0x80 /* task->__state at a dying thread's last switch (TASK_DEAD) */
+#define CPU_SINCE ((u64)-1)  /* weir_starts' who for a cpu_time rule's first call */
+
+/* cpu_time: the nanoseconds the current thread ran since this rule last saw it, from the
+ * task's own accounting (se.sum_exec_runtime, which sched_switch's caller has brought up
+ * to date, and which cgroups' cpu.stat adds up). The last figure seen is kept in
+ * weir_starts under the rule's id mixed with the thread's birth time (a reused thread id
+ * starts afresh), and dropped at the thread's last switch. A thread not seen before
+ * counts from 0 when it was born after the rule's first call; one that ran before that
+ * counts from now on (stat unstarted). */
+static __always_inline int cpu_time(struct weir_scratch *sc, u64 did, u64 now, u64 *v)
+{
+    void *task = (void *)bpf_get_current_task();
+    u64 ran = 0, born = 0;
+    bpf_probe_read_kernel(&ran, sizeof(ran), task + TASK_SUM_EXEC_RUNTIME);
+    bpf_probe_read_kernel(&born, sizeof(born), task + TASK_START_TIME);
+    sc->corr.pair = did;
+    sc->corr.who = CPU_SINCE;
+    u64 since = now;
+    u64 *first = weir_starts.lookup(&sc->corr);
+    if (first)
+        since = *first;
+    else
+        weir_starts.insert(&sc->corr, &now);
+    sc->corr.pair = did ^ born;
+    sc->corr.who = sc->raw[KEY_THREAD];
+    u64 *seen = weir_starts.lookup(&sc->corr);
+    u64 base = ran;
+    if (seen)
+        base = *seen;
+    else if (born >= since)
+        base = 0;
+    else
+        stat_add(STAT_UNSTARTED);
+    if (read_u32(task + TASK_STATE) & TASK_DEAD_STATE)
+        weir_starts.delete(&sc->corr);
+    else if (seen)
+        *seen = ran;
+    else if (weir_starts.update(&sc->corr, &ran) != 0)
+        stat_add(STAT_UNRECORDED);
+    *v = ran > base ? ran - base : 0;
+    return *v != 0;
+}
+#endif
+
+/* The value one aggregation folds: 1 (count), an integer argument (sum, histogram), the
+ * nanoseconds since the clock this call stops was started, or the thread's CPU time since
+ * the last call (cpu_time). 0: nothing to fold (a duration whose clock never started:
+ * before the hook was attached, or evicted; no CPU time). */
 static __always_inline int agg_value(struct weir_scratch *sc, int varg, int dur, int darg,
                                      u64 did, u64 now, u64 *v)
 {
     *v = varg >= 0 ? sc->ints[varg & 7] : 1;
+#if USE_STARTS && USE_CPU
+    if (dur == CLOCK_CPU)
+        return cpu_time(sc, did, now, v);
+#endif
 #if USE_STARTS
     if (dur != CLOCK_NONE) {
         sc->corr.pair = did;
@@ -971,7 +1022,7 @@ static __always_inline int agg_value(struct weir_scratch *sc, int varg, int dur,
 static __always_inline void stop_clock(struct weir_scratch *sc, int dur, int darg, u64 did)
 {
 #if USE_STARTS
-    if (dur != CLOCK_NONE) {
+    if (dur != CLOCK_NONE && dur != CLOCK_CPU) {
         sc->corr.pair = did;
         sc->corr.who = clock_who(sc, darg);
         if (weir_starts.delete(&sc->corr) == 0)
