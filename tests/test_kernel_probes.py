@@ -116,6 +116,79 @@ def test_every_kprobe_argument_type_passes_the_verifier(kernel: None) -> None:
             loaded.close()
 
 
+# Tetragon's struct argument types, as its example policies use them.
+STRUCT_KPROBES = {
+    "kprobes": [
+        {
+            "call": "security_bprm_check",
+            "args": [{"index": 0, "type": "linux_binprm", "label": "exe"}],
+            "selectors": [
+                {"matchArgs": [{"label": "exe", "operator": "Prefix", "values": ["/tmp/"]}]}
+            ],
+        },
+        {
+            "call": "cap_capable",
+            "args": [{"index": 2, "type": "capability", "label": "cap"}],
+            "selectors": [{"matchArgs": [{"label": "cap", "operator": "Equal", "values": ["21"]}]}],
+        },
+        {
+            "call": "cap_capset",
+            "args": [
+                {"index": 2, "type": "cap_effective", "label": "effective"},
+                {"index": 3, "type": "cap_inheritable", "label": "inheritable"},
+                {"index": 4, "type": "cap_permitted", "label": "permitted"},
+            ],
+            "selectors": [
+                {"matchArgs": [{"label": "permitted", "operator": "Mask", "values": ["2097152"]}]}
+            ],
+        },
+        {
+            "call": "do_init_module",
+            "args": [{"index": 0, "type": "module", "label": "module"}],
+            "selectors": [
+                {"matchArgs": [{"label": "module", "operator": "Equal", "values": ["xfs"]}]}
+            ],
+        },
+    ]
+}
+
+
+def test_tetragons_struct_argument_types_pass_the_verifier(kernel: None) -> None:
+    spec = {**STRUCT_KPROBES}
+    load_info = {"call": "load_module", "args": [{"index": 0, "type": "load_info"}]}
+    layout = btf.kernel_layout()
+    with_load_info = isinstance(layout.get("LOAD_INFO_NAME"), int)
+    if with_load_info:
+        spec["kprobes"] = [*spec["kprobes"], load_info]
+    parsed = documents.parse_object(
+        {"apiVersion": "weir.dev/v1alpha1", "kind": "TracingPolicy",
+         "metadata": {"name": "structs"}, "spec": spec},
+        source="k",
+    )  # fmt: skip
+    assert parsed.ok, parsed.problems
+    assert isinstance(parsed.obj, TracingPolicy)
+    generated = codegen.generate(parsed.obj, [], layouts={}, kernel_layout=layout)
+    assert not generated.problems
+    for program in generated.programs:
+        loaded = loading.compile_and_load(program)
+        try:
+            assert loaded.instructions > 0 and loaded.jited_bytes > 0, program.hook
+        finally:
+            loaded.close()
+    if not with_load_info:  # this kernel's BTF has no struct load_info: said, not guessed
+        parsed = documents.parse_object(
+            {"apiVersion": "weir.dev/v1alpha1", "kind": "TracingPolicy",
+             "metadata": {"name": "modules"}, "spec": {"kprobes": [load_info]}},
+            source="k",
+        )  # fmt: skip
+        assert isinstance(parsed.obj, TracingPolicy)
+        generated = codegen.generate(parsed.obj, [], layouts={}, kernel_layout=layout)
+        assert [str(p) for p in generated.problems] == [
+            "spec.kprobes[0].args[0]: a load_info argument needs the kernel's layout: no "
+            "struct load_info in the kernel's BTF"
+        ]
+
+
 TARGET = r"""
 #include <stdlib.h>
 __attribute__((noinline)) int weir_target(long value, const char *name) {

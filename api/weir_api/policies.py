@@ -39,6 +39,11 @@ ArgType = Literal[
     "long",
     "ulong",
     "size_t",
+    "capability",
+    "kernel_cap_t",
+    "cap_inheritable",
+    "cap_permitted",
+    "cap_effective",
     "string",
     "filename",
     "char_buf",
@@ -48,6 +53,10 @@ ArgType = Literal[
     "file",
     "path",
     "fd",
+    "linux_binprm",
+    "module",
+    "kernel_module",
+    "load_info",
     "nop",
 ]
 assert set(ArgType.__args__) == set(values.ARG_TYPES)  # type: ignore[attr-defined]
@@ -161,7 +170,11 @@ class Arg(Model):
         "syscalls take), char_buf (user buffer, length in sizeArgIndex), file (struct file *), "
         "path (struct path *) and fd (a descriptor of the calling process), each read as the "
         "file's path; sock (struct sock *), sockaddr (struct sockaddr *), skb (struct sk_buff "
-        "*: its IP and transport headers), nop (read nothing: a placeholder, as in Tetragon)."
+        "*: its IP and transport headers), nop (read nothing: a placeholder, as in Tetragon). "
+        "Kernel functions' struct args, as Tetragon reads them: capability (a number), "
+        "kernel_cap_t, cap_inheritable, cap_permitted, cap_effective (a capability set, read "
+        "through the pointer), linux_binprm (the executed file's path), module, "
+        "kernel_module and load_info (the module's name)."
     )
     label: str | None = Field(
         default=None,
@@ -558,7 +571,9 @@ _FITS = (
 )
 
 
-STRING_TYPES_TEXT = "string, filename, char_buf, file, path and fd"
+STRING_TYPES_TEXT = (
+    "string, filename, char_buf, file, path, fd, linux_binprm, module, kernel_module and load_info"
+)
 ADDRESS_TYPES_TEXT = "sock, sockaddr and skb"
 
 

@@ -31,14 +31,27 @@ INTEGER_TYPES: dict[str, tuple[int, bool]] = {
     "long": (64, True),
     "ulong": (64, False),
     "size_t": (64, False),
+    # Tetragon's capability types: a capability's number; a capability set (kernel_cap_t,
+    # and the cap_* names of a cred's sets), read through the pointer the function takes.
+    "capability": (32, True),
+    "kernel_cap_t": (64, False),
+    "cap_inheritable": (64, False),
+    "cap_permitted": (64, False),
+    "cap_effective": (64, False),
 }
+# Integer types whose kprobe or uprobe argument points to the value.
+CAP_SET_TYPES = frozenset({"kernel_cap_t", "cap_inheritable", "cap_permitted", "cap_effective"})
 # Strings: ``string`` is a kernel char *, ``filename`` a path passed from user
 # space (a syscall's ``const char __user *``), ``char_buf`` a user buffer whose
 # length is another argument (``sizeArgIndex``).
 # ``file`` (a ``struct file *``), ``path`` (a ``struct path *``) and ``fd`` (a descriptor
 # of the current task) are read as the file's path: strings too.
 FILE_TYPES = frozenset({"file", "path", "fd"})
-STRING_TYPES = frozenset({"string", "filename", "char_buf"}) | FILE_TYPES
+# Kernel structs read as one string, as Tetragon reads them: a ``struct linux_binprm *``
+# as the path of the file being executed, a ``struct module *`` (``module`` or
+# ``kernel_module``) and a ``struct load_info *`` as the module's name.
+STRUCT_STRING_TYPES = frozenset({"linux_binprm", "module", "kernel_module", "load_info"})
+STRING_TYPES = frozenset({"string", "filename", "char_buf"}) | FILE_TYPES | STRUCT_STRING_TYPES
 # Addresses read from a ``struct sock *``, a ``struct sockaddr *`` or the headers of a
 # ``struct sk_buff *``.
 ADDRESS_TYPES = frozenset({"sock", "sockaddr", "skb"})

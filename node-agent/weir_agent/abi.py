@@ -185,6 +185,16 @@ class Clock(enum.IntEnum):
     CPU = 4
 
 
+class Deref(enum.IntEnum):
+    """How an argument's value is reached from what the function was passed (ARGn_DEREF,
+    with ARGn_OFF a member's offset): as passed, the member's address, or the member's
+    (pointer or 64-bit) value."""
+
+    NONE = 0
+    ADDRESS = 1  # raw + OFF: a member stored in the struct (module's name)
+    LOAD = 2  # *(u64 *)(raw + OFF): a member pointer (linux_binprm's file), or the value
+
+
 class ValueKind(enum.IntEnum):
     COUNT = 1
     SUM = 2
@@ -227,6 +237,7 @@ def enum_flags() -> dict[str, int | str]:
         ("VAL", ValueKind),
         ("ACLASS", AddressClass),
         ("CLOCK", Clock),
+        ("DEREF", Deref),
         ("MARK", MarkOp),
         ("CORR", Corr),
     ]

@@ -100,6 +100,10 @@ CPU_FIELDS = {
     "TASK_START_TIME": ("task_struct", "start_time"),
     "TASK_STATE": ("task_struct", "__state"),
 }
+# Struct args read as one value (Tetragon's linux_binprm, module and load_info types).
+BINPRM_FIELDS = {"BPRM_FILE": ("linux_binprm", "file")}
+MODULE_FIELDS = {"MODULE_NAME": ("module", "name")}
+LOAD_INFO_FIELDS = {"LOAD_INFO_NAME": ("load_info", "name")}
 # Each group is compiled into a program only when it reads what the group describes.
 GROUPS = {
     "sock": SOCK_FIELDS,
@@ -107,6 +111,9 @@ GROUPS = {
     "skb": SKB_FIELDS,
     "task": TASK_FIELDS,
     "cpu": CPU_FIELDS,
+    "binprm": BINPRM_FIELDS,
+    "module": MODULE_FIELDS,
+    "load_info": LOAD_INFO_FIELDS,
 }
 ALL_FIELDS = {name: where for fields in GROUPS.values() for name, where in fields.items()}
 # A flag's offset, or why the running kernel's BTF does not give it.

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from weir_agent import abi, btf
-from weir_agent.abi import Action, Clock, Kind, MarkOp, Op, Source, ValueKind
+from weir_agent.abi import Action, Clock, Deref, Kind, MarkOp, Op, Source, ValueKind
 from weir_agent.formats import Field
 from weir_api import aggregations as agg_api
 from weir_api import checks, limits, values
@@ -69,6 +69,18 @@ LAYOUT_USERS = {
     "path": "a file, path or fd argument",
     "task": "matchPIDs, matchNamespaces or matchCapabilities",
     "cpu": "a cpu_time value",
+    "binprm": "a linux_binprm argument",
+    "module": "a module argument",
+    "load_info": "a load_info argument",
+}
+CAP_SET_TYPES = values.CAP_SET_TYPES
+# Struct args read as one value: the type -> its layout group, how the value is reached
+# (abi.Deref) and the flag holding the member's offset (from BTF).
+STRUCT_READS = {
+    "linux_binprm": (Kind.FILE, "binprm", Deref.LOAD, "BPRM_FILE"),
+    "module": (Kind.STR_PTR, "module", Deref.ADDRESS, "MODULE_NAME"),
+    "kernel_module": (Kind.STR_PTR, "module", Deref.ADDRESS, "MODULE_NAME"),
+    "load_info": (Kind.STR_PTR, "load_info", Deref.LOAD, "LOAD_INFO_NAME"),
 }
 MIN_ROOM = 64  # smallest capacity of a seed or series map (entries, never preallocated)
 # The flags a configured program reads from its ``config`` map instead (weir.h, struct
@@ -403,7 +415,10 @@ def _program(
     string_slots = address_slots = 0
     for slot in range(abi.MAX_ARGS):
         prefix = f"ARG{slot}"
-        for suffix in ("KIND", "FROM", "SRC", "SIZE", "SIGNED", "SLOT", "USER", "LEN_ARG", "PATH"):
+        for suffix in (
+            "KIND", "FROM", "SRC", "SIZE", "SIGNED", "SLOT", "USER", "LEN_ARG", "PATH", "DEREF",
+            "OFF",
+        ):  # fmt: skip
             flags.set(f"{prefix}_{suffix}", 0)
     for slot, arg in enumerate(declared):
         arg_path = (*path, "args", slot) if slot < len(hook.args) else (*path, "returnArg")
@@ -655,12 +670,13 @@ def _program(
     # rest, so that programs which read none keep one shape).
     users: dict[str, tuple[PathPart, ...] | None] = {group: None for group in btf.GROUPS}
     for arg_plan in reversed(arg_plans):
+        at_slot = arg_plan.slot
+        where = (*path, "args", at_slot) if at_slot < len(hook.args) else (*path, "returnArg")
         group = LAYOUT_GROUPS.get(arg_plan.kind)
         if group is not None:
-            at_slot = arg_plan.slot
-            users[group] = (
-                (*path, "args", at_slot) if at_slot < len(hook.args) else (*path, "returnArg")
-            )
+            users[group] = where
+        if arg_plan.type in STRUCT_READS:
+            users[STRUCT_READS[arg_plan.type][1]] = where
     if uses_task:
         users["task"] = (*path, "selectors")
     for rule in rules[: abi.MAX_AGGREGATIONS]:
@@ -682,6 +698,10 @@ def _program(
             continue
         for name in group_fields:
             flags.set(name, int(kernel_layout[name]))
+    for arg_plan in arg_plans:  # a struct arg's member, at the running kernel's offset
+        if arg_plan.type in STRUCT_READS:
+            offset = kernel_layout.get(STRUCT_READS[arg_plan.type][3])
+            flags.set(f"ARG{arg_plan.slot}_OFF", offset if isinstance(offset, int) else 0)
     flags.set("USE_PID_TREE", int(uses_pid_tree))
     # One map per value shape; each slot's series plus its pre-seeded overflow entry.
     plain = [a.max_series + 1 for a in agg_slots if a.value < ValueKind.HIST_EXP2]
@@ -840,6 +860,14 @@ def _arg(
                     at(path, f"field {field.name} is {field.type}; fd needs an integer field")
                 ]
             return _ArgFlags(Kind.FD, {**base, "SIZE": min(field.size, 4)}), []
+        if arg.type in STRUCT_READS or arg.type in CAP_SET_TYPES:
+            return None, [
+                at(
+                    path,
+                    f"{arg.type} is read from a kernel function's argument: use it on a "
+                    "kprobe (or read this field as an integer)",
+                )
+            ]
         if not field.is_pointer:
             return None, [
                 at(path, f"field {field.name} is {field.type}; {arg.type} needs a pointer field")
@@ -850,6 +878,13 @@ def _arg(
     user = isinstance(hook, UProbe) or (isinstance(hook, KProbe) and hook.syscall)
     source = Source.RET if is_return else Source.REG
     base = {"FROM": int(source), "SRC": arg.index or 0, "SIZE": 8}
+    if isinstance(hook, UProbe) and (arg.type in STRUCT_READS or arg.type in CAP_SET_TYPES):
+        return None, [at(path, f"{arg.type} is a kernel struct: use it on a kprobe")]
+    if arg.type in CAP_SET_TYPES:  # the set the argument points to
+        return _ArgFlags(Kind.INT, {**base, "DEREF": int(Deref.LOAD)}), []
+    if arg.type in STRUCT_READS:  # ARGn_OFF comes from the kernel's layout (generate)
+        kind, _, deref, _ = STRUCT_READS[arg.type]
+        return _ArgFlags(kind, {**base, "DEREF": int(deref)}), []
     if arg.type in values.INTEGER_TYPES:
         return _ArgFlags(Kind.INT, {**base, "SIZE": bits // 8, "SIGNED": int(signed)}), []
     if arg.type == "string":

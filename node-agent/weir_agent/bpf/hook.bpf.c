@@ -471,6 +471,10 @@ static __always_inline void read_task(struct weir_task *t)
     if (ARG##i##_KIND != KIND_NONE) {                                           \
         u64 raw = read_source(ctx, sc, ARG##i##_FROM, ARG##i##_SRC,             \
                               ARG##i##_SIZE, ARG##i##_SIGNED);                  \
+        if (ARG##i##_DEREF == DEREF_ADDRESS) /* a member stored in the struct */ \
+            raw += ARG##i##_OFF;                                                \
+        else if (ARG##i##_DEREF == DEREF_LOAD) /* a member pointer, or a value */ \
+            raw = (u64)read_ptr((void *)raw + ARG##i##_OFF);                    \
         sc->raw[i] = raw;                                                       \
         if (ARG##i##_KIND == KIND_INT) {                                        \
             sc->ints[i] = raw;                                                  \
