@@ -191,14 +191,26 @@ def test_tetragons_struct_argument_types_pass_the_verifier(kernel: None) -> None
 
 TARGET = r"""
 #include <stdlib.h>
+#include <string.h>
 __attribute__((noinline)) int weir_target(long value, const char *name) {
     __asm__ volatile("" ::: "memory");
     return (int)(value % 7) + name[0];
 }
+/* Writes 9 bytes into buf and says 4 were written (what returnCopy reads). */
+__attribute__((noinline)) long weir_fill(char *buf, long i) {
+    __asm__ volatile("" ::: "memory");
+    memcpy(buf, i % 3 ? "kept-tail" : "skip-tail", 9);
+    return 4;
+}
 int main(int argc, char **argv) {
     int n = atoi(argv[1]);
     long total = 0;
+    char buf[16];
     for (int i = 0; i < n; i++) total += weir_target(i, i % 2 ? "odd" : "even");
+    for (int i = 0; i < n; i++) {
+        memset(buf, 0, sizeof(buf));
+        total += weir_fill(buf, i);
+    }
     return (int)(total & 1);
 }
 """
@@ -317,6 +329,30 @@ def test_a_return_probe_with_args_reads_them_at_entry(core, target: Path) -> Non
     assert stats(core, "ret-args")["observed"] == 100
     assert stats(core, "ret-args")["matched"] == len(wanted)
     assert series(scrape(core), "t_ret_values_total") == {(): float(sum(wanted))}
+
+
+def test_returncopy_reads_a_buffer_when_the_function_returns(core, target: Path) -> None:
+    # Tetragon's returnCopy: the buffer is read on return (at entry it is zeros), as long
+    # as the return value says (4 of the 9 bytes written); the hook is a return probe.
+    hook = {
+        "path": str(target),
+        "symbol": "weir_fill",
+        "args": [{"index": 0, "type": "char_buf", "returnCopy": True, "label": "buf"}],
+        "selectors": [
+            {
+                "matchArgs": [{"label": "buf", "operator": "Equal", "values": ["kept"]}],
+                "matchActions": [{"action": "NoPost"}],
+            }
+        ],
+    }
+    rules = rule_yaml("filled", "fills", "t_filled").replace(
+        "groupBy: []", "groupBy: []\n  hook: uretprobe:" + str(target) + ":weir_fill"
+    )
+    apply(core, policy_yaml("fills", yaml.safe_dump({"uprobes": [hook]}), rules=rules))
+    subprocess.run([str(target), "90"], check=False)
+    assert stats(core, "fills")["observed"] == 90
+    assert stats(core, "fills")["matched"] == 60
+    assert series(scrape(core), "t_filled_total") == {(): 60.0}
 
 
 def test_a_value_returnargaction_tracks_is_matched_by_a_later_call(core, target: Path) -> None:

@@ -203,7 +203,7 @@ def test_kprobe_rules() -> None:
         "(0-5)",
         "spec.kprobes[0].args[3].sizeArgIndex: char_buf needs sizeArgIndex: the position of the "
         "argument that holds the buffer's length, counted from 1 as in Tetragon (3 for the "
-        "argument at index 2)",
+        "argument at index 2), or returnCopy: true (its length is the return value)",
         "spec.kprobes[0].selectors[0].matchArgs[0].values[1]: '300.1.1.1' is not an IP address "
         "or CIDR; write e.g. 10.0.0.0/8 or 192.168.1.1",
         "spec.kprobes[0].selectors[0].matchArgs[1].operator: Prefix does not apply to 'arg0' of "

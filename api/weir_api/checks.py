@@ -39,9 +39,27 @@ def check_policy(spec: TracingPolicySpec) -> list[Problem]:
 
 
 def policy_warnings(spec: TracingPolicySpec) -> list[Problem]:
-    """What is accepted but has no effect: Tetragon's enforcement parameters."""
-    found = []
+    """What is accepted but has no effect: Tetragon's enforcement parameters, attachment
+    options and maxData."""
+    found = [
+        at(
+            ("spec", "options", n, "name"),
+            f"{option.name}: ignored, a Tetragon attachment option; weir attaches one "
+            "program per hook",
+        )
+        for n, option in enumerate(spec.options)
+    ]
     for where, hook in spec.hooks_with_paths():
+        for n, arg in enumerate(hook.declared_args()):
+            if arg.max_data:
+                arg_path = ("spec", *where, *(("args", n) if n < len(hook.args) else ("returnArg",)))
+                found.append(
+                    at(
+                        (*arg_path, "maxData"),
+                        f"ignored: weir reads at most {limits.MAX_STRING} bytes of a string "
+                        "or buffer",
+                    )
+                )
         for s_number, selector in enumerate(hook.selectors):
             for a_number, action in enumerate(selector.match_actions):
                 a_path = ("spec", *where, "selectors", s_number, "matchActions", a_number)
@@ -183,18 +201,25 @@ def _hook(hook: KProbe | Tracepoint | UProbe, path: Sequence[PathPart]) -> Itera
                 "must be unique within a hook",
             )
         labels.setdefault(name, number)
+        if arg.return_copy and isinstance(hook, Tracepoint):
+            yield at(
+                (*arg_path, "returnCopy"),
+                "applies to kprobes and uprobes (read on the function's return); a "
+                "tracepoint's fields are read when it fires",
+            )
         if arg.type == "char_buf":
-            if arg.size_arg_index is None:
+            if arg.size_arg_index is None and not arg.return_copy:
                 yield at(
                     (*arg_path, "sizeArgIndex"),
                     "char_buf needs sizeArgIndex: the "
                     "position of the argument that holds the buffer's length, counted from 1 "
-                    "as in Tetragon (3 for the argument at index 2)",
+                    "as in Tetragon (3 for the argument at index 2), or returnCopy: true (its "
+                    "length is the return value)",
                 )
         elif arg.size_arg_index is not None:
             yield at((*arg_path, "sizeArgIndex"), "applies to char_buf only; remove it")
     if isinstance(hook, FunctionHook) and hook.return_arg is not None:
-        if not hook.return_:
+        if not hook.returns():
             yield at((*path, "returnArg"), "needs return: true (a return probe)")
         if hook.return_arg.type not in values.KEY_TYPES:
             yield at(
@@ -205,7 +230,7 @@ def _hook(hook: KProbe | Tracepoint | UProbe, path: Sequence[PathPart]) -> Itera
     if (
         isinstance(hook, FunctionHook)
         and hook.return_arg_action is not None
-        and (hook.return_arg is None or not hook.return_)
+        and (hook.return_arg is None or not hook.returns())
     ):
         yield at(
             (*path, "returnArgAction"),

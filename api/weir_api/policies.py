@@ -137,9 +137,10 @@ class Arg(Model):
         "json_schema_extra": cel(
             ("has(self.index) || has(self.field)", "an arg needs index or field"),
             (
-                "self.type != 'char_buf' || has(self.sizeArgIndex)",
+                "self.type != 'char_buf' || has(self.sizeArgIndex) || "
+                "(has(self.returnCopy) && self.returnCopy)",
                 "a char_buf arg needs sizeArgIndex: the argument holding its length, counted "
-                "from 1",
+                "from 1 (or returnCopy: true, whose length is the return value)",
             ),
             (
                 "self.type == 'char_buf' || !has(self.sizeArgIndex)",
@@ -189,6 +190,18 @@ class Arg(Model):
         le=MAX_FUNCTION_ARG + 1,
         description="char_buf only: the argument that holds the buffer's length, counted from "
         "1 as Tetragon counts it (3 is the argument at index 2).",
+    )
+    return_copy: bool = Field(
+        default=False,
+        description="kprobes and uprobes: read the argument when the function returns (what "
+        "the call wrote into a buffer), as Tetragon: the hook becomes a return probe "
+        "(kretprobe:CALL, uretprobe:...), its args saved at entry. A char_buf with returnCopy "
+        "and no sizeArgIndex is as long as the return value.",
+    )
+    max_data: bool = Field(
+        default=False,
+        description="Accepted for Tetragon's policies, no effect: weir reads at most "
+        f"{limits.MAX_STRING} bytes of a string or buffer.",
     )
 
     def name(self) -> str:
@@ -733,6 +746,10 @@ class FunctionHook(Hook):
     def declared_args(self) -> list[Arg]:
         return [*self.args, *([self.return_arg] if self.return_arg is not None else [])]
 
+    def returns(self) -> bool:
+        """Probes the return: return: true, or an arg read on return (returnCopy)."""
+        return self.return_ or any(arg.return_copy for arg in self.args)
+
 
 class KProbe(FunctionHook):
     """A kernel function entry (or return) probe."""
@@ -752,7 +769,7 @@ class KProbe(FunctionHook):
     )
 
     def hook_id(self) -> str:
-        return f"{'kretprobe' if self.return_ else 'kprobe'}:{self.call}"
+        return f"{'kretprobe' if self.returns() else 'kprobe'}:{self.call}"
 
     def list_name(self) -> str | None:
         """NAME of ``call: list:NAME``."""
@@ -820,7 +837,7 @@ class UProbe(FunctionHook):
     )
 
     def hook_id(self) -> str:
-        return f"{'uretprobe' if self.return_ else 'uprobe'}:{self.path}:{self.symbol}"
+        return f"{'uretprobe' if self.returns() else 'uprobe'}:{self.path}:{self.symbol}"
 
     def expanded(self) -> list[UProbe]:
         """One uprobe per symbol (``symbols`` lists several)."""
@@ -845,6 +862,14 @@ class PolicyList(Model):
     values: list[Annotated[str, Field(max_length=limits.MAX_NAME, pattern=SYMBOL_PATTERN)]] = Field(
         min_length=1, max_length=limits.MAX_HOOKS, description="The functions."
     )
+
+
+class PolicyOption(Model):
+    """One of Tetragon's spec.options (e.g. disable-kprobe-multi): how Tetragon attaches,
+    accepted with no effect (``weir check`` says so)."""
+
+    name: str = Field(max_length=128, description="The option's name.")
+    value: str = Field(default="", max_length=1024, description="Its value.")
 
 
 class TracingPolicySpec(Model):
@@ -886,6 +911,13 @@ class TracingPolicySpec(Model):
         max_length=limits.MAX_HOOKS,
         description="Named lists of kernel functions for kprobes' call: list:NAME (as in "
         "Tetragon).",
+    )
+
+    options: list[PolicyOption] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Tetragon's attachment options (disable-kprobe-multi, ...): accepted, no "
+        "effect; weir attaches one program per hook.",
     )
 
     def hooks(self) -> list[KProbe | Tracepoint | UProbe]:

@@ -31,7 +31,6 @@ ENFORCEMENT_FIELDS = frozenset({"enforcers", "lsmhooks"})
 LATER_FIELDS = frozenset(
     {
         # spec
-        "options",
         "hostSelector",
         "fentries",
         "usdts",
@@ -46,8 +45,6 @@ LATER_FIELDS = frozenset(
         "addresses",
         "btfArgs",
         # args
-        "returnCopy",
-        "maxData",
         "resolve",
         "btfType",
         "source",

@@ -172,6 +172,8 @@ MARK_ID_BITS = 60  # a mark's id; the top 4 bits of a matchMarks VAL hold its ke
 # Where a mark's or clock's key is in the program's sc->raw: an arg's slot (0-7), or these.
 KEY_THREAD = 8
 KEY_PROCESS = 9
+# ARGn_LEN_ARG of a char_buf read on return with no sizeArgIndex: the return value.
+LEN_RETURN = 8
 
 
 class Clock(enum.IntEnum):
@@ -250,6 +252,7 @@ def enum_flags() -> dict[str, int | str]:
     flags["DURATION_STARTS"] = limits.DURATION_STARTS
     flags["MARKS"] = limits.MARKS
     flags["KEY_THREAD"] = KEY_THREAD
+    flags["LEN_RETURN"] = LEN_RETURN
     flags["KEY_PROCESS"] = KEY_PROCESS
     flags["MARK_ID_MASK"] = f"{(1 << MARK_ID_BITS) - 1:#x}ULL"
     return flags

@@ -465,6 +465,8 @@ def _program(
                 )
             else:
                 flags.set(f"ARG{slot}_LEN_ARG", slots.get(id(length), 0))
+        elif arg.type == "char_buf" and arg.return_copy:  # as long as the return value
+            flags.set(f"ARG{slot}_LEN_ARG", abi.LEN_RETURN)
 
     # --- selectors -> matchers
     seeds = _SeedBuilder()

@@ -505,6 +505,10 @@ static __always_inline void read_task(struct weir_task *t)
             struct weir_strkey *k = &sc->str[ARG##i##_SLOT & 1];                \
             zero_str(k);                                                        \
             u32 len = sc->ints[ARG##i##_LEN_ARG & 7];                           \
+            if (ARG##i##_LEN_ARG == LEN_RETURN) { /* returnCopy: what it returned */ \
+                s64 returned = PT_REGS_RC((struct pt_regs *)ctx);               \
+                len = returned > 0 ? returned : 0;                              \
+            }                                                                   \
             if (len > WEIR_MAX_STR - 1)                                         \
                 len = WEIR_MAX_STR - 1;                                         \
             /* hide len from clang, then bound it again where the verifier sees */ \
