@@ -52,7 +52,8 @@ def policy_warnings(spec: TracingPolicySpec) -> list[Problem]:
     for where, hook in spec.hooks_with_paths():
         for n, arg in enumerate(hook.declared_args()):
             if arg.max_data:
-                arg_path = ("spec", *where, *(("args", n) if n < len(hook.args) else ("returnArg",)))
+                at_arg = ("args", n) if n < len(hook.args) else ("returnArg",)
+                arg_path = ("spec", *where, *at_arg)
                 found.append(
                     at(
                         (*arg_path, "maxData"),
