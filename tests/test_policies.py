@@ -543,6 +543,45 @@ def test_enforcement_parameters_are_accepted_and_said_to_be_ignored() -> None:
     ]
 
 
+def test_attachment_options_and_maxdata_are_accepted_and_said_to_be_ignored() -> None:
+    from weir_api import checks
+    from weir_api.policies import TracingPolicy
+
+    doc = policy(args=[{"field": "filename", "type": "string", "maxData": True}], selectors=[])
+    doc["spec"]["options"] = [{"name": "disable-kprobe-multi", "value": "1"}]
+    assert problems_of(doc) == []
+    spec = TracingPolicy.model_validate(doc).spec
+    assert [str(w) for w in checks.policy_warnings(spec)] == [
+        "spec.options[0].name: disable-kprobe-multi: ignored, a Tetragon attachment option; "
+        "weir attaches one program per hook",
+        "spec.tracepoints[0].args[0].maxData: ignored: weir reads at most 247 bytes of a "
+        "string or buffer",
+    ]
+
+
+def test_returncopy_makes_a_return_probe_and_is_refused_on_tracepoints() -> None:
+    from weir_api.policies import TracingPolicy
+
+    read = {
+        "call": "sys_read",
+        "syscall": True,
+        "args": [
+            {"index": 0, "type": "fd"},
+            {"index": 1, "type": "char_buf", "returnCopy": True},
+            {"index": 2, "type": "size_t"},
+        ],
+    }
+    doc = {**policy(), "spec": {"kprobes": [read]}}
+    assert problems_of(doc) == []
+    assert TracingPolicy.model_validate(doc).spec.kprobes[0].hook_id() == "kretprobe:sys_read"
+    assert problems_of(
+        policy(args=[{"field": "filename", "type": "string", "returnCopy": True}], selectors=[])
+    ) == [
+        "spec.tracepoints[0].args[0].returnCopy: applies to kprobes and uprobes (read on the "
+        "function's return); a tracepoint's fields are read when it fires"
+    ]
+
+
 def test_a_bare_rate_limit_is_seconds_as_in_tetragon() -> None:
     from weir_api import values
     from weir_api.policies import TracingPolicy
