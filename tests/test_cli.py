@@ -36,12 +36,12 @@ def test_check_reports_field_paths_and_exits_nonzero(tmp_path: Path) -> None:
         "apiVersion: weir.dev/v1alpha1\nkind: TracingPolicy\nmetadata: {name: bad}\n"
         "spec:\n  tracepoints:\n  - subsystem: syscalls\n    event: sys_enter_openat\n"
         "    args: [{field: filename, type: filename}]\n"
-        "    selectors: [{matchArgs: [{index: 0, operator: Prefix, values: [/etc]}]}]\n"
+        "    selectors: [{matchArgs: [{index: 5, operator: Prefix, values: [/etc]}]}]\n"
     )
     result = run("check", "--no-kernel", str(bad))
     assert result.returncode == 1
     assert (
-        "spec.tracepoints[0].selectors[0].matchArgs[0]: no arg with index 0 in this hook's args"
+        "spec.tracepoints[0].selectors[0].matchArgs[0]: no arg with index 5 in this hook's args"
         in result.stderr
     )
     missing = run("check", "--no-kernel", str(tmp_path / "absent.yaml"))

@@ -353,3 +353,51 @@ def test_a_path_longer_than_a_string_keeps_its_last_components(core, tree: Path)
     assert stats(core, "fd-whole")["matched"] == 0  # the leading components are cut
     assert stats(core, "fd-tail")["matched"] == 3
     assert stats(core, "fd-cut")["matched"] == 3
+
+
+def test_inmap_over_a_syscalls_list_counts_those_syscalls(core) -> None:
+    # Tetragon's documented form: raw_syscalls:sys_enter's id declared at its tracefs
+    # index (4, as syscall64), matched by position (matchArgs index 0) with InMap over
+    # list:dups, a list of type syscalls; the numbers are this machine's architecture's.
+    import ctypes
+    import platform
+
+    from agenthelpers import rule_yaml, scrape, series
+    from weir_api.syscalls import TABLES
+
+    spec = {
+        "lists": [{"name": "dups", "type": "syscalls", "values": ["sys_dup", "sys_dup2", "dup3"]}],
+        "tracepoints": [
+            {
+                "subsystem": "raw_syscalls",
+                "event": "sys_enter",
+                "args": [{"index": 4, "type": "syscall64", "label": "id"}],
+                "selectors": [
+                    {
+                        "matchPIDs": [mine()],
+                        "matchArgs": [{"index": 0, "operator": "InMap", "values": ["list:dups"]}],
+                        "matchActions": [{"action": "NoPost"}],
+                    }
+                ],
+            }
+        ],
+    }
+    rules = rule_yaml("dups", "dups", "t_dups", group_by="[arg:id]")
+    apply(core, policy_yaml("dups", yaml.safe_dump(spec), rules=rules))
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open("/dev/null", os.O_RDONLY)
+    try:
+        for calls, dup in ((3, lambda: libc.dup(fd)), (5, lambda: libc.dup2(fd, 900)),
+                           (7, lambda: libc.dup3(fd, 901, os.O_CLOEXEC))):  # fmt: skip
+            for _ in range(calls):
+                copy = dup()
+                assert copy >= 0, ctypes.get_errno()
+                os.close(copy)
+    finally:
+        os.close(fd)
+    numbers = TABLES[platform.machine()]
+    assert series(scrape(core), "t_dups_total") == {
+        (("id", str(numbers["dup"])),): 3.0,
+        (("id", str(numbers["dup2"])),): 5.0,
+        (("id", str(numbers["dup3"])),): 7.0,
+    }

@@ -149,7 +149,8 @@ def match(operator: str, values: list[str], label: str = "path") -> list[dict[st
             "spec.tracepoints[0].args[0].type: must be one of 'int', 'uint', 'int8', 'uint8', "
             "'int16', 'uint16', 'int32', 'uint32', 'int64', 'uint64', 'long', 'ulong', 'size_t', "
             "'capability', 'kernel_cap_t', 'cap_inheritable', 'cap_permitted', 'cap_effective', "
-            "'string', 'filename', 'char_buf', 'sock', 'sockaddr', 'skb', 'file', 'path', 'fd', "
+            "'syscall64', 'string', 'filename', 'char_buf', 'sock', 'sockaddr', 'skb', 'file', "
+            "'path', 'fd', "
             "'linux_binprm', 'module', 'kernel_module', 'load_info' or 'nop', got 'sokc'",
         ),
         (

@@ -93,3 +93,36 @@ def test_parse_match_values_names_the_bad_value() -> None:
     assert caught.value.index == 1
     parsed = values.parse_match_values("InRange", "int", ["1:5", "10:20"])
     assert parsed.ranges == ((1, 5), (10, 20))
+
+
+def test_the_syscall_table_is_generated_from_the_kernels_headers() -> None:
+    import importlib.util
+    import shutil
+    from pathlib import Path
+
+    from conftest import ROOT, require
+
+    require(shutil.which("cpp") is not None, "cpp is needed to read the UAPI headers")
+    require(Path("/usr/include/asm-generic/unistd.h").exists(), "no UAPI headers (linux-libc-dev)")
+    spec = importlib.util.spec_from_file_location(
+        "syscalls_table", ROOT / "scripts" / "syscalls_table.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    generated = ROOT / "api" / "weir_api" / "syscalls.py"
+    assert module.render() == generated.read_text(), "syscalls.py is stale: run `make crds`"
+
+
+def test_a_syscall_is_named_for_each_architecture() -> None:
+    assert values.parse_syscall("syscall:sys_openat", "x86_64") == 257
+    assert values.parse_syscall("syscall:openat", "aarch64") == 56
+    assert values.parse_syscall("syscall:openat") == 257  # any: the first that has it
+    with pytest.raises(ValueError, match="no syscall named 'open' on aarch64"):
+        values.parse_syscall("syscall:open", "aarch64")
+    with pytest.raises(ValueError, match="another ABI"):
+        values.parse_syscall("syscall:i386/sys_dup")
+    parsed = values.parse_match_values("InMap", "syscall64", ["syscall:dup", "7"], "x86_64")
+    assert parsed.integers == (32, 7)
+    with pytest.raises(ValueError, match=r"spec\.lists has no list of type syscalls named 'x'"):
+        values.parse_match_values("InMap", "syscall64", ["list:x"])

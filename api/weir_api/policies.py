@@ -17,7 +17,7 @@ argument type, values parse, references resolve).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BeforeValidator, Field
 
@@ -44,6 +44,7 @@ ArgType = Literal[
     "cap_inheritable",
     "cap_permitted",
     "cap_effective",
+    "syscall64",
     "string",
     "filename",
     "char_buf",
@@ -607,6 +608,11 @@ def hook_rules(kind: Literal["kprobe", "tracepoint", "uprobe"]) -> dict[str, Any
     declared_args = f"(has(self.args) ? self.args.exists(a, {_REFERS}) : false)"
     declared = declared_args
     fits = f"(has(self.args) ? self.args.all(a, {_REFERS} ? {_FITS} : true) : true)"
+    if kind == "tracepoint":  # or the arg at that position in args (Tracepoint.arg_by_ref)
+        declared = (
+            f"({declared} || (!has(m.label) && has(m.index) && has(self.args) "
+            "&& m.index < size(self.args)))"
+        )
     if kind != "tracepoint":  # args are looked up first, then the returnArg (Hook.arg_by_ref)
         declared = f"({declared} || (has({ret}) ? {refers_ret} : false))"
         fits = (
@@ -621,8 +627,8 @@ def hook_rules(kind: Literal["kprobe", "tracepoint", "uprobe"]) -> dict[str, Any
         (
             _every_match(fits),
             "a matchArgs operator must fit its arg's type: integers take "
-            f"{', '.join(sorted(values.INTEGER_OPERATORS))}; strings (string, filename, "
-            f"char_buf, file, path, fd) take {', '.join(sorted(values.STRING_OPERATORS))}; "
+            f"{', '.join(sorted(values.INTEGER_OPERATORS))}; strings ({STRING_TYPES_TEXT}) "
+            f"take {', '.join(sorted(values.STRING_OPERATORS))}; "
             "sock, sockaddr and skb take "
             f"{', '.join(sorted(values.ADDRESS_OPERATORS | values.PORT_OPERATORS))} "
             "and Family, NotFamily (all three), Protocol, NotProtocol (sock, skb), State (sock)",
@@ -805,6 +811,15 @@ class Tracepoint(Hook):
     def hook_id(self) -> str:
         return f"tracepoint:{self.subsystem}:{self.event}"
 
+    def arg_by_ref(self, index: int | None, label: str | None) -> Arg | None:
+        """As Tetragon: a matchArgs index names the arg with that (tracefs) index, or else
+        the arg at that position in args (its raw_syscalls example matches index 0 for the
+        arg it declares with index 4)."""
+        found = super().arg_by_ref(index, label)
+        if found is None and label is None and index is not None and index < len(self.args):
+            return self.args[index]
+        return found
+
 
 class UProbe(FunctionHook):
     """A user-space function probe in one executable or library."""
@@ -862,6 +877,9 @@ class PolicyList(Model):
     values: list[Annotated[str, Field(max_length=limits.MAX_NAME, pattern=SYMBOL_PATTERN)]] = Field(
         min_length=1, max_length=limits.MAX_HOOKS, description="The functions."
     )
+
+
+_H = TypeVar("_H", bound=Hook)
 
 
 class PolicyOption(Model):
@@ -932,7 +950,39 @@ class TracingPolicySpec(Model):
         out += [(("tracepoints", n), hook) for n, hook in enumerate(self.tracepoints)]
         for n, uprobe in enumerate(self.uprobes):
             out += [(("uprobes", n), hook) for hook in uprobe.expanded()]
-        return out
+        return [(where, self._listed_values(hook)) for where, hook in out]
+
+    def _listed_values(self, hook: _H) -> _H:
+        """The hook with each matchArgs value ``list:NAME`` that names a syscalls list
+        replaced by that list's syscalls (``syscall:NAME``: a number on each architecture,
+        as InMap over a list means in Tetragon)."""
+        syscalls = {item.name: item.values for item in self.lists if item.type == "syscalls"}
+        if not syscalls or not any(
+            value.startswith("list:")
+            for selector in hook.selectors
+            for match in [*selector.match_args, *selector.match_return_args]
+            for value in match.values
+        ):
+            return hook
+
+        def expand(match: MatchArg) -> MatchArg:
+            texts: list[str] = []
+            for value in match.values:
+                listed = value.startswith("list:")
+                names = syscalls.get(value.removeprefix("list:")) if listed else None
+                texts += [f"syscall:{name}" for name in names] if names is not None else [value]
+            return match.model_copy(update={"values": texts})
+
+        selectors = [
+            selector.model_copy(
+                update={
+                    "match_args": [expand(m) for m in selector.match_args],
+                    "match_return_args": [expand(m) for m in selector.match_return_args],
+                }
+            )
+            for selector in hook.selectors
+        ]
+        return hook.model_copy(update={"selectors": selectors})
 
 
 class ObjectMeta(Model):

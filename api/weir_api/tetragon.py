@@ -72,7 +72,6 @@ LATER_TYPES = frozenset(
         "user_namespace",
         "dentry",
         "net_device",
-        "syscall64",
         "socket",
         "data_loc",
         "const_buf",

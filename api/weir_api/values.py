@@ -15,6 +15,7 @@ import ipaddress
 import re
 
 from weir_api import limits
+from weir_api.syscalls import TABLES
 
 # Integer argument types: name → (bits, signed).
 INTEGER_TYPES: dict[str, tuple[int, bool]] = {
@@ -38,6 +39,8 @@ INTEGER_TYPES: dict[str, tuple[int, bool]] = {
     "cap_inheritable": (64, False),
     "cap_permitted": (64, False),
     "cap_effective": (64, False),
+    # Tetragon's syscall64: a syscall's number (raw_syscalls' id), matched against a list.
+    "syscall64": (64, False),
 }
 # Integer types whose kprobe or uprobe argument points to the value.
 CAP_SET_TYPES = frozenset({"kernel_cap_t", "cap_inheritable", "cap_permitted", "cap_effective"})
@@ -265,8 +268,31 @@ class ParsedValues:
     strings: tuple[bytes, ...] = ()
 
 
-def parse_match_values(operator: str, arg_type: str, values: list[str]) -> ParsedValues:
-    """Parse every value of a matchArgs entry; raises ``ValueError`` naming the index."""
+SYSCALL_VALUE = "syscall:"  # a syscall's number, by name: what a list:NAME value becomes
+
+
+def parse_syscall(text: str, arch: str | None = None) -> int:
+    """``syscall:NAME`` (NAME with or without sys_): its number on ``arch`` (as
+    ``uname -m`` says it), or on any architecture weir knows when ``arch`` is None."""
+    name = text.removeprefix(SYSCALL_VALUE).strip().removeprefix("sys_")
+    if "/" in name:
+        raise ValueError(
+            f"{name!r}: syscalls of another ABI (i386/...) are not supported by weir (yet); "
+            "list the 64-bit syscall"
+        )
+    tables = [TABLES[arch]] if arch in TABLES else list(TABLES.values())
+    for table in tables:
+        if name in table:
+            return table[name]
+    where = arch if arch in TABLES else " or ".join(TABLES)
+    raise ValueError(f"no syscall named {name!r} on {where}")
+
+
+def parse_match_values(
+    operator: str, arg_type: str, values: list[str], arch: str | None = None
+) -> ParsedValues:
+    """Parse every value of a matchArgs entry; raises ``ValueError`` naming the index.
+    ``arch``: the architecture whose numbers a syscall's name stands for (None: any)."""
     parsed = ParsedValues()
     operator = canonical(operator)
     if operator in PRIVILEGED_PORT_OPERATORS:
@@ -300,6 +326,15 @@ def parse_match_values(operator: str, arg_type: str, values: list[str]) -> Parse
                 )
             elif arg_type in STRING_TYPES:
                 parsed = dataclasses.replace(parsed, strings=(*parsed.strings, parse_string(text)))
+            elif text.startswith(SYSCALL_VALUE) and operator in {"Equal", "NotEqual"}:
+                number = parse_syscall(text, arch)
+                parsed = dataclasses.replace(parsed, integers=(*parsed.integers, number))
+            elif text.startswith("list:"):
+                raise ValueError(
+                    f"{text!r}: spec.lists has no list of type syscalls named "
+                    f"{text.removeprefix('list:')!r}; InMap and NotInMap take the syscalls of "
+                    "such a list (with a syscall64 or other integer arg)"
+                )
             else:
                 parsed = dataclasses.replace(
                     parsed, integers=(*parsed.integers, parse_int(text, arg_type))

@@ -74,6 +74,8 @@ LAYOUT_USERS = {
     "load_info": "a load_info argument",
 }
 CAP_SET_TYPES = values.CAP_SET_TYPES
+# The architecture (uname -m) whose syscall numbers a syscall:NAME value stands for.
+SYSCALL_ARCHES = {"__x64_sys_": "x86_64", "__arm64_sys_": "aarch64"}
 # Struct args read as one value: the type -> its layout group, how the value is reached
 # (abi.Deref) and the flag holding the member's offset (from BTF).
 STRUCT_READS = {
@@ -526,6 +528,7 @@ def _program(
                 found_arg,
                 slots[id(found_arg)],
                 (*sel_path, *where),
+                SYSCALL_ARCHES.get(syscall_prefix),
             )
             problems.extend(found)
         task_matchers = _task_matchers(selector, host_namespaces, (*sel_path,))
@@ -984,11 +987,16 @@ def _matcher(
     arg: Arg,
     slot: int,
     path: tuple[PathPart, ...],
+    arch: str | None,
 ) -> list[Problem]:
     try:
-        parsed = values.parse_match_values(operator, arg.type, texts)
-    except values.IndexedValueError:
-        return []  # reported by weir_api.checks
+        parsed = values.parse_match_values(operator, arg.type, texts, arch)
+    except values.IndexedValueError as error:
+        try:
+            values.parse_match_values(operator, arg.type, texts)
+        except values.IndexedValueError:
+            return []  # reported by weir_api.checks
+        return [at((*path, "values", error.index), str(error))]  # not on this architecture
     flags.set(f"{prefix}_ARG", slot)
     negated = operator in values.NEGATED_OPERATORS
     operator = values.canonical(operator)
