@@ -176,8 +176,8 @@ CEL_CASES = [
         ),
         "a matchArgs operator must fit its arg's type: integers take Equal, GT, GreaterThan, "
         "InMap, InRange, LT, LessThan, Mask, NotEqual, NotInMap, NotInRange; strings (string, "
-        "filename, char_buf, file, path, fd, linux_binprm, module, kernel_module and load_info) "
-        "take Equal, InMap, NotEqual, NotInMap, NotPostfix, "
+        "filename, char_buf, file, path, fd, linux_binprm, module, kernel_module, load_info, "
+        "bpf_attr, bpf_map and perf_event) take Equal, InMap, NotEqual, NotInMap, NotPostfix, "
         "NotPrefix, Postfix, Prefix, SubString, SubStringIgnCase; sock, sockaddr and skb take "
         "DAddr, DPort, DPortPriv, NotDAddr, NotDPort, NotDPortPriv, NotSAddr, NotSPort, "
         "NotSPortPriv, SAddr, SPort, SPortPriv and Family, NotFamily (all three), Protocol, "

@@ -149,6 +149,24 @@ STRUCT_KPROBES = {
                 {"matchArgs": [{"label": "module", "operator": "Equal", "values": ["xfs"]}]}
             ],
         },
+        # Tetragon's bpf.yaml and process-credentials examples.
+        {"call": "bpf_check", "args": [{"index": 1, "type": "bpf_attr"}]},
+        {"call": "security_perf_event_alloc", "args": [{"index": 0, "type": "perf_event"}]},
+        {"call": "security_bpf_map_alloc", "args": [{"index": 0, "type": "bpf_map"}]},
+        {
+            "call": "commit_creds",
+            "args": [{"index": 0, "type": "cred", "label": "new"}],
+            "selectors": [{"matchArgs": [{"label": "new", "operator": "Equal", "values": ["0"]}]}],
+        },
+        {
+            "call": "cap_capable",
+            "return": True,
+            "args": [
+                {"index": 1, "type": "user_namespace", "label": "ns"},
+                {"index": 2, "type": "capability", "label": "cap"},
+            ],
+            "returnArg": {"index": 0, "type": "int"},
+        },
     ]
 }
 

@@ -149,9 +149,9 @@ def match(operator: str, values: list[str], label: str = "path") -> list[dict[st
             "spec.tracepoints[0].args[0].type: must be one of 'int', 'uint', 'int8', 'uint8', "
             "'int16', 'uint16', 'int32', 'uint32', 'int64', 'uint64', 'long', 'ulong', 'size_t', "
             "'capability', 'kernel_cap_t', 'cap_inheritable', 'cap_permitted', 'cap_effective', "
-            "'syscall64', 'string', 'filename', 'char_buf', 'sock', 'sockaddr', 'skb', 'file', "
-            "'path', 'fd', "
-            "'linux_binprm', 'module', 'kernel_module', 'load_info' or 'nop', got 'sokc'",
+            "'syscall64', 'cred', 'user_namespace', 'string', 'filename', 'char_buf', 'sock', "
+            "'sockaddr', 'skb', 'file', 'path', 'fd', 'linux_binprm', 'module', 'kernel_module', "
+            "'load_info', 'bpf_attr', 'bpf_map', 'perf_event' or 'nop', got 'sokc'",
         ),
         (
             {"args": [{"field": "sk", "type": "socket"}]},
@@ -520,8 +520,9 @@ def test_program_limits_are_refused_before_any_node() -> None:
     strings = [{"field": "filename", "type": "string", "label": f"s{n}"} for n in range(3)]
     assert problems_of(policy(args=strings, selectors=[])) == [
         "spec.tracepoints[0].args: at most 2 string, filename, char_buf, file, path, fd, "
-        "linux_binprm, module, kernel_module and load_info args per hook (each takes a per-CPU "
-        "scratch slot); drop one, or split the hook across policies"
+        "linux_binprm, module, kernel_module, load_info, bpf_attr, bpf_map and perf_event args "
+        "per hook (each takes a per-CPU scratch slot); drop one, or split the hook across "
+        "policies"
     ]
     keys = ["arg:a", "arg:b", "arg:c"]
     assert cross(rule(groupBy=keys))[0] == (

@@ -45,6 +45,8 @@ ArgType = Literal[
     "cap_permitted",
     "cap_effective",
     "syscall64",
+    "cred",
+    "user_namespace",
     "string",
     "filename",
     "char_buf",
@@ -58,6 +60,9 @@ ArgType = Literal[
     "module",
     "kernel_module",
     "load_info",
+    "bpf_attr",
+    "bpf_map",
+    "perf_event",
     "nop",
 ]
 assert set(ArgType.__args__) == set(values.ARG_TYPES)  # type: ignore[attr-defined]
@@ -586,7 +591,8 @@ _FITS = (
 
 
 STRING_TYPES_TEXT = (
-    "string, filename, char_buf, file, path, fd, linux_binprm, module, kernel_module and load_info"
+    "string, filename, char_buf, file, path, fd, linux_binprm, module, kernel_module, "
+    "load_info, bpf_attr, bpf_map and perf_event"
 )
 ADDRESS_TYPES_TEXT = "sock, sockaddr and skb"
 

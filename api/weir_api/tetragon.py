@@ -64,12 +64,7 @@ LATER_FIELDS = frozenset(
 LATER_TYPES = frozenset(
     {
         "sock_type",
-        "cred",
-        "bpf_attr",
-        "perf_event",
-        "bpf_map",
         "bpf_prog",
-        "user_namespace",
         "dentry",
         "net_device",
         "socket",

@@ -41,6 +41,10 @@ INTEGER_TYPES: dict[str, tuple[int, bool]] = {
     "cap_effective": (64, False),
     # Tetragon's syscall64: a syscall's number (raw_syscalls' id), matched against a list.
     "syscall64": (64, False),
+    # Kernel structs read as one number: a struct cred * as its effective uid, a struct
+    # user_namespace * as the namespace's inode number.
+    "cred": (32, False),
+    "user_namespace": (32, False),
 }
 # Integer types whose kprobe or uprobe argument points to the value.
 CAP_SET_TYPES = frozenset({"kernel_cap_t", "cap_inheritable", "cap_permitted", "cap_effective"})
@@ -52,8 +56,12 @@ CAP_SET_TYPES = frozenset({"kernel_cap_t", "cap_inheritable", "cap_permitted", "
 FILE_TYPES = frozenset({"file", "path", "fd"})
 # Kernel structs read as one string, as Tetragon reads them: a ``struct linux_binprm *``
 # as the path of the file being executed, a ``struct module *`` (``module`` or
-# ``kernel_module``) and a ``struct load_info *`` as the module's name.
-STRUCT_STRING_TYPES = frozenset({"linux_binprm", "module", "kernel_module", "load_info"})
+# ``kernel_module``) and a ``struct load_info *`` as the module's name; a ``union
+# bpf_attr *`` as the loaded program's name, a ``struct bpf_map *`` as the map's, a
+# ``struct perf_event *`` as the function a kprobe event names (``kprobe_func``).
+STRUCT_STRING_TYPES = frozenset(
+    {"linux_binprm", "module", "kernel_module", "load_info", "bpf_attr", "bpf_map", "perf_event"}
+)
 STRING_TYPES = frozenset({"string", "filename", "char_buf"}) | FILE_TYPES | STRUCT_STRING_TYPES
 # Addresses read from a ``struct sock *``, a ``struct sockaddr *`` or the headers of a
 # ``struct sk_buff *``.

@@ -104,6 +104,11 @@ CPU_FIELDS = {
 BINPRM_FIELDS = {"BPRM_FILE": ("linux_binprm", "file")}
 MODULE_FIELDS = {"MODULE_NAME": ("module", "name")}
 LOAD_INFO_FIELDS = {"LOAD_INFO_NAME": ("load_info", "name")}
+BPF_ATTR_FIELDS = {"BPF_ATTR_PROG_NAME": ("bpf_attr", "prog_name")}
+BPF_MAP_FIELDS = {"BPF_MAP_NAME": ("bpf_map", "name")}
+PERF_EVENT_FIELDS = {"PERF_EVENT_KPROBE_FUNC": ("perf_event", "attr.kprobe_func")}
+CRED_ARG_FIELDS = {"CRED_ARG_EUID": ("cred", "euid.val")}
+USERNS_ARG_FIELDS = {"USERNS_ARG_INUM": ("user_namespace", "ns.inum")}
 # Each group is compiled into a program only when it reads what the group describes.
 GROUPS = {
     "sock": SOCK_FIELDS,
@@ -114,6 +119,11 @@ GROUPS = {
     "binprm": BINPRM_FIELDS,
     "module": MODULE_FIELDS,
     "load_info": LOAD_INFO_FIELDS,
+    "bpf_attr": BPF_ATTR_FIELDS,
+    "bpf_map": BPF_MAP_FIELDS,
+    "perf_event": PERF_EVENT_FIELDS,
+    "cred": CRED_ARG_FIELDS,
+    "user_namespace": USERNS_ARG_FIELDS,
 }
 ALL_FIELDS = {name: where for fields in GROUPS.values() for name, where in fields.items()}
 # A flag's offset, or why the running kernel's BTF does not give it.
@@ -173,7 +183,7 @@ class Types:
                         bits = m_offset & 0xFFFFFF if kflag else m_offset
                         items.append(Member(name(m_name), m_type, bits))
                     members = tuple(items)
-                    if name_off and kind == STRUCT:
+                    if name_off:  # a struct, or a named union (bpf_attr)
                         self.structs.setdefault(name(name_off), type_id)
                 ref = 0 if kind in (STRUCT, UNION) else size_or_type
                 self.by_id[type_id] = Type(kind, name(name_off) if name_off else "", ref, members)

@@ -72,17 +72,30 @@ LAYOUT_USERS = {
     "binprm": "a linux_binprm argument",
     "module": "a module argument",
     "load_info": "a load_info argument",
+    "bpf_attr": "a bpf_attr argument",
+    "bpf_map": "a bpf_map argument",
+    "perf_event": "a perf_event argument",
+    "cred": "a cred argument",
+    "user_namespace": "a user_namespace argument",
 }
 CAP_SET_TYPES = values.CAP_SET_TYPES
 # The architecture (uname -m) whose syscall numbers a syscall:NAME value stands for.
 SYSCALL_ARCHES = {"__x64_sys_": "x86_64", "__arm64_sys_": "aarch64"}
 # Struct args read as one value: the type -> its layout group, how the value is reached
-# (abi.Deref) and the flag holding the member's offset (from BTF).
-STRUCT_READS = {
-    "linux_binprm": (Kind.FILE, "binprm", Deref.LOAD, "BPRM_FILE"),
-    "module": (Kind.STR_PTR, "module", Deref.ADDRESS, "MODULE_NAME"),
-    "kernel_module": (Kind.STR_PTR, "module", Deref.ADDRESS, "MODULE_NAME"),
-    "load_info": (Kind.STR_PTR, "load_info", Deref.LOAD, "LOAD_INFO_NAME"),
+# (abi.Deref), the flag holding the member's offset (from BTF), and the read's own flags
+# (a string in user memory; an integer's width).
+STRUCT_READS: dict[str, tuple[Kind, str, Deref, str, dict[str, int]]] = {
+    "linux_binprm": (Kind.FILE, "binprm", Deref.LOAD, "BPRM_FILE", {}),
+    "module": (Kind.STR_PTR, "module", Deref.ADDRESS, "MODULE_NAME", {}),
+    "kernel_module": (Kind.STR_PTR, "module", Deref.ADDRESS, "MODULE_NAME", {}),
+    "load_info": (Kind.STR_PTR, "load_info", Deref.LOAD, "LOAD_INFO_NAME", {}),
+    "bpf_attr": (Kind.STR_PTR, "bpf_attr", Deref.ADDRESS, "BPF_ATTR_PROG_NAME", {}),
+    "bpf_map": (Kind.STR_PTR, "bpf_map", Deref.ADDRESS, "BPF_MAP_NAME", {}),
+    "perf_event": (
+        Kind.STR_PTR, "perf_event", Deref.LOAD, "PERF_EVENT_KPROBE_FUNC", {"USER": 1}
+    ),
+    "cred": (Kind.INT, "cred", Deref.LOAD, "CRED_ARG_EUID", {"SIZE": 4}),
+    "user_namespace": (Kind.INT, "user_namespace", Deref.LOAD, "USERNS_ARG_INUM", {"SIZE": 4}),
 }
 MIN_ROOM = 64  # smallest capacity of a seed or series map (entries, never preallocated)
 # The flags a configured program reads from its ``config`` map instead (weir.h, struct
@@ -833,6 +846,14 @@ def _arg(
             return None, [
                 at(path, f"{hook.subsystem}:{hook.event} has no {ref}; its fields are: {known}")
             ]
+        if arg.type in STRUCT_READS or arg.type in CAP_SET_TYPES:
+            return None, [
+                at(
+                    path,
+                    f"{arg.type} is read from a kernel function's argument: use it on a "
+                    "kprobe (or read this field as an integer)",
+                )
+            ]
         user = hook.subsystem == "syscalls"
         base = {"FROM": int(Source.FIELD), "SRC": field.offset, "SIZE": field.size}
         if arg.type in values.INTEGER_TYPES:
@@ -865,14 +886,6 @@ def _arg(
                     at(path, f"field {field.name} is {field.type}; fd needs an integer field")
                 ]
             return _ArgFlags(Kind.FD, {**base, "SIZE": min(field.size, 4)}), []
-        if arg.type in STRUCT_READS or arg.type in CAP_SET_TYPES:
-            return None, [
-                at(
-                    path,
-                    f"{arg.type} is read from a kernel function's argument: use it on a "
-                    "kprobe (or read this field as an integer)",
-                )
-            ]
         if not field.is_pointer:
             return None, [
                 at(path, f"field {field.name} is {field.type}; {arg.type} needs a pointer field")
@@ -888,8 +901,8 @@ def _arg(
     if arg.type in CAP_SET_TYPES:  # the set the argument points to
         return _ArgFlags(Kind.INT, {**base, "DEREF": int(Deref.LOAD)}), []
     if arg.type in STRUCT_READS:  # ARGn_OFF comes from the kernel's layout (generate)
-        kind, _, deref, _ = STRUCT_READS[arg.type]
-        return _ArgFlags(kind, {**base, "DEREF": int(deref)}), []
+        kind, _, deref, _, read = STRUCT_READS[arg.type]
+        return _ArgFlags(kind, {**base, "DEREF": int(deref), **read}), []
     if arg.type in values.INTEGER_TYPES:
         return _ArgFlags(Kind.INT, {**base, "SIZE": bits // 8, "SIGNED": int(signed)}), []
     if arg.type == "string":

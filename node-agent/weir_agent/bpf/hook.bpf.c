@@ -475,6 +475,8 @@ static __always_inline void read_task(struct weir_task *t)
             raw += ARG##i##_OFF;                                                \
         else if (ARG##i##_DEREF == DEREF_LOAD) /* a member pointer, or a value */ \
             raw = (u64)read_ptr((void *)raw + ARG##i##_OFF);                    \
+        if (ARG##i##_DEREF && ARG##i##_KIND == KIND_INT && ARG##i##_SIZE == 4)  \
+            raw = (u32)raw; /* a 32-bit member (cred's euid) */                 \
         sc->raw[i] = raw;                                                       \
         if (ARG##i##_KIND == KIND_INT) {                                        \
             sc->ints[i] = raw;                                                  \
