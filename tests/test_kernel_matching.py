@@ -210,6 +210,32 @@ def test_integer_operators_and_group_by_arg(core) -> None:
     assert stats(core, "int-not-equal")["matched"] == 20 - 2  # all ours but the two B+3 of the loop
 
 
+def test_entries_on_the_same_tracepoint_count_each_on_their_own(core, tree: Path) -> None:
+    # As in Tetragon, a policy may hook one target in several entries: each is its own
+    # program (hook ids tracepoint:...:sys_enter_openat, then ...#2), so a call both
+    # match is counted by both.
+    entry = yaml.safe_load(OPENAT.format(matches="[]"))["tracepoints"][0]
+
+    def opening(prefix: str) -> dict:
+        match = {"label": "path", "operator": "Prefix", "values": [prefix]}
+        return {**entry, "selectors": [{**entry["selectors"][0], "matchArgs": [match]}]}
+
+    hook = "tracepoint:syscalls:sys_enter_openat"
+    rules = "\n---\n".join(
+        rule_yaml(f"twice-{n}", "twice", f"t_twice_{n}").replace(
+            "groupBy: []", f"groupBy: []\n  hook: '{hook}{suffix}'"
+        )
+        for n, suffix in ((1, ""), (2, "#2"))
+    )
+    spec = {"tracepoints": [opening(f"{tree}/"), opening(f"{tree}/sub/")]}
+    apply(core, policy_yaml("twice", yaml.safe_dump(spec), rules=rules))
+    open_times(tree / "a.log", 3)
+    open_times(tree / "sub" / "c.log", 4)
+    samples = scrape(core)
+    assert series(samples, "t_twice_1_total") == {(): 7.0}
+    assert series(samples, "t_twice_2_total") == {(): 4.0}
+
+
 def test_selectors_are_ored_first_match_wins_and_unmatched_are_only_observed(core) -> None:
     apply(
         core,

@@ -214,12 +214,17 @@ def test_kprobe_rules() -> None:
     ]
 
 
-def test_duplicate_hooks_and_empty_policy() -> None:
+def test_several_entries_on_one_target_and_empty_policy() -> None:
+    from weir_api.policies import TracingPolicy
+
     doc = policy()
     doc["spec"]["tracepoints"].append(doc["spec"]["tracepoints"][0])
-    assert problems_of(doc) == [
-        "spec.tracepoints[1]: tracepoint:syscalls:sys_enter_openat is already hooked at "
-        "spec.tracepoints[0]; merge their selectors into one entry"
+    doc["spec"]["tracepoints"].append(doc["spec"]["tracepoints"][0])
+    assert problems_of(doc) == []  # as Tetragon: each entry is a program of its own
+    assert [h.hook_id() for h in TracingPolicy.model_validate(doc).spec.hooks()] == [
+        "tracepoint:syscalls:sys_enter_openat",
+        "tracepoint:syscalls:sys_enter_openat#2",
+        "tracepoint:syscalls:sys_enter_openat#3",
     ]
     doc["spec"] = {}
     assert problems_of(doc) == [

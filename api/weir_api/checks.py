@@ -123,21 +123,12 @@ def _policy(spec: TracingPolicySpec, path: Sequence[PathPart]) -> Iterator[Probl
                 f"names list {listed!r}, which spec.lists does not have (lists: {known})",
             )
     yield from _marks(spec, path)
-    seen: dict[str, str] = {}
     checked: set[tuple[str, int]] = set()
     for where, hook in spec.hooks_with_paths():
         hook_path = (*path, *where)
         if isinstance(hook, UProbe) and hook.symbol is None:
             yield at(hook_path, "a uprobe needs symbol, or symbols (a list)")
             continue
-        hook_id = hook.hook_id()
-        if hook_id in seen:
-            yield at(
-                hook_path,
-                f"{hook_id} is already hooked at {seen[hook_id]}; merge "
-                "their selectors into one entry",
-            )
-        seen.setdefault(hook_id, format_path(hook_path))
         if where not in checked:  # a uprobe's symbols share its args and selectors
             checked.add(where)
             yield from _hook(hook, hook_path)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, PrivateAttr
 
 from weir_api import API_VERSION, limits, values
 from weir_api.meta import LabelSelector, Model, cel
@@ -719,8 +719,19 @@ class Hook(Model):
         "observability.filesystem.",
     )
 
-    def hook_id(self) -> str:
+    # The 2nd, 3rd, ... entry of a policy on the same function or event (Tetragon allows
+    # several; each is its own program): its id says which (hooks_with_paths sets it).
+    _occurrence: int = PrivateAttr(default=1)
+
+    def target_id(self) -> str:
+        """What is hooked: kprobe:CALL, tracepoint:SUBSYSTEM:EVENT, uprobe:PATH:SYMBOL."""
         raise NotImplementedError
+
+    def hook_id(self) -> str:
+        """The hook's id in the policy: its target, and #N for the Nth entry on the same
+        target (kprobe:openat, kprobe:openat#2)."""
+        suffix = f"#{self._occurrence}" if self._occurrence > 1 else ""
+        return self.target_id() + suffix
 
     def declared_args(self) -> list[Arg]:
         """Every argument the hook reads (kretprobes add their returnArg)."""
@@ -780,7 +791,7 @@ class KProbe(FunctionHook):
         "is added.",
     )
 
-    def hook_id(self) -> str:
+    def target_id(self) -> str:
         return f"{'kretprobe' if self.returns() else 'kprobe'}:{self.call}"
 
     def list_name(self) -> str | None:
@@ -814,7 +825,7 @@ class Tracepoint(Hook):
         description="e.g. sys_enter_openat, sock_send_length, signal_generate.",
     )
 
-    def hook_id(self) -> str:
+    def target_id(self) -> str:
         return f"tracepoint:{self.subsystem}:{self.event}"
 
     def arg_by_ref(self, index: int | None, label: str | None) -> Arg | None:
@@ -857,7 +868,7 @@ class UProbe(FunctionHook):
         "each, sharing args and selectors.",
     )
 
-    def hook_id(self) -> str:
+    def target_id(self) -> str:
         return f"{'uretprobe' if self.returns() else 'uprobe'}:{self.path}:{self.symbol}"
 
     def expanded(self) -> list[UProbe]:
@@ -956,7 +967,17 @@ class TracingPolicySpec(Model):
         out += [(("tracepoints", n), hook) for n, hook in enumerate(self.tracepoints)]
         for n, uprobe in enumerate(self.uprobes):
             out += [(("uprobes", n), hook) for hook in uprobe.expanded()]
-        return [(where, self._listed_values(hook)) for where, hook in out]
+        seen: dict[str, int] = {}
+        numbered: list[tuple[tuple[str, int], KProbe | Tracepoint | UProbe]] = []
+        for where, hook in out:
+            hook = self._listed_values(hook)
+            target = hook.target_id()
+            seen[target] = seen.get(target, 0) + 1
+            if seen[target] > 1:
+                hook = hook.model_copy()
+                hook._occurrence = seen[target]
+            numbered.append((where, hook))
+        return numbered
 
     def _listed_values(self, hook: _H) -> _H:
         """The hook with each matchArgs value ``list:NAME`` that names a syscalls list

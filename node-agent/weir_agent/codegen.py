@@ -307,7 +307,7 @@ def generate(
             hook_rules,
             sorted(starts.get(hook.hook_id(), {}).items()),
             path,
-            layouts.get(hook.hook_id()),
+            layouts.get(hook.target_id()),
             syscall_prefix,
             ringbuf_pages,
             kernel_layout,
@@ -410,8 +410,13 @@ def _program(
             ]
         target: tuple[str, ...] = (f"{hook.subsystem}:{hook.event}",)
     elif isinstance(hook, KProbe):
-        # A syscall named as Tetragon writes it (sys_write) or bare (write): the same symbol.
-        name = hook.call.removeprefix("sys_") if syscall else hook.call
+        # A syscall named as Tetragon writes it (sys_write, or with an architecture's
+        # prefix: __x64_sys_write, __arm64_sys_write) or bare (write): the same syscall,
+        # hooked through this node's own prefix.
+        name = hook.call
+        if syscall:
+            for prefix in ("__x64_sys_", "__arm64_sys_", "sys_"):
+                name = name.removeprefix(prefix)
         target = (f"{syscall_prefix}{name}" if syscall else hook.call,)
     else:
         assert hook.symbol is not None  # policies.hooks_with_paths gives one symbol each
