@@ -353,6 +353,8 @@ def test_generated_schema_rejects_unknown_top_level_spec_fields_by_pruning() -> 
         "matchPIDs",
         "matchNamespaces",
         "matchCapabilities",
+        "matchNamespaceChanges",
+        "matchCapabilityChanges",
         "matchMarks",
     }
     assert Path(CRD_DIR).is_dir()

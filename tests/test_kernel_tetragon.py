@@ -401,3 +401,62 @@ def test_inmap_over_a_syscalls_list_counts_those_syscalls(core) -> None:
         (("id", str(numbers["dup2"])),): 5.0,
         (("id", str(numbers["dup3"])),): 7.0,
     }
+
+
+CHANGES = r"""
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+path = sys.argv[1]
+
+def opens(times):
+    for _ in range(times):
+        open(path).close()
+
+opens(2)
+assert libc.unshare(0x04000000) == 0, ctypes.get_errno()  # CLONE_NEWUTS
+opens(3)
+
+class Header(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+class Data(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+header, data = Header(0x20080522, 0), (Data * 2)()
+assert libc.capget(ctypes.byref(header), data) == 0, ctypes.get_errno()
+data[0].effective &= ~(1 << 13)  # CAP_NET_RAW leaves the effective set
+assert libc.capset(ctypes.byref(header), data) == 0, ctypes.get_errno()
+opens(4)
+child = os.fork()
+if child == 0:  # no exec: what its parent started with is what it started with
+    opens(5)
+    os._exit(0)
+os.waitpid(child, 0)
+"""
+
+
+def test_changes_since_the_process_started(core, tree: Path) -> None:
+    # matchNamespaceChanges and matchCapabilityChanges compare the calling process with
+    # what it had when it started: at its exec (the exec tracker records it), or, for a
+    # child forked without exec, at its parent's.
+    if os.geteuid() != 0:
+        pytest.skip("unshare and capset need root")
+    target = tree / "changes"
+    target.write_text("x")
+    opened = {"field": "filename", "type": "filename", "label": "path"}
+    hook = {"subsystem": "syscalls", "event": "sys_enter_openat", "args": [opened]}
+    mine_path = {"matchArgs": [{"label": "path", "operator": "Equal", "values": [str(target)]}]}
+    uts = {"operator": "In", "values": ["Uts"]}
+    kept = {**uts, "operator": "NotIn"}
+    raw = {"type": "Effective", "operator": "In", "values": ["CAP_NET_RAW"]}
+    apply(
+        core,
+        one_hook("uts-changed", hook, {**mine_path, "matchNamespaceChanges": [uts]}),
+        one_hook("uts-kept", hook, {**mine_path, "matchNamespaceChanges": [kept]}),
+        one_hook("caps-changed", hook, {**mine_path, "matchCapabilityChanges": [raw]}),
+    )
+    subprocess.run([sys.executable, "-c", CHANGES, str(target)], check=True, timeout=60)
+    assert stats(core, "uts-changed")["matched"] == 3 + 4 + 5
+    assert stats(core, "uts-kept")["matched"] == 2
+    assert stats(core, "caps-changed")["matched"] == 4 + 5

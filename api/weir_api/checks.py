@@ -268,8 +268,15 @@ def _hook(hook: KProbe | Tracepoint | UProbe, path: Sequence[PathPart]) -> Itera
                         f"{text!r} is not a namespace; write its inode number (as lsns shows "
                         "it, e.g. 4026531840) or host_ns",
                     )
-        for m_number, caps in enumerate(selector.match_capabilities):
-            c_path = (*sel_path, "matchCapabilities", m_number)
+        capability_filters = [
+            ("matchCapabilities", m_number, caps)
+            for m_number, caps in enumerate(selector.match_capabilities)
+        ] + [
+            ("matchCapabilityChanges", m_number, caps)
+            for m_number, caps in enumerate(selector.match_capability_changes)
+        ]
+        for field, m_number, caps in capability_filters:
+            c_path = (*sel_path, field, m_number)
             for v_number, text in enumerate(caps.values):
                 try:
                     values.parse_capability(text)

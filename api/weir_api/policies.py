@@ -425,18 +425,7 @@ class MatchPID(Model):
 class MatchNamespace(Model):
     """A filter on one of the calling task's namespaces (Tetragon's matchNamespaces)."""
 
-    namespace: Literal[
-        "Uts",
-        "Ipc",
-        "Mnt",
-        "Pid",
-        "PidForChildren",
-        "Net",
-        "Time",
-        "TimeForChildren",
-        "Cgroup",
-        "User",
-    ] = Field(description="Which namespace.")
+    namespace: NamespaceName = Field(description="Which namespace.")
     operator: Literal["In", "NotIn"] = Field(description="In: one of values; NotIn: none.")
     values: list[IntOrText] = Field(
         min_length=1,
@@ -464,6 +453,32 @@ class MatchCapability(Model):
         default=False,
         description="As in Tetragon: true matches only tasks outside the host's user "
         "namespace (it takes one more of the selector's filters).",
+    )
+
+
+NamespaceName = Literal[
+    "Uts",
+    "Ipc",
+    "Mnt",
+    "Pid",
+    "PidForChildren",
+    "Net",
+    "Time",
+    "TimeForChildren",
+    "Cgroup",
+    "User",
+]
+
+
+class MatchNamespaceChange(Model):
+    """A filter on which of the calling process's namespaces changed since it was started
+    (its exec, or its parent's; Tetragon's matchNamespaceChanges)."""
+
+    operator: Literal["In", "NotIn"] = Field(
+        description="In: any of values changed; NotIn: none of them did."
+    )
+    values: list[NamespaceName] = Field(
+        min_length=1, max_length=10, description="Namespaces: Uts, Ipc, Mnt, Pid, Net, ..."
     )
 
 
@@ -529,6 +544,19 @@ class Selector(Model):
     match_capabilities: list[MatchCapability] = Field(
         default_factory=list, max_length=limits.MAX_MATCH_ARGS, description="Capability filters."
     )
+    match_namespace_changes: list[MatchNamespaceChange] = Field(
+        default_factory=list,
+        max_length=limits.MAX_MATCH_ARGS,
+        description="Filters on the namespaces the process changed since it was started "
+        "(Tetragon's).",
+    )
+    match_capability_changes: list[MatchCapability] = Field(
+        default_factory=list,
+        max_length=limits.MAX_MATCH_ARGS,
+        description="Filters on the capabilities that changed (were gained or dropped) in a "
+        "set since the process was started: In, any of values changed; NotIn, none did "
+        "(Tetragon's).",
+    )
 
     match_marks: list[MatchMark] = Field(
         default_factory=list,
@@ -545,6 +573,9 @@ class Selector(Model):
             + len(self.match_namespaces)
             + len(self.match_capabilities)
             + sum(1 for c in self.match_capabilities if c.is_namespace_capability)
+            + len(self.match_namespace_changes)
+            + len(self.match_capability_changes)
+            + sum(1 for c in self.match_capability_changes if c.is_namespace_capability)
             + len(self.match_marks)
         )
 

@@ -50,8 +50,6 @@ LATER_FIELDS = frozenset(
         "source",
         # selectors
         "followChildren",
-        "matchNamespaceChanges",
-        "matchCapabilityChanges",
         "matchReturnActions",
         "matchData",
         # matchActions parameters of actions weir does not have

@@ -84,6 +84,8 @@ class Op(enum.IntEnum):
     FILE_TYPE = 20  # FileType: a file, path or fd arg's kind of file is one of a set
     STR_SUB = 21  # SubString: a value occurs in the string (a Prefix of one of its suffixes)
     STR_SUB_ICASE = 22  # SubStringIgnCase: the same on the string in lower case
+    CAPS_CHANGED = 23  # matchCapabilityChanges: a listed capability changed since start
+    NS_CHANGED = 24  # matchNamespaceChanges: a listed namespace (VAL: bits) changed
 
 
 class Namespace(enum.IntEnum):

@@ -65,6 +65,7 @@ SKB_FIELDS = {
 # What read_task reads (matchPIDs, matchNamespaces, matchCapabilities).
 TASK_FIELDS = {
     "TASK_TGID": ("task_struct", "tgid"),
+    "TASK_PID": ("task_struct", "pid"),
     "TASK_REAL_PARENT": ("task_struct", "real_parent"),
     "TASK_GROUP_LEADER": ("task_struct", "group_leader"),
     "TASK_THREAD_PID": ("task_struct", "thread_pid"),

@@ -91,9 +91,7 @@ STRUCT_READS: dict[str, tuple[Kind, str, Deref, str, dict[str, int]]] = {
     "load_info": (Kind.STR_PTR, "load_info", Deref.LOAD, "LOAD_INFO_NAME", {}),
     "bpf_attr": (Kind.STR_PTR, "bpf_attr", Deref.ADDRESS, "BPF_ATTR_PROG_NAME", {}),
     "bpf_map": (Kind.STR_PTR, "bpf_map", Deref.ADDRESS, "BPF_MAP_NAME", {}),
-    "perf_event": (
-        Kind.STR_PTR, "perf_event", Deref.LOAD, "PERF_EVENT_KPROBE_FUNC", {"USER": 1}
-    ),
+    "perf_event": (Kind.STR_PTR, "perf_event", Deref.LOAD, "PERF_EVENT_KPROBE_FUNC", {"USER": 1}),
     "cred": (Kind.INT, "cred", Deref.LOAD, "CRED_ARG_EUID", {"SIZE": 4}),
     "user_namespace": (Kind.INT, "user_namespace", Deref.LOAD, "USERNS_ARG_INUM", {"SIZE": 4}),
 }
@@ -551,6 +549,9 @@ def _program(
             problems.extend(found)
         task_matchers = _task_matchers(selector, host_namespaces, (*sel_path,))
         uses_task = uses_task or bool(task_matchers)
+        # the *Changes compare with what the exec tracker recorded when the process started
+        changes = selector.match_capability_changes or selector.match_namespace_changes
+        uses_exe = uses_exe or bool(changes)
         for m, (op, arg_value, value, negated, set_values, problem) in enumerate(
             task_matchers, start=len(arg_matches)
         ):
@@ -798,10 +799,17 @@ def _task_matchers(
             else:
                 numbers.append(inode)
         out.append((Op.NS, 0, int(which), entry.operator == "NotIn", tuple(numbers), problem))
-    for c, caps in enumerate(selector.match_capabilities):
+    capability_filters = [
+        (Op.CAPS, "matchCapabilities", c, caps)
+        for c, caps in enumerate(selector.match_capabilities)
+    ] + [
+        (Op.CAPS_CHANGED, "matchCapabilityChanges", c, caps)
+        for c, caps in enumerate(selector.match_capability_changes)
+    ]
+    for op, field, c, caps in capability_filters:
         mask = sum({1 << bit for bit in _parsed(caps.values, values.parse_capability)})
         negated = caps.operator == "NotIn"
-        out.append((Op.CAPS, int(abi.CapSet[caps.type]), mask, negated, (), None))
+        out.append((op, int(abi.CapSet[caps.type]), mask, negated, (), None))
         if caps.is_namespace_capability:
             # Tetragon's isNamespaceCapability: only outside the host's user namespace,
             # i.e. one more filter, the user namespace NotIn the host's.
@@ -810,11 +818,14 @@ def _task_matchers(
             )
             problem = None
             if isinstance(inode, str):
-                where = (*sel_path, "matchCapabilities", c, "isNamespaceCapability")
+                where = (*sel_path, field, c, "isNamespaceCapability")
                 problem = at(where, f"needs the host's user namespace: {inode}")
             user = int(abi.Namespace.User)
             found = () if isinstance(inode, str) else (inode,)
             out.append((Op.NS, 0, user, True, found, problem))
+    for changes in selector.match_namespace_changes:
+        bits = sum({1 << int(abi.Namespace[name]) for name in changes.values})
+        out.append((Op.NS_CHANGED, 0, bits, changes.operator == "NotIn", (), None))
     return out
 
 

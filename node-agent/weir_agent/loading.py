@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from bcc import BPF
 from bcc import table as bcc_table
 from bcc.libbcc import lib as bcc_lib
 
-from weir_agent import abi, codegen, headers, ringbuf
+from weir_agent import abi, btf, codegen, headers, ringbuf
 from weir_agent.codegen import Program
 from weir_api import limits
 
@@ -1076,14 +1076,46 @@ def exec_tracker() -> ExecTracker:
         return _tracker
 
 
+def tracker_cflags(layout: Mapping[str, int | str]) -> list[str]:
+    """exec.bpf.c's flags: with the task's layout (USE_TASK) when this kernel's BTF gives
+    all of it, so that it records each process's namespaces and capabilities and gives
+    forked processes their parent's entry; without, executables only."""
+    fields = btf.TASK_FIELDS
+    known = all(isinstance(layout.get(name), int) for name in fields)
+    flags = {name: layout[name] if known else 0 for name in fields}
+    return [
+        *codegen.base_cflags(),
+        f"-DUSE_TASK={int(known)}",
+        *(f"-D{name}={int(value)}" for name, value in flags.items()),
+    ]
+
+
+def _started_state(entry: Path) -> tuple[list[int], list[int]] | None:
+    """A running process's capability sets (abi.CapSet order) and namespace inode
+    numbers (abi.Namespace order) from /proc, for processes started before the agent."""
+    try:
+        fields = dict(line.split(":", 1) for line in (entry / "status").read_text().splitlines())
+        caps = [int(fields[name], 16) for name in ("CapEff", "CapInh", "CapPrm")]
+        ns = [0] * len(abi.Namespace)
+        for which, name in abi.NAMESPACE_FILES.items():
+            try:
+                ns[which] = os.stat(entry / "ns" / name).st_ino
+            except OSError:
+                ns[which] = 0  # a namespace kind this kernel does not have
+        return caps, ns
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 def start_exec_tracker(*, proc: Path = Path("/proc")) -> ExecTracker:
-    """Load exec.bpf.c (shared table weir_exes) and seed it from /proc/PID/exe.
-    Use ``exec_tracker()``: one per process."""
+    """Load exec.bpf.c (shared table weir_exes) and seed it from /proc: each process's
+    executable, and its namespaces and capabilities as they are now (what it had when it
+    started is not known). Use ``exec_tracker()``: one per process."""
     source = str(codegen.BPF_DIR / codegen.EXEC_SOURCE)
     failed: str | None = None
     with _captured_stderr() as log:
         try:
-            module = BPF(src_file=source.encode(), cflags=codegen.base_cflags())
+            module = BPF(src_file=source.encode(), cflags=tracker_cflags(btf.kernel_layout()))
         except Exception as error:  # bcc raises bare Exception
             failed = str(error)
     if failed is not None:  # the compiler's words are in the log once the block is left
@@ -1100,6 +1132,14 @@ def start_exec_tracker(*, proc: Path = Path("/proc")) -> ExecTracker:
         leaf = table.Leaf()
         leaf.hash = abi.fnv1a64(path)
         ctypes.memmove(ctypes.addressof(leaf.path) + 8, path, len(path))
+        state = _started_state(entry)
+        if state is not None:
+            caps, ns = state
+            for i, value in enumerate(caps):
+                leaf.caps[i] = value
+            for i, value in enumerate(ns):
+                leaf.ns[i] = value
+            leaf.started = 1
         table[ctypes.c_uint32(int(entry.name))] = leaf
     return ExecTracker(module=module)
 

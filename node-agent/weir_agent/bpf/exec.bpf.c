@@ -3,6 +3,7 @@
  * an extern declaration. The agent seeds it from /proc/PID/exe at start, so
  * processes that began before the agent are known too. */
 #include "weir.h"
+#include "task.h"
 
 BPF_TABLE_SHARED("lru_hash", u32, struct weir_exe, weir_exes, 65536);
 /* Return probes' arguments, saved at entry per thread and hook (hook.bpf.c, SAVE_ENTRY):
@@ -44,7 +45,37 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     exe->hash = hash;
     exe->path.prefixlen = 0;
     exe->path.matcher = 0;
+    exe->started = 0;
+#if USE_TASK
+    /* The process's namespaces and capabilities as the exec left them. */
+    void *task = (void *)bpf_get_current_task();
+    u64 ns[WEIR_NAMESPACES] = {};
+    __builtin_memset(exe->caps, 0, sizeof(exe->caps));
+    read_ns_caps(task, task_upid(task), ns, exe->caps);
+#pragma unroll
+    for (int i = 0; i < WEIR_NAMESPACES; i++)
+        exe->ns[i] = ns[i];
+    exe->started = 1;
+#endif
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
     weir_exes.update(&tgid, exe);
     return 0;
 }
+
+#if USE_TASK
+/* A new process (not a thread) starts with its parent's executable and state, as
+ * Tetragon's process cache does, until it execs something of its own. */
+RAW_TRACEPOINT_PROBE(sched_process_fork)
+{
+    void *child = (void *)ctx->args[1];
+    u32 pid = read_u32(child + TASK_PID);
+    u32 tgid = read_u32(child + TASK_TGID);
+    if (pid != tgid)
+        return 0;
+    u32 parent = bpf_get_current_pid_tgid() >> 32;
+    struct weir_exe *exe = weir_exes.lookup(&parent);
+    if (exe)
+        weir_exes.update(&tgid, exe);
+    return 0;
+}
+#endif

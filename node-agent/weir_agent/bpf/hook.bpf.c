@@ -24,6 +24,7 @@
 #include <linux/in.h>
 #include <linux/in6.h>
 #include "weir.h"
+#include "task.h"
 
 BPF_PERCPU_ARRAY(weir_scratch, struct weir_scratch, 1);
 BPF_PERCPU_ARRAY(stats, u64, STAT_COUNT);
@@ -66,6 +67,12 @@ BPF_ARRAY(active, u32, 1);
 #endif
 #if USE_EXE
 BPF_TABLE("extern", u32, struct weir_exe, weir_exes, 65536);
+
+static __always_inline struct weir_exe *current_exe(void)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    return weir_exes.lookup(&tgid);
+}
 #endif
 #if SAVE_ENTRY || USE_ENTRY
 BPF_TABLE("extern", struct weir_entry_key, struct weir_entry, weir_entries, 65536);
@@ -185,20 +192,6 @@ static __always_inline void mapped_v4(u8 *out, u32 addr)
     out[10] = 0xff;
     out[11] = 0xff;
     __builtin_memcpy(out + 12, &addr, 4);
-}
-
-static __always_inline void *read_ptr(void *from)
-{
-    void *value = 0;
-    bpf_probe_read_kernel(&value, sizeof(value), from);
-    return value;
-}
-
-static __always_inline u64 read_u32(void *from)
-{
-    u32 value = 0;
-    bpf_probe_read_kernel(&value, sizeof(value), from);
-    return value;
 }
 
 #if USE_SOCK
@@ -407,22 +400,6 @@ static __always_inline long read_file_arg(struct weir_scratch *sc, struct weir_s
 #endif
 
 #if USE_TASK
-/* A task's tgid as its own pid namespace numbers it (task->group_leader->thread_pid:
- * numbers[level].nr), and that namespace. */
-static __always_inline void *task_upid(void *task)
-{
-    void *pid = read_ptr(read_ptr(task + TASK_GROUP_LEADER) + TASK_THREAD_PID);
-    if (!pid)
-        return 0;
-    u32 level = read_u32(pid + PID_LEVEL);
-    return pid + PID_NUMBERS + (level & 31) * UPID_SIZE;
-}
-
-static __always_inline u64 ns_inum(void *ns, u32 inum_offset)
-{
-    return ns ? read_u32(ns + inum_offset) : 0;
-}
-
 /* What matchPIDs, matchNamespaces and matchCapabilities test, read once per event. */
 static __always_inline void read_task(struct weir_task *t)
 {
@@ -443,25 +420,7 @@ static __always_inline void read_task(struct weir_task *t)
         t->ancestors[1][i] = pupid ? read_u32(pupid) : 0;
     }
 #endif
-    void *nsproxy = read_ptr(task + TASK_NSPROXY);
-    if (nsproxy) {
-        t->ns[0] = ns_inum(read_ptr(nsproxy + NSPROXY_UTS), UTS_INUM);
-        t->ns[1] = ns_inum(read_ptr(nsproxy + NSPROXY_IPC), IPC_INUM);
-        t->ns[2] = ns_inum(read_ptr(nsproxy + NSPROXY_MNT), MNT_INUM);
-        t->ns[4] = ns_inum(read_ptr(nsproxy + NSPROXY_PID_FOR_CHILDREN), PIDNS_INUM);
-        t->ns[5] = ns_inum(read_ptr(nsproxy + NSPROXY_NET), NET_INUM);
-        t->ns[6] = ns_inum(read_ptr(nsproxy + NSPROXY_TIME), TIME_INUM);
-        t->ns[7] = ns_inum(read_ptr(nsproxy + NSPROXY_TIME_FOR_CHILDREN), TIME_INUM);
-        t->ns[8] = ns_inum(read_ptr(nsproxy + NSPROXY_CGROUP), CGROUP_INUM);
-    }
-    t->ns[3] = upid ? ns_inum(read_ptr(upid + UPID_NS), PIDNS_INUM) : 0;
-    void *cred = read_ptr(task + TASK_CRED);
-    if (cred) {
-        t->ns[9] = ns_inum(read_ptr(cred + CRED_USER_NS), USERNS_INUM);
-        bpf_probe_read_kernel(&t->caps[0], 8, cred + CRED_CAP_EFFECTIVE);
-        bpf_probe_read_kernel(&t->caps[1], 8, cred + CRED_CAP_INHERITABLE);
-        bpf_probe_read_kernel(&t->caps[2], 8, cred + CRED_CAP_PERMITTED);
-    }
+    read_ns_caps(task, upid, t->ns, t->caps);
 }
 
 #endif
@@ -696,14 +655,29 @@ static __always_inline int match_arg(struct weir_scratch *sc, int op, int neg, i
         hit = v == (u64)value;
     } else if (op == OP_INT_SET) {
         hit = int_in_set(sc, matcher, v);
-    } else if (op == OP_PID || op == OP_NS || op == OP_CAPS) {
+    } else if (op == OP_PID || op == OP_NS || op == OP_CAPS || op == OP_CAPS_CHANGED ||
+               op == OP_NS_CHANGED) {
 #if USE_TASK
         /* matchPIDs (value: bit 0 namespace numbering, bit 1 followForks),
          * matchNamespaces (value: abi.Namespace), matchCapabilities (arg: the set,
-         * value: the mask of the listed capabilities). */
+         * value: the mask of the listed capabilities), matchCapabilityChanges (the same,
+         * against the set the process started with), matchNamespaceChanges (value: a
+         * bit per abi.Namespace). */
         struct weir_task *t = &sc->task;
         if (op == OP_CAPS) {
             hit = (t->caps[arg & 3] & (u64)value) != 0;
+        } else if (op == OP_CAPS_CHANGED || op == OP_NS_CHANGED) {
+#if USE_EXE
+            struct weir_exe *exe = current_exe();
+            if (exe && exe->started && op == OP_CAPS_CHANGED) {
+                hit = ((t->caps[arg & 3] ^ exe->caps[arg & 3]) & (u64)value) != 0;
+            } else if (exe && exe->started) {
+#pragma unroll
+                for (int k = 0; k < 10; k++)
+                    if ((((u64)value >> k) & 1) && (u32)t->ns[k] != exe->ns[k])
+                        hit = 1;
+            }
+#endif
         } else if (op == OP_NS) {
             hit = int_in_set(sc, matcher, t->ns[value & (WEIR_NAMESPACES - 1)]);
         } else {
@@ -768,11 +742,6 @@ static __always_inline int match_arg(struct weir_scratch *sc, int op, int neg, i
 }
 
 #if USE_EXE
-static __always_inline struct weir_exe *current_exe(void)
-{
-    u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    return weir_exes.lookup(&tgid);
-}
 
 static __always_inline int match_binary(struct weir_scratch *sc, int neg, u32 matcher)
 {

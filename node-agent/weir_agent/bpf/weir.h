@@ -101,6 +101,11 @@ struct weir_intkey {
 struct weir_exe {
     u64 hash;                 /* FNV-1a 64 of path, as abi.fnv1a64 */
     struct weir_strkey path;  /* path.s holds the path; the header is scratch */
+    /* What the process had when it was started (its exec, or its parent's at fork), for
+     * matchCapabilityChanges and matchNamespaceChanges; started is 0 when unknown. */
+    u64 caps[4];                 /* effective, inheritable, permitted (abi.CapSet) */
+    u32 ns[WEIR_NAMESPACES];     /* namespace inode numbers (abi.Namespace) */
+    u64 started;
 };
 
 
