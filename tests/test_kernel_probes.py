@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -83,20 +84,32 @@ KPROBES = {
 }
 
 
-def test_every_kprobe_argument_type_passes_the_verifier(kernel: None) -> None:
+def generated_for(name: str, spec: dict[str, Any]) -> codegen.Generated:
+    """A policy's programs, generated against this kernel's struct layouts."""
     parsed = documents.parse_object(
-        {
-            "apiVersion": "weir.dev/v1alpha1",
-            "kind": "TracingPolicy",
-            "metadata": {"name": "kprobes"},
-            "spec": KPROBES,
-        },
+        {"apiVersion": "weir.dev/v1alpha1", "kind": "TracingPolicy",
+         "metadata": {"name": name}, "spec": spec},
         source="k",
-    )
+    )  # fmt: skip
     assert parsed.ok, parsed.problems
     assert isinstance(parsed.obj, TracingPolicy)
-    generated = codegen.generate(parsed.obj, [], layouts={}, kernel_layout=btf.kernel_layout())
+    return codegen.generate(parsed.obj, [], layouts={}, kernel_layout=btf.kernel_layout())
+
+
+def assert_verified(generated: codegen.Generated) -> None:
+    """Every program compiles and passes the verifier here (kprobes verify only)."""
     assert not generated.problems
+    loading.exec_tracker()  # hooks without selectors post, with the executable
+    for program in generated.programs:
+        loaded = loading.compile_and_load(program)
+        try:
+            assert loaded.instructions > 0 and loaded.jited_bytes > 0, program.hook
+        finally:
+            loaded.close()
+
+
+def test_every_kprobe_argument_type_passes_the_verifier(kernel: None) -> None:
+    generated = generated_for("kprobes", KPROBES)
     assert [p.hook for p in generated.programs] == [
         "kprobe:tcp_sendmsg",
         "kprobe:openat",
@@ -107,13 +120,7 @@ def test_every_kprobe_argument_type_passes_the_verifier(kernel: None) -> None:
         "kretprobe:tcp_sendmsg",
     ]
     assert generated.programs[1].target == ("__x64_sys_openat",)
-    loading.exec_tracker()  # hooks without selectors post, with the executable
-    for program in generated.programs:
-        loaded = loading.compile_and_load(program)
-        try:
-            assert loaded.instructions > 0 and loaded.jited_bytes > 0, program.hook
-        finally:
-            loaded.close()
+    assert_verified(generated)
 
 
 # Tetragon's struct argument types, as its example policies use them.
@@ -172,39 +179,18 @@ STRUCT_KPROBES = {
 
 
 def test_tetragons_struct_argument_types_pass_the_verifier(kernel: None) -> None:
-    spec = {**STRUCT_KPROBES}
     load_info = {"call": "load_module", "args": [{"index": 0, "type": "load_info"}]}
-    layout = btf.kernel_layout()
-    with_load_info = isinstance(layout.get("LOAD_INFO_NAME"), int)
-    if with_load_info:
-        spec["kprobes"] = [*spec["kprobes"], load_info]
-    parsed = documents.parse_object(
-        {"apiVersion": "weir.dev/v1alpha1", "kind": "TracingPolicy",
-         "metadata": {"name": "structs"}, "spec": spec},
-        source="k",
-    )  # fmt: skip
-    assert parsed.ok, parsed.problems
-    assert isinstance(parsed.obj, TracingPolicy)
-    generated = codegen.generate(parsed.obj, [], layouts={}, kernel_layout=layout)
-    assert not generated.problems
-    for program in generated.programs:
-        loaded = loading.compile_and_load(program)
-        try:
-            assert loaded.instructions > 0 and loaded.jited_bytes > 0, program.hook
-        finally:
-            loaded.close()
-    if not with_load_info:  # this kernel's BTF has no struct load_info: said, not guessed
-        parsed = documents.parse_object(
-            {"apiVersion": "weir.dev/v1alpha1", "kind": "TracingPolicy",
-             "metadata": {"name": "modules"}, "spec": {"kprobes": [load_info]}},
-            source="k",
-        )  # fmt: skip
-        assert isinstance(parsed.obj, TracingPolicy)
-        generated = codegen.generate(parsed.obj, [], layouts={}, kernel_layout=layout)
-        assert [str(p) for p in generated.problems] == [
-            "spec.kprobes[0].args[0]: a load_info argument needs the kernel's layout: no "
-            "struct load_info in the kernel's BTF"
-        ]
+    if isinstance(btf.kernel_layout().get("LOAD_INFO_NAME"), int):
+        assert_verified(
+            generated_for("structs", {"kprobes": [*STRUCT_KPROBES["kprobes"], load_info]})
+        )
+        return
+    assert_verified(generated_for("structs", STRUCT_KPROBES))
+    # This kernel's BTF has no struct load_info: said, not guessed.
+    assert [str(p) for p in generated_for("modules", {"kprobes": [load_info]}).problems] == [
+        "spec.kprobes[0].args[0]: a load_info argument needs the kernel's layout: no "
+        "struct load_info in the kernel's BTF"
+    ]
 
 
 TARGET = r"""
