@@ -343,6 +343,7 @@ def test_generated_schema_rejects_unknown_top_level_spec_fields_by_pruning() -> 
         "nodeSelector",
         "lists",
         "options",
+        "lsmhooks",
     } == set(spec)
     selector = spec["kprobes"]["items"]["properties"]["selectors"]["items"]["properties"]
     assert set(selector) == {

@@ -486,9 +486,10 @@ def test_tetragon_style_policies_verify_or_say_why_not(kernel: None) -> None:
     ) in followed.stderr
     enforce = check("enforce.yaml")
     assert enforce.returncode == 1
-    assert "spec.lsmhooks: enforcement is not supported: weir observes; remove lsmhooks" in (
-        enforce.stderr
-    )
+    assert (
+        "spec.lsmhooks[0].selectors[0].matchActions[0].action: enforcement is not supported: "
+        "weir observes; remove action Override"
+    ) in enforce.stderr
     assert (
         "spec.kprobes[0].selectors[0].matchActions[0].action: enforcement is not supported: "
         "weir observes; remove action Sigkill"

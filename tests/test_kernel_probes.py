@@ -193,6 +193,29 @@ def test_tetragons_struct_argument_types_pass_the_verifier(kernel: None) -> None
     ]
 
 
+def test_lsm_hooks_are_observed_through_their_security_functions(kernel: None) -> None:
+    # Tetragon's lsm_track_grandparent.yml, less its extractParam: bprm_check_security is
+    # called by security_bprm_check, file_open by security_file_open.
+    generated = generated_for(
+        "lsm",
+        {
+            "lsmhooks": [
+                {
+                    "hook": "bprm_check_security",
+                    "args": [{"index": 0, "type": "linux_binprm"}],
+                    "selectors": [{"matchActions": [{"action": "Post"}]}],
+                },
+                {"hook": "file_open", "args": [{"index": 0, "type": "file"}]},
+            ]
+        },
+    )
+    assert [(p.hook, p.target) for p in generated.programs] == [
+        ("kprobe:security_bprm_check", ("security_bprm_check",)),
+        ("kprobe:security_file_open", ("security_file_open",)),
+    ]
+    assert_verified(generated)
+
+
 TARGET = r"""
 #include <stdlib.h>
 #include <string.h>

@@ -101,7 +101,7 @@ def policy_bytes(spec: TracingPolicySpec) -> int:
 
 def _policy(spec: TracingPolicySpec, path: Sequence[PathPart]) -> Iterator[Problem]:
     hooks = spec.hooks()
-    if not (spec.kprobes or spec.tracepoints or spec.uprobes):
+    if not (spec.kprobes or spec.tracepoints or spec.uprobes or spec.lsmhooks):
         yield at(path, "a policy needs at least one of kprobes, tracepoints or uprobes")
     size = policy_bytes(spec)
     if size > limits.MAX_POLICY_BYTES:

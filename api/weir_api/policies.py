@@ -842,6 +842,43 @@ class KProbe(FunctionHook):
         return [self.model_copy(update={"call": v, "syscall": syscall}) for v in found.values]
 
 
+class LsmHook(Hook):
+    """One of Tetragon's lsmhooks, observed: a kprobe on the kernel's security_* function
+    that calls the LSM hook, with the same arguments (weir never decides the hook's
+    answer; Override is refused as enforcement)."""
+
+    model_config = {"json_schema_extra": hook_rules("kprobe")}
+
+    hook: str = Field(
+        max_length=limits.MAX_NAME,
+        pattern=r"^[a-z0-9_]+$",
+        description="The LSM hook, as lsm_hook_defs.h names it (file_open, "
+        "bprm_check_security): weir hooks security_file_open, security_bprm_check.",
+    )
+
+    def function(self) -> str:
+        """The security_* function that calls the hook: the hook's name, less the
+        _security suffix some carry (bprm_check_security, sb_alloc_security)."""
+        name = self.hook
+        if name.endswith("_security") and name != "inode_init_security":
+            name = name.removesuffix("_security")
+        return f"security_{name}"
+
+    def as_kprobe(self) -> KProbe:
+        return KProbe.model_validate(
+            {
+                "call": self.function(),
+                "args": [arg.model_dump(by_alias=True) for arg in self.args],
+                "selectors": [s.model_dump(by_alias=True) for s in self.selectors],
+                "message": self.message,
+                "tags": self.tags,
+            }
+        )
+
+    def target_id(self) -> str:
+        return f"kprobe:{self.function()}"
+
+
 class Tracepoint(Hook):
     """A kernel tracepoint (stable ABI; argument layouts come from tracefs)."""
 
@@ -979,6 +1016,12 @@ class TracingPolicySpec(Model):
         "Tetragon).",
     )
 
+    lsmhooks: list[LsmHook] = Field(
+        default_factory=list,
+        max_length=limits.MAX_HOOKS,
+        description="Tetragon's LSM hooks, observed through kprobes on the security_* "
+        "functions that call them (lsmhooks[].hook file_open: security_file_open).",
+    )
     options: list[PolicyOption] = Field(
         default_factory=list,
         max_length=16,
@@ -998,6 +1041,7 @@ class TracingPolicySpec(Model):
         out += [(("tracepoints", n), hook) for n, hook in enumerate(self.tracepoints)]
         for n, uprobe in enumerate(self.uprobes):
             out += [(("uprobes", n), hook) for hook in uprobe.expanded()]
+        out += [(("lsmhooks", n), lsm.as_kprobe()) for n, lsm in enumerate(self.lsmhooks)]
         seen: dict[str, int] = {}
         numbered: list[tuple[tuple[str, int], KProbe | Tracepoint | UProbe]] = []
         for where, hook in out:

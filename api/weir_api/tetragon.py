@@ -26,7 +26,7 @@ LATER_ACTIONS = frozenset(
     }
 )
 # Spec keys that only enforce.
-ENFORCEMENT_FIELDS = frozenset({"enforcers", "lsmhooks"})
+ENFORCEMENT_FIELDS = frozenset({"enforcers"})
 # Keys (at any level) Tetragon has and weir does not support yet.
 LATER_FIELDS = frozenset(
     {
@@ -85,11 +85,6 @@ LATER_OPERATORS = frozenset(
 def unknown_field(loc: Sequence[object]) -> str | None:
     """Words for a field weir's schema does not have, when Tetragon has it."""
     name = str(loc[-1]) if loc else ""
-    if name == "lsmhooks":
-        return (
-            f"{ENFORCEMENT}; remove lsmhooks (to observe an LSM hook, put a kprobe on its "
-            "security_* function, e.g. security_bprm_check)"
-        )
     if name in ENFORCEMENT_FIELDS:
         return f"{ENFORCEMENT}; remove {name}"
     if name in LATER_FIELDS:
