@@ -164,6 +164,32 @@ def test_rate_limit_posts_one_per_process_per_window_and_counts_the_rest(core) -
     assert (counts["matched"], counts["posted"], counts["rate_limited"]) == (17, 2, 15)
 
 
+THREADS = (
+    "import os, sys, threading\nfd = os.open('/dev/null', os.O_RDONLY)\n"
+    "def seek():\n    for _ in range(5):\n        os.lseek(fd, {}, 0)\n"
+    "for _ in range(3):\n    t = threading.Thread(target=seek)\n    t.start()\n    t.join()\n"
+)
+
+
+def test_rate_limit_scope_thread_and_global(core) -> None:
+    # Tetragon's rateLimitScope: thread counts each thread's window apart; global, every
+    # process's together (one window per selector).
+    apply(
+        core,
+        lseek_post("per-thread", {"action": "Post", "rateLimit": "1m", "rateLimitScope": "thread"}),
+        lseek_post("global", {"action": "Post", "rateLimit": "1m", "rateLimitScope": "global"}),
+    )
+    events, out = writer(core)
+    subprocess.run([sys.executable, "-c", THREADS.format(BASE)], check=True)  # 3 threads
+    seek_in_new_process(4)
+    events.pump()
+    posted = lines(out)
+    assert sum(1 for e in posted if e["policy"] == "per-thread") == 3 + 1
+    assert sum(1 for e in posted if e["policy"] == "global") == 1
+    assert stats(core, "per-thread")["rate_limited"] == 15 + 4 - 4
+    assert stats(core, "global")["rate_limited"] == 15 + 4 - 1
+
+
 def test_a_burst_larger_than_the_buffer_counts_its_losses_exactly(kernel: None) -> None:
     small = engine.Engine(node_name="n1", ringbuf_pages=1)  # one page: a few dozen events
     try:

@@ -380,9 +380,14 @@ class MatchAction(Model):
         max_length=16,
         pattern=r"^[0-9]+(ms|s|m|h)?$",
         description="Post at most one event per this window (e.g. 10s, 1m; a bare number is "
-        "seconds, as in Tetragon) per policy, hook, selector and process (tgid); the rest are "
-        "counted as dropped (reason rate_limit).",
+        "seconds, as in Tetragon) per policy, hook, selector and process (tgid; see "
+        "rateLimitScope); the rest are counted as dropped (reason rate_limit).",
         json_schema_extra={"x-kubernetes-int-or-string": True},
+    )
+    rate_limit_scope: Literal["process", "thread", "global"] | None = Field(
+        default=None,
+        description="Whose events rateLimit counts together (Tetragon's): process (weir's "
+        "default), thread, or global (every process's, per selector).",
     )
     user_stack_trace: bool = Field(
         default=False, description="Attach the user-space stack, symbolised, to the event."

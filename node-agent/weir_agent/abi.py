@@ -199,6 +199,17 @@ class Deref(enum.IntEnum):
     LOAD = 2  # *(u64 *)(raw + OFF): a member pointer (linux_binprm's file), or the value
 
 
+class RateScope(enum.IntEnum):
+    """rateLimitScope, in bits 60-61 of Ss_RATE_NS (the window is far below 2^60 ns)."""
+
+    PROCESS = 0
+    THREAD = 1
+    GLOBAL = 2
+
+
+RATE_SCOPE_SHIFT = 60
+
+
 class ValueKind(enum.IntEnum):
     COUNT = 1
     SUM = 2
@@ -242,6 +253,7 @@ def enum_flags() -> dict[str, int | str]:
         ("ACLASS", AddressClass),
         ("CLOCK", Clock),
         ("DEREF", Deref),
+        ("RATE", RateScope),
         ("MARK", MarkOp),
         ("CORR", Corr),
     ]
@@ -255,6 +267,7 @@ def enum_flags() -> dict[str, int | str]:
     flags["MARKS"] = limits.MARKS
     flags["KEY_THREAD"] = KEY_THREAD
     flags["LEN_RETURN"] = LEN_RETURN
+    flags["RATE_SCOPE_SHIFT"] = RATE_SCOPE_SHIFT
     flags["KEY_PROCESS"] = KEY_PROCESS
     flags["MARK_ID_MASK"] = f"{(1 << MARK_ID_BITS) - 1:#x}ULL"
     return flags

@@ -519,6 +519,9 @@ def _program(
                     rate = values.parse_duration_ns(chosen.rate_limit)
                 except ValueError:
                     rate = 0  # reported by weir_api.checks
+                scope = abi.RateScope[(chosen.rate_limit_scope or "process").upper()]
+                if rate:
+                    rate |= int(scope) << abi.RATE_SCOPE_SHIFT
                 flags.set(f"S{s}_RATE_NS", _int_literal(rate))
             flags.set(f"S{s}_USTACK", int(chosen.user_stack_trace))
             flags.set(f"S{s}_KSTACK", int(chosen.kernel_stack_trace))

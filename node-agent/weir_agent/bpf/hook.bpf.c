@@ -1058,7 +1058,11 @@ static __always_inline void post(void *ctx, struct weir_scratch *sc, int selecto
     u64 id = bpf_get_current_pid_tgid();
     u64 now = bpf_ktime_get_ns();
     if (rate_ns) {
-        struct weir_rate_key key = {.selector = selector, .tgid = id >> 32};
+        /* rateLimitScope in the top bits: whose events share the window */
+        u64 scope = rate_ns >> RATE_SCOPE_SHIFT;
+        rate_ns &= (1ULL << RATE_SCOPE_SHIFT) - 1;
+        u32 who = scope == RATE_THREAD ? (u32)id : scope == RATE_GLOBAL ? 0 : id >> 32;
+        struct weir_rate_key key = {.selector = selector, .tgid = who};
         u64 *last = rate_limits.lookup(&key);
         if (last && now - *last < rate_ns) {
             stat_add(STAT_RATE_LIMITED);
