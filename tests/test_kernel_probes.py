@@ -216,6 +216,31 @@ def test_lsm_hooks_are_observed_through_their_security_functions(kernel: None) -
     assert_verified(generated)
 
 
+def test_fentries_are_observed_as_kprobes(kernel: None) -> None:
+    # Tetragon's fentry.yaml: fentry and fexit see what kprobes and kretprobes see.
+    sock = [{"index": 0, "type": "sock"}]
+    generated = generated_for(
+        "fentry",
+        {
+            "fentries": [
+                {
+                    "call": "tcp_connect",
+                    "return": True,
+                    "args": sock,
+                    "returnArg": {"index": 0, "type": "int"},
+                },
+                {"call": "tcp_close", "args": sock},
+            ]
+        },
+    )
+    assert [p.hook for p in generated.programs] == [
+        "kretprobe:tcp_connect",
+        "kretprobe:tcp_connect:entry",  # saves the args for the return, as a kretprobe's
+        "kprobe:tcp_close",
+    ]
+    assert_verified(generated)
+
+
 TARGET = r"""
 #include <stdlib.h>
 #include <string.h>

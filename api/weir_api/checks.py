@@ -101,7 +101,7 @@ def policy_bytes(spec: TracingPolicySpec) -> int:
 
 def _policy(spec: TracingPolicySpec, path: Sequence[PathPart]) -> Iterator[Problem]:
     hooks = spec.hooks()
-    if not (spec.kprobes or spec.tracepoints or spec.uprobes or spec.lsmhooks):
+    if not (spec.kprobes or spec.tracepoints or spec.uprobes or spec.lsmhooks or spec.fentries):
         yield at(path, "a policy needs at least one of kprobes, tracepoints or uprobes")
     size = policy_bytes(spec)
     if size > limits.MAX_POLICY_BYTES:
@@ -114,12 +114,14 @@ def _policy(spec: TracingPolicySpec, path: Sequence[PathPart]) -> Iterator[Probl
     if len(hooks) > limits.MAX_HOOKS:
         yield at(path, f"{len(hooks)} hooks; at most {limits.MAX_HOOKS} per policy, split it")
     names = {item.name for item in spec.lists}
-    for index, kprobe in enumerate(spec.kprobes):
+    functions = [("kprobes", n, k) for n, k in enumerate(spec.kprobes)]
+    functions += [("fentries", n, k) for n, k in enumerate(spec.fentries)]
+    for group, index, kprobe in functions:
         listed = kprobe.list_name()
         if listed is not None and listed not in names:
             known = ", ".join(sorted(names)) or "none"
             yield at(
-                (*path, "kprobes", index, "call"),
+                (*path, group, index, "call"),
                 f"names list {listed!r}, which spec.lists does not have (lists: {known})",
             )
     yield from _marks(spec, path)

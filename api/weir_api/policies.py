@@ -1021,6 +1021,13 @@ class TracingPolicySpec(Model):
         "Tetragon).",
     )
 
+    fentries: list[KProbe] = Field(
+        default_factory=list,
+        max_length=limits.MAX_HOOKS,
+        description="Tetragon's fentries (fentry, or fexit with return: true): the same "
+        "function entries and returns as kprobes, observed as kprobes (hook ids kprobe:CALL, "
+        "kretprobe:CALL).",
+    )
     lsmhooks: list[LsmHook] = Field(
         default_factory=list,
         max_length=limits.MAX_HOOKS,
@@ -1043,6 +1050,8 @@ class TracingPolicySpec(Model):
         out: list[tuple[tuple[str, int], KProbe | Tracepoint | UProbe]] = []
         for n, kprobe in enumerate(self.kprobes):
             out += [(("kprobes", n), hook) for hook in kprobe.expanded(self.lists)]
+        for n, fentry in enumerate(self.fentries):
+            out += [(("fentries", n), hook) for hook in fentry.expanded(self.lists)]
         out += [(("tracepoints", n), hook) for n, hook in enumerate(self.tracepoints)]
         for n, uprobe in enumerate(self.uprobes):
             out += [(("uprobes", n), hook) for hook in uprobe.expanded()]

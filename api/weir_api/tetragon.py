@@ -32,7 +32,6 @@ LATER_FIELDS = frozenset(
     {
         # spec
         "hostSelector",
-        "fentries",
         "usdts",
         "containerSelector",
         "loader",
@@ -72,6 +71,9 @@ LATER_TYPES = frozenset(
         "uint32_arr",
         "int64_arr",
         "uint64_arr",
+        "kiocb",
+        "iov_iter",
+        "char_iovec",
     }
 )
 # matchArgs operators Tetragon has that weir does not yet.
