@@ -460,3 +460,40 @@ def test_changes_since_the_process_started(core, tree: Path) -> None:
     assert stats(core, "uts-changed")["matched"] == 3 + 4 + 5
     assert stats(core, "uts-kept")["matched"] == 2
     assert stats(core, "caps-changed")["matched"] == 4 + 5
+
+
+def test_a_raw_tracepoint_reads_the_kernels_own_arguments(core, tree: Path) -> None:
+    # Tetragon's rawtracepoints example: sched_process_exec's third argument is the
+    # linux_binprm, read as the path of the file being executed; counted exactly for a
+    # binary only this test runs.
+    binary = tree / "true"
+    shutil.copy("/bin/true", binary)
+    spec = {
+        "rawtracepoints": [
+            {
+                "subsystem": "sched",
+                "event": "sched_process_exec",
+                "args": [{"index": 2, "type": "linux_binprm", "label": "exe"}],
+                "selectors": [
+                    {
+                        "matchArgs": [
+                            {"label": "exe", "operator": "Equal", "values": [str(binary)]}
+                        ],
+                        "matchActions": [{"action": "NoPost"}],
+                    }
+                ],
+            }
+        ]
+    }
+    # The same as a tracepoint with Tetragon's raw: true.
+    flagged = {"tracepoints": [{**spec["rawtracepoints"][0], "raw": True}]}
+    apply(
+        core,
+        policy_yaml("rawtp", yaml.safe_dump(spec)),
+        policy_yaml("raw-flag", yaml.safe_dump(flagged)),
+    )
+    for _ in range(6):
+        subprocess.run([str(binary)], check=True)
+    subprocess.run(["/bin/true"], check=True)  # another file: not counted
+    assert stats(core, "rawtp")["matched"] == 6
+    assert stats(core, "raw-flag")["matched"] == 6

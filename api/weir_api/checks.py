@@ -26,6 +26,7 @@ from weir_api.policies import (
     KProbe,
     MatchAction,
     MatchArg,
+    RawTracepoint,
     Selector,
     Tracepoint,
     TracingPolicySpec,
@@ -101,7 +102,8 @@ def policy_bytes(spec: TracingPolicySpec) -> int:
 
 def _policy(spec: TracingPolicySpec, path: Sequence[PathPart]) -> Iterator[Problem]:
     hooks = spec.hooks()
-    if not (spec.kprobes or spec.tracepoints or spec.uprobes or spec.lsmhooks or spec.fentries):
+    groups = (spec.kprobes, spec.tracepoints, spec.uprobes, spec.rawtracepoints, spec.fentries)
+    if not any(groups) and not spec.lsmhooks:
         yield at(path, "a policy needs at least one of kprobes, tracepoints or uprobes")
     size = policy_bytes(spec)
     if size > limits.MAX_POLICY_BYTES:
@@ -136,12 +138,16 @@ def _policy(spec: TracingPolicySpec, path: Sequence[PathPart]) -> Iterator[Probl
             yield from _hook(hook, hook_path)
 
 
-def check_hook(hook: KProbe | Tracepoint | UProbe, path: Sequence[PathPart]) -> list[Problem]:
+def check_hook(
+    hook: KProbe | Tracepoint | UProbe | RawTracepoint, path: Sequence[PathPart]
+) -> list[Problem]:
     """One hook's own problems (its args, selectors and actions)."""
     return list(_hook(hook, path))
 
 
-def _hook(hook: KProbe | Tracepoint | UProbe, path: Sequence[PathPart]) -> Iterator[Problem]:
+def _hook(
+    hook: KProbe | Tracepoint | UProbe | RawTracepoint, path: Sequence[PathPart]
+) -> Iterator[Problem]:
     labels: dict[str, int] = {}
     indexes: dict[int, int] = {}
     for types, most, what in (
@@ -519,7 +525,7 @@ def _key_type_problem(label: str, type_: str) -> str:
 
 
 def _key_problems(
-    hook: KProbe | Tracepoint | UProbe, key: str, path: Sequence[PathPart]
+    hook: KProbe | Tracepoint | UProbe | RawTracepoint, key: str, path: Sequence[PathPart]
 ) -> Iterator[Problem]:
     """A mark's or a clock's key names an arg of its hook that can be a key."""
     kind, _, label = key.partition(":")
@@ -581,7 +587,9 @@ def _marks(spec: TracingPolicySpec, path: Sequence[PathPart]) -> Iterator[Proble
                     )
 
 
-def _return_marks(hook: KProbe | Tracepoint | UProbe) -> list[tuple[MatchAction, str]]:
+def _return_marks(
+    hook: KProbe | Tracepoint | UProbe | RawTracepoint,
+) -> list[tuple[MatchAction, str]]:
     """returnArgAction TrackSock / UntrackSock, as the mark action every matching call of
     the hook takes (weir runs it with the matching selector's own), keyed by the return
     value."""
@@ -594,7 +602,7 @@ def _return_marks(hook: KProbe | Tracepoint | UProbe) -> list[tuple[MatchAction,
 
 
 def mark_actions(
-    hook: KProbe | Tracepoint | UProbe, selector: Selector
+    hook: KProbe | Tracepoint | UProbe | RawTracepoint, selector: Selector
 ) -> list[tuple[MatchAction, str]]:
     """Every mark a selector of the hook sets or clears when it matches, with its key: its
     own, then the hook's returnArgAction."""
@@ -602,7 +610,7 @@ def mark_actions(
     return own + _return_marks(hook)
 
 
-def mark_key(hook: KProbe | Tracepoint | UProbe, action: MatchAction) -> str:
+def mark_key(hook: KProbe | Tracepoint | UProbe | RawTracepoint, action: MatchAction) -> str:
     """What a selector's mark action keys by: its key (thread by default), or TrackSock's
     sock arg."""
     if action.action in ("TrackSock", "UntrackSock"):

@@ -847,6 +847,24 @@ class KProbe(FunctionHook):
         return [self.model_copy(update={"call": v, "syscall": syscall}) for v in found.values]
 
 
+class RawTracepoint(Hook):
+    """A raw tracepoint (Tetragon's rawtracepoints): the tracepoint's own arguments, as
+    the kernel passes them (TP_PROTO), before the event's fields are filled in; args take
+    index, the argument's position (sched_process_exec: 0 the task, 2 the linux_binprm)."""
+
+    model_config = {"json_schema_extra": hook_rules("kprobe")}
+
+    subsystem: str = Field(
+        max_length=64, pattern=r"^[a-z0-9_]+$", description="e.g. sched, syscalls' raw_syscalls."
+    )
+    event: str = Field(
+        max_length=128, pattern=r"^[a-z0-9_]+$", description="e.g. sched_process_exec."
+    )
+
+    def target_id(self) -> str:
+        return f"raw_tracepoint:{self.subsystem}:{self.event}"
+
+
 class LsmHook(Hook):
     """One of Tetragon's lsmhooks, observed: a kprobe on the kernel's security_* function
     that calls the LSM hook, with the same arguments (weir never decides the hook's
@@ -898,8 +916,18 @@ class Tracepoint(Hook):
         description="e.g. sys_enter_openat, sock_send_length, signal_generate.",
     )
 
+    raw: bool = Field(
+        default=False,
+        description="Tetragon's raw: attach as a raw tracepoint, whose args are the "
+        "tracepoint's own arguments by position (as under rawtracepoints).",
+    )
+
     def target_id(self) -> str:
         return f"tracepoint:{self.subsystem}:{self.event}"
+
+    def as_raw(self) -> RawTracepoint:
+        fields = self.model_dump(by_alias=True, exclude={"raw"}, exclude_none=True)
+        return RawTracepoint.model_validate(fields)
 
     def arg_by_ref(self, index: int | None, label: str | None) -> Arg | None:
         """As Tetragon: a matchArgs index names the arg with that (tracefs) index, or else
@@ -1021,6 +1049,12 @@ class TracingPolicySpec(Model):
         "Tetragon).",
     )
 
+    rawtracepoints: list[RawTracepoint] = Field(
+        default_factory=list,
+        max_length=limits.MAX_HOOKS,
+        description="Raw tracepoints (Tetragon's): a tracepoint's arguments as the kernel "
+        "passes them, by position.",
+    )
     fentries: list[KProbe] = Field(
         default_factory=list,
         max_length=limits.MAX_HOOKS,
@@ -1041,23 +1075,29 @@ class TracingPolicySpec(Model):
         "effect; weir attaches one program per hook.",
     )
 
-    def hooks(self) -> list[KProbe | Tracepoint | UProbe]:
+    def hooks(self) -> list[KProbe | Tracepoint | UProbe | RawTracepoint]:
         return [hook for _, hook in self.hooks_with_paths()]
 
-    def hooks_with_paths(self) -> list[tuple[tuple[str, int], KProbe | Tracepoint | UProbe]]:
+    def hooks_with_paths(
+        self,
+    ) -> list[tuple[tuple[str, int], KProbe | Tracepoint | UProbe | RawTracepoint]]:
         """Every hook with where it is written ((group, index) under spec); a uprobe with
         ``symbols`` is one hook per symbol, all at its index."""
-        out: list[tuple[tuple[str, int], KProbe | Tracepoint | UProbe]] = []
+        out: list[tuple[tuple[str, int], KProbe | Tracepoint | UProbe | RawTracepoint]] = []
         for n, kprobe in enumerate(self.kprobes):
             out += [(("kprobes", n), hook) for hook in kprobe.expanded(self.lists)]
         for n, fentry in enumerate(self.fentries):
             out += [(("fentries", n), hook) for hook in fentry.expanded(self.lists)]
-        out += [(("tracepoints", n), hook) for n, hook in enumerate(self.tracepoints)]
+        out += [
+            (("tracepoints", n), hook.as_raw() if hook.raw else hook)
+            for n, hook in enumerate(self.tracepoints)
+        ]
+        out += [(("rawtracepoints", n), hook) for n, hook in enumerate(self.rawtracepoints)]
         for n, uprobe in enumerate(self.uprobes):
             out += [(("uprobes", n), hook) for hook in uprobe.expanded()]
         out += [(("lsmhooks", n), lsm.as_kprobe()) for n, lsm in enumerate(self.lsmhooks)]
         seen: dict[str, int] = {}
-        numbered: list[tuple[tuple[str, int], KProbe | Tracepoint | UProbe]] = []
+        numbered: list[tuple[tuple[str, int], KProbe | Tracepoint | UProbe | RawTracepoint]] = []
         for where, hook in out:
             hook = self._listed_values(hook)
             target = hook.target_id()
@@ -1125,7 +1165,7 @@ class TracingPolicy(Model):
         return self.metadata.name
 
 
-def hook_kind(hook: KProbe | Tracepoint | UProbe) -> str:
+def hook_kind(hook: KProbe | Tracepoint | UProbe | RawTracepoint) -> str:
     return hook.hook_id().split(":", 1)[0]
 
 

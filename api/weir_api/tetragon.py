@@ -36,7 +36,6 @@ LATER_FIELDS = frozenset(
         "containerSelector",
         "loader",
         # hooks
-        "raw",
         "ignore",
         "data",
         "offsets",

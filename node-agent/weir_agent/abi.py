@@ -58,6 +58,7 @@ class Source(enum.IntEnum):
     REG = 1
     RET = 2
     SAVED = 3  # a return probe's argument, saved by its entry half
+    RAW = 4  # a raw tracepoint's argument (ctx: u64 args[])
 
 
 class Op(enum.IntEnum):

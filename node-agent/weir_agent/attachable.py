@@ -30,6 +30,10 @@ def check(program: Program) -> tuple[list[str], list[str]]:
     if program.kind in {"uprobe", "uretprobe"}:
         path, symbol = program.target
         return _user_function(path, symbol), _pmu("uprobe")
+    if program.kind == "raw_tracepoint":
+        subsystem, event = program.target[0].split(":", 1)
+        if not (TRACEFS / "events" / subsystem / event).is_dir():
+            return [f"this kernel has no tracepoint {subsystem}:{event} (see {TRACEFS})"], []
     return [], []
 
 

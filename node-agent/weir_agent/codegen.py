@@ -37,6 +37,7 @@ from weir_api.policies import (
     Arg,
     KProbe,
     MatchAction,
+    RawTracepoint,
     Selector,
     Tracepoint,
     TracingPolicy,
@@ -378,7 +379,7 @@ def entry_half(program: Program) -> Program:
 def _program(
     scoped: bool,
     policy_name: str,
-    hook: KProbe | Tracepoint | UProbe,
+    hook: KProbe | Tracepoint | UProbe | RawTracepoint,
     rules: Sequence[AggregationRule],
     starts: Sequence[tuple[str, int]],
     path: tuple[PathPart, ...],
@@ -407,6 +408,8 @@ def _program(
                 )
             ]
         target: tuple[str, ...] = (f"{hook.subsystem}:{hook.event}",)
+    elif isinstance(hook, RawTracepoint):
+        target = (f"{hook.subsystem}:{hook.event}",)
     elif isinstance(hook, KProbe):
         # A syscall named as Tetragon writes it (sys_write, or with an architecture's
         # prefix: __x64_sys_write, __arm64_sys_write) or bare (write): the same syscall,
@@ -842,7 +845,7 @@ def _arg(
     arg: Arg,
     slot: int,
     path: tuple[PathPart, ...],
-    hook: KProbe | Tracepoint | UProbe,
+    hook: KProbe | Tracepoint | UProbe | RawTracepoint,
     fields: list[Field] | None,
     is_return: bool,
 ) -> tuple[_ArgFlags | None, list[Problem]]:
@@ -914,6 +917,8 @@ def _arg(
     # kprobes and uprobes: registers
     user = isinstance(hook, UProbe) or (isinstance(hook, KProbe) and hook.syscall)
     source = Source.RET if is_return else Source.REG
+    if isinstance(hook, RawTracepoint):
+        source = Source.RAW  # the tracepoint's own arguments: ctx is an array of u64
     base = {"FROM": int(source), "SRC": arg.index or 0, "SIZE": 8}
     if isinstance(hook, UProbe) and (arg.type in STRUCT_READS or arg.type in CAP_SET_TYPES):
         return None, [at(path, f"{arg.type} is a kernel struct: use it on a kprobe")]

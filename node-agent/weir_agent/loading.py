@@ -196,6 +196,7 @@ _PROG_TYPES = {
     "kretprobe": BPF.KPROBE,
     "uprobe": BPF.KPROBE,
     "uretprobe": BPF.KPROBE,
+    "raw_tracepoint": BPF.RAW_TRACEPOINT,
 }
 
 
@@ -269,6 +270,7 @@ _BPF_MAP_UPDATE_ELEM = 2
 _BPF_MAP_TYPE_ARRAY = 2
 _BPF_OBJ_PIN = 6
 _BPF_OBJ_GET = 7
+_BPF_RAW_TRACEPOINT_OPEN = 17
 _BPF_LINK_CREATE = 28
 _BPF_PERF_EVENT = 41  # the attach type of a link to a perf event
 _BPF_PSEUDO_MAP_FD = 1
@@ -839,20 +841,24 @@ def attach_stub(program: Program, first: Loaded, *, pin: Path | None = None) -> 
     slot_fd = copy.fds[template.map_fds[0]]
     try:
         _set_slot(slot_fd, first.fd)
-        event = _perf_event(program)
+        if program.kind == "raw_tracepoint":  # the open returns the link
+            link = _raw_tracepoint_open(fd, program.target[0].split(":", 1)[1])
+        else:
+            event = _perf_event(program)
     except OSError as error:
         copy.cleanup()
         raise LoadError("attach", str(error)) from error
     except LoadError:
         copy.cleanup()
         raise
-    try:
-        link = _link_create(fd, event)
-    except OSError as error:
-        copy.cleanup()
-        raise LoadError("attach", f"BPF_LINK_CREATE: {error}") from error
-    finally:
-        os.close(event)
+    if program.kind != "raw_tracepoint":
+        try:
+            link = _link_create(fd, event)
+        except OSError as error:
+            copy.cleanup()
+            raise LoadError("attach", f"BPF_LINK_CREATE: {error}") from error
+        finally:
+            os.close(event)
     stub = Stub(os.dup(slot_fd), link, pin, copy=copy)
     if pin is not None:
         try:
@@ -953,6 +959,25 @@ def _perf_event(program: Program) -> int:
         number = ctypes.get_errno()
         raise OSError(number, f"perf_event_open on {':'.join(target)}: {os.strerror(number)}")
     return fd
+
+
+class _RawTracepointAttr(ctypes.Structure):
+    _fields_ = [
+        ("name", ctypes.c_uint64),
+        ("prog_fd", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+        ("cookie", ctypes.c_uint64),
+    ]
+
+
+def _raw_tracepoint_open(prog_fd: int, event: str) -> int:
+    """Attach a raw tracepoint program; the fd is its link (pinnable, like the others)."""
+    name = ctypes.create_string_buffer(event.encode())
+    attr = _RawTracepointAttr(name=ctypes.addressof(name), prog_fd=prog_fd)
+    try:
+        return _bpf(_BPF_RAW_TRACEPOINT_OPEN, attr)
+    except OSError as error:
+        raise OSError(error.errno, f"raw tracepoint {event}: {error.strerror}") from None
 
 
 def _link_create(prog_fd: int, event_fd: int) -> int:

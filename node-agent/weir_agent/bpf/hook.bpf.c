@@ -131,6 +131,15 @@ static __always_inline void stat_add(u32 index)
 
 /* The raw 64-bit value of an argument source: a tracepoint field, a register
  * or the return value. */
+/* A register's or argument's low bytes as the declared integer type. */
+static __always_inline u64 narrow(u64 value, int size, int is_signed)
+{
+    if (size == 1) value = is_signed ? (u64)(s64)(s8)value : (u8)value;
+    else if (size == 2) value = is_signed ? (u64)(s64)(s16)value : (u16)value;
+    else if (size == 4) value = is_signed ? (u64)(s64)(s32)value : (u32)value;
+    return value;
+}
+
 static __always_inline u64 read_source(void *ctx, struct weir_scratch *sc, int from, int src,
                                        int size, int is_signed)
 {
@@ -146,6 +155,8 @@ static __always_inline u64 read_source(void *ctx, struct weir_scratch *sc, int f
             value = *(u64 *)(ctx + src);
         return value;
     }
+    if (from == SRC_RAW) /* a raw tracepoint: ctx is the arguments (src is a constant) */
+        return narrow(((u64 *)ctx)[src], size, is_signed);
     struct pt_regs *regs = ctx;
     if (from == SRC_SAVED) {
         value = sc->entry.raw[src & (WEIR_MAX_ARGS - 1)];
@@ -172,10 +183,7 @@ static __always_inline u64 read_source(void *ctx, struct weir_scratch *sc, int f
         else if (src == 4) value = PT_REGS_PARM5(regs);
         else value = PT_REGS_PARM6(regs);
     }
-    if (size == 1) value = is_signed ? (u64)(s64)(s8)value : (u8)value;
-    else if (size == 2) value = is_signed ? (u64)(s64)(s16)value : (u16)value;
-    else if (size == 4) value = is_signed ? (u64)(s64)(s32)value : (u32)value;
-    return value;
+    return narrow(value, size, is_signed);
 }
 
 static __always_inline void zero_str(struct weir_strkey *key)
