@@ -497,3 +497,41 @@ def test_a_raw_tracepoint_reads_the_kernels_own_arguments(core, tree: Path) -> N
     subprocess.run(["/bin/true"], check=True)  # another file: not counted
     assert stats(core, "rawtp")["matched"] == 6
     assert stats(core, "raw-flag")["matched"] == 6
+
+
+def test_resolve_follows_a_struct_argument_through_btf(core, tree: Path) -> None:
+    # Tetragon's resolve: fields of sched_process_exec's linux_binprm, found in the
+    # kernel's BTF and read as declared: its filename (a char *), its argc (an int) and
+    # its file (a struct file *, read as the path).
+    binary = tree / "true"
+    shutil.copy("/bin/true", binary)
+    bprm = [
+        {"index": 2, "type": "string", "resolve": "filename", "label": "name"},
+        {"index": 2, "type": "int", "resolve": "argc", "label": "argc"},
+        {"index": 2, "type": "file", "resolve": "file", "label": "exe"},
+    ]
+    selectors = [
+        {
+            "matchArgs": [
+                {"label": "name", "operator": "Equal", "values": [str(binary)]},
+                {"label": "argc", "operator": "Equal", "values": ["4"]},
+                {"label": "exe", "operator": "Equal", "values": [str(binary)]},
+            ],
+            "matchActions": [{"action": "NoPost"}],
+        }
+    ]
+    spec = {
+        "rawtracepoints": [
+            {
+                "subsystem": "sched",
+                "event": "sched_process_exec",
+                "args": bprm,
+                "selectors": selectors,
+            }
+        ]
+    }
+    apply(core, policy_yaml("resolved", yaml.safe_dump(spec)))
+    for _ in range(5):
+        subprocess.run([str(binary), "a", "b", "c"], check=True)  # argc 4
+    subprocess.run([str(binary), "a"], check=True)  # argc 2: not counted
+    assert stats(core, "resolved")["matched"] == 5

@@ -149,7 +149,7 @@ def _hook(
     hook: KProbe | Tracepoint | UProbe | RawTracepoint, path: Sequence[PathPart]
 ) -> Iterator[Problem]:
     labels: dict[str, int] = {}
-    indexes: dict[int, int] = {}
+    indexes: dict[tuple[int, str], int] = {}
     for types, most, what in (
         (values.STRING_TYPES, limits.STRING_ARGS, STRING_TYPES_TEXT),
         (values.ADDRESS_TYPES, limits.ADDRESS_ARGS, ADDRESS_TYPES_TEXT),
@@ -186,13 +186,14 @@ def _hook(
                     f"is {arg.index}; functions pass at most six arguments in registers (0-5)",
                 )
         if arg.index is not None:
-            if arg.index in indexes:
+            read = (arg.index, arg.resolve or "")  # one struct arg, several resolve paths
+            if read in indexes:
                 yield at(
                     (*arg_path, "index"),
                     f"index {arg.index} is already read by "
-                    f"args[{indexes[arg.index]}]; give each argument once",
+                    f"args[{indexes[read]}]; give each argument once",
                 )
-            indexes.setdefault(arg.index, number)
+            indexes.setdefault(read, number)
         name = arg.name()
         if name in labels:
             yield at(

@@ -197,6 +197,15 @@ class Arg(Model):
         description="char_buf only: the argument that holds the buffer's length, counted from "
         "1 as Tetragon counts it (3 is the argument at index 2).",
     )
+    resolve: str | None = Field(
+        default=None,
+        max_length=256,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,15}$",
+        description="kprobes and raw tracepoints: a field reached from this struct pointer "
+        "argument through the kernel's BTF, pointers followed (mm.owner.real_parent.comm "
+        "from a linux_binprm), read as type says (an integer, a string, or a file, path, "
+        "sock or skb), as Tetragon's resolve.",
+    )
     return_copy: bool = Field(
         default=False,
         description="kprobes and uprobes: read the argument when the function returns (what "
@@ -683,8 +692,11 @@ def hook_rules(kind: Literal["kprobe", "tracepoint", "uprobe"]) -> dict[str, Any
         ),
         (
             "!has(self.args) || self.args.all(a, has(a.index) ? "
-            "self.args.exists_one(b, has(b.index) ? b.index == a.index : false) : true)",
-            "each index is read once per hook; give each argument once",
+            "self.args.exists_one(b, has(b.index) ? (b.index == a.index && "
+            "(has(b.resolve) ? b.resolve : '') == (has(a.resolve) ? a.resolve : '')) : false) "
+            ": true)",
+            "each index is read once per hook (or once per resolve path); give each argument "
+            "once",
         ),
     ]
     for types, most, what in (

@@ -43,8 +43,9 @@ LATER_FIELDS = frozenset(
         "addresses",
         "btfArgs",
         # args
-        "resolve",
         "btfType",
+        "extractParam",
+        "overwriteType",
         "source",
         # selectors
         "followChildren",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 VMLINUX = Path("/sys/kernel/btf/vmlinux")
 MAGIC = 0xEB9F
+INT, PTR, ARRAY, ENUM, FUNC, FUNC_PROTO, ENUM64 = 1, 2, 3, 6, 12, 13, 19
 STRUCT, UNION = 4, 5
 TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG = 8, 9, 10, 11, 18
 # Bytes after the 12-byte btf_type header: fixed, and per vlen item.
@@ -146,8 +147,22 @@ class Member:
 class Type:
     kind: int
     name: str
-    ref: int  # the referenced type (typedef, const, ...) or 0
-    members: tuple[Member, ...] = ()
+    ref: int  # the referenced type (typedef, const, pointer, array element, ...) or 0
+    members: tuple[Member, ...] = ()  # a struct's or union's; a prototype's parameters
+    size: int = 0  # an integer's or enum's bytes; an array's element count
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+    """How a resolve path reaches its field from the argument's value: steps of (byte
+    offset, load), each ``value = *(u64 *)(value + offset)`` when load, else ``value +
+    offset``; and the field's own type, for how to read it."""
+
+    steps: tuple[tuple[int, bool], ...]
+    field: Type
+
+
+MAX_RESOLVE_STEPS = 6
 
 
 class Types:
@@ -168,8 +183,11 @@ class Types:
 
         self.by_id: dict[int, Type] = {}
         self.structs: dict[str, int] = {}
+        self.functions: dict[str, int] = {}  # FUNC name -> its prototype's id
+        self.typedefs: dict[str, int] = {}
         pos, end, type_id = hdr_len + type_off, hdr_len + type_off + type_len, 1
-        keep = {STRUCT, UNION, TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG}
+        keep = {STRUCT, UNION, TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG, INT, PTR, ENUM}
+        keep |= {ARRAY, FUNC, FUNC_PROTO, ENUM64}
         while pos < end:
             name_off, info, size_or_type = struct.unpack_from("<III", data, pos)
             kind, vlen, kflag = (info >> 24) & 0x1F, info & 0xFFFF, info >> 31
@@ -186,19 +204,117 @@ class Types:
                     members = tuple(items)
                     if name_off:  # a struct, or a named union (bpf_attr)
                         self.structs.setdefault(name(name_off), type_id)
+                size = 0
+                if kind == FUNC_PROTO:
+                    members = tuple(
+                        Member("", struct.unpack_from("<II", data, body + 8 * i)[1], 0)
+                        for i in range(vlen)
+                    )
+                elif kind == ARRAY:
+                    element, _index, count = struct.unpack_from("<III", data, body)
+                    size_or_type, size = element, count
+                elif kind in (INT, ENUM, ENUM64):
+                    size, size_or_type = size_or_type, 0
                 ref = 0 if kind in (STRUCT, UNION) else size_or_type
-                self.by_id[type_id] = Type(kind, name(name_off) if name_off else "", ref, members)
+                type_name = name(name_off) if name_off else ""
+                self.by_id[type_id] = Type(kind, type_name, ref, members, size)
+                if kind == FUNC and type_name:
+                    self.functions.setdefault(type_name, size_or_type)
+                elif kind == TYPEDEF and type_name:
+                    self.typedefs.setdefault(type_name, type_id)
             pos = body + fixed + per_item * vlen
             type_id += 1
 
     def _resolve(self, type_id: int) -> Type | None:
         """Through typedefs and qualifiers to the struct or union, if it is one."""
+        found = self.bare(type_id)
+        return found if found is not None and found.kind in (STRUCT, UNION) else None
+
+    def bare(self, type_id: int) -> Type | None:
+        """The type without its typedefs and qualifiers (None: void, or not kept)."""
         for _ in range(32):
             found = self.by_id.get(type_id)
-            if found is None or found.kind in (STRUCT, UNION):
+            if found is None or found.kind not in {TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG}:
                 return found
             type_id = found.ref
         return None
+
+    def parameter(self, function: str, index: int) -> int:
+        """The type id of a kernel function's parameter; raises BTFError."""
+        proto = self.bare(self.functions.get(function, 0))
+        if proto is None or proto.kind != FUNC_PROTO:
+            raise BTFError(f"no function {function} in the kernel's BTF")
+        if index >= len(proto.members):
+            raise BTFError(f"{function} takes {len(proto.members)} arguments, not {index + 1}")
+        return proto.members[index].type
+
+    def tracepoint_argument(self, event: str, index: int) -> int:
+        """The type id of a raw tracepoint's argument (its btf_trace_EVENT typedef: a
+        pointer to a prototype whose first parameter is the context); raises BTFError."""
+        pointer = self.bare(self.typedefs.get(f"btf_trace_{event}", 0))
+        proto = self.bare(pointer.ref) if pointer is not None and pointer.kind == PTR else None
+        if proto is None or proto.kind != FUNC_PROTO:
+            raise BTFError(f"no raw tracepoint {event} in the kernel's BTF")
+        if index + 1 >= len(proto.members):
+            raise BTFError(f"{event} has {len(proto.members) - 1} arguments, not {index + 1}")
+        return proto.members[index + 1].type
+
+    def resolve(self, type_id: int, path: str) -> Resolved:
+        """Follow a dotted field path from an argument of type ``type_id`` (a pointer to a
+        struct, or to a pointer to one), through embedded structs and pointers, to its
+        last field; raises BTFError naming the step that fails."""
+        steps: list[tuple[int, bool]] = []
+        current = self._pointee(type_id, steps, "the argument")
+        offset = 0
+        parts = path.split(".")
+        last: Type | None = None
+        for number, part in enumerate(parts):
+            found = self._find(current, part)
+            if found is None:
+                raise BTFError(f"{self._name(current)} has no field {part!r}")
+            bits, member = found
+            if bits % 8:
+                raise BTFError(f"{part!r} is a bit field")
+            offset += bits // 8
+            field = self.bare(member)
+            if number == len(parts) - 1:
+                last = field
+                steps.append((offset, False))  # the address of the last field
+                break
+            if field is not None and field.kind in (STRUCT, UNION):
+                current = member  # embedded: the same object, further in
+                continue
+            steps.append((offset, True))
+            offset = 0
+            current = self._pointee(member, steps, repr(part))
+        if last is None:
+            raise BTFError(f"{path!r} ends in a field of no type weir can read")
+        merged = _merge(steps)
+        if len(merged) > MAX_RESOLVE_STEPS:
+            raise BTFError(f"{path!r} takes {len(merged)} steps; at most {MAX_RESOLVE_STEPS}")
+        return Resolved(tuple(merged), last)
+
+    def _pointee(self, type_id: int, steps: list[tuple[int, bool]], what: str) -> int:
+        """The struct a pointer (to a pointer ...) leads to, adding a load per extra
+        level (the first is the value in hand: the argument, or a member just loaded)."""
+        found = self.bare(type_id)
+        if found is None or found.kind != PTR:
+            raise BTFError(f"{what} is not a pointer to a struct")
+        target = found.ref
+        for _ in range(4):
+            inner = self.bare(target)
+            if inner is not None and inner.kind in (STRUCT, UNION):
+                return target
+            if inner is None or inner.kind != PTR:
+                break
+            steps.append((0, True))
+            target = inner.ref
+        raise BTFError(f"{what} is not a pointer to a struct")
+
+    def _name(self, type_id: int) -> str:
+        found = self._resolve(type_id)
+        kind = "union" if found is not None and found.kind == UNION else "struct"
+        return f"{kind} {found.name}" if found is not None and found.name else "the struct"
 
     def _find(self, type_id: int, field: str) -> tuple[int, int] | None:
         """(bit offset, member type) of ``field``, looking into anonymous members too."""
@@ -229,6 +345,21 @@ class Types:
         return bits // 8
 
 
+def _merge(steps: list[tuple[int, bool]]) -> list[tuple[int, bool]]:
+    """Address steps folded into the next step's offset (value + a + b = value + (a+b))."""
+    out: list[tuple[int, bool]] = []
+    pending = 0
+    for offset, load in steps:
+        if load:
+            out.append((pending + offset, True))
+            pending = 0
+        else:
+            pending += offset
+    if pending or not out or not out[-1][1]:
+        out.append((pending, False))
+    return out
+
+
 def offsets(data: bytes, fields: Mapping[str, tuple[str, str]] = SOCK_FIELDS) -> dict[str, int]:
     """Flag name -> byte offset, for each (struct, field path) of ``fields``."""
     types = Types(data)
@@ -251,6 +382,15 @@ def layout(data: bytes) -> Layout:
 def zero_layout() -> Layout:
     """Offsets for checking a policy without compiling it (nothing is read)."""
     return dict.fromkeys(ALL_FIELDS, 0)
+
+
+@functools.cache
+def kernel_types(path: Path = VMLINUX) -> Types | None:
+    """The running kernel's types, for resolve paths (None without BTF)."""
+    try:
+        return Types(path.read_bytes())
+    except (OSError, BTFError):
+        return None
 
 
 @functools.cache

@@ -279,12 +279,14 @@ def generate(
     ringbuf_pages: int = RINGBUF_PAGES,
     kernel_layout: Mapping[str, int | str] | None = None,
     host_namespaces: Mapping[str, int | str] | None = None,
+    kernel_types: btf.Types | None = None,
 ) -> Generated:
     """All programs of a policy. ``layouts`` maps tracepoint hook ids to their fields
     (None: no such tracepoint on this kernel); ``kernel_layout`` the running kernel's
     struct offsets (btf.kernel_layout: an offset, or why it is unknown, per flag);
     ``host_namespaces`` the node's own namespace inodes for host_ns, by /proc/1/ns name
-    (or why each is unknown)."""
+    (or why each is unknown); ``kernel_types`` the running kernel's BTF, for args'
+    resolve paths (None: the paths are not followed, e.g. checking without a kernel)."""
     kernel_layout = kernel_layout if kernel_layout is not None else {}
     host_namespaces = host_namespaces if host_namespaces is not None else {}
     programs: list[Program] = []
@@ -311,6 +313,7 @@ def generate(
             ringbuf_pages,
             kernel_layout,
             host_namespaces,
+            kernel_types,
         )
         problems.extend(found)
         if program is not None and not found:
@@ -388,6 +391,7 @@ def _program(
     ringbuf_pages: int,
     kernel_layout: Mapping[str, int | str],
     host_namespaces: Mapping[str, int | str],
+    kernel_types: btf.Types | None,
 ) -> tuple[Program | None, list[Problem]]:
     problems: list[Problem] = []
     flags = _Flags()
@@ -438,13 +442,13 @@ def _program(
         prefix = f"ARG{slot}"
         for suffix in (
             "KIND", "FROM", "SRC", "SIZE", "SIGNED", "SLOT", "USER", "LEN_ARG", "PATH", "DEREF",
-            "OFF",
+            "OFF", "RESOLVE", "R0", "R1", "R2", "R3", "R4", "R5",
         ):  # fmt: skip
             flags.set(f"{prefix}_{suffix}", 0)
     for slot, arg in enumerate(declared):
         arg_path = (*path, "args", slot) if slot < len(hook.args) else (*path, "returnArg")
         is_return = arg is getattr(hook, "return_arg", None)
-        plan, found = _arg(arg, slot, arg_path, hook, fields, is_return)
+        plan, found = _arg(arg, slot, arg_path, hook, fields, is_return, kernel_types)
         if plan is not None and with_entry and not is_return:
             plan.flags["FROM"] = int(Source.SAVED)
         problems.extend(found)
@@ -848,6 +852,7 @@ def _arg(
     hook: KProbe | Tracepoint | UProbe | RawTracepoint,
     fields: list[Field] | None,
     is_return: bool,
+    kernel_types: btf.Types | None = None,
 ) -> tuple[_ArgFlags | None, list[Problem]]:
     bits, signed = values.INTEGER_TYPES.get(arg.type, (64, False))
     if isinstance(hook, Tracepoint):
@@ -920,6 +925,8 @@ def _arg(
     if isinstance(hook, RawTracepoint):
         source = Source.RAW  # the tracepoint's own arguments: ctx is an array of u64
     base = {"FROM": int(source), "SRC": arg.index or 0, "SIZE": 8}
+    if arg.resolve is not None:
+        return _resolved(arg, path, hook, base, kernel_types)
     if isinstance(hook, UProbe) and (arg.type in STRUCT_READS or arg.type in CAP_SET_TYPES):
         return None, [at(path, f"{arg.type} is a kernel struct: use it on a kprobe")]
     if arg.type in CAP_SET_TYPES:  # the set the argument points to
@@ -944,6 +951,69 @@ def _arg(
     if arg.type == "fd":
         return _ArgFlags(Kind.FD, {**base, "SIZE": 4}), []
     return _ArgFlags(Kind.SOCKADDR, {**base, "USER": int(user)}), []
+
+
+# What a resolved field is read as, by the arg's type (the field's own kind decides
+# whether it is loaded or taken by address).
+_RESOLVED_KINDS = {"string": Kind.STR_PTR, "file": Kind.FILE, "path": Kind.PATH,
+                   "sock": Kind.SOCK, "skb": Kind.SKB}  # fmt: skip
+
+
+def _resolved(
+    arg: Arg,
+    path: tuple[PathPart, ...],
+    hook: KProbe | Tracepoint | UProbe | RawTracepoint,
+    base: dict[str, int],
+    kernel_types: btf.Types | None,
+) -> tuple[_ArgFlags | None, list[Problem]]:
+    """An arg's resolve path: steps from the struct pointer the function (or raw
+    tracepoint) was passed to the field, through the kernel's BTF; the field is read as
+    the arg's type says."""
+    where = (*path, "resolve")
+    if not isinstance(hook, KProbe | RawTracepoint) or (isinstance(hook, KProbe) and hook.syscall):
+        return None, [
+            at(
+                where,
+                "resolve follows a kernel function's struct argument: use it on a kprobe "
+                "(not a syscall), an lsmhook or a raw tracepoint",
+            )
+        ]
+    integer = arg.type in values.INTEGER_TYPES and arg.type not in CAP_SET_TYPES
+    kind = Kind.INT if integer else _RESOLVED_KINDS.get(arg.type)
+    if kind is None:
+        return None, [
+            at(
+                (*path, "type"),
+                "a resolved field is read as an integer, a string, or a file, path, sock or "
+                f"skb; not {arg.type}",
+            )
+        ]
+    bits, signed = values.INTEGER_TYPES.get(arg.type, (64, False))
+    flags = {**base, "USER": 0, "SIZE": bits // 8 if integer else 8}
+    flags["SIGNED"] = int(signed and integer)
+    if kernel_types is None:  # not followed: checked where the kernel's BTF is
+        return _ArgFlags(kind, flags), []
+    index = arg.index or 0
+    try:
+        if isinstance(hook, RawTracepoint):
+            start = kernel_types.tracepoint_argument(hook.event, index)
+        else:
+            start = kernel_types.parameter(hook.call, index)
+        resolved = kernel_types.resolve(start, arg.resolve or "")
+    except btf.BTFError as error:
+        return None, [at(where, f"{error} (from the kernel's BTF)")]
+    steps = list(resolved.steps)
+    # The steps give the field's address: an integer, or a pointer the kind reads
+    # through, is loaded from it; an array (a string) or an embedded struct is used there.
+    if integer or resolved.field.kind == btf.PTR:
+        offset, loaded = steps[-1]
+        steps[-1:] = [(offset, True)] if not loaded else [(offset, True), (0, True)]
+    if len(steps) > btf.MAX_RESOLVE_STEPS:
+        return None, [at(where, f"takes {len(steps)} steps; at most {btf.MAX_RESOLVE_STEPS}")]
+    flags["RESOLVE"] = len(steps)
+    for k, (offset, load) in enumerate(steps):
+        flags[f"R{k}"] = offset << 1 | int(load)
+    return _ArgFlags(kind, flags), []
 
 
 def _field(arg: Arg, fields: list[Field]) -> Field | None:

@@ -132,6 +132,7 @@ def _check_policy(
         layouts=layouts,
         kernel_layout=kernel_layout,
         host_namespaces=namespaces.host_namespaces(),
+        kernel_types=btf.kernel_types() if kernel else None,
     )
     if generated.problems:
         print(f"{label}: cannot generate\n{problems.render(generated.problems)}", file=sys.stderr)
@@ -215,6 +216,7 @@ def render(*, file: Path) -> int:
             layouts=layouts,
             kernel_layout=btf.kernel_layout(),
             host_namespaces=namespaces.host_namespaces(),
+            kernel_types=btf.kernel_types(),
         )
         for problem in generated.problems:
             print(f"{item.source}: {problem}", file=sys.stderr)

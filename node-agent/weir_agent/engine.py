@@ -214,6 +214,7 @@ class Engine:
             ringbuf_pages=self.ringbuf_pages,
             kernel_layout=btf.kernel_layout(),
             host_namespaces=self.host_namespaces,
+            kernel_types=btf.kernel_types(),
         )
         if generated.problems:
             with self.lock:

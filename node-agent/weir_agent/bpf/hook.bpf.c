@@ -433,17 +433,32 @@ static __always_inline void read_task(struct weir_task *t)
 
 #endif
 
+/* A resolve path's step k (ARGn_Rk: the offset, shifted left once, and bit 0: load the
+ * pointer or value there, else take the address): constants, so each is one read. */
+#define RESOLVE_STEP(i, k)                                                      \
+    if (ARG##i##_RESOLVE > k) {                                                 \
+        u64 step = ARG##i##_R##k;                                               \
+        raw = (step & 1) ? (u64)read_ptr((void *)raw + (step >> 1)) : raw + (step >> 1); \
+    }
+
 /* Read argument slot i into scratch, as its -D flags say. */
 #define READ_ARG(i)                                                             \
     if (ARG##i##_KIND != KIND_NONE) {                                           \
+        /* a struct pointer to go through is read whole; SIZE is the field's */ \
+        int through = ARG##i##_RESOLVE || ARG##i##_DEREF;                       \
         u64 raw = read_source(ctx, sc, ARG##i##_FROM, ARG##i##_SRC,             \
-                              ARG##i##_SIZE, ARG##i##_SIGNED);                  \
+                              through ? 8 : ARG##i##_SIZE,                      \
+                              through ? 0 : ARG##i##_SIGNED);                   \
+        RESOLVE_STEP(i, 0) RESOLVE_STEP(i, 1) RESOLVE_STEP(i, 2)                \
+        RESOLVE_STEP(i, 3) RESOLVE_STEP(i, 4) RESOLVE_STEP(i, 5)                \
+        if (ARG##i##_RESOLVE && ARG##i##_KIND == KIND_INT)                      \
+            raw = narrow(raw, ARG##i##_SIZE, ARG##i##_SIGNED);                  \
         if (ARG##i##_DEREF == DEREF_ADDRESS) /* a member stored in the struct */ \
             raw += ARG##i##_OFF;                                                \
         else if (ARG##i##_DEREF == DEREF_LOAD) /* a member pointer, or a value */ \
             raw = (u64)read_ptr((void *)raw + ARG##i##_OFF);                    \
-        if (ARG##i##_DEREF && ARG##i##_KIND == KIND_INT && ARG##i##_SIZE == 4)  \
-            raw = (u32)raw; /* a 32-bit member (cred's euid) */                 \
+        if (ARG##i##_DEREF && ARG##i##_KIND == KIND_INT) /* cred's 32-bit euid */ \
+            raw = narrow(raw, ARG##i##_SIZE, ARG##i##_SIGNED);                  \
         sc->raw[i] = raw;                                                       \
         if (ARG##i##_KIND == KIND_INT) {                                        \
             sc->ints[i] = raw;                                                  \
