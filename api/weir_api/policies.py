@@ -695,8 +695,7 @@ def hook_rules(kind: Literal["kprobe", "tracepoint", "uprobe"]) -> dict[str, Any
             "self.args.exists_one(b, has(b.index) ? (b.index == a.index && "
             "(has(b.resolve) ? b.resolve : '') == (has(a.resolve) ? a.resolve : '')) : false) "
             ": true)",
-            "each index is read once per hook (or once per resolve path); give each argument "
-            "once",
+            "each index is read once per hook (or once per resolve path); give each argument once",
         ),
     ]
     for types, most, what in (
