@@ -535,3 +535,32 @@ def test_resolve_follows_a_struct_argument_through_btf(core, tree: Path) -> None
         subprocess.run([str(binary), "a", "b", "c"], check=True)  # argc 4
     subprocess.run([str(binary), "a"], check=True)  # argc 2: not counted
     assert stats(core, "resolved")["matched"] == 5
+
+
+def test_follow_children_matches_what_a_matching_binary_started(core, tree: Path) -> None:
+    # matchBinaries followChildren: the cats a copy of sh starts match In [that sh]; the
+    # same selector without followChildren matches none of them (their executable is cat).
+    shell = tree / "sh"
+    shutil.copy("/bin/sh", shell)
+    target = tree / "read-me"
+    target.write_text("x")
+    hook = {
+        "subsystem": "syscalls",
+        "event": "sys_enter_openat",
+        "args": [{"field": "filename", "type": "filename", "label": "path"}],
+    }
+    mine_path = {"matchArgs": [{"label": "path", "operator": "Equal", "values": [str(target)]}]}
+    started_by = {"operator": "In", "values": [str(shell)]}
+    apply(
+        core,
+        one_hook(
+            "children",
+            hook,
+            {**mine_path, "matchBinaries": [{**started_by, "followChildren": True}]},
+        ),
+        one_hook("itself", hook, {**mine_path, "matchBinaries": [started_by]}),
+    )
+    script = f"cat {target}; cat {target}; cat {target}; true"
+    subprocess.run([str(shell), "-c", script], check=True, capture_output=True)
+    assert stats(core, "children")["matched"] == 3
+    assert stats(core, "itself").get("matched", 0) == 0

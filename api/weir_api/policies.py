@@ -293,6 +293,11 @@ class MatchBinary(Model):
         max_length=limits.MAX_VALUES,
         description="Absolute paths (or path prefixes) of executables, e.g. /usr/bin/curl.",
     )
+    follow_children: bool = Field(
+        default=False,
+        description="Tetragon's followChildren: a process whose parent (up to 8 generations "
+        "up) ran a matching executable matches too.",
+    )
 
 
 def _seconds_as_text(value: object) -> object:

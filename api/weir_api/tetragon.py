@@ -48,7 +48,6 @@ LATER_FIELDS = frozenset(
         "overwriteType",
         "source",
         # selectors
-        "followChildren",
         "matchReturnActions",
         "matchData",
         # matchActions parameters of actions weir does not have

@@ -599,8 +599,11 @@ def _program(
         for b, binary in enumerate(selector.match_binaries):
             uses_exe = True
             matcher = 64 + s * abi.MAX_BINARIES + b
-            flags.set(f"S{s}_B{b}_OP", 1)
+            # OP 2: followChildren, the nearest parents' executables too (read_task's tree)
+            flags.set(f"S{s}_B{b}_OP", 2 if binary.follow_children else 1)
             flags.set(f"S{s}_B{b}_NEG", int(binary.operator.startswith("Not")))
+            if binary.follow_children:
+                uses_task = uses_pid_tree = True
             exact = binary.operator in {"In", "NotIn"}
             for text in binary.values:
                 data = values.parse_string(text)

@@ -766,7 +766,8 @@ static __always_inline int match_arg(struct weir_scratch *sc, int op, int neg, i
 
 #if USE_EXE
 
-static __always_inline int match_binary(struct weir_scratch *sc, int neg, u32 matcher)
+/* op 2 (followChildren): the executables of the nearest parents count too. */
+static __always_inline int match_binary(struct weir_scratch *sc, int op, int neg, u32 matcher)
 {
     struct weir_exe *exe = current_exe();
     int hit = 0;
@@ -774,6 +775,19 @@ static __always_inline int match_binary(struct weir_scratch *sc, int neg, u32 ma
         __builtin_memcpy(sc->exe.s, exe->path.s, WEIR_MAX_STR);
         hit = str_hit(&sc->exe, matcher);
     }
+#if USE_PID_TREE
+#pragma clang loop unroll(disable)
+    for (int i = 0; i < WEIR_ANCESTORS && !hit && op == 2; i++) {
+        u32 up = sc->task.ancestors[0][i & (WEIR_ANCESTORS - 1)];
+        if (!up)
+            break;
+        struct weir_exe *parent = weir_exes.lookup(&up);
+        if (parent) {
+            __builtin_memcpy(sc->exe.s, parent->path.s, WEIR_MAX_STR);
+            hit = str_hit(&sc->exe, matcher);
+        }
+    }
+#endif
     return neg ? !hit : hit;
 }
 
@@ -783,7 +797,10 @@ static __always_inline u64 binary_hash(void)
     return exe ? exe->hash : 0;
 }
 #else
-static __always_inline int match_binary(struct weir_scratch *sc, int neg, u32 matcher) { return 0; }
+static __always_inline int match_binary(struct weir_scratch *sc, int op, int neg, u32 matcher)
+{
+    return 0;
+}
 static __always_inline u64 binary_hash(void) { return 0; }
 #endif
 
@@ -797,7 +814,7 @@ static __always_inline u64 binary_hash(void) { return 0; }
                        C_M(s, m, VAL), (s) * 8 + (m) + (C_GEN << 7));
 #define BINARY(s, b)                                                           \
     if (ok && C_B(s, b, OP) != OP_NONE)                                        \
-        ok = match_binary(sc, C_B(s, b, NEG), 64 + (s) * 4 + (b) + (C_GEN << 7));
+        ok = match_binary(sc, C_B(s, b, OP), C_B(s, b, NEG), 64 + (s) * 4 + (b) + (C_GEN << 7));
 #define SELECTOR(s)                                                            \
     if (action < 0 && C_NUM_SELECTORS > (s)) {                                 \
         int ok = 1;                                                            \
@@ -1249,7 +1266,8 @@ int weir_program(void *ctx)
         for (u32 b = 0; ok && b < WEIR_MAX_BINARIES; b++) {
             struct weir_binary_cfg *bc = &sel->B[b & (WEIR_MAX_BINARIES - 1)];
             if (bc->OP != OP_NONE)
-                ok = match_binary(sc, bc->NEG, 64 + s * WEIR_MAX_BINARIES + b + (C_GEN << 7));
+                ok = match_binary(sc, bc->OP, bc->NEG,
+                                  64 + s * WEIR_MAX_BINARIES + b + (C_GEN << 7));
         }
         if (ok) {
             action = sel->ACTION;
