@@ -206,12 +206,24 @@ def test_lsm_hooks_are_observed_through_their_security_functions(kernel: None) -
                     "selectors": [{"matchActions": [{"action": "Post"}]}],
                 },
                 {"hook": "file_open", "args": [{"index": 0, "type": "file"}]},
+                {  # lsm_track_grandparent.yml: resolve by its older names
+                    "hook": "task_alloc",
+                    "args": [
+                        {
+                            "index": 0,
+                            "type": "int",
+                            "extractParam": "real_parent.real_parent.comm",
+                            "overwriteType": "string",
+                        }
+                    ],
+                },
             ]
         },
     )
     assert [(p.hook, p.target) for p in generated.programs] == [
         ("kprobe:security_bprm_check", ("security_bprm_check",)),
         ("kprobe:security_file_open", ("security_file_open",)),
+        ("kprobe:security_task_alloc", ("security_task_alloc",)),
     ]
     assert_verified(generated)
 

@@ -509,6 +509,8 @@ def test_resolve_follows_a_struct_argument_through_btf(core, tree: Path) -> None
         {"index": 2, "type": "string", "resolve": "filename", "label": "name"},
         {"index": 2, "type": "int", "resolve": "argc", "label": "argc"},
         {"index": 2, "type": "file", "resolve": "file", "label": "exe"},
+        # as if the prototype said void *: btfType names the struct
+        {"index": 2, "type": "int", "resolve": "envc", "btfType": "linux_binprm", "label": "envc"},
     ]
     selectors = [
         {
@@ -516,6 +518,7 @@ def test_resolve_follows_a_struct_argument_through_btf(core, tree: Path) -> None
                 {"label": "name", "operator": "Equal", "values": [str(binary)]},
                 {"label": "argc", "operator": "Equal", "values": ["4"]},
                 {"label": "exe", "operator": "Equal", "values": [str(binary)]},
+                {"label": "envc", "operator": "Equal", "values": ["1"]},
             ],
             "matchActions": [{"action": "NoPost"}],
         }
@@ -532,7 +535,7 @@ def test_resolve_follows_a_struct_argument_through_btf(core, tree: Path) -> None
     }
     apply(core, policy_yaml("resolved", yaml.safe_dump(spec)))
     for _ in range(5):
-        subprocess.run([str(binary), "a", "b", "c"], check=True)  # argc 4
+        subprocess.run([str(binary), "a", "b", "c"], check=True, env={"A": "1"})  # argc 4
     subprocess.run([str(binary), "a"], check=True)  # argc 2: not counted
     assert stats(core, "resolved")["matched"] == 5
 

@@ -202,6 +202,11 @@ def _hook(
                 "must be unique within a hook",
             )
         labels.setdefault(name, number)
+        if arg.btf_type is not None and arg.resolve is None:
+            yield at(
+                (*arg_path, "btfType"),
+                "names the struct a resolve path starts from; give resolve too",
+            )
         if arg.return_copy and isinstance(hook, Tracepoint):
             yield at(
                 (*arg_path, "returnCopy"),

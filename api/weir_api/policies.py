@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BeforeValidator, Field, PrivateAttr
+from pydantic import BeforeValidator, Field, PrivateAttr, model_validator
 
 from weir_api import API_VERSION, limits, values
 from weir_api.meta import LabelSelector, Model, cel
@@ -206,6 +206,23 @@ class Arg(Model):
         "from a linux_binprm), read as type says (an integer, a string, or a file, path, "
         "sock or skb), as Tetragon's resolve.",
     )
+    extract_param: str | None = Field(
+        default=None,
+        max_length=256,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,15}$",
+        description="Tetragon's earlier name for resolve (lsmhooks): taken as resolve.",
+    )
+    overwrite_type: ArgType | None = Field(
+        default=None,
+        description="Tetragon's type for the field extractParam reaches: taken as type.",
+    )
+    btf_type: str | None = Field(
+        default=None,
+        max_length=128,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="With resolve: the struct the argument points to, when the function's "
+        "prototype does not say (a void *), as Tetragon's btfType.",
+    )
     return_copy: bool = Field(
         default=False,
         description="kprobes and uprobes: read the argument when the function returns (what "
@@ -218,6 +235,15 @@ class Arg(Model):
         description="Accepted for Tetragon's policies, no effect: weir reads at most "
         f"{limits.MAX_STRING} bytes of a string or buffer.",
     )
+
+    @model_validator(mode="after")
+    def _tetragon_spelling(self) -> Arg:
+        """extractParam and overwriteType are resolve and type by Tetragon's older names."""
+        if self.extract_param is not None and self.resolve is None:
+            self.resolve = self.extract_param
+        if self.overwrite_type is not None:
+            self.type = self.overwrite_type
+        return self
 
     def name(self) -> str:
         """The label this arg is known by in events and metrics."""

@@ -43,9 +43,6 @@ LATER_FIELDS = frozenset(
         "addresses",
         "btfArgs",
         # args
-        "btfType",
-        "extractParam",
-        "overwriteType",
         "source",
         # selectors
         "matchReturnActions",

@@ -259,6 +259,18 @@ class Types:
             raise BTFError(f"{event} has {len(proto.members) - 1} arguments, not {index + 1}")
         return proto.members[index + 1].type
 
+    def pointer_to(self, struct_name: str) -> int:
+        """A pointer type to a named struct or union (btfType); raises BTFError."""
+        target = self.structs.get(struct_name)
+        if target is None:
+            raise BTFError(f"no struct {struct_name} in the kernel's BTF")
+        pointer = next(
+            (i for i, t in self.by_id.items() if t.kind == PTR and t.ref == target), None
+        )
+        if pointer is None:
+            raise BTFError(f"no pointer to struct {struct_name} in the kernel's BTF")
+        return pointer
+
     def resolve(self, type_id: int, path: str) -> Resolved:
         """Follow a dotted field path from an argument of type ``type_id`` (a pointer to a
         struct, or to a pointer to one), through embedded structs and pointers, to its

@@ -998,7 +998,9 @@ def _resolved(
         return _ArgFlags(kind, flags), []
     index = arg.index or 0
     try:
-        if isinstance(hook, RawTracepoint):
+        if arg.btf_type is not None:  # the struct the (void *) argument points to
+            start = kernel_types.pointer_to(arg.btf_type)
+        elif isinstance(hook, RawTracepoint):
             start = kernel_types.tracepoint_argument(hook.event, index)
         else:
             start = kernel_types.parameter(hook.call, index)
