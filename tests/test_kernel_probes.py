@@ -156,6 +156,23 @@ STRUCT_KPROBES = {
                 {"matchArgs": [{"label": "module", "operator": "Equal", "values": ["xfs"]}]}
             ],
         },
+        # Read through their own resolve paths: a socket's sock, a program's and a
+        # device's names.
+        {
+            "call": "security_socket_connect",
+            "args": [{"index": 0, "type": "socket", "label": "socket"}],
+            "selectors": [
+                {"matchArgs": [{"label": "socket", "operator": "DPort", "values": ["443"]}]}
+            ],
+        },
+        {
+            "call": "security_bpf_prog",
+            "args": [{"index": 0, "type": "bpf_prog", "label": "prog"}],
+            "selectors": [
+                {"matchArgs": [{"label": "prog", "operator": "Prefix", "values": ["weir"]}]}
+            ],
+        },
+        {"call": "dev_open", "args": [{"index": 0, "type": "net_device"}]},
         # Tetragon's bpf.yaml and process-credentials examples.
         {"call": "bpf_check", "args": [{"index": 1, "type": "bpf_attr"}]},
         {"call": "security_perf_event_alloc", "args": [{"index": 0, "type": "perf_event"}]},

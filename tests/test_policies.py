@@ -151,11 +151,12 @@ def match(operator: str, values: list[str], label: str = "path") -> list[dict[st
             "'capability', 'kernel_cap_t', 'cap_inheritable', 'cap_permitted', 'cap_effective', "
             "'syscall64', 'cred', 'user_namespace', 'string', 'filename', 'char_buf', 'sock', "
             "'sockaddr', 'skb', 'file', 'path', 'fd', 'linux_binprm', 'module', 'kernel_module', "
-            "'load_info', 'bpf_attr', 'bpf_map', 'perf_event' or 'nop', got 'sokc'",
+            "'load_info', 'bpf_attr', 'bpf_map', 'perf_event', 'bpf_prog', 'net_device', 'socket' "
+            "or 'nop', got 'sokc'",
         ),
         (
-            {"args": [{"field": "sk", "type": "socket"}]},
-            "spec.tracepoints[0].args[0].type: Tetragon's arg type socket is not supported by "
+            {"args": [{"field": "sk", "type": "dentry"}]},
+            "spec.tracepoints[0].args[0].type: Tetragon's arg type dentry is not supported by "
             "weir (yet); read the value as an integer (uint64), or see docs/tetragon.md",
         ),
     ],

@@ -63,6 +63,9 @@ ArgType = Literal[
     "bpf_attr",
     "bpf_map",
     "perf_event",
+    "bpf_prog",
+    "net_device",
+    "socket",
     "nop",
 ]
 assert set(ArgType.__args__) == set(values.ARG_TYPES)  # type: ignore[attr-defined]
@@ -670,7 +673,7 @@ STRING_TYPES_TEXT = (
     "string, filename, char_buf, file, path, fd, linux_binprm, module, kernel_module, "
     "load_info, bpf_attr, bpf_map and perf_event"
 )
-ADDRESS_TYPES_TEXT = "sock, sockaddr and skb"
+ADDRESS_TYPES_TEXT = "sock, sockaddr, skb and socket"
 
 
 def _every_match(condition: str) -> str:

@@ -57,10 +57,7 @@ LATER_FIELDS = frozenset(
 LATER_TYPES = frozenset(
     {
         "sock_type",
-        "bpf_prog",
         "dentry",
-        "net_device",
-        "socket",
         "data_loc",
         "const_buf",
         "int32_arr",

@@ -61,11 +61,19 @@ FILE_TYPES = frozenset({"file", "path", "fd"})
 # ``struct perf_event *`` as the function a kprobe event names (``kprobe_func``).
 STRUCT_STRING_TYPES = frozenset(
     {"linux_binprm", "module", "kernel_module", "load_info", "bpf_attr", "bpf_map", "perf_event"}
-)
+) | frozenset({"bpf_prog", "net_device"})
+# Kernel structs weir reads through a resolve path of its own (the kernel's BTF finds the
+# field): the type -> (path, what the field is read as). A struct socket * is its sock; a
+# struct bpf_prog * the program's name; a struct net_device * the device's name.
+IMPLICIT_RESOLVE = {
+    "socket": ("sk", "sock"),
+    "bpf_prog": ("aux.name", "string"),
+    "net_device": ("name", "string"),
+}
 STRING_TYPES = frozenset({"string", "filename", "char_buf"}) | FILE_TYPES | STRUCT_STRING_TYPES
 # Addresses read from a ``struct sock *``, a ``struct sockaddr *`` or the headers of a
 # ``struct sk_buff *``.
-ADDRESS_TYPES = frozenset({"sock", "sockaddr", "skb"})
+ADDRESS_TYPES = frozenset({"sock", "sockaddr", "skb", "socket"})
 # What a mark or a duration's clock may be keyed by (arg:LABEL): an integer's value, the
 # address of the kernel object a sock, skb, file or path arg points to, or an fd's number.
 KEY_TYPES = frozenset(INTEGER_TYPES) | frozenset({"sock", "skb", "file", "path", "fd"})
@@ -119,6 +127,7 @@ NEGATED_OPERATORS = frozenset(
 # Which socket operators each address type can answer.
 SOCKET_OPERATORS_FOR = {
     "sock": SOCKET_OPERATORS,
+    "socket": SOCKET_OPERATORS,  # read as its sock
     "skb": frozenset({"Family", "NotFamily", "Protocol", "NotProtocol"}),
     "sockaddr": frozenset({"Family", "NotFamily"}),
 }

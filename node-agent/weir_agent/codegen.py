@@ -928,6 +928,9 @@ def _arg(
     if isinstance(hook, RawTracepoint):
         source = Source.RAW  # the tracepoint's own arguments: ctx is an array of u64
     base = {"FROM": int(source), "SRC": arg.index or 0, "SIZE": 8}
+    if arg.resolve is None and arg.type in values.IMPLICIT_RESOLVE:
+        implicit, as_type = values.IMPLICIT_RESOLVE[arg.type]
+        arg = arg.model_copy(update={"resolve": implicit, "type": as_type})
     if arg.resolve is not None:
         return _resolved(arg, path, hook, base, kernel_types)
     if isinstance(hook, UProbe) and (arg.type in STRUCT_READS or arg.type in CAP_SET_TYPES):
