@@ -567,3 +567,53 @@ def test_follow_children_matches_what_a_matching_binary_started(core, tree: Path
     subprocess.run([str(shell), "-c", script], check=True, capture_output=True)
     assert stats(core, "children")["matched"] == 3
     assert stats(core, "itself").get("matched", 0) == 0
+
+
+SEVEN_GETPIDS = r"""
+void _start(void) {
+    for (int i = 0; i < 7; i++) {
+        long ret;
+        __asm__ volatile("syscall" : "=a"(ret) : "a"(39) : "rcx", "r11", "memory");
+    }
+    __asm__ volatile("syscall" : : "a"(60), "D"(0) : "rcx", "r11", "memory");
+}
+"""
+
+
+def test_a_kprobe_on_every_syscall_is_one_raw_syscalls_program(core, tree: Path) -> None:
+    # Tetragon's generated_syscalls list: every syscall a binary makes. weir watches them
+    # through raw_syscalls:sys_enter; a static program that makes exactly 7 getpids and an
+    # exit is counted 8 times.
+    import platform
+
+    from conftest import require
+
+    require(platform.machine() == "x86_64", "the test program is x86_64 assembly")
+    require(shutil.which("gcc") is not None, "gcc is needed to build the test program")
+    (tree / "seven.c").write_text(SEVEN_GETPIDS)
+    binary = tree / "seven"
+    subprocess.run(
+        ["gcc", "-O1", "-static", "-nostdlib", "-o", str(binary), str(tree / "seven.c")],
+        check=True,
+    )
+    spec = {
+        "lists": [{"name": "all-syscalls", "type": "generated_syscalls"}],
+        "kprobes": [
+            {
+                "call": "list:all-syscalls",
+                "selectors": [
+                    {
+                        "matchBinaries": [{"operator": "In", "values": [str(binary)]}],
+                        "matchActions": [{"action": "NoPost"}],
+                    }
+                ],
+            }
+        ],
+    }
+    apply(core, policy_yaml("every-syscall", yaml.safe_dump(spec)))
+    assert [s.hook for s in core.snapshot() if s.policy == "every-syscall"] == [
+        "tracepoint:raw_syscalls:sys_enter"
+    ]
+    for _ in range(2):
+        subprocess.run([str(binary)], check=True)
+    assert stats(core, "every-syscall")["matched"] == 2 * 8

@@ -590,6 +590,28 @@ def test_returncopy_makes_a_return_probe_and_is_refused_on_tracepoints() -> None
     ]
 
 
+def test_generated_lists() -> None:
+    from weir_api.policies import TracingPolicy
+
+    every = {"name": "all", "type": "generated_syscalls"}
+    doc = {**policy(), "spec": {"lists": [every], "kprobes": [{"call": "list:all"}]}}
+    assert problems_of(doc) == []
+    hooks = TracingPolicy.model_validate(doc).spec.hooks()
+    assert [h.hook_id() for h in hooks] == ["tracepoint:raw_syscalls:sys_enter"]
+    doc["spec"]["kprobes"][0]["args"] = [{"index": 0, "type": "int"}]
+    assert problems_of(doc) == [
+        "spec.kprobes[0]: every syscall is watched through raw_syscalls:sys_enter, which has "
+        "no per-syscall args or return: drop args and return, or list the syscalls (type: "
+        "syscalls)"
+    ]
+    ftrace = {"name": "ksys", "type": "generated_ftrace", "pattern": "^ksys_"}
+    doc = {**policy(), "spec": {"lists": [ftrace], "kprobes": [{"call": "list:ksys"}]}}
+    assert problems_of(doc) == [
+        "spec.lists[0].type: Tetragon's generated_ftrace is not supported by weir (yet): weir "
+        "loads one program per kprobe; list the functions (type: functions)"
+    ]
+
+
 def test_a_bare_rate_limit_is_seconds_as_in_tetragon() -> None:
     from weir_api import values
     from weir_api.policies import TracingPolicy

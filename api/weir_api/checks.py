@@ -116,6 +116,24 @@ def _policy(spec: TracingPolicySpec, path: Sequence[PathPart]) -> Iterator[Probl
     if len(hooks) > limits.MAX_HOOKS:
         yield at(path, f"{len(hooks)} hooks; at most {limits.MAX_HOOKS} per policy, split it")
     names = {item.name for item in spec.lists}
+    for number, item in enumerate(spec.lists):
+        if item.type == "generated_ftrace":
+            yield at(
+                (*path, "lists", number, "type"),
+                "Tetragon's generated_ftrace is not supported by weir (yet): weir loads one "
+                "program per kprobe; list the functions (type: functions)",
+            )
+        elif item.type == "generated_syscalls" and item.values:
+            yield at((*path, "lists", number, "values"), "a generated list takes no values")
+    every_syscall = {item.name for item in spec.lists if item.type == "generated_syscalls"}
+    for number, kprobe in enumerate(spec.kprobes):
+        if kprobe.list_name() in every_syscall and (kprobe.args or kprobe.returns()):
+            yield at(
+                (*path, "kprobes", number),
+                "every syscall is watched through raw_syscalls:sys_enter, which has no "
+                "per-syscall args or return: drop args and return, or list the syscalls "
+                "(type: syscalls)",
+            )
     functions = [("kprobes", n, k) for n, k in enumerate(spec.kprobes)]
     functions += [("fentries", n, k) for n, k in enumerate(spec.fentries)]
     for group, index, kprobe in functions:

@@ -875,6 +875,19 @@ class KProbe(FunctionHook):
     def target_id(self) -> str:
         return f"{'kretprobe' if self.returns() else 'kprobe'}:{self.call}"
 
+    def every_syscall(self) -> Tracepoint:
+        """A kprobe on a generated_syscalls list, as the one tracepoint every syscall
+        passes (raw_syscalls:sys_enter) with the same selectors."""
+        return Tracepoint.model_validate(
+            {
+                "subsystem": "raw_syscalls",
+                "event": "sys_enter",
+                "selectors": [s.model_dump(by_alias=True) for s in self.selectors],
+                "message": self.message,
+                "tags": self.tags,
+            }
+        )
+
     def list_name(self) -> str | None:
         """NAME of ``call: list:NAME``."""
         return self.call.removeprefix("list:") if self.call.startswith("list:") else None
@@ -1027,18 +1040,32 @@ class UProbe(FunctionHook):
 class PolicyList(Model):
     """A named list of kernel functions (Tetragon's spec.lists), used as ``call: list:NAME``."""
 
+    model_config = {
+        "json_schema_extra": cel(
+            (
+                "self.type.startsWith('generated') || (has(self.values) && size(self.values) > 0)",
+                "a list of syscalls or functions needs values",
+            ),
+        )
+    }
+
     name: str = Field(
         max_length=63,
         pattern=r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$",
         description="The name kprobes refer to as list:NAME.",
     )
-    type: Literal["syscalls", "functions"] = Field(
+    type: Literal["syscalls", "functions", "generated_syscalls", "generated_ftrace"] = Field(
         default="functions",
         description="syscalls: syscall names (sys_dup or dup; the architecture's prefix is "
-        "added); functions: kernel function names.",
+        "added); functions: kernel function names; generated_syscalls: every syscall (a "
+        "kprobe on it is watched through raw_syscalls:sys_enter, one program); "
+        "generated_ftrace: not supported by weir (yet).",
     )
     values: list[Annotated[str, Field(max_length=limits.MAX_NAME, pattern=SYMBOL_PATTERN)]] = Field(
-        min_length=1, max_length=limits.MAX_HOOKS, description="The functions."
+        default_factory=list, max_length=limits.MAX_HOOKS, description="The functions."
+    )
+    pattern: str | None = Field(
+        default=None, max_length=256, description="generated_ftrace's regular expression."
     )
 
 
@@ -1123,13 +1150,22 @@ class TracingPolicySpec(Model):
     def hooks(self) -> list[KProbe | Tracepoint | UProbe | RawTracepoint]:
         return [hook for _, hook in self.hooks_with_paths()]
 
+    def tracepoint_hooks(self) -> list[Tracepoint]:
+        """The tracepoints the policy hooks (those written, and those it implies: a
+        kprobe on every syscall is raw_syscalls:sys_enter), for their tracefs formats."""
+        return [hook for hook in self.hooks() if isinstance(hook, Tracepoint)]
+
     def hooks_with_paths(
         self,
     ) -> list[tuple[tuple[str, int], KProbe | Tracepoint | UProbe | RawTracepoint]]:
         """Every hook with where it is written ((group, index) under spec); a uprobe with
         ``symbols`` is one hook per symbol, all at its index."""
         out: list[tuple[tuple[str, int], KProbe | Tracepoint | UProbe | RawTracepoint]] = []
+        every_syscall = {item.name for item in self.lists if item.type == "generated_syscalls"}
         for n, kprobe in enumerate(self.kprobes):
+            if kprobe.list_name() in every_syscall:  # one program sees them all
+                out.append((("kprobes", n), kprobe.every_syscall()))
+                continue
             out += [(("kprobes", n), hook) for hook in kprobe.expanded(self.lists)]
         for n, fentry in enumerate(self.fentries):
             out += [(("fentries", n), hook) for hook in fentry.expanded(self.lists)]

@@ -122,7 +122,8 @@ def _check_policy(
         r for r in rules if isinstance(r, AggregationRule) and r.spec.policy_ref.name == policy.name
     ]
     layouts = {
-        t.hook_id(): formats.read_format(t.subsystem, t.event) for t in policy.spec.tracepoints
+        t.target_id(): formats.read_format(t.subsystem, t.event)
+        for t in policy.spec.tracepoint_hooks()
     }
     # Offline (no kernel) nothing is compiled: any layout will do to check the rest.
     kernel_layout = btf.kernel_layout() if kernel else btf.zero_layout()
@@ -208,7 +209,8 @@ def render(*, file: Path) -> int:
             continue
         policy = item.obj
         layouts = {
-            t.hook_id(): formats.read_format(t.subsystem, t.event) for t in policy.spec.tracepoints
+            t.target_id(): formats.read_format(t.subsystem, t.event)
+            for t in policy.spec.tracepoint_hooks()
         }
         generated = codegen.generate(
             policy,

@@ -205,7 +205,10 @@ class Engine:
                 "; ".join(map(str, item.problems)),
             )
             return None
-        layouts = {t.hook_id(): self.layouts(t.subsystem, t.event) for t in policy.spec.tracepoints}
+        layouts = {
+            t.target_id(): self.layouts(t.subsystem, t.event)
+            for t in policy.spec.tracepoint_hooks()
+        }
         generated = codegen.generate(
             policy,
             rules,
