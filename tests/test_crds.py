@@ -132,6 +132,35 @@ def test_examples_pass_every_cel_rule() -> None:
         assert cel_failures(schema, apply_defaults(schema, obj)) == [], obj["metadata"]["name"]
 
 
+def test_capabilities_gained_on_a_cred_arg_passes_the_cel_rules() -> None:
+    obj = {
+        "apiVersion": "weir.dev/v1alpha1",
+        "kind": "TracingPolicy",
+        "metadata": {"name": "creds"},
+        "spec": {
+            "kprobes": [
+                {
+                    "call": "commit_creds",
+                    "args": [{"index": 0, "type": "cred"}],
+                    "selectors": [
+                        {
+                            "matchArgs": [
+                                {
+                                    "index": 0,
+                                    "operator": "CapabilitiesGained",
+                                    "values": ["CAP_SETUID"],
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ]
+        },
+    }
+    schema = schema_of("TracingPolicy")
+    assert cel_failures(schema, apply_defaults(schema, obj)) == []
+
+
 def _segfaults() -> dict[str, Any]:
     return copy.deepcopy(next(o for o in example_objects() if o["metadata"]["name"] == "segfaults"))
 

@@ -180,7 +180,18 @@ STRUCT_KPROBES = {
         {
             "call": "commit_creds",
             "args": [{"index": 0, "type": "cred", "label": "new"}],
-            "selectors": [{"matchArgs": [{"label": "new", "operator": "Equal", "values": ["0"]}]}],
+            "selectors": [
+                {"matchArgs": [{"label": "new", "operator": "Equal", "values": ["0"]}]},
+                {
+                    "matchArgs": [
+                        {
+                            "label": "new",
+                            "operator": "CapabilitiesGained",
+                            "values": ["CAP_SYS_ADMIN", "CAP_SETUID"],
+                        }
+                    ]
+                },
+            ],
         },
         {
             "call": "cap_capable",

@@ -107,6 +107,7 @@ MatchArgOperator = Literal[
     "NotFileType",
     "SubString",
     "SubStringIgnCase",
+    "CapabilitiesGained",
 ]
 
 LABEL_PATTERN = r"^[a-z_][a-z0-9_]*$"
@@ -661,6 +662,7 @@ _FITS = (
     f" && m.operator in {_cel_list(values.STRING_OPERATORS)})"
     f" || (a.type in {_cel_list(values.FILE_TYPES)}"
     f" && m.operator in {_cel_list(values.FILE_TYPE_OPERATORS)})"
+    f" || (a.type == 'cred' && m.operator in {_cel_list(values.CRED_OPERATORS)})"
     + "".join(
         f" || (a.type == '{t}' && m.operator in {_cel_list(values.operators_for(t))})"
         for t in sorted(values.ADDRESS_TYPES)

@@ -70,11 +70,7 @@ LATER_TYPES = frozenset(
     }
 )
 # matchArgs operators Tetragon has that weir does not yet.
-LATER_OPERATORS = frozenset(
-    {
-        "CapabilitiesGained",
-    }
-)
+LATER_OPERATORS: frozenset[str] = frozenset()
 
 
 def unknown_field(loc: Sequence[object]) -> str | None:

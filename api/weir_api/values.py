@@ -159,7 +159,14 @@ def canonical(operator: str) -> str:
     return ALIASES.get(operator, operator)
 
 
+# Tetragon's CapabilitiesGained, on a cred argument (the credentials a task is given):
+# any of the listed capabilities is in its permitted set and not in the calling task's.
+CRED_OPERATORS = frozenset({"CapabilitiesGained"})
+
+
 def operators_for(arg_type: str) -> frozenset[str]:
+    if arg_type == "cred":
+        return INTEGER_OPERATORS | CRED_OPERATORS
     if arg_type in INTEGER_TYPES:
         return INTEGER_OPERATORS
     if arg_type in FILE_TYPES:
@@ -326,6 +333,10 @@ def parse_match_values(
                     ],
                 )
                 parsed = dataclasses.replace(parsed, integers=(*parsed.integers, number))
+            elif operator in CRED_OPERATORS:
+                parsed = dataclasses.replace(
+                    parsed, integers=(*parsed.integers, parse_capability(text))
+                )
             elif operator in FILE_TYPE_OPERATORS:
                 number = parse_named(text, FILE_TYPE_NAMES, "a file type", "reg")
                 parsed = dataclasses.replace(parsed, integers=(*parsed.integers, number))

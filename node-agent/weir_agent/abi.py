@@ -87,6 +87,7 @@ class Op(enum.IntEnum):
     STR_SUB_ICASE = 22  # SubStringIgnCase: the same on the string in lower case
     CAPS_CHANGED = 23  # matchCapabilityChanges: a listed capability changed since start
     NS_CHANGED = 24  # matchNamespaceChanges: a listed namespace (VAL: bits) changed
+    CAPS_GAINED = 25  # CapabilitiesGained: a cred arg's permitted set has what the task lacks
 
 
 class Namespace(enum.IntEnum):

@@ -557,6 +557,8 @@ def _program(
                 SYSCALL_ARCHES.get(syscall_prefix),
             )
             problems.extend(found)
+            if match.operator in values.CRED_OPERATORS:  # against the task's permitted set
+                uses_task = True
         task_matchers = _task_matchers(selector, host_namespaces, (*sel_path,))
         uses_task = uses_task or bool(task_matchers)
         # the *Changes compare with what the exec tracker recorded when the process started
@@ -1119,6 +1121,9 @@ def _matcher(
         op = Op.FILE_TYPE
         for value in parsed.integers:
             seeds.integers.append((matcher, value))
+    elif operator in values.CRED_OPERATORS:  # the mask of the listed capabilities
+        op = Op.CAPS_GAINED
+        flags.set(f"{prefix}_VAL", _int_literal(sum({1 << bit for bit in parsed.integers})))
     elif arg.type in values.STRING_TYPES:
         op, negated = _STRING_OPS[operator]
         for data in parsed.strings:

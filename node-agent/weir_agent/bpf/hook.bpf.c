@@ -449,6 +449,7 @@ static __always_inline void read_task(struct weir_task *t)
         u64 raw = read_source(ctx, sc, ARG##i##_FROM, ARG##i##_SRC,             \
                               through ? 8 : ARG##i##_SIZE,                      \
                               through ? 0 : ARG##i##_SIGNED);                   \
+        sc->passed[i] = raw;                                                    \
         RESOLVE_STEP(i, 0) RESOLVE_STEP(i, 1) RESOLVE_STEP(i, 2)                \
         RESOLVE_STEP(i, 3) RESOLVE_STEP(i, 4) RESOLVE_STEP(i, 5)                \
         if (ARG##i##_RESOLVE && ARG##i##_KIND == KIND_INT)                      \
@@ -679,7 +680,7 @@ static __always_inline int match_arg(struct weir_scratch *sc, int op, int neg, i
     } else if (op == OP_INT_SET) {
         hit = int_in_set(sc, matcher, v);
     } else if (op == OP_PID || op == OP_NS || op == OP_CAPS || op == OP_CAPS_CHANGED ||
-               op == OP_NS_CHANGED) {
+               op == OP_NS_CHANGED || op == OP_CAPS_GAINED) {
 #if USE_TASK
         /* matchPIDs (value: bit 0 namespace numbering, bit 1 followForks),
          * matchNamespaces (value: abi.Namespace), matchCapabilities (arg: the set,
@@ -689,6 +690,11 @@ static __always_inline int match_arg(struct weir_scratch *sc, int op, int neg, i
         struct weir_task *t = &sc->task;
         if (op == OP_CAPS) {
             hit = (t->caps[arg & 3] & (u64)value) != 0;
+        } else if (op == OP_CAPS_GAINED) {
+            u64 permitted = 0;
+            bpf_probe_read_kernel(&permitted, 8,
+                                  (void *)sc->passed[arg & 7] + CRED_CAP_PERMITTED);
+            hit = (permitted & ~t->caps[2] & (u64)value) != 0;
         } else if (op == OP_CAPS_CHANGED || op == OP_NS_CHANGED) {
 #if USE_EXE
             struct weir_exe *exe = current_exe();

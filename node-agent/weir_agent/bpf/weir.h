@@ -178,6 +178,8 @@ struct weir_scratch {
 #endif
     u64 raw[WEIR_RAW_KEYS];    /* keys of marks and clocks: each arg's raw value, then the
                                   thread and process ids (KEY_THREAD, KEY_PROCESS) */
+    u64 passed[WEIR_MAX_ARGS]; /* each arg as the function was passed it (a cred pointer,
+                                  before reading its euid: CapabilitiesGained) */
 #if USE_SUBSTR
     struct weir_strkey sub;    /* SubString: a suffix of the string, looked up as a prefix */
     char low[WEIR_STR_SLOTS][WEIR_MAX_STR]; /* SubStringIgnCase: the strings in lower case */
