@@ -375,6 +375,7 @@ def test_generated_schema_rejects_unknown_top_level_spec_fields_by_pruning() -> 
         "lsmhooks",
         "fentries",
         "rawtracepoints",
+        "containerSelector",
     } == set(spec)
     selector = spec["kprobes"]["items"]["properties"]["selectors"]["items"]["properties"]
     assert set(selector) == {

@@ -54,12 +54,16 @@ def opens_policy(
     metric: str = "weir_e2e_opens",
     pod_selector: dict[str, str] | None = None,
     namespace_selector: dict[str, str] | None = None,
+    container: str | None = None,
 ) -> str:
     policy = openat_policy(name, prefix, *([generation_bump] if generation_bump else []))
     if pod_selector:
         policy["spec"]["podSelector"] = {"matchLabels": pod_selector}  # type: ignore[index]
     if namespace_selector:
         policy["spec"]["namespaceSelector"] = {"matchLabels": namespace_selector}  # type: ignore[index]
+    if container:  # Tetragon's containerSelector: by the container's name
+        by_name = {"key": "name", "operator": "In", "values": [container]}
+        policy["spec"]["containerSelector"] = {"matchExpressions": [by_name]}  # type: ignore[index]
     rule = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "AggregationRule",
@@ -147,6 +151,11 @@ def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
         "team", f"{data}/", metric="weir_e2e_team_opens", namespace_selector={"team": "web"}
     )
     cluster.kubectl("apply", "-f", "-", stdin=team_policy)
+    # Tetragon's containerSelector: the container named app, and one no pod has.
+    for name, container in (("zz-app", "app"), ("zz-sidecar", "sidecar")):
+        metric = f"weir_e2e_{name.replace('-', '_')}_opens"
+        picked = opens_policy(name, f"{data}/", metric=metric, container=container)
+        cluster.kubectl("apply", "-f", "-", stdin=picked)
     assert (
         "condition met"
         in cluster.kubectl(
@@ -262,6 +271,24 @@ def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
         for _ in range(3):
             open_in_pod()
         wait_for(lambda: team() == counted + 3, "the labelled namespace's 3 opens")
+
+        # containerSelector (Tetragon's): the container named app is in zz-app's scope; no
+        # container is named sidecar.
+        def named(name: str) -> float:
+            metric = f"weir_e2e_zz_{name}_opens_total"
+            return sum(scrape_http(stack["metrics"]).get(metric, {}).values())
+
+        probes = 0
+        while named("app") == 0 and probes <= 100:  # until the scope has the container
+            open_in_pod()
+            probes += 1
+            time.sleep(0.2)
+        assert probes <= 100, "the containerSelector scope never picked up the container"
+        counted = named("app")
+        for _ in range(2):
+            open_in_pod()
+        wait_for(lambda: named("app") == counted + 2, "the app container's 2 opens")
+        assert named("sidecar") == 0
     finally:
         group.rmdir()
         group.parent.rmdir()

@@ -1110,6 +1110,11 @@ class TracingPolicySpec(Model):
         description="Only events from pods whose labels match (enforced in the kernel by "
         "cgroup id); unset: every process, pods and host alike.",
     )
+    container_selector: LabelSelector | None = Field(
+        default=None,
+        description="Only events from the containers (of the selected pods) whose fields "
+        "match, as Tetragon's containerSelector: key name, the container's name.",
+    )
     namespace_selector: LabelSelector | None = Field(
         default=None, description="Only events from pods in namespaces whose labels match."
     )
@@ -1151,6 +1156,11 @@ class TracingPolicySpec(Model):
 
     def hooks(self) -> list[KProbe | Tracepoint | UProbe | RawTracepoint]:
         return [hook for _, hook in self.hooks_with_paths()]
+
+    def scoped(self) -> bool:
+        """Runs only for the containers its pod, namespace or container selector picks."""
+        selectors = (self.pod_selector, self.namespace_selector, self.container_selector)
+        return any(s is not None for s in selectors)
 
     def tracepoint_hooks(self) -> list[Tracepoint]:
         """The tracepoints the policy hooks (those written, and those it implies: a

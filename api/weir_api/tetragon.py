@@ -33,7 +33,6 @@ LATER_FIELDS = frozenset(
         # spec
         "hostSelector",
         "usdts",
-        "containerSelector",
         "loader",
         # hooks
         "ignore",

@@ -302,7 +302,7 @@ def generate(
         path: tuple[PathPart, ...] = ("spec", *where)
         hook_rules = [r for r in rules if r.spec.hook in (None, hook.hook_id())]
         program, found = _program(
-            policy.spec.pod_selector is not None or policy.spec.namespace_selector is not None,
+            policy.spec.scoped(),
             policy.name,
             hook,
             hook_rules,

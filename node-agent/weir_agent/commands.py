@@ -490,7 +490,7 @@ class _Cluster:
         self.not_targeted: dict[str, int] = {}
         self.labels: dict[str, str] = {}
         self.stop = stop
-        self.selectors: dict[str, tuple[Any, Any]] = {}
+        self.selectors: dict[str, tuple[Any, Any, Any]] = {}
         self.namespace_labels: dict[str, dict[str, str]] = {}
         self.namespaces_followed = False  # the Namespace watch starts with the first selector
         self.pods: Any = None
@@ -570,26 +570,26 @@ class _Cluster:
         from weir_api.policies import TracingPolicy
 
         self.selectors = {
-            item.name: (item.obj.spec.pod_selector, item.obj.spec.namespace_selector)
-            for item in parsed
-            if isinstance(item.obj, TracingPolicy)
-            and (
-                item.obj.spec.pod_selector is not None
-                or item.obj.spec.namespace_selector is not None
+            item.name: (
+                item.obj.spec.pod_selector,
+                item.obj.spec.namespace_selector,
+                item.obj.spec.container_selector,
             )
+            for item in parsed
+            if isinstance(item.obj, TracingPolicy) and item.obj.spec.scoped()
         }
 
     def scopes(self) -> dict[str, set[int]]:
         """policy -> cgroup ids of the containers its podSelector/namespaceSelector pick."""
         if not self.selectors:
             return {}
-        if any(ns is not None for _, ns in self.selectors.values()):
+        if any(ns is not None for _, ns, _ in self.selectors.values()):
             self._follow_namespaces()
         with self.node_lock:
             namespace_labels = dict(self.namespace_labels)
         out = {}
-        for name, (pod, ns) in self.selectors.items():
-            containers = self.pods.selected(pod, ns, namespace_labels)
+        for name, (pod, ns, container) in self.selectors.items():
+            containers = self.pods.selected(pod, ns, namespace_labels, container)
             out[name] = self.pods.index.ids_of(containers)
             log.debug("scope %s: containers %s -> cgroups %s", name, containers, out[name])
         return out

@@ -88,8 +88,10 @@ class PodResolver:
         pod_selector: LabelSelector | None,
         namespace_selector: LabelSelector | None,
         namespace_labels: dict[str, dict[str, str]],
+        container_selector: LabelSelector | None = None,
     ) -> set[str]:
-        """Container ids of the pods on this node that both selectors pick."""
+        """Container ids of the pods on this node that the selectors pick (a container
+        selector sees the container's name as the field name)."""
         with self.lock:
             out: set[str] = set()
             for (namespace, name), labels in self.pod_labels.items():
@@ -99,7 +101,11 @@ class PodResolver:
                     namespace_labels.get(namespace, {})
                 ):
                     continue
-                out |= set(self.by_pod.get((namespace, name), {}))
+                for container_id, found in self.by_pod.get((namespace, name), {}).items():
+                    if container_selector is None or container_selector.matches(
+                        {"name": found.container}
+                    ):
+                        out.add(container_id)
             return out
 
     def _set(self, pod: dict[str, Any], deleted: bool = False) -> None:
