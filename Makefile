@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 SRC := api operator node-agent cli
 
-.PHONY: setup run test lint typecheck contracts crds bench bench-control-plane kubesim e2e-kind images wheels help
+.PHONY: setup run test lint typecheck contracts crds bench bench-control-plane hidden-switches kubesim e2e-kind images wheels help
 
 help:
 	@echo "make run    - start the node agent on examples/policies (standalone, no Kubernetes)"
@@ -12,6 +12,7 @@ help:
 	@echo "make crds   - regenerate crds/, the chart's CRDs and docs/api.md's limits from the API models"
 	@echo "make bench  - the cost and data-volume benchmark (root; installs bpftrace, matplotlib)"
 	@echo "make bench-control-plane - the operator against 5,000 simulated nodes (NODES=N)"
+	@echo "make hidden-switches - does this kernel show every context switch to BPF? (root)"
 	@echo "make setup  - install packages, mount tracefs/bpffs, create .venv (run by the others)"
 
 setup:
@@ -58,6 +59,11 @@ bench: setup
 NODES ?= 5000
 bench-control-plane: setup
 	$(PY) bench/control_plane.py --nodes $(NODES)
+
+# Per thread: the context switches the kernel counted against those sched_switch showed BPF.
+SWITCH_SECONDS ?= 5
+hidden-switches: setup
+	$(PY) bench/hidden_switches.py $(SWITCH_SECONDS)
 
 # The test-only Kubernetes API emulator: make kubesim PORT=8080 KUBECONFIG_OUT=/tmp/kubeconfig
 PORT ?= 8080

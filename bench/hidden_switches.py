@@ -5,7 +5,7 @@ them (/proc/PID/task/TID/status, voluntary + nonvoluntary ctxt_switches) and as 
 sched:sched_switch program sees them (prev_pid). Prints the threads where the two differ,
 then the totals. A thread whose switches the program never sees loses its slices in any
 sched_switch duration (switch-in to switch-out); weir's cpu_time does not (it reads the
-kernel's own per-task CPU time). Run as root: python3 bench/hidden_switches.py [SECONDS]
+kernel's own per-task CPU time). Run as root: make hidden-switches [SWITCH_SECONDS=5]
 """
 
 from __future__ import annotations
