@@ -129,8 +129,6 @@ static __always_inline void stat_add(u32 index)
         *value += 1;
 }
 
-/* The raw 64-bit value of an argument source: a tracepoint field, a register
- * or the return value. */
 /* A register's or argument's low bytes as the declared integer type. */
 static __always_inline u64 narrow(u64 value, int size, int is_signed)
 {
@@ -140,6 +138,8 @@ static __always_inline u64 narrow(u64 value, int size, int is_signed)
     return value;
 }
 
+/* The raw 64-bit value of an argument source: a tracepoint field, a register, a raw
+ * tracepoint's argument or the return value. */
 static __always_inline u64 read_source(void *ctx, struct weir_scratch *sc, int from, int src,
                                        int size, int is_signed)
 {
