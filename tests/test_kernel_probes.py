@@ -321,6 +321,46 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory / "target"
 
 
+def file_offset(binary: Path, symbol: str) -> int:
+    """Where a function's code is in the file (its address, less its section's)."""
+    from elftools.elf.elffile import ELFFile
+
+    with open(binary, "rb") as stream:
+        elf = ELFFile(stream)
+        found = next(s for s in elf.get_section_by_name(".symtab").iter_symbols()
+                     if s.name == symbol)  # fmt: skip
+        section = elf.get_section(found["st_shndx"])
+        return int(found["st_value"] - section["sh_addr"] + section["sh_offset"])
+
+
+def test_a_uprobe_at_a_file_offset_counts_exactly(core, target: Path) -> None:
+    # Tetragon's uprobe offsets: the probe goes at a file offset (here weir_target's
+    # first instruction), its id uprobe:PATH:+0x...; the same calls as by symbol.
+    offset = file_offset(target, "weir_target")
+    spec = {
+        "uprobes": [
+            {
+                "path": str(target),
+                "offsets": [offset],
+                "args": [{"index": 1, "type": "string", "label": "name"}],
+                "selectors": [
+                    {
+                        "matchArgs": [{"label": "name", "operator": "Equal", "values": ["odd"]}],
+                        "matchActions": [{"action": "NoPost"}],
+                    }
+                ],
+            }
+        ]
+    }
+    apply(core, policy_yaml("at-offset", yaml.safe_dump(spec)))
+    assert [s.hook for s in core.snapshot() if s.policy == "at-offset"] == [
+        f"uprobe:{target}:+{offset:#x}"
+    ]
+    subprocess.run([str(target), "60"], check=False)
+    counts = stats(core, "at-offset")
+    assert (counts["observed"], counts["matched"]) == (60, 30)
+
+
 def test_uprobes_count_exactly(core, target: Path) -> None:
     spec = {
         "uprobes": [

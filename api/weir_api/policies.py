@@ -1007,8 +1007,15 @@ class UProbe(FunctionHook):
             "x-kubernetes-validations": [
                 *hook_rules("uprobe")["x-kubernetes-validations"],
                 {
-                    "rule": "has(self.symbol) != (has(self.symbols) && size(self.symbols) > 0)",
-                    "message": "give symbol, or symbols (a list: one hook each), not both",
+                    "rule": "(has(self.symbol) ? 1 : 0) + (has(self.symbols) && "
+                    "size(self.symbols) > 0 ? 1 : 0) + (has(self.offsets) && "
+                    "size(self.offsets) > 0 ? 1 : 0) == 1",
+                    "message": "give one of symbol, symbols or offsets (lists: one hook each)",
+                },
+                {
+                    "rule": "!has(self.refCtrOffsets) || size(self.refCtrOffsets) == 0 || "
+                    "(has(self.offsets) && size(self.refCtrOffsets) == size(self.offsets))",
+                    "message": "refCtrOffsets go with offsets, one each",
                 },
             ]
         }
@@ -1028,12 +1035,34 @@ class UProbe(FunctionHook):
         description="Several symbols of the same binary, as Tetragon writes them: one hook "
         "each, sharing args and selectors.",
     )
+    offsets: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=list,
+        max_length=limits.MAX_HOOKS,
+        description="Instead of symbols, file offsets in the binary to probe (Tetragon's "
+        "offsets): one hook each, id uprobe:PATH:+0xOFFSET.",
+    )
+    ref_ctr_offsets: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=list,
+        max_length=limits.MAX_HOOKS,
+        description="With offsets, one each: the file offset of a USDT semaphore the kernel "
+        "counts up while the probe is attached (Tetragon's refCtrOffsets).",
+    )
+
+    def where(self) -> str:
+        """The symbol probed, or +0xOFFSET for an offset."""
+        return self.symbol if self.symbol is not None else f"+{self.offsets[0]:#x}"
 
     def target_id(self) -> str:
-        return f"{'uretprobe' if self.returns() else 'uprobe'}:{self.path}:{self.symbol}"
+        return f"{'uretprobe' if self.returns() else 'uprobe'}:{self.path}:{self.where()}"
 
     def expanded(self) -> list[UProbe]:
-        """One uprobe per symbol (``symbols`` lists several)."""
+        """One uprobe per symbol (``symbols`` lists several), or per offset."""
+        if self.offsets:
+            counters = self.ref_ctr_offsets or [0] * len(self.offsets)
+            return [
+                self.model_copy(update={"offsets": [o], "ref_ctr_offsets": [c] if c else []})
+                for o, c in zip(self.offsets, counters, strict=False)
+            ]
         if not self.symbols:
             return [self]
         return [self.model_copy(update={"symbol": s, "symbols": []}) for s in self.symbols]

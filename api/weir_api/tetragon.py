@@ -37,8 +37,6 @@ LATER_FIELDS = frozenset(
         # hooks
         "ignore",
         "data",
-        "offsets",
-        "refCtrOffsets",
         "addresses",
         "btfArgs",
         # args

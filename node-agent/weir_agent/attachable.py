@@ -28,7 +28,9 @@ def check(program: Program) -> tuple[list[str], list[str]]:
     if program.kind in {"kprobe", "kretprobe"}:
         return _kernel_function(program.target[0])
     if program.kind in {"uprobe", "uretprobe"}:
-        path, symbol = program.target
+        path, symbol = program.target[:2]
+        if symbol.startswith("+"):  # a file offset
+            return _file_offset(path, int(symbol[1:], 16)), _pmu("uprobe")
         return _user_function(path, symbol), _pmu("uprobe")
     if program.kind == "raw_tracepoint":
         subsystem, event = program.target[0].split(":", 1)
@@ -77,6 +79,16 @@ def traceable_functions() -> frozenset[str] | None:
     except OSError:
         return None
     return frozenset(line.split()[0] for line in lines if line.strip())
+
+
+def _file_offset(path: str, offset: int) -> list[str]:
+    try:
+        size = Path(path).stat().st_size
+    except FileNotFoundError:
+        return [f"{path} does not exist on this host"]
+    except OSError as error:
+        return [f"{path} cannot be read: {error}"]
+    return [] if offset < size else [f"offset {offset:#x} is past the end of {path}"]
 
 
 def _user_function(path: str, symbol: str) -> list[str]:

@@ -424,8 +424,9 @@ def _program(
                 name = name.removeprefix(prefix)
         target = (f"{syscall_prefix}{name}" if syscall else hook.call,)
     else:
-        assert hook.symbol is not None  # policies.hooks_with_paths gives one symbol each
-        target = (hook.path, hook.symbol)
+        # policies.hooks_with_paths gives one symbol or offset each (+0x...: an offset,
+        # with its USDT semaphore's offset when it has one)
+        target = (hook.path, hook.where(), *(f"{c:#x}" for c in hook.ref_ctr_offsets))
 
     # --- arguments -> slots (a nop arg reads nothing and takes no slot)
     declared = [arg for arg in hook.declared_args() if arg.type not in values.NOP_TYPES]

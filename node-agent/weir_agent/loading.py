@@ -943,6 +943,13 @@ def _perf_event(program: Program) -> int:
         if pmu.name == "kprobe":
             name = ctypes.create_string_buffer(target[0].encode())
             attr.config1, attr.config2 = ctypes.addressof(name), 0
+        elif target[1].startswith("+"):  # a file offset, and its USDT semaphore's
+            path, offset = target[0], int(target[1][1:], 16)
+            if len(target) > 2:
+                bit = (pmu / "format" / "ref_ctr_offset").read_text().strip().split(":")[1]
+                attr.config |= int(target[2], 16) << int(bit.split("-")[0])
+            name = ctypes.create_string_buffer(path.encode())
+            attr.config1, attr.config2 = ctypes.addressof(name), offset
         else:
             try:
                 path, offset = BPF._check_path_symbol(
