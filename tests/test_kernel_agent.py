@@ -451,6 +451,24 @@ def test_tetragon_style_policies_verify_or_say_why_not(kernel: None) -> None:
         ("uprobe-readline.yaml", ["uprobe:/usr/bin/bash:readline"]),
         ("list-syscalls.yaml", ["kprobe:sys_dup", "kprobe:sys_dup2"]),
         (
+            "credentials-and-modules.yaml",
+            [
+                "kprobe:commit_creds",
+                "kretprobe:security_kernel_read_file",
+                "kretprobe:security_kernel_read_file:entry",
+                "kprobe:bpf_check",
+                "kprobe:security_bprm_check",
+            ],
+        ),
+        (
+            "raw-and-generated.yaml",
+            [
+                "tracepoint:raw_syscalls:sys_enter",
+                "tracepoint:raw_syscalls:sys_enter#2",
+                "raw_tracepoint:sched:sched_process_exec",
+            ],
+        ),
+        (
             "file-monitoring.yaml",
             [
                 "kprobe:security_file_permission",
