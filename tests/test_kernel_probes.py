@@ -361,6 +361,24 @@ def test_a_uprobe_at_a_file_offset_counts_exactly(core, target: Path) -> None:
     assert (counts["observed"], counts["matched"]) == (60, 30)
 
 
+def test_a_uprobe_at_a_virtual_address_counts_exactly(core, target: Path) -> None:
+    # Tetragon's addrs: weir_target's address, turned into its file offset through the
+    # binary's loadable segment when attached.
+    from elftools.elf.elffile import ELFFile
+
+    with open(target, "rb") as stream:
+        symtab = ELFFile(stream).get_section_by_name(".symtab")
+        address = next(s["st_value"] for s in symtab.iter_symbols() if s.name == "weir_target")
+    spec = {"uprobes": [{"path": str(target), "addrs": [address],
+                         "selectors": [{"matchActions": [{"action": "NoPost"}]}]}]}  # fmt: skip
+    apply(core, policy_yaml("at-address", yaml.safe_dump(spec)))
+    assert [s.hook for s in core.snapshot() if s.policy == "at-address"] == [
+        f"uprobe:{target}:@{address:#x}"
+    ]
+    subprocess.run([str(target), "25"], check=False)
+    assert stats(core, "at-address")["matched"] == 25
+
+
 def test_uprobes_count_exactly(core, target: Path) -> None:
     spec = {
         "uprobes": [

@@ -148,8 +148,8 @@ def _policy(spec: TracingPolicySpec, path: Sequence[PathPart]) -> Iterator[Probl
     checked: set[tuple[str, int]] = set()
     for where, hook in spec.hooks_with_paths():
         hook_path = (*path, *where)
-        if isinstance(hook, UProbe) and hook.symbol is None and not hook.offsets:
-            yield at(hook_path, "a uprobe needs symbol, symbols (a list) or offsets")
+        if isinstance(hook, UProbe) and hook.symbol is None and not (hook.offsets or hook.addrs):
+            yield at(hook_path, "a uprobe needs symbol, symbols (a list), offsets or addrs")
             continue
         if where not in checked:  # a uprobe's symbols share its args and selectors
             checked.add(where)

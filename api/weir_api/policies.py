@@ -1009,8 +1009,10 @@ class UProbe(FunctionHook):
                 {
                     "rule": "(has(self.symbol) ? 1 : 0) + (has(self.symbols) && "
                     "size(self.symbols) > 0 ? 1 : 0) + (has(self.offsets) && "
-                    "size(self.offsets) > 0 ? 1 : 0) == 1",
-                    "message": "give one of symbol, symbols or offsets (lists: one hook each)",
+                    "size(self.offsets) > 0 ? 1 : 0) + (has(self.addrs) && "
+                    "size(self.addrs) > 0 ? 1 : 0) == 1",
+                    "message": "give one of symbol, symbols, offsets or addrs (lists: one hook "
+                    "each)",
                 },
                 {
                     "rule": "!has(self.refCtrOffsets) || size(self.refCtrOffsets) == 0 || "
@@ -1041,6 +1043,13 @@ class UProbe(FunctionHook):
         description="Instead of symbols, file offsets in the binary to probe (Tetragon's "
         "offsets): one hook each, id uprobe:PATH:+0xOFFSET.",
     )
+    addrs: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=list,
+        max_length=limits.MAX_HOOKS,
+        description="Instead of symbols, virtual addresses in the binary (Tetragon's addrs): "
+        "one hook each, id uprobe:PATH:@0xADDRESS, turned into file offsets through the "
+        "binary's loadable segments when attached.",
+    )
     ref_ctr_offsets: list[Annotated[int, Field(ge=0)]] = Field(
         default_factory=list,
         max_length=limits.MAX_HOOKS,
@@ -1049,8 +1058,10 @@ class UProbe(FunctionHook):
     )
 
     def where(self) -> str:
-        """The symbol probed, or +0xOFFSET for an offset."""
-        return self.symbol if self.symbol is not None else f"+{self.offsets[0]:#x}"
+        """The symbol probed, +0xOFFSET for a file offset, @0xADDRESS for an address."""
+        if self.symbol is not None:
+            return self.symbol
+        return f"+{self.offsets[0]:#x}" if self.offsets else f"@{self.addrs[0]:#x}"
 
     def target_id(self) -> str:
         return f"{'uretprobe' if self.returns() else 'uprobe'}:{self.path}:{self.where()}"
@@ -1063,6 +1074,8 @@ class UProbe(FunctionHook):
                 self.model_copy(update={"offsets": [o], "ref_ctr_offsets": [c] if c else []})
                 for o, c in zip(self.offsets, counters, strict=False)
             ]
+        if self.addrs:
+            return [self.model_copy(update={"addrs": [a]}) for a in self.addrs]
         if not self.symbols:
             return [self]
         return [self.model_copy(update={"symbol": s, "symbols": []}) for s in self.symbols]

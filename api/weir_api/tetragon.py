@@ -37,7 +37,6 @@ LATER_FIELDS = frozenset(
         # hooks
         "ignore",
         "data",
-        "addresses",
         "btfArgs",
         # args
         "source",

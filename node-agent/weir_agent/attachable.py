@@ -31,6 +31,12 @@ def check(program: Program) -> tuple[list[str], list[str]]:
         path, symbol = program.target[:2]
         if symbol.startswith("+"):  # a file offset
             return _file_offset(path, int(symbol[1:], 16)), _pmu("uprobe")
+        if symbol.startswith("@"):  # a virtual address
+            try:
+                file_offset(path, int(symbol[1:], 16))
+            except (OSError, ELFError, ValueError) as error:
+                return [str(error)], _pmu("uprobe")
+            return [], _pmu("uprobe")
         return _user_function(path, symbol), _pmu("uprobe")
     if program.kind == "raw_tracepoint":
         subsystem, event = program.target[0].split(":", 1)
@@ -79,6 +85,17 @@ def traceable_functions() -> frozenset[str] | None:
     except OSError:
         return None
     return frozenset(line.split()[0] for line in lines if line.strip())
+
+
+def file_offset(path: str, address: int) -> int:
+    """Where a virtual address of an ELF binary is in its file (through the loadable
+    segment that maps it); raises OSError, ELFError or ValueError."""
+    with open(path, "rb") as stream:
+        for segment in ELFFile(stream).iter_segments():
+            start, size = segment["p_vaddr"], segment["p_memsz"]
+            if segment["p_type"] == "PT_LOAD" and start <= address < start + size:
+                return int(address - start + segment["p_offset"])
+    raise ValueError(f"address {address:#x} is in no loadable segment of {path}")
 
 
 def _file_offset(path: str, offset: int) -> list[str]:

@@ -36,8 +36,9 @@ from typing import Any
 from bcc import BPF
 from bcc import table as bcc_table
 from bcc.libbcc import lib as bcc_lib
+from elftools.common.exceptions import ELFError
 
-from weir_agent import abi, btf, codegen, headers, ringbuf
+from weir_agent import abi, attachable, btf, codegen, headers, ringbuf
 from weir_agent.codegen import Program
 from weir_api import limits
 
@@ -943,8 +944,13 @@ def _perf_event(program: Program) -> int:
         if pmu.name == "kprobe":
             name = ctypes.create_string_buffer(target[0].encode())
             attr.config1, attr.config2 = ctypes.addressof(name), 0
-        elif target[1].startswith("+"):  # a file offset, and its USDT semaphore's
+        elif target[1][0] in "+@":  # a file offset (and its USDT semaphore's), an address
             path, offset = target[0], int(target[1][1:], 16)
+            if target[1].startswith("@"):
+                try:
+                    offset = attachable.file_offset(path, offset)
+                except (OSError, ValueError, ELFError) as error:
+                    raise LoadError("attach", str(error)) from None
             if len(target) > 2:
                 bit = (pmu / "format" / "ref_ctr_offset").read_text().strip().split(":")[1]
                 attr.config |= int(target[2], 16) << int(bit.split("-")[0])
