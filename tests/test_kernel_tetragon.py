@@ -403,6 +403,19 @@ def test_inmap_over_a_syscalls_list_counts_those_syscalls(core) -> None:
     }
 
 
+# openat's path, and a selector on opens of one file: what the selectors on the calling
+# process below are added to.
+OPENAT_PATH = {
+    "subsystem": "syscalls",
+    "event": "sys_enter_openat",
+    "args": [{"field": "filename", "type": "filename", "label": "path"}],
+}
+
+
+def opens_of(path: Path) -> dict[str, Any]:
+    return {"matchArgs": [{"label": "path", "operator": "Equal", "values": [str(path)]}]}
+
+
 CHANGES = r"""
 import ctypes, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
@@ -440,13 +453,12 @@ def test_changes_since_the_process_started(core, tree: Path) -> None:
     # matchNamespaceChanges and matchCapabilityChanges compare the calling process with
     # what it had when it started: at its exec (the exec tracker records it), or, for a
     # child forked without exec, at its parent's.
-    if os.geteuid() != 0:
-        pytest.skip("unshare and capset need root")
+    from conftest import require
+
+    require(os.geteuid() == 0, "unshare and capset need root")
     target = tree / "changes"
     target.write_text("x")
-    opened = {"field": "filename", "type": "filename", "label": "path"}
-    hook = {"subsystem": "syscalls", "event": "sys_enter_openat", "args": [opened]}
-    mine_path = {"matchArgs": [{"label": "path", "operator": "Equal", "values": [str(target)]}]}
+    hook, mine_path = OPENAT_PATH, opens_of(target)
     uts = {"operator": "In", "values": ["Uts"]}
     kept = {**uts, "operator": "NotIn"}
     raw = {"type": "Effective", "operator": "In", "values": ["CAP_NET_RAW"]}
@@ -547,12 +559,7 @@ def test_follow_children_matches_what_a_matching_binary_started(core, tree: Path
     shutil.copy("/bin/sh", shell)
     target = tree / "read-me"
     target.write_text("x")
-    hook = {
-        "subsystem": "syscalls",
-        "event": "sys_enter_openat",
-        "args": [{"field": "filename", "type": "filename", "label": "path"}],
-    }
-    mine_path = {"matchArgs": [{"label": "path", "operator": "Equal", "values": [str(target)]}]}
+    hook, mine_path = OPENAT_PATH, opens_of(target)
     started_by = {"operator": "In", "values": [str(shell)]}
     apply(
         core,

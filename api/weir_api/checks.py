@@ -103,7 +103,7 @@ def policy_bytes(spec: TracingPolicySpec) -> int:
 def _policy(spec: TracingPolicySpec, path: Sequence[PathPart]) -> Iterator[Problem]:
     hooks = spec.hooks()
     groups = (spec.kprobes, spec.tracepoints, spec.uprobes, spec.rawtracepoints, spec.fentries)
-    if not any(groups) and not spec.lsmhooks:
+    if not any((*groups, spec.lsmhooks)):
         yield at(path, "a policy needs at least one of kprobes, tracepoints or uprobes")
     size = policy_bytes(spec)
     if size > limits.MAX_POLICY_BYTES:

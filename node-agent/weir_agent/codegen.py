@@ -79,7 +79,6 @@ LAYOUT_USERS = {
     "cred": "a cred argument",
     "user_namespace": "a user_namespace argument",
 }
-CAP_SET_TYPES = values.CAP_SET_TYPES
 # The architecture (uname -m) whose syscall numbers a syscall:NAME value stands for.
 SYSCALL_ARCHES = {"__x64_sys_": "x86_64", "__arm64_sys_": "aarch64"}
 # Struct args read as one value: the type -> its layout group, how the value is reached
@@ -879,7 +878,7 @@ def _arg(
             return None, [
                 at(path, f"{hook.subsystem}:{hook.event} has no {ref}; its fields are: {known}")
             ]
-        if arg.type in STRUCT_READS or arg.type in CAP_SET_TYPES:
+        if arg.type in STRUCT_READS or arg.type in values.CAP_SET_TYPES:
             return None, [
                 at(
                     path,
@@ -936,9 +935,9 @@ def _arg(
         arg = arg.model_copy(update={"resolve": implicit, "type": as_type})
     if arg.resolve is not None:
         return _resolved(arg, path, hook, base, kernel_types)
-    if isinstance(hook, UProbe) and (arg.type in STRUCT_READS or arg.type in CAP_SET_TYPES):
+    if isinstance(hook, UProbe) and (arg.type in STRUCT_READS or arg.type in values.CAP_SET_TYPES):
         return None, [at(path, f"{arg.type} is a kernel struct: use it on a kprobe")]
-    if arg.type in CAP_SET_TYPES:  # the set the argument points to
+    if arg.type in values.CAP_SET_TYPES:  # the set the argument points to
         return _ArgFlags(Kind.INT, {**base, "DEREF": int(Deref.LOAD)}), []
     if arg.type in STRUCT_READS:  # ARGn_OFF comes from the kernel's layout (generate)
         kind, _, deref, _, read = STRUCT_READS[arg.type]
@@ -987,7 +986,7 @@ def _resolved(
                 "(not a syscall), an lsmhook or a raw tracepoint",
             )
         ]
-    integer = arg.type in values.INTEGER_TYPES and arg.type not in CAP_SET_TYPES
+    integer = arg.type in values.INTEGER_TYPES and arg.type not in values.CAP_SET_TYPES
     kind = Kind.INT if integer else _RESOLVED_KINDS.get(arg.type)
     if kind is None:
         return None, [

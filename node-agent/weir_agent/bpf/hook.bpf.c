@@ -452,13 +452,11 @@ static __always_inline void read_task(struct weir_task *t)
         sc->passed[i] = raw;                                                    \
         RESOLVE_STEP(i, 0) RESOLVE_STEP(i, 1) RESOLVE_STEP(i, 2)                \
         RESOLVE_STEP(i, 3) RESOLVE_STEP(i, 4) RESOLVE_STEP(i, 5)                \
-        if (ARG##i##_RESOLVE && ARG##i##_KIND == KIND_INT)                      \
-            raw = narrow(raw, ARG##i##_SIZE, ARG##i##_SIGNED);                  \
         if (ARG##i##_DEREF == DEREF_ADDRESS) /* a member stored in the struct */ \
             raw += ARG##i##_OFF;                                                \
         else if (ARG##i##_DEREF == DEREF_LOAD) /* a member pointer, or a value */ \
             raw = (u64)read_ptr((void *)raw + ARG##i##_OFF);                    \
-        if (ARG##i##_DEREF && ARG##i##_KIND == KIND_INT) /* cred's 32-bit euid */ \
+        if (through && ARG##i##_KIND == KIND_INT) /* the field read, as declared */ \
             raw = narrow(raw, ARG##i##_SIZE, ARG##i##_SIGNED);                  \
         sc->raw[i] = raw;                                                       \
         if (ARG##i##_KIND == KIND_INT) {                                        \
