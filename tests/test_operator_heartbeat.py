@@ -192,15 +192,25 @@ def test_the_agent_watches_its_node_and_never_polls_it(
         mine = [p for p in report["status"]["policies"] if p["name"] == "edge"]
         return mine[0]["state"] if mine else None
 
+    def logs() -> str:  # what the two roles said, and the report, when a wait fails
+        said = [f"--- {n}\n{(tmp_path / n).read_text()[-4000:]}" for n in ("agent.log", "op.log")]
+        try:
+            report = cluster.custom.get_cluster_custom_object(
+                "weir.dev", "v1alpha1", "nodereports", "n1"
+            )
+        except Exception as error:  # only for the failure message
+            report = repr(error)
+        return "\n".join([*said, f"--- NodeReport n1\n{report}"])
+
     try:
-        wait_for(lambda: probe(port, "/readyz") == 200, "the agent ready", timeout=60)
-        wait_for(lambda: state() == "NotTargeted", "not targeted without the label")
+        wait_for(lambda: probe(port, "/readyz") == 200, "the agent ready", timeout=60, logs=logs)
+        wait_for(lambda: state() == "NotTargeted", "not targeted without the label", logs=logs)
         gets = cluster.emulator.requests[("GET", "/api/v1/nodes/n1", False)]
         time.sleep(2)  # some 6 agent loops
         assert cluster.emulator.requests[("GET", "/api/v1/nodes/n1", False)] == gets
         assert cluster.emulator.requests[("GET", "/api/v1/nodes", True)] >= 1  # the watch
         cluster.core.patch_node("n1", {"metadata": {"labels": {"tier": "edge"}}})
-        wait_for(lambda: state() == "Ready", "targeted once labelled", timeout=90)
+        wait_for(lambda: state() == "Ready", "targeted once labelled", timeout=90, logs=logs)
         wait_for(lambda: ready(cluster, "edge").get("status") == "True", "the policy Ready")
     finally:
         for process in (agent, operator):
