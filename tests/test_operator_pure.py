@@ -19,7 +19,7 @@ from weir_api.reports import (
     ProgramReport,
 )
 from weir_api.statuses import Savings
-from weir_operator import rendering, rollup
+from weir_operator import rendering, summaries
 
 
 def example(path: Path) -> tuple[TracingPolicy, list[AggregationRule]]:
@@ -104,7 +104,7 @@ def test_rollup_of_200_nodes_is_correct_and_bounded() -> None:
         node("x1", state="NotTargeted"),
         NodeReport(metadata=ObjectMeta(name="silent"), spec=NodeReportSpec(node_name="silent")),
     ]
-    status = rollup.policy_status(
+    status = summaries.policy_status(
         name="p",
         generation=2,
         problems=[],
@@ -137,7 +137,7 @@ def test_rollup_of_200_nodes_is_correct_and_bounded() -> None:
         1700,
     )
     assert (status.savings.saved_ratio, status.savings.saved) == (0.99, "99.00%")
-    later = rollup.policy_status(
+    later = summaries.policy_status(
         name="p",
         generation=2,
         problems=[],
@@ -149,7 +149,7 @@ def test_rollup_of_200_nodes_is_correct_and_bounded() -> None:
 
 
 def test_rollup_ready_stalled_and_transitions() -> None:
-    ready = rollup.policy_status(
+    ready = summaries.policy_status(
         name="p", generation=2, problems=[], reports=[node("n1")], previous=None, now="t1"
     )
     assert {c.type: c.status for c in ready.conditions} == {
@@ -158,7 +158,7 @@ def test_rollup_ready_stalled_and_transitions() -> None:
         "Degraded": "False",
         "Stalled": "False",
     }
-    stalled = rollup.policy_status(
+    stalled = summaries.policy_status(
         name="p",
         generation=3,
         problems=[Problem("spec.x", "bad")],
@@ -174,7 +174,7 @@ def test_rollup_ready_stalled_and_transitions() -> None:
 
 
 def test_ready_message_counts_one_node_in_the_singular() -> None:
-    one = rollup.policy_status(
+    one = summaries.policy_status(
         name="p",
         generation=2,
         problems=[],
@@ -188,7 +188,7 @@ def test_ready_message_counts_one_node_in_the_singular() -> None:
 
 def test_invalid_spec_and_failing_policy_reasons() -> None:
     stamp = "2026-11-27T00:00:00Z"
-    invalid = rollup.policy_status(
+    invalid = summaries.policy_status(
         name="p",
         generation=2,
         problems=[Problem("spec.kprobes", "is empty")],
@@ -199,7 +199,7 @@ def test_invalid_spec_and_failing_policy_reasons() -> None:
     reasons = {c.type: (c.status, c.reason) for c in invalid.conditions}
     assert reasons["Reconciling"] == ("False", "InvalidSpec")
     assert reasons["Stalled"] == ("True", "InvalidSpec")
-    rule = rollup.rule_status(
+    rule = summaries.rule_status(
         name="r",
         policy="p",
         generation=1,
@@ -222,7 +222,7 @@ def test_a_node_that_stopped_reporting_is_unknown_not_ready() -> None:
     assert fresh.status is not None and silent.status is not None
     fresh.status.heartbeat_time = "2026-11-27T00:09:30Z"
     silent.status.heartbeat_time = "2026-11-27T00:05:00Z"  # 300 s before now
-    status = rollup.policy_status(
+    status = summaries.policy_status(
         name="p",
         generation=2,
         problems=[],
@@ -239,7 +239,7 @@ def test_a_node_that_stopped_reporting_is_unknown_not_ready() -> None:
     )
     # Without a stale age (or for reports without heartbeats) every report is taken at its word.
     assert (
-        rollup.policy_status(
+        summaries.policy_status(
             name="p",
             generation=2,
             problems=[],
@@ -263,7 +263,7 @@ def test_a_failure_is_said_once() -> None:
             message="spec.tracepoints[0]: no such tracepoint; aggregationrule r: too many",
         )
     ]
-    status = rollup.policy_status(
+    status = summaries.policy_status(
         name="p", generation=2, problems=[], reports=[report], previous=None,
         now="2026-11-27T00:00:00Z",
     )  # fmt: skip
@@ -277,10 +277,10 @@ def test_a_failure_is_said_once() -> None:
 def test_a_node_that_should_run_an_agent_but_never_reported_is_counted_and_named() -> None:
     from weir_api.meta import LabelSelector
 
-    expected = rollup.Expected(
+    expected = summaries.Expected(
         {"n1": {"zone": "a"}, "n2": {"zone": "a"}, "n3": {"zone": "b"}, "n4": {"zone": "b"}}
     )
-    status = rollup.policy_status(
+    status = summaries.policy_status(
         name="p",
         generation=2,
         problems=[],
@@ -298,7 +298,7 @@ def test_a_node_that_should_run_an_agent_but_never_reported_is_counted_and_named
     degraded = next(c for c in status.conditions if c.type == "Degraded")
     assert degraded.status == "False"  # nothing failed: the agent is not there
     # The policy's nodeSelector picks among the expected nodes.
-    zone_a = rollup.policy_status(
+    zone_a = summaries.policy_status(
         name="p",
         generation=2,
         problems=[],
@@ -310,11 +310,11 @@ def test_a_node_that_should_run_an_agent_but_never_reported_is_counted_and_named
     )
     assert (zone_a.nodes.targeted, zone_a.nodes.missing, zone_a.missing_nodes) == (2, 1, ["n2"])
     # Not told which nodes should run agents: the reports alone count (as before).
-    alone = rollup.policy_status(
+    alone = summaries.policy_status(
         name="p", generation=2, problems=[], reports=[node("n1")], previous=None, now="t"
     )
     assert (alone.nodes.targeted, alone.nodes.missing) == (1, 0)
-    rule = rollup.rule_status(
+    rule = summaries.rule_status(
         name="r",
         policy="p",
         generation=1,
@@ -327,8 +327,8 @@ def test_a_node_that_should_run_an_agent_but_never_reported_is_counted_and_named
     )
     rule_ready = next(c for c in rule.conditions if c.type == "Ready")
     assert (rule_ready.reason, rule.nodes.missing) == ("NodesMissing", 2)
-    many = rollup.Expected({f"m{i:02}": {} for i in range(12)})
-    crowded = rollup.policy_status(
+    many = summaries.Expected({f"m{i:02}": {} for i in range(12)})
+    crowded = summaries.policy_status(
         name="p", generation=2, problems=[], reports=[], previous=None, now="t", expected=many
     )
     assert len(crowded.missing_nodes) == 10
@@ -365,7 +365,7 @@ def test_the_watch_cache_keeps_what_events_said_over_a_later_list() -> None:
 
 def test_the_report_index_says_which_policies_a_change_touches() -> None:
     n2 = node("n2", savings=Savings(observed=5, raw_bytes=10))
-    index = rollup.ReportIndex([node("n1"), n2])
+    index = summaries.ReportIndex([node("n1"), n2])
     assert index.put(node("n1")) == set()  # the same entry again: nothing touched
     failed = node("n1", state="Failed", running=1, failure="R1")
     assert index.put(failed) == {"p"}
@@ -377,10 +377,10 @@ def test_the_report_index_says_which_policies_a_change_touches() -> None:
     assert index.remove("n3") == {"q"} and "q" not in index.by_policy
     assert index.nodes == {"n1", "n2"}
     # The index counts as the reports do: n1 failed, n2 ready.
-    status = rollup.policy_status(
+    status = summaries.policy_status(
         name="p", generation=2, problems=[], reports=index, previous=None, now="t"
     )
-    same = rollup.policy_status(
+    same = summaries.policy_status(
         name="p",
         generation=2,
         problems=[],

@@ -1,7 +1,7 @@
 """What the roll-up reads, kept current by watches instead of a LIST per pass.
 
 kopf's watch-event handlers put every TracingPolicy and AggregationRule they see here, and
-take out what is deleted (NodeReports go to the roll-up's own index, rollup.ReportIndex).
+take out what is deleted (NodeReports go to the roll-up's own index, summaries.ReportIndex).
 The roll-up seeds each kind with one LIST the first time it needs it (a watch's events may
 arrive before that LIST finishes: what an event says is never overwritten by the LIST, and
 a deletion is never undone by it), then reads only from here: at steady state the operator

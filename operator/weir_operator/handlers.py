@@ -3,7 +3,7 @@
 - Handlers on TracingPolicy and AggregationRule changes render the policy's
   ConfigMap (only when its digest changed) in the operator's namespace. An
   invalid policy renders nothing: agents keep the last good version.
-- One roll-up loop (``rolling.py``, a thread started at start-up) is the only
+- One roll-up loop (``publishing.py``, a thread started at start-up) is the only
   status writer. It is not a per-object kopf timer on purpose: kopf puts a
   finalizer on every object that has a timer, so deleting a policy (or the CRDs
   after ``helm uninstall``) would hang whenever the operator is not running.
@@ -30,10 +30,11 @@ import kopf
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from weir_api import GROUP, VERSION, documents
+from weir_api import GROUP, VERSION, documents, handoff
 from weir_api.aggregations import AggregationRule
 from weir_api.policies import TracingPolicy
-from weir_operator import caching, metrics, peering, rendering, rolling, rollup, watching
+from weir_operator import metrics, peering, publishing, rendering, summaries, watching
+from weir_operator.state import OperatorState
 
 log = logging.getLogger("weir.operator")
 
@@ -56,7 +57,7 @@ def login(**kwargs: Any) -> Any:
 
 
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+def startup(settings: kopf.OperatorSettings, memo: OperatorState, **_: Any) -> None:
     logging.getLogger("kopf.objects").addFilter(_quiet_event_handlers)
     settings.posting.level = logging.WARNING
     settings.posting.loggers = True  # handler failures become Events on the object
@@ -68,23 +69,12 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         api = k8s_config.new_client_from_config(os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
     memo.core = k8s.CoreV1Api(api)
     memo.custom = k8s.CustomObjectsApi(api)
-    memo.namespace = memo.get("namespace") or os.environ.get("WEIR_NAMESPACE", "weir-system")
-    memo.render_lock = threading.Lock()
-    memo.render_errors = {}
-    memo.handled = {}  # ("policy" | "rule", name) -> (uid, generation) rendered
-    # The nodes that should run an agent: those its DaemonSet placed a pod on (pods picked
-    # by WEIR_AGENT_SELECTOR, which the chart sets), with the Nodes' labels.
+    memo.namespace = memo.namespace or os.environ.get("WEIR_NAMESPACE", "weir-system")
     agent_labels = os.environ.get("WEIR_AGENT_SELECTOR", "")
     memo.knows_agents = bool(agent_labels)
-    memo.agent_pods = {}  # pod name -> node name
-    memo.node_labels = {}  # node name -> labels
-    memo.said = {}  # (kind, name, policy) -> the render failure last posted as an Event
-    memo.rule_targets = {}  # rule name -> the policy it folded when last seen
-    memo.cache = caching.Cache()
-    memo.stop_watches = threading.Event()
     _watch_namespace(memo, agent_labels)
     active: Any = lambda: True  # noqa: E731 (standalone: the only operator)
-    if memo.get("peering_name"):
+    if memo.peering_name:
         settings.peering.lifetime = int(memo.peering_lifetime)
         memo.peering = peering.Peering(
             memo.custom, name=memo.peering_name, me=memo.identity, priority=memo.priority
@@ -97,7 +87,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
             daemon=True,
         ).start()
         active = memo.peering.active
-    memo.rollup = rolling.RollUp(
+    rollup = memo.rollup = publishing.RollUp(
         custom=memo.custom,
         interval=float(os.environ.get("WEIR_ROLLUP_SECONDS", "10")),
         render_errors=memo.render_errors,
@@ -115,24 +105,24 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # each report would cost more than the roll-up itself at thousands of nodes).
     threading.Thread(
         target=watching.follow,
-        args=(memo.custom.list_cluster_custom_object, GROUP, VERSION, "nodereports"),
+        args=(memo.custom.list_cluster_custom_object, GROUP, VERSION, handoff.NODEREPORTS),
         kwargs={
-            "on_list": memo.rollup.reports_listed,
-            "on_event": memo.rollup.report_changed,
+            "on_list": rollup.reports_listed,
+            "on_event": rollup.report_changed,
             "stop": memo.stop_watches,
             "what": "NodeReports",
         },
         name="weir-nodereports",
         daemon=True,
     ).start()
-    memo.rollup.start()
+    rollup.start()
 
 
-def _expected(memo: kopf.Memo) -> rollup.Expected | None:
+def _expected(memo: OperatorState) -> summaries.Expected | None:
     if not memo.knows_agents:
         return None  # not told which pods are agents: count the reports only
     nodes = set(memo.agent_pods.values()) - {""}
-    return rollup.Expected({node: dict(memo.node_labels.get(node, {})) for node in nodes})
+    return summaries.Expected({node: dict(memo.node_labels.get(node, {})) for node in nodes})
 
 
 def _quiet_event_handlers(record: logging.LogRecord) -> bool:
@@ -145,7 +135,7 @@ def _quiet_event_handlers(record: logging.LogRecord) -> bool:
     )
 
 
-def _watch_namespace(memo: kopf.Memo, agent_labels: str) -> None:
+def _watch_namespace(memo: OperatorState, agent_labels: str) -> None:
     """Threads that follow the policy ConfigMaps and, when the chart says which pods are
     the agent's, those pods, in the operator's namespace."""
 
@@ -168,13 +158,11 @@ def _watch_namespace(memo: kopf.Memo, agent_labels: str) -> None:
         else:
             memo.agent_pods[item.metadata.name] = _node_of(memo, item)
 
-    memo.rendered_names = set()
-    memo.configmaps_synced = threading.Event()
     follows: list[tuple[str, Any, str, Any, Any]] = [
         (
             "policy ConfigMaps",
             memo.core.list_namespaced_config_map,
-            rendering.LABEL,
+            handoff.POLICY_LABEL,
             configmaps_listed,
             configmap_changed,
         ),
@@ -200,35 +188,34 @@ def _watch_namespace(memo: kopf.Memo, agent_labels: str) -> None:
 
 
 def _policy_label(item: Any) -> str:
-    return str((item.metadata.labels or {}).get(rendering.LABEL, ""))
+    return str((item.metadata.labels or {}).get(handoff.POLICY_LABEL, ""))
 
 
-def _node_of(memo: kopf.Memo, pod: Any) -> str:
+def _node_of(memo: OperatorState, pod: Any) -> str:
     """The node of an agent pod: bound, or pinned by the DaemonSet before binding."""
     spec: dict[str, Any] = memo.core.api_client.sanitize_for_serialization(pod.spec)
     return str(spec.get("nodeName") or pinned_node(spec))
 
 
-def _rendered(memo: kopf.Memo) -> set[str]:
+def _rendered(memo: OperatorState) -> set[str]:
     """Policies whose ConfigMap exists in the operator's namespace: from the watch (one
     LIST, then events); until the first list, a LIST."""
     if memo.configmaps_synced.is_set():
         return set(memo.rendered_names)
     items = memo.core.list_namespaced_config_map(
-        memo.namespace, label_selector=rendering.LABEL
+        memo.namespace, label_selector=handoff.POLICY_LABEL
     ).items
     return {_policy_label(item) for item in items}
 
 
 @kopf.on.cleanup()
-def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    if memo.get("stop_watches") is not None:
-        memo.stop_watches.set()
-    if memo.get("rollup") is not None:
+def cleanup(memo: OperatorState, **_: Any) -> None:
+    memo.stop_watches.set()
+    if memo.rollup is not None:
         memo.rollup.stop()
 
 
-def _rules(memo: kopf.Memo) -> list[documents.Parsed]:
+def _rules(memo: OperatorState) -> list[documents.Parsed]:
     """Every AggregationRule: from the watch cache once the roll-up has seeded it (a render
     per policy edit costs no LIST), before that from a LIST (so that the first renders
     after a start see every rule, not only those whose watch events came first)."""
@@ -236,10 +223,10 @@ def _rules(memo: kopf.Memo) -> list[documents.Parsed]:
         items = memo.cache.items("aggregationrules")
     else:
         items = memo.custom.list_cluster_custom_object(GROUP, VERSION, "aggregationrules")["items"]
-    return [rolling.parse(item) for item in items]
+    return [publishing.parse(item) for item in items]
 
 
-def _policy(memo: kopf.Memo, name: str) -> dict[str, Any] | None:
+def _policy(memo: OperatorState, name: str) -> dict[str, Any] | None:
     try:
         found: dict[str, Any] = memo.custom.get_cluster_custom_object(
             GROUP, VERSION, "tracingpolicies", name
@@ -251,7 +238,7 @@ def _policy(memo: kopf.Memo, name: str) -> dict[str, Any] | None:
         raise
 
 
-def render_policy(memo: kopf.Memo, name: str, logger: Any = log) -> None:
+def render_policy(memo: OperatorState, name: str, logger: Any = log) -> None:
     """Write the policy's ConfigMap when it is valid and something changed.
 
     Policy and rule handlers may render the same policy at once (kopf runs sync
@@ -263,18 +250,18 @@ def render_policy(memo: kopf.Memo, name: str, logger: Any = log) -> None:
         except k8s.ApiException as error:
             metrics.RENDERS.labels(result="error").inc()
             metrics.api_error("render", error)
-            memo.render_errors[name] = rolling.describe_api_error(
+            memo.render_errors[name] = publishing.describe_api_error(
                 error, doing=f"write ConfigMap weir-policy-{name} in namespace {memo.namespace}"
             )
             raise
         memo.render_errors.pop(name, None)
 
 
-def _render_policy(memo: kopf.Memo, name: str, logger: Any) -> None:
+def _render_policy(memo: OperatorState, name: str, logger: Any) -> None:
     body = _policy(memo, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return
-    parsed = rolling.parse(body)
+    parsed = publishing.parse(body)
     if not parsed.ok or not isinstance(parsed.obj, TracingPolicy):
         logger.warning("policy %s is invalid; nothing rendered", name)
         metrics.RENDERS.labels(result="invalid").inc()
@@ -332,7 +319,7 @@ LEGACY_FINALIZER = "weir.dev/operator"
 
 @kopf.on.event(GROUP, VERSION, "tracingpolicies")
 def policy_event(
-    type: str | None, body: Any, name: str, memo: kopf.Memo, logger: Any, **_: Any
+    type: str | None, body: Any, name: str, memo: OperatorState, logger: Any, **_: Any
 ) -> None:
     """Render a policy when its spec is new to this operator (its generation changed, or
     the operator just started). Watch events, not kopf's change handlers: those keep their
@@ -355,7 +342,7 @@ def policy_event(
 
 @kopf.on.event(GROUP, VERSION, "aggregationrules")
 def rule_event(
-    type: str | None, body: Any, name: str, memo: kopf.Memo, logger: Any, **_: Any
+    type: str | None, body: Any, name: str, memo: OperatorState, logger: Any, **_: Any
 ) -> None:
     """Render the policy a rule folds (and the one it folded before, when policyRef
     changed, or when the rule is deleted)."""
@@ -379,7 +366,7 @@ def rule_event(
         memo.handled[key] = seen
 
 
-def _render_or_say(memo: kopf.Memo, name: str, body: Any, logger: Any) -> bool:
+def _render_or_say(memo: OperatorState, name: str, body: Any, logger: Any) -> bool:
     """Render; when the API refuses, say so in words an admin can act on, once per distinct
     failure: in the log and as a Warning Event on the object (what `kubectl describe` and
     `kubectl get events` show). The roll-up shows it in status and retries every pass."""
@@ -397,7 +384,7 @@ def _render_or_say(memo: kopf.Memo, name: str, body: Any, logger: Any) -> bool:
     return True
 
 
-def _drop_legacy(memo: kopf.Memo, plural: str, body: Any) -> None:
+def _drop_legacy(memo: OperatorState, plural: str, body: Any) -> None:
     """Remove what earlier operators kept on the object (kopf's annotations, the old
     finalizer), with one merge patch; nothing when the object is clean."""
     meta = body["metadata"]
@@ -420,7 +407,7 @@ def _drop_legacy(memo: kopf.Memo, plural: str, body: Any) -> None:
         log.info("%s/%s: could not drop legacy metadata: %s", plural, meta["name"], error.reason)
 
 
-def _remember(memo: kopf.Memo, kind: str, type: str | None, body: Any) -> None:
+def _remember(memo: OperatorState, kind: str, type: str | None, body: Any) -> None:
     """Keep the roll-up's cache current with what a watch said."""
     if type == "DELETED":
         memo.cache.remove(kind, body["metadata"]["name"])
@@ -429,7 +416,7 @@ def _remember(memo: kopf.Memo, kind: str, type: str | None, body: Any) -> None:
 
 
 @kopf.on.event("", "v1", "nodes")
-def node_event(type: str | None, name: str, labels: Any, memo: kopf.Memo, **_: Any) -> None:
+def node_event(type: str | None, name: str, labels: Any, memo: OperatorState, **_: Any) -> None:
     """Node labels, for the policies' nodeSelectors (a watch, never a poll)."""
     if type == "DELETED":
         memo.node_labels.pop(name, None)

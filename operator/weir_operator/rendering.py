@@ -16,16 +16,9 @@ from typing import Any
 
 import yaml
 
+from weir_api import handoff
 from weir_api.aggregations import AggregationRule
 from weir_api.policies import TracingPolicy
-
-LABEL = "weir.dev/policy"
-DIGEST = "weir.dev/digest"
-GENERATION = "weir.dev/generation"
-
-
-def configmap_name(policy: str) -> str:
-    return f"weir-policy-{policy}"
 
 
 def render(
@@ -66,13 +59,19 @@ def render(
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
-            "name": configmap_name(policy.name),
+            "name": handoff.configmap_name(policy.name),
             "namespace": namespace,
-            "labels": {LABEL: policy.name, "app.kubernetes.io/managed-by": "weir-operator"},
-            "annotations": {DIGEST: digest, GENERATION: str(policy.metadata.generation)},
+            "labels": {
+                handoff.POLICY_LABEL: policy.name,
+                "app.kubernetes.io/managed-by": "weir-operator",
+            },
+            "annotations": {
+                handoff.DIGEST_ANNOTATION: digest,
+                handoff.GENERATION_ANNOTATION: str(policy.metadata.generation),
+            },
             "ownerReferences": [owner],
         },
-        "data": {"policy.yaml": text},
+        "data": {handoff.POLICY_KEY: text},
     }
 
 
@@ -84,7 +83,8 @@ def unchanged(current: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
     annotations, labels = meta.get("annotations") or {}, meta.get("labels") or {}
     want = desired["metadata"]
     return bool(
-        annotations.get(DIGEST) == want["annotations"][DIGEST]
-        and annotations.get(GENERATION) == want["annotations"][GENERATION]
-        and labels.get(LABEL) == want["labels"][LABEL]
+        annotations.get(handoff.DIGEST_ANNOTATION) == want["annotations"][handoff.DIGEST_ANNOTATION]
+        and annotations.get(handoff.GENERATION_ANNOTATION)
+        == want["annotations"][handoff.GENERATION_ANNOTATION]
+        and labels.get(handoff.POLICY_LABEL) == want["labels"][handoff.POLICY_LABEL]
     )

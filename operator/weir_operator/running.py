@@ -16,6 +16,7 @@ import kopf
 
 from weir_operator import handlers, metrics
 from weir_operator import peering as peering_module
+from weir_operator.state import OperatorState
 
 
 def run(
@@ -28,7 +29,7 @@ def run(
 ) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     me, priority = peering_module.identity(), peering_module.start_priority()
-    memo = kopf.Memo(
+    memo = OperatorState(
         namespace=namespace,
         peering_name=peering,
         peering_lifetime=peering_lifetime,

@@ -2,8 +2,8 @@
 
 One thread, one pass per interval: it reads policies and rules from a cache kopf's watch
 events keep current (``caching``: one LIST of each kind seeds it, none after) and
-NodeReports from an index its own watch keeps (``rollup.ReportIndex``: each report parsed
-once per change), works out with the pure ``rollup`` module the status of each object a
+NodeReports from an index its own watch keeps (``summaries.ReportIndex``: each report parsed
+once per change), works out with the pure ``summaries`` module the status of each object a
 change touched, and writes ``/status`` only for objects whose status changed, so each
 object sees at most one status write per interval. With several replicas only the active
 one makes passes (``peering``).
@@ -34,7 +34,7 @@ from weir_api.policies import TracingPolicy
 from weir_api.problems import Problem
 from weir_api.reports import NodeReport
 from weir_api.statuses import AggregationRuleStatus, TracingPolicyStatus
-from weir_operator import caching, metrics, rollup
+from weir_operator import caching, metrics, summaries
 
 log = logging.getLogger("weir.operator")
 
@@ -88,7 +88,7 @@ class RollUp:
         rerender: Callable[[str], None],
         rendered: Callable[[], set[str]],
         handled: Callable[[str], bool] = lambda name: True,
-        expected: Callable[[], rollup.Expected | None] = lambda: None,
+        expected: Callable[[], summaries.Expected | None] = lambda: None,
         cache: caching.Cache | None = None,
         stale_after: float | None = None,
         counters_interval: float = 60.0,
@@ -114,7 +114,7 @@ class RollUp:
         # The NodeReports, parsed once per change, from a watch (``reports_listed``,
         # ``report_changed``), which also runs on a standby: a takeover starts warm.
         self.lock = threading.Lock()
-        self.index = rollup.ReportIndex()
+        self.index = summaries.ReportIndex()
         self.report_versions: dict[str, str | None] = {}  # report -> resourceVersion parsed
         self.reports_synced = False
         self.touched: set[str] = set()  # policies changed reports touched since the last pass
@@ -246,7 +246,7 @@ class RollUp:
             metrics.COMPUTED.labels(kind="tracingpolicies").inc()
             previous = TracingPolicyStatus.model_validate(stored) if stored else None
             parsed = parse(body)
-            result = rollup.policy_status(
+            result = summaries.policy_status(
                 name=name,
                 generation=int(body["metadata"].get("generation", 1)),
                 problems=parsed.problems,
@@ -345,7 +345,7 @@ class RollUp:
         policies: dict[str, dict[str, Any]],
         stored: dict[str, Any],
         stamp: str,
-        expected: rollup.Expected | None,
+        expected: summaries.Expected | None,
     ) -> dict[str, Any]:
         problems: list[Problem] = list(parsed.problems)
         policy_generation = None
@@ -371,7 +371,7 @@ class RollUp:
             mine = next(r for r in checked if r.obj is parsed.obj)
             problems += [p for p in mine.problems if p not in parsed.problems]
         previous = AggregationRuleStatus.model_validate(stored) if stored else None
-        return rollup.rule_status(
+        return summaries.rule_status(
             name=body["metadata"]["name"],
             policy=(body.get("spec") or {}).get("policyRef", {}).get("name", ""),
             generation=int(body["metadata"].get("generation", 1)),
