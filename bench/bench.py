@@ -39,7 +39,10 @@ SCRAPE_INTERVAL_S = 15.0
 
 sys.path[:0] = [str(HERE.parent / d) for d in ("api", "node-agent")]
 
-from weir_agent import cgroups, engine, eventing, exporting, loading, metadata  # noqa: E402
+from weir_agent.identity import cgroups, metadata  # noqa: E402
+from weir_agent.kernel import loading  # noqa: E402
+from weir_agent.outputs import eventing, exporting  # noqa: E402
+from weir_agent.runtime import engine  # noqa: E402
 from weir_api import documents  # noqa: E402
 
 
@@ -208,7 +211,7 @@ def start_with_policies(count: int) -> tuple[float, float, float]:
     """A fresh engine applying `count` policies: seconds to all attached, resident MB, peak MB."""
     script = (
         "import sys, time; sys.path[:0] = ['api', 'node-agent']\n"
-        "from weir_agent import engine; from weir_api import documents\n"
+        "from weir_agent.runtime import engine; from weir_api import documents\n"
         f"texts = {[policy(f'rss-{n}', filtered=True, post=False) for n in range(count)]!r}\n"
         "started = time.monotonic()\n"
         "core = engine.Engine(node_name='bench')\n"

@@ -9,7 +9,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from weir_agent import abi, cgroups, engine, exporting, metadata
+from weir_agent.identity import cgroups, metadata
+from weir_agent.outputs import exporting
+from weir_agent.runtime import engine
+from weir_agent.spec import abi
 from weir_api import documents
 
 

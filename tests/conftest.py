@@ -70,7 +70,7 @@ def examples() -> list[Path]:
 @pytest.fixture
 def core(kernel: None):  # type: ignore[no-untyped-def]
     """A real engine; every program it loaded is detached when the test ends."""
-    from weir_agent import engine
+    from weir_agent.runtime import engine
 
     instance = engine.Engine(node_name="n1")
     yield instance
@@ -110,7 +110,7 @@ def _no_test_pins_left() -> Any:
     # Only a session that ran kernel tests cleans up: another session (pure tests, say)
     # running meanwhile must not detach its agents' pins.
     if _USED_THE_KERNEL and os.geteuid() == 0 and root.exists():
-        from weir_agent import loading
+        from weir_agent.kernel import loading
 
         loading.remove_pins(root)
 

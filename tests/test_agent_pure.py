@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from weir_agent import abi, cgroups, headers, plans, savings, series
-from weir_agent.codegen import AggSlot, ArgPlan
-from weir_agent.formats import parse_format
-from weir_agent.metadata import Labels
+from weir_agent.identity import cgroups
+from weir_agent.identity.metadata import Labels
+from weir_agent.kernel import headers
+from weir_agent.outputs import series
+from weir_agent.runtime import savings
+from weir_agent.spec import abi, plans
+from weir_agent.spec.codegen import AggSlot, ArgPlan
+from weir_agent.spec.formats import parse_format
 from weir_api import documents, statuses
 from weir_api.policies import TracingPolicy
 
@@ -33,7 +37,7 @@ def test_event_size_is_the_json_line_length() -> None:
 
 
 def test_totals_from_counters() -> None:
-    from weir_agent.engine import HookSnapshot, totals
+    from weir_agent.runtime.engine import HookSnapshot, totals
     from weir_api.reports import ProgramReport
 
     snap = HookSnapshot(
@@ -193,7 +197,7 @@ def test_headers_are_located_in_order_and_named(tmp_path: Path) -> None:
 def test_probes_answer_from_the_health_state() -> None:
     from prometheus_client import CollectorRegistry
 
-    from weir_agent import serving
+    from weir_agent.outputs import serving
 
     health = serving.Health(stall_seconds=60)
     app = serving.app(registry=CollectorRegistry(), health=health)
@@ -213,7 +217,7 @@ def test_probes_answer_from_the_health_state() -> None:
 
 
 def test_standalone_generations_follow_the_spec_and_its_rules() -> None:
-    from weir_agent import sources
+    from weir_agent.sources import directory as sources
 
     def docs(prefix: str, metric: str = "m") -> list[documents.Parsed]:
         text = f"""\
@@ -261,7 +265,7 @@ def test_parse_format_numbers_fields_from_the_first_common_one() -> None:
 def test_host_namespaces_fall_back_to_the_initial_namespaces_fixed_numbers(
     tmp_path: Path,
 ) -> None:
-    from weir_agent import namespaces
+    from weir_agent.identity import namespaces
 
     (tmp_path / "1" / "ns").mkdir(parents=True)
     (tmp_path / "1" / "ns" / "net").write_text("")

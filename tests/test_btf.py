@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import require
-from weir_agent import btf
+from weir_agent.spec import btf
 
 
 def blob(types: list[bytes], names: list[str]) -> bytes:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from weir_agent import abi, btf, codegen
-from weir_agent.formats import Field, parse_format
+from weir_agent.spec import abi, btf, codegen
+from weir_agent.spec.formats import Field, parse_format
 from weir_api import documents
 from weir_api.aggregations import AggregationRule
 from weir_api.policies import TracingPolicy

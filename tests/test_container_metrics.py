@@ -121,7 +121,8 @@ def pod_cgroup(cluster: Any) -> Iterator[tuple[Path, Any]]:
     agent's pod resolver following kubesim."""
     from kubernetes import client as k8s
 
-    from weir_agent import cgroups, pods
+    from weir_agent.cluster import pods
+    from weir_agent.identity import cgroups
 
     container_id = uuid.uuid4().hex + uuid.uuid4().hex
     cluster.core.create_namespace({"metadata": {"name": POD["namespace"]}})
@@ -188,7 +189,7 @@ def in_pod(group: Path, *argv: str) -> str:
 
 
 def scrape(core: Any, resolver: Any) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    from weir_agent import exporting
+    from weir_agent.outputs import exporting
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(

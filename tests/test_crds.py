@@ -13,6 +13,7 @@ import yaml
 
 from conftest import ROOT
 from kube_schema import apply_defaults, cel_failures, structural_errors, validations
+from weir_api import limits
 from weir_cli import crds_command
 
 CRD_DIR = ROOT / "crds"
@@ -65,16 +66,27 @@ def test_crd_schema_is_structural(name: str) -> None:
     assert crd["metadata"]["name"] == f"{crd['spec']['names']['plural']}.weir.dev"
 
 
-def test_the_limits_table_in_the_docs_is_generated() -> None:
-    spec = importlib.util.spec_from_file_location(
-        "limits_docs", ROOT / "scripts" / "limits_docs.py"
-    )
+def test_generated_sections_match_their_sources() -> None:
+    # docs/api.md's limits table and bpf/weir.h's capacities come from weir_api.limits.
+    spec = importlib.util.spec_from_file_location("generated", ROOT / "scripts" / "generated.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    page = (ROOT / "docs" / "api.md").read_text()
-    assert module.rewrite(page) == page, "docs/api.md's limits are stale: run `make crds`"
-    assert "| AggregationRules per hook | 4 |" in page
+    assert module.stale() == [], "generated sections are stale: run `make docs`"
+    assert "| AggregationRules per hook | 4 |" in (ROOT / "docs" / "api.md").read_text()
+    header = (ROOT / "bpf" / "weir.h").read_text()
+    assert f"#define WEIR_MAX_AGGS {limits.MAX_RULES_PER_HOOK} " in header
+    assert f"#define WEIR_MAX_SERIES_IDS {2 * limits.MAX_RULES_PER_HOOK} " in header
+
+
+def test_a_stale_section_is_found() -> None:
+    spec = importlib.util.spec_from_file_location("generated", ROOT / "scripts" / "generated.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    begin, end = "/* capacities:begin */\n", "/* capacities:end */\n"
+    text = f"a\n{begin}#define WEIR_MAX_AGGS 3\n{end}b\n"
+    assert module.rewrite(text, begin, end, "X\n") == f"a\n{begin}X\n{end}b\n"
 
 
 def test_structural_checker_catches_what_the_api_server_rejects() -> None:

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from test_codegen import make
-from weir_agent import abi, eventing, events, ringbuf
-from weir_agent.metadata import Labels
-from weir_agent.symbols import Frame
+from weir_agent.identity.metadata import Labels
+from weir_agent.kernel import ringbuf
+from weir_agent.outputs import eventing, events
+from weir_agent.outputs.symbols import Frame
+from weir_agent.spec import abi
 
 BUILD_ID = bytes(range(20))
 

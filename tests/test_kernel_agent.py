@@ -316,7 +316,7 @@ def test_render_prints_the_fixed_source_and_integer_flags_only(kernel: None) -> 
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert (ROOT / "node-agent" / "weir_agent" / "bpf" / "hook.bpf.c").read_text() in result.stdout
+    assert (ROOT / "bpf" / "hook.bpf.c").read_text() in result.stdout
     flags = [
         line.split("-D", 1)[1] for line in result.stdout.splitlines() if line.startswith(" *   -D")
     ]
@@ -326,7 +326,7 @@ def test_render_prints_the_fixed_source_and_integer_flags_only(kernel: None) -> 
     )
     assert " *   str_lpm matcher=0 prefix_bits=72 bytes=b'/etc/'" in result.stdout
     assert " *   S0_M0_OP = 6" in result.stdout  # the configuration, apart from the shape
-    assert os.path.exists(ROOT / "node-agent" / "weir_agent" / "bpf" / "hook.bpf.c")
+    assert os.path.exists(ROOT / "bpf" / "hook.bpf.c")
 
 
 def test_render_escapes_comment_ends_and_stops_quietly_at_a_closed_pipe(
@@ -425,7 +425,7 @@ def test_keep_attached_leaves_hooks_counting_and_cleanup_detaches_them(
         wait_for(lambda: stub not in bpf_program_ids(), "the stub unloaded")
     finally:
         if bpffs.exists():
-            from weir_agent import loading
+            from weir_agent.kernel import loading
 
             loading.remove_pins(bpffs)
 

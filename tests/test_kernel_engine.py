@@ -16,7 +16,11 @@ import yaml
 
 from agenthelpers import apply, policy_yaml, rule_yaml, scrape, series, stats
 from conftest import ROOT
-from weir_agent import codegen, engine, formats, loading, reporting, sources
+from weir_agent.kernel import loading
+from weir_agent.outputs import reporting
+from weir_agent.runtime import engine
+from weir_agent.sources import directory as sources
+from weir_agent.spec import codegen, formats
 from weir_api import documents
 
 BASE = 7_400_000_000
@@ -55,7 +59,7 @@ def scratch() -> Path:
 
 
 def cgroup2_root() -> Path:
-    from weir_agent import cgroups
+    from weir_agent.identity import cgroups
 
     root = cgroups.cgroup2_mount(Path("/proc/mounts").read_text())
     assert root is not None, "no cgroup2 mount"
@@ -401,10 +405,7 @@ def test_hostile_strings_never_reach_c_and_match_exactly(core, scratch: Path) ->
     joined = " ".join(program.cflags())
     for value in values:
         assert value not in joined
-    assert (
-        codegen.source_text(codegen.HOOK_SOURCE)
-        == (ROOT / "node-agent" / "weir_agent" / "bpf" / "hook.bpf.c").read_text()
-    )
+    assert codegen.source_text(codegen.HOOK_SOURCE) == (ROOT / "bpf" / "hook.bpf.c").read_text()
     samples = scrape(core)
     assert series(samples, "t_hostile_total") == {(): 3.0}
 
@@ -518,7 +519,8 @@ def test_rules_of_two_policies_sharing_a_metric_are_one_family(core, scratch: Pa
             subprocess.run(["/usr/bin/cat", str(scratch / name)], check=True, capture_output=True)
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from weir_agent import cgroups, exporting, metadata
+    from weir_agent.identity import cgroups, metadata
+    from weir_agent.outputs import exporting
 
     registry = CollectorRegistry(auto_describe=False)
     resolver = metadata.CgroupResolver(cgroups.CgroupIndex())

@@ -17,7 +17,9 @@ import yaml
 
 from agenthelpers import apply, policy_yaml, stats
 from conftest import free_port
-from weir_agent import cgroups, engine, eventing, metadata
+from weir_agent.identity import cgroups, metadata
+from weir_agent.outputs import eventing
+from weir_agent.runtime import engine
 
 CRASH = r"""
 #include <stdio.h>

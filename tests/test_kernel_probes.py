@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from agenthelpers import apply, policy_yaml, rule_yaml, scrape, series, stats
-from weir_agent import btf, codegen, loading
+from weir_agent.kernel import loading
+from weir_agent.spec import btf, codegen
 from weir_api import documents
 from weir_api.policies import TracingPolicy
 

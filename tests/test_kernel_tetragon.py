@@ -26,7 +26,8 @@ import yaml
 
 from agenthelpers import apply, policy_yaml, stats
 from conftest import free_port
-from weir_agent import cgroups, eventing, metadata
+from weir_agent.identity import cgroups, metadata
+from weir_agent.outputs import eventing
 
 
 def one_hook(

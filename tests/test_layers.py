@@ -7,7 +7,7 @@ import ast
 
 from conftest import ROOT
 
-BCC_MODULE = "loading.py"
+BCC_MODULE = "kernel/loading.py"
 
 
 def imports_of(path: str) -> set[str]:
@@ -46,3 +46,21 @@ def test_every_module_opens_with_a_docstring() -> None:
             if ast.get_docstring(ast.parse(path.read_text())) is None:
                 missing.append(str(path.relative_to(ROOT)))
     assert missing == []
+
+
+def test_every_package_is_in_the_build_configuration() -> None:
+    # pyproject.toml lists the packages (bpf/ ships as weir_agent.bpf): a new subpackage
+    # that is not listed would be missing from the wheel and the image.
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    dirs = config["package-dir"]
+    found = {"weir_agent.bpf"}
+    for top, where in dirs.items():
+        if "." in top:
+            continue
+        for init in (ROOT / where).rglob("__init__.py"):
+            parts = init.parent.relative_to(ROOT / where).parts
+            found.add(".".join((top, *parts)))
+    assert sorted(config["packages"]) == sorted(found)
+    assert dirs["weir_agent.bpf"] == "bpf" and (ROOT / "bpf" / "hook.bpf.c").is_file()

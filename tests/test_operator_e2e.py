@@ -545,7 +545,7 @@ def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
 
 
 def cgroup2_root() -> Path:
-    from weir_agent import cgroups
+    from weir_agent.identity import cgroups
 
     root = cgroups.cgroup2_mount(Path("/proc/mounts").read_text())
     assert root is not None

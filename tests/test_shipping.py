@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 from conftest import ROOT, require
-from weir_agent import exporting
+from weir_agent.outputs import exporting
 
 DASHBOARD = ROOT / "charts" / "weir" / "dashboards" / "weir.json"
 # Every metric family the agent exports itself (exporting.py), plus the example rules' metrics.
@@ -42,7 +42,7 @@ def test_dashboard_structure_and_metrics() -> None:
     titles = " ".join(p["title"].lower() for p in panels)
     for topic in ("saved", "verifier", "dropped", "top pods"):
         assert topic in titles
-    source = (ROOT / "node-agent" / "weir_agent" / "exporting.py").read_text()
+    source = (ROOT / "node-agent" / "weir_agent" / "outputs" / "exporting.py").read_text()
     for panel in panels:
         assert set(panel["gridPos"]) == {"x", "y", "w", "h"}
         for target in panel["targets"]:

@@ -3,7 +3,7 @@
  * The layouts here are the single source of truth: the agent decodes map keys
  * and values through the ctypes types bcc derives from these definitions, by
  * field name. Enumerations (operators, argument kinds, stat indexes, ...) are
- * defined once in Python (weir_agent/abi.py) and arrive as -D flags.
+ * defined once in Python (weir_agent/spec/abi.py) and arrive as -D flags.
  *
  * Nothing in this file or in hook.bpf.c depends on a user-supplied string: a
  * policy specialises the program only through integer -D flags, and its
@@ -13,19 +13,21 @@
 #define WEIR_H
 
 /* WEIR_MAX_STR (bytes read of a string, NUL included) arrives as a -D flag from
- * weir_agent/abi.py: an LPM trie key holds at most 256 bytes after prefixlen,
+ * weir_agent/spec/abi.py: an LPM trie key holds at most 256 bytes after prefixlen,
  * and the string shares them with a 4-byte matcher id. */
-#define WEIR_MAX_ARGS 8           /* argument slots per hook */
-#define WEIR_STR_SLOTS 2          /* string arguments per hook */
-#define WEIR_ADDR_SLOTS 2         /* sock/sockaddr arguments per hook */
-#define WEIR_MAX_BOUNDS 64        /* explicit histogram bounds */
-#define WEIR_MAX_SELECTORS 8
-#define WEIR_MAX_MATCHERS 8       /* matchArgs per selector */
-#define WEIR_MAX_BINARIES 4       /* matchBinaries per selector */
-#define WEIR_MAX_AGGS 4           /* AggregationRules per hook */
-#define WEIR_MAX_SERIES_IDS 8     /* series ids: 4 in use, 4 for the next configuration */
-#define WEIR_MAX_STARTS 4         /* duration start keys recorded per hook */
-#define WEIR_MAX_MARK_ACTIONS 2   /* Mark, Unmark, TrackSock, UntrackSock per selector */
+/* capacities:begin */
+#define WEIR_MAX_ARGS 8 /* argument slots per hook */
+#define WEIR_STR_SLOTS 2 /* string arguments per hook */
+#define WEIR_ADDR_SLOTS 2 /* sock/sockaddr arguments per hook */
+#define WEIR_MAX_BOUNDS 64 /* explicit histogram bounds */
+#define WEIR_MAX_SELECTORS 8 /* selectors per hook */
+#define WEIR_MAX_MATCHERS 8 /* matchArgs per selector */
+#define WEIR_MAX_BINARIES 4 /* matchBinaries per selector */
+#define WEIR_MAX_AGGS 4 /* AggregationRules per hook */
+#define WEIR_MAX_SERIES_IDS 8 /* series ids: 4 in use, 4 for the next configuration */
+#define WEIR_MAX_STARTS 4 /* duration start keys recorded per hook */
+#define WEIR_MAX_MARK_ACTIONS 2 /* Mark, Unmark, TrackSock, UntrackSock */
+/* capacities:end */
 #define WEIR_RAW_KEYS 16          /* sc->raw: 8 args, thread and process ids, padding */
 
 /* Key of the string LPM trie: Equal, Prefix and Postfix (on the reversed string)

@@ -13,7 +13,7 @@ import os
 import platform
 from pathlib import Path
 
-from weir_agent import abi
+from weir_agent.spec import abi
 
 INIT_INODES = {
     "ipc": 0xEFFFFFFF,

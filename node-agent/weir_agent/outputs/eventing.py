@@ -21,7 +21,10 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from weir_agent import engine, events, loading, metadata, symbols
+from weir_agent.identity import metadata
+from weir_agent.kernel import loading
+from weir_agent.outputs import events, symbols
+from weir_agent.runtime import engine
 
 
 class RotatingFile:

@@ -26,9 +26,9 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from weir_agent import abi, btf
-from weir_agent.abi import Action, Clock, Deref, Kind, MarkOp, Op, Source, ValueKind
-from weir_agent.formats import Field
+from weir_agent.spec import abi, btf
+from weir_agent.spec.abi import Action, Clock, Deref, Kind, MarkOp, Op, Source, ValueKind
+from weir_agent.spec.formats import Field
 from weir_api import aggregations as agg_api
 from weir_api import checks, limits, values
 from weir_api.aggregations import AggregationRule
@@ -46,7 +46,17 @@ from weir_api.policies import (
 from weir_api.problems import PathPart, Problem, at
 
 # The C sources ship inside the package (weir_agent/bpf/*.c), so any install can compile.
-BPF_DIR = Path(__file__).resolve().parent / "bpf"
+
+
+def _bpf_dir() -> Path:
+    """The C sources: package data of an installed wheel (weir_agent/bpf), or bpf/ at the
+    top of a source checkout (pyproject.toml maps the one onto the other)."""
+    package = Path(__file__).resolve().parent.parent
+    installed = package / "bpf"
+    return installed if installed.is_dir() else package.parent.parent / "bpf"
+
+
+BPF_DIR = _bpf_dir()
 HOOK_SOURCE = "hook.bpf.c"
 STUB_SOURCE = "stub.bpf.c"
 EXEC_SOURCE = "exec.bpf.c"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Protocol
 
-from weir_agent import cgroups
+from weir_agent.identity import cgroups
 
 
 @dataclasses.dataclass(frozen=True)

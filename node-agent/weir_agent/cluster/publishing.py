@@ -20,8 +20,8 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from weir_agent.apierrors import ApiErrors
-from weir_api import GROUP, VERSION
+from weir_agent.cluster.apierrors import ApiErrors
+from weir_api import GROUP, VERSION, handoff
 from weir_api.reports import NodeReport
 
 log = logging.getLogger("weir.agent")
@@ -56,13 +56,13 @@ class NodeReportPublisher:
         body: dict[str, object] = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "NodeReport",
-            "metadata": {"name": self.node},
+            "metadata": {"name": handoff.nodereport_name(self.node)},
             "spec": {"nodeName": self.node},
         }
         try:
             node: Any = self.core.read_node(self.node)
             body["metadata"] = {
-                "name": self.node,
+                "name": handoff.nodereport_name(self.node),
                 "ownerReferences": [
                     {
                         "apiVersion": "v1",
@@ -76,7 +76,7 @@ class NodeReportPublisher:
             if error.status != 404:
                 raise
         try:
-            self.custom.create_cluster_custom_object(GROUP, VERSION, "nodereports", body)
+            self.custom.create_cluster_custom_object(GROUP, VERSION, handoff.NODEREPORTS, body)
         except k8s.ApiException as error:
             if error.status != 409:
                 raise
@@ -97,7 +97,11 @@ class NodeReportPublisher:
                 "%Y-%m-%dT%H:%M:%SZ"
             )
             self.custom.patch_cluster_custom_object_status(
-                GROUP, VERSION, "nodereports", self.node, {"status": status}
+                GROUP,
+                VERSION,
+                handoff.NODEREPORTS,
+                handoff.nodereport_name(self.node),
+                {"status": status},
             )
         except Exception as error:
             self.errors.record("publish NodeReport", error)

@@ -25,8 +25,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from weir_agent.abi import Kind
-from weir_agent.codegen import ArgPlan
+from weir_agent.spec.abi import Kind
+from weir_agent.spec.codegen import ArgPlan
 
 
 def canonical_event(policy: str, hook: str, args: Sequence[ArgPlan]) -> dict[str, object]:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 
-from weir_agent import abi
-from weir_agent.codegen import AggSlot
-from weir_agent.metadata import Labels
+from weir_agent.identity.metadata import Labels
+from weir_agent.spec import abi
+from weir_agent.spec.codegen import AggSlot
 
 OVERFLOW = "__overflow__"
 SeriesKey = tuple[int, int, int, int, int, bool]

@@ -29,8 +29,11 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from weir_agent import abi, btf, codegen, formats, loading, namespaces, plans, ringbuf, savings
-from weir_agent.codegen import AggSlot, Program
+from weir_agent.identity import namespaces
+from weir_agent.kernel import loading, ringbuf
+from weir_agent.runtime import savings
+from weir_agent.spec import abi, btf, codegen, formats, plans
+from weir_agent.spec.codegen import AggSlot, Program
 from weir_api import documents
 from weir_api.aggregations import AggregationRule
 from weir_api.policies import TracingPolicy

@@ -33,11 +33,12 @@ import struct
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from weir_agent import abi, ringbuf
-from weir_agent.abi import Kind
-from weir_agent.codegen import Program
-from weir_agent.metadata import Labels
-from weir_agent.symbols import Frame
+from weir_agent.identity.metadata import Labels
+from weir_agent.kernel import ringbuf
+from weir_agent.outputs.symbols import Frame
+from weir_agent.spec import abi
+from weir_agent.spec.abi import Kind
+from weir_agent.spec.codegen import Program
 from weir_api import values
 
 FAMILIES = {value: name for name, value in values.FAMILIES.items()}

@@ -31,10 +31,12 @@ from prometheus_client.core import (
     Metric,
 )
 
-from weir_agent import abi, series, version
-from weir_agent.codegen import AggSlot, ArgPlan
-from weir_agent.engine import Engine, HookSnapshot
-from weir_agent.metadata import Resolver
+from weir_agent import version
+from weir_agent.identity.metadata import Resolver
+from weir_agent.outputs import series
+from weir_agent.runtime.engine import Engine, HookSnapshot
+from weir_agent.spec import abi
+from weir_agent.spec.codegen import AggSlot, ArgPlan
 from weir_api import values
 
 STAGES = {

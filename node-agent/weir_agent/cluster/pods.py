@@ -17,9 +17,10 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from weir_agent import cgroups, watching
-from weir_agent.apierrors import ApiErrors
-from weir_agent.metadata import Labels
+from weir_agent.cluster import watching
+from weir_agent.cluster.apierrors import ApiErrors
+from weir_agent.identity import cgroups
+from weir_agent.identity.metadata import Labels
 from weir_api.meta import LabelSelector
 
 log = logging.getLogger("weir.agent")

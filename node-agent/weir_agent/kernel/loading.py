@@ -38,8 +38,9 @@ from bcc import table as bcc_table
 from bcc.libbcc import lib as bcc_lib
 from elftools.common.exceptions import ELFError
 
-from weir_agent import abi, attachable, btf, codegen, headers, ringbuf
-from weir_agent.codegen import Program
+from weir_agent.kernel import attachable, headers, ringbuf
+from weir_agent.spec import abi, btf, codegen
+from weir_agent.spec.codegen import Program
 from weir_api import limits
 
 _PROCESSED = re.compile(r"processed (\d+) insns")

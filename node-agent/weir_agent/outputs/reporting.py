@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping, Sequence
 
-from weir_agent.engine import Engine, HookSnapshot, PolicyState, PolicyTotals
+from weir_agent.runtime.engine import Engine, HookSnapshot, PolicyState, PolicyTotals
 from weir_api.meta import Condition
 from weir_api.policies import ObjectMeta
 from weir_api.reports import (

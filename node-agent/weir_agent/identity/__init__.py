@@ -1,0 +1,1 @@
+"""Who a kernel event belongs to: cgroup ids, containers, pods and namespaces."""

@@ -1,0 +1,1 @@
+"""The engine: reconciles policies into loaded programs and keeps the savings accounts."""

@@ -1,0 +1,1 @@
+"""Where policies come from: a directory of YAML files (standalone), or ConfigMaps (cluster)."""
