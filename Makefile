@@ -3,13 +3,14 @@
 PY := .venv/bin/python
 SRC := api operator node-agent cli
 
-.PHONY: setup run test lint typecheck contracts crds bench bench-control-plane hidden-switches kubesim e2e-kind images wheels help
+.PHONY: setup run test lint typecheck contracts crds docs bench bench-control-plane hidden-switches kubesim e2e-kind images wheels help
 
 help:
 	@echo "make run    - start the node agent on examples/policies (standalone, no Kubernetes)"
 	@echo "make test   - the whole suite: lint, types, layer contracts, generated-file drift, tests"
 	@echo "make images - build the weir image with podman, offline (run by make test)"
-	@echo "make crds   - regenerate crds/, the chart's CRDs and docs/api.md's limits from the API models"
+	@echo "make crds   - regenerate crds/, the chart's CRDs and the generated sections from the API models"
+	@echo "make docs   - regenerate the generated sections: docs' limits table, bpf/weir.h's capacities"
 	@echo "make bench  - the cost and data-volume benchmark (root; installs bpftrace, matplotlib)"
 	@echo "make bench-control-plane - the operator against 5,000 simulated nodes (NODES=N)"
 	@echo "make hidden-switches - does this kernel show every context switch to BPF? (root)"
@@ -34,11 +35,14 @@ contracts: setup
 crds: setup
 	$(PY) -m weir_cli.main crds --out crds
 	cp crds/*.yaml charts/weir/crds/
-	$(PY) scripts/limits_docs.py docs/api.md
+	$(PY) scripts/generated.py
 	$(PY) scripts/syscalls_table.py api/weir_api/syscalls.py
 
 test: lint typecheck contracts images
 	$(PY) -m pytest
+
+docs: setup
+	$(PY) scripts/generated.py
 
 # The one image (agent and operator): podman, a base made by mmdebstrap, host-built wheels.
 images: setup

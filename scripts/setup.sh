@@ -45,8 +45,8 @@ fi
 # --- kernel headers (bcc compiles against them) ---------------------------
 # Prefer the package matching the running kernel; otherwise link the
 # distribution's headers under /lib/modules/$(uname -r) and say so loudly:
-# tracepoint and uprobe programs take their layouts from tracefs and are fine,
-# kprobe programs that read kernel structs may see a different layout.
+# programs take only uapi definitions from headers; tracepoint layouts come from tracefs
+# and every kernel struct offset from the running kernel's BTF (/sys/kernel/btf/vmlinux).
 build_link="/lib/modules/$kernel/build"
 if [ ! -e "$build_link/include" ]; then
     if dpkg-query -W -f='${Status}' "linux-headers-$kernel" 2>/dev/null | grep -q 'install ok installed'; then
@@ -77,8 +77,8 @@ if [ ! -e "$build_link/include" ]; then
 fi
 if [ -f "/lib/modules/$kernel/.weir-fallback-headers" ]; then
     warn "no headers package matches kernel $kernel; using $(cat "/lib/modules/$kernel/.weir-fallback-headers").
-    Tracepoint and uprobe programs are unaffected; kprobe programs that read kernel
-    structs may see a different layout. The agent reports this as headers=fallback."
+    Programs take only uapi definitions from them; kernel struct offsets come from the
+    running kernel's BTF (/sys/kernel/btf/vmlinux). The agent reports headers=fallback."
 fi
 
 # --- kernel filesystems ----------------------------------------------------

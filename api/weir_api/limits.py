@@ -133,3 +133,27 @@ def markdown() -> str:
     rows = ["| what | limit | why (where it is enforced) |", "|---|---|---|"]
     rows += [f"| {what} | {limit} | {why} |" for what, limit, why in table()]
     return "\n".join(rows) + "\n"
+
+
+def c_defines() -> str:
+    """The capacities bpf/weir.h compiles with, as ``#define`` lines: the kernel's arrays
+    are exactly as large as the API allows (scripts/generated.py writes them there)."""
+    rules = MAX_RULES_PER_HOOK
+    defines = [
+        ("WEIR_MAX_ARGS", MAX_ARGS, "argument slots per hook"),
+        ("WEIR_STR_SLOTS", STRING_ARGS, "string arguments per hook"),
+        ("WEIR_ADDR_SLOTS", ADDRESS_ARGS, "sock/sockaddr arguments per hook"),
+        ("WEIR_MAX_BOUNDS", MAX_BUCKETS, "explicit histogram bounds"),
+        ("WEIR_MAX_SELECTORS", MAX_SELECTORS, "selectors per hook"),
+        ("WEIR_MAX_MATCHERS", MAX_MATCH_ARGS, "matchArgs per selector"),
+        ("WEIR_MAX_BINARIES", MAX_MATCH_BINARIES, "matchBinaries per selector"),
+        ("WEIR_MAX_AGGS", rules, "AggregationRules per hook"),
+        (
+            "WEIR_MAX_SERIES_IDS",
+            2 * rules,
+            f"series ids: {rules} in use, {rules} for the next configuration",
+        ),
+        ("WEIR_MAX_STARTS", MAX_STARTS_PER_HOOK, "duration start keys recorded per hook"),
+        ("WEIR_MAX_MARK_ACTIONS", MAX_MARK_ACTIONS, "Mark, Unmark, TrackSock, UntrackSock"),
+    ]
+    return "".join(f"#define {name} {value} /* {why} */\n" for name, value, why in defines)
