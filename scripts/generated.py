@@ -53,7 +53,7 @@ SECTIONS: list[tuple[str, str, str, Callable[[], str]]] = [
         "<!-- chart-args:begin -->\n",
         "<!-- chart-args:end -->\n",
         chart_commands,
-    ),  # noqa: E501
+    ),
 ]
 
 
