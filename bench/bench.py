@@ -40,9 +40,10 @@ SCRAPE_INTERVAL_S = 15.0
 sys.path[:0] = [str(HERE.parent / d) for d in ("api", "node-agent")]
 
 from weir_agent.identity import cgroups, metadata  # noqa: E402
-from weir_agent.kernel import loading  # noqa: E402
+from weir_agent.kernel import bpf, loading  # noqa: E402
 from weir_agent.outputs import eventing, exporting  # noqa: E402
 from weir_agent.runtime import engine  # noqa: E402
+from weir_agent.spec import abi  # noqa: E402
 from weir_api import documents  # noqa: E402
 
 
@@ -202,7 +203,7 @@ def stats_enabled(on: bool) -> None:
 
 
 def bpf_ns_per_event(fds: list[int]) -> float:
-    infos = [loading.prog_info(fd) for fd in fds]
+    infos = [bpf.prog_info(fd) for fd in fds]
     runs = sum(i.run_cnt for i in infos)
     return sum(i.run_time_ns for i in infos) / runs if runs else float("nan")
 
@@ -244,10 +245,10 @@ def restart_under_load(loop: Path, text: str) -> tuple[int, int]:
         time.sleep(0.5)
         second.apply(documents.parse_text(text, source="restart"))
         worker.wait(timeout=60)
-        matched = sum(s.stats.get(loading.abi.Stat.MATCHED, 0) for s in second.snapshot())
+        matched = sum(s.stats.get(abi.Stat.MATCHED, 0) for s in second.snapshot())
     finally:
         second.close()
-        loading.remove_pins(root)
+        bpf.remove_pins(root)
     return calls - matched, calls
 
 
@@ -281,20 +282,20 @@ def post_rows(loop: Path, n: int, reps: int, ring_pages: int | None = None) -> P
         with Consumer(writer.run, lambda: writer.written) as consumer:
             out.rows[name] = measure(loop, n, reps)
         counts = core.snapshot()[0].stats
-        posted, dropped = counts[loading.abi.Stat.POSTED], counts[loading.abi.Stat.RINGBUF_FULL]
+        posted, dropped = counts[abi.Stat.POSTED], counts[abi.Stat.RINGBUF_FULL]
         out.user_cpu[name] = consumer.cpu / max(consumer.events, 1) * 1e9
         out.line_bytes = sink.bytes / max(sink.lines, 1)
         out.notes["weir post"] = (f"{posted} posted, {dropped} dropped (ring buffer full) of "
-                                  f"{counts[loading.abi.Stat.MATCHED]} at full speed; "
+                                  f"{counts[abi.Stat.MATCHED]} at full speed; "
                                   f"{sink.lines} lines written")
         for rate in PACED_RATES:
             before = dict(core.snapshot()[0].stats)
             with Consumer(writer.run, lambda: writer.written) as consumer:
                 run_loop(loop, rate * PACED_SECONDS, rate)
             after = core.snapshot()[0].stats
-            lost = after[loading.abi.Stat.RINGBUF_FULL] - before[loading.abi.Stat.RINGBUF_FULL]
-            got = after[loading.abi.Stat.POSTED] - before[loading.abi.Stat.POSTED]
-            matched = after[loading.abi.Stat.MATCHED] - before[loading.abi.Stat.MATCHED]
+            lost = after[abi.Stat.RINGBUF_FULL] - before[abi.Stat.RINGBUF_FULL]
+            got = after[abi.Stat.POSTED] - before[abi.Stat.POSTED]
+            matched = after[abi.Stat.MATCHED] - before[abi.Stat.MATCHED]
             assert got + lost == matched, (got, lost, matched)
             out.paced[rate] = (got, lost, consumer.cpu / max(consumer.events, 1) * 1e9, 0, 0, 0.0)
 
@@ -578,7 +579,7 @@ def main() -> int:
     with weir(filter_text) as core:
         measure_weir(core, "weir: filter fd, then count")
         snap = core.snapshot()
-        matched = sum(s.stats.get(loading.abi.Stat.MATCHED, 0) for s in snap)
+        matched = sum(s.stats.get(abi.Stat.MATCHED, 0) for s in snap)
         expected = (n // 10 + n * reps) + (n // 10 + n)  # measured runs + the bpf_stats run
         resolver = metadata.CgroupResolver(cgroups.CgroupIndex())
         collector = exporting.WeirCollector(engine=core, resolver=resolver, node="bench", headers="matching")

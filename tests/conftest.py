@@ -110,9 +110,9 @@ def _no_test_pins_left() -> Any:
     # Only a session that ran kernel tests cleans up: another session (pure tests, say)
     # running meanwhile must not detach its agents' pins.
     if _USED_THE_KERNEL and os.geteuid() == 0 and root.exists():
-        from weir_agent.kernel import loading
+        from weir_agent.kernel import bpf
 
-        loading.remove_pins(root)
+        bpf.remove_pins(root)
 
 
 @pytest.fixture

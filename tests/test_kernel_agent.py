@@ -425,9 +425,9 @@ def test_keep_attached_leaves_hooks_counting_and_cleanup_detaches_them(
         wait_for(lambda: stub not in bpf_program_ids(), "the stub unloaded")
     finally:
         if bpffs.exists():
-            from weir_agent.kernel import loading
+            from weir_agent.kernel import bpf
 
-            loading.remove_pins(bpffs)
+            bpf.remove_pins(bpffs)
 
 
 TETRAGON = ROOT / "tests" / "tetragon"

@@ -16,7 +16,7 @@ import yaml
 
 from agenthelpers import apply, policy_yaml, rule_yaml, scrape, series, stats
 from conftest import ROOT
-from weir_agent.kernel import loading
+from weir_agent.kernel import bpf
 from weir_agent.outputs import reporting
 from weir_agent.runtime import engine
 from weir_agent.sources import directory as sources
@@ -235,7 +235,7 @@ def test_an_edit_that_keeps_the_shape_is_map_writes_and_keeps_the_counts(core) -
 def pin_root() -> Iterator[Path]:
     root = Path("/sys/fs/bpf") / f"weir-test-{uuid.uuid4().hex[:12]}"
     yield root
-    loading.remove_pins(root)  # whatever a failing test left behind
+    bpf.remove_pins(root)  # whatever a failing test left behind
 
 
 def test_a_restart_under_load_loses_nothing_and_counts_go_on(

@@ -13,7 +13,7 @@ import yaml
 
 from agenthelpers import apply, policy_yaml, rule_yaml, scrape, series, stats
 from weir_agent.kernel import loading
-from weir_agent.spec import btf, codegen
+from weir_agent.spec import abi, btf, codegen
 from weir_api import documents
 from weir_api.policies import TracingPolicy
 
@@ -414,9 +414,9 @@ def test_uprobes_count_exactly(core, target: Path) -> None:
     apply(core, policy_yaml("uprobes", yaml.safe_dump(spec), rules=rules))
     subprocess.run([str(target), "100"], check=False)
     counts = {s.hook.split(":")[0]: s.stats for s in core.snapshot()}
-    assert counts["uprobe"][loading.abi.Stat.OBSERVED] == 100
-    assert counts["uprobe"][loading.abi.Stat.MATCHED] == 25  # odd values below 50
-    assert counts["uretprobe"][loading.abi.Stat.OBSERVED] == 100
+    assert counts["uprobe"][abi.Stat.OBSERVED] == 100
+    assert counts["uprobe"][abi.Stat.MATCHED] == 25  # odd values below 50
+    assert counts["uretprobe"][abi.Stat.OBSERVED] == 100
     assert series(scrape(core), "t_uprobe_values_total") == {(): float(sum(range(1, 50, 2)))}
     assert stats(core, "uprobes")["matched"] == 25 + 100
 
@@ -533,5 +533,5 @@ def test_a_value_returnargaction_tracks_is_matched_by_a_later_call(core, target:
     apply(core, policy_yaml("tracked-returns", yaml.safe_dump({"uprobes": [returned, called]})))
     subprocess.run([str(target), "200"], check=False)
     counts = {s.hook.split(":")[0]: s.stats for s in core.snapshot()}
-    assert counts["uretprobe"][loading.abi.Stat.MARKED] == 14  # each returned value, once
-    assert counts["uprobe"][loading.abi.Stat.MATCHED] == 14
+    assert counts["uretprobe"][abi.Stat.MARKED] == 14  # each returned value, once
+    assert counts["uprobe"][abi.Stat.MATCHED] == 14

@@ -26,8 +26,8 @@ from prometheus_client import CollectorRegistry
 
 from weir_agent import version
 from weir_agent.identity import cgroups, metadata
+from weir_agent.kernel import bpf, loading
 from weir_agent.kernel import headers as kernel_headers
-from weir_agent.kernel import loading
 from weir_agent.outputs import eventing, exporting, reporting, serving, table
 from weir_agent.runtime import engine
 from weir_agent.sources import directory
@@ -271,7 +271,7 @@ def cleanup(*, bpffs: Path) -> int:
         print(f"weir agent --cleanup: nothing pinned under {bpffs}")
         return 0
     hooks = [p for p in bpffs.iterdir() if p.is_dir()]
-    loading.remove_pins(bpffs)
+    bpf.remove_pins(bpffs)
     print(f"weir agent --cleanup: detached {len(hooks)} hooks and removed {bpffs}")
     return 0
 

@@ -93,7 +93,7 @@ def _check_policy(
     if not kernel:
         print(f"{label}: valid ({len(generated.programs)} programs generated)")
         return 0
-    from weir_agent.kernel import attachable, loading
+    from weir_agent.kernel import attachable, handles, loading
 
     failed = 0
     if any(p.needs_tracker for p in generated.programs):
@@ -101,7 +101,7 @@ def _check_policy(
     for program in generated.programs:
         try:
             loaded = loading.compile_and_load(program)
-        except loading.LoadError as error:
+        except handles.LoadError as error:
             failed = 1
             print(
                 f"{label}: {program.hook}: {error.phase} failed: {error.message}\n{error.log}",

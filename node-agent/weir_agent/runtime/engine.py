@@ -30,8 +30,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from weir_agent.identity import namespaces
-from weir_agent.kernel import loading, ringbuf
-from weir_agent.runtime import savings
+from weir_agent.kernel import configuring, handles, reading, ringbuf
+from weir_agent.runtime import kernels, savings
 from weir_agent.spec import abi, btf, codegen, formats, plans
 from weir_agent.spec.codegen import AggSlot, Program
 from weir_api import documents
@@ -66,8 +66,8 @@ class SeriesValue:
 @dataclasses.dataclass
 class HookState:
     program: Program
-    loaded: loading.Loaded
-    stub: loading.Stub
+    loaded: handles.Loaded
+    stub: kernels.Attachment
     event_size: int
     carried_stats: Counter[abi.Stat] = dataclasses.field(default_factory=Counter)
     carried_series: dict[tuple[str, SeriesKey], SeriesValue] = dataclasses.field(
@@ -125,9 +125,12 @@ class Engine:
         syscall_prefix: str | None = None,
         ringbuf_pages: int = codegen.RINGBUF_PAGES,
         pin_root: Path | None = None,
+        kernel: kernels.Kernel | None = None,
     ) -> None:
         """``pin_root``: pin every hook's link, slot and maps there (e.g. /sys/fs/bpf/weir),
-        so hooks keep counting while no agent runs and the next agent adopts them."""
+        so hooks keep counting while no agent runs and the next agent adopts them.
+        ``kernel``: the kernel the engine loads into (the real one by default)."""
+        self.kernel: kernels.Kernel = kernel if kernel is not None else kernels.LiveKernel()
         self.node_name = node_name
         self.pin_root = pin_root
         self.layouts = layouts
@@ -142,7 +145,7 @@ class Engine:
         self.policies: dict[str, PolicyState] = {}
         self.lock = threading.RLock()  # guards what readers see (policies, hooks, events)
         self._applying = threading.Lock()  # one apply at a time; held across compiles
-        self.exec_tracker: loading.ExecTracker | None = None
+        self.exec_tracker: kernels.Tracker | None = None
         self.host_namespaces = namespaces.host_namespaces()  # for host_ns
 
     # --- desired state --------------------------------------------------------------
@@ -183,10 +186,10 @@ class Engine:
                 if ready is not None:
                     retirements += self._finish(ready, results)
             if retirements:
-                time.sleep(loading.GRACE_SECONDS)  # runs that read old configurations end
+                time.sleep(self.kernel.grace_seconds)  # runs that read old configurations end
                 with self.lock:
                     for loaded, retirement in retirements:
-                        loading.retire(loaded, retirement)
+                        self.kernel.retire(loaded, retirement)
 
     def _prepare(
         self, item: documents.Parsed, rules: list[AggregationRule], rule_problems: list[Problem]
@@ -242,23 +245,23 @@ class Engine:
         hook = self.pin_root / program.pin_id
         return hook, hook / program.shape_digest()
 
-    def _load(self, program: Program) -> loading.Loaded | ProgramReport:
+    def _load(self, program: Program) -> handles.Loaded | ProgramReport:
         try:
-            loaded = loading.compile_and_load(program, pin=self._pins(program)[1])
-        except loading.LoadError as error:
+            loaded = self.kernel.load(program, pin=self._pins(program)[1])
+        except handles.LoadError as error:
             return _failure(program.hook, error)
         if program.posts:
-            self.waiter.add(loading.open_ring(loaded).fd)
+            self.waiter.add(self.kernel.open_ring(loaded).fd)
         return loaded
 
     def _finish(
-        self, ready: _Prepared, results: dict[int, loading.Loaded | ProgramReport]
-    ) -> list[tuple[loading.Loaded, loading.Retirement]]:
+        self, ready: _Prepared, results: dict[int, handles.Loaded | ProgramReport]
+    ) -> list[tuple[handles.Loaded, configuring.Retirement]]:
         """Phase 2 for one policy: switch to what phase 1 loaded, or keep what runs when
         any of its programs failed. Returns what the configuration flips left behind, to
         retire after the grace period."""
         state, plan, rules = ready.state, ready.plan, ready.rules
-        fresh: dict[str, loading.Loaded] = {}
+        fresh: dict[str, handles.Loaded] = {}
         failures: dict[str, ProgramReport] = {}
         for program in plan.load + plan.replace:
             result = results[id(program)]
@@ -298,43 +301,43 @@ class Engine:
         return retirements
 
     def _switch(
-        self, state: PolicyState, plan: plans.Plan, fresh: dict[str, loading.Loaded]
-    ) -> list[tuple[loading.Loaded, loading.Retirement]]:
+        self, state: PolicyState, plan: plans.Plan, fresh: dict[str, handles.Loaded]
+    ) -> list[tuple[handles.Loaded, configuring.Retirement]]:
         """Phase 2, with the lock: attach new hooks, reconfigure and swap changed ones,
         drop removed ones."""
         for program in plan.load + plan.replace:
             if program.scoped:  # before it runs: a scoped program starts with its pods
-                loading.set_scope(fresh[program.hook], self.scopes.get(program.policy, set()))
+                self.kernel.set_scope(fresh[program.hook], self.scopes.get(program.policy, set()))
         retirements = []
         for program in plan.reconfigure:
             hook = state.hooks[program.hook]
             before = hook.loaded.program
-            retirements.append((hook.loaded, loading.configure(hook.loaded, program)))
+            retirements.append((hook.loaded, self.kernel.configure(hook.loaded, program)))
             _forget_changed(hook, before, program)
             hook.program = program
         for program in plan.load:
             loaded = fresh[program.hook]
             stub_pin, maps_pin = self._pins(program)
             try:
-                stub = loading.attach_stub(program, loaded, pin=stub_pin)
-            except loading.LoadError as error:
+                stub = self.kernel.attach(program, loaded, pin=stub_pin)
+            except handles.LoadError as error:
                 loaded.close(detach=not loaded.adopted)
                 state.failures[program.hook] = _failure(program.hook, error, loaded)
                 continue
             if stub.adopted and stub_pin is not None:  # maps of another shape it ran
                 for other in stub_pin.iterdir():
                     if other.is_dir() and other != maps_pin:
-                        loading.remove_pins(other)
+                        self.kernel.remove_pins(other)
             size = savings.event_size(program.policy, program.hook, program.args)
             state.hooks[program.hook] = HookState(program, loaded, stub, size)
-        swapped: list[tuple[HookState, loading.Loaded]] = []
+        swapped: list[tuple[HookState, handles.Loaded]] = []
         for program in plan.replace:
             hook = state.hooks[program.hook]
             hook.stub.swap(fresh[program.hook])
             swapped.append((hook, hook.loaded))
             hook.loaded = fresh[program.hook]
         if swapped:
-            time.sleep(loading.GRACE_SECONDS)  # let runs of the old programs finish
+            time.sleep(self.kernel.grace_seconds)  # let runs of the old programs finish
             for hook, old in swapped:
                 self._harvest(hook, old)
                 hook.program = hook.loaded.program
@@ -355,12 +358,12 @@ class Engine:
             for state in self.policies.values():
                 for hook in state.hooks.values():
                     if hook.program.scoped:
-                        loading.set_scope(hook.loaded, self.scopes.get(state.name, set()))
+                        self.kernel.set_scope(hook.loaded, self.scopes.get(state.name, set()))
 
     def _ensure_exec_tracker(self, programs: Sequence[Program]) -> None:
         needs = any(p.needs_tracker for p in programs)
         if needs and self.exec_tracker is None:
-            self.exec_tracker = loading.exec_tracker()
+            self.exec_tracker = self.kernel.exec_tracker()
 
     def wait_events(self, timeout: float) -> bool:
         """Block until a posting program's ring buffer has records, or ``timeout`` s."""
@@ -377,22 +380,22 @@ class Engine:
             pending, self._pending = self._pending, []
         return pending
 
-    def _take(self, loaded: loading.Loaded, *, copy: bool = True) -> None:
+    def _take(self, loaded: handles.Loaded, *, copy: bool = True) -> None:
         if loaded.ring is not None:
             data, count = loaded.ring.read(copy=copy)
             if count:
                 self._pending.append(PendingEvents(loaded.program, data, count))
 
-    def _harvest(self, hook: HookState, old: loading.Loaded) -> None:
+    def _harvest(self, hook: HookState, old: handles.Loaded) -> None:
         """Fold a retired program's final counts into the hook's carried totals."""
         self._take(old)  # its last events, before it is closed
-        hook.carried_stats.update(loading.read_stats(old))
+        hook.carried_stats.update(self.kernel.read_stats(old))
         new_layout = {a.rule: a for a in hook.loaded.program.aggregations}
         for agg in old.program.aggregations:
             same = new_layout.get(agg.rule)
             if same is None or same.layout() != agg.layout():
                 continue  # the rule's shape changed: its series start afresh
-            for entry in loading.read_aggregation(old, agg):
+            for entry in self.kernel.read_aggregation(old, agg):
                 key = (agg.rule, _series_key(entry))
                 value = SeriesValue(entry.count, entry.sum, entry.buckets)
                 hook.carried_series[key] = hook.carried_series.get(key, SeriesValue()).add(value)
@@ -416,7 +419,7 @@ class Engine:
         with self.lock:
             for name in list(self.policies):
                 self._unload_policy(name, detach=detach or self.pin_root is None)
-            self.exec_tracker = None  # shared by the process; see loading.exec_tracker
+            self.exec_tracker = None  # shared by the process; see kernel/loading.exec_tracker
 
     def prune_pins(self) -> list[str]:
         """Remove pins of hooks no policy has now (a policy deleted while no agent ran);
@@ -427,7 +430,7 @@ class Engine:
             keep = {h.program.pin_id for s in self.policies.values() for h in s.hooks.values()}
             gone = sorted(d.name for d in self.pin_root.iterdir() if d.name not in keep)
             for name in gone:
-                loading.remove_pins(self.pin_root / name)
+                self.kernel.remove_pins(self.pin_root / name)
         if gone:
             log.info("removed the pins of %d hooks no policy has", len(gone))
         return gone
@@ -440,7 +443,7 @@ class Engine:
             for state in self.policies.values():
                 for hook_id, hook in sorted(state.hooks.items()):
                     stats = Counter(hook.carried_stats)
-                    stats.update(loading.read_stats(hook.loaded))
+                    stats.update(self.kernel.read_stats(hook.loaded))
                     aggregations = []
                     for agg in hook.loaded.program.aggregations:
                         series: dict[SeriesKey, SeriesValue] = {
@@ -448,12 +451,12 @@ class Engine:
                             for (rule, key), value in hook.carried_series.items()
                             if rule == agg.rule
                         }
-                        for entry in loading.read_aggregation(hook.loaded, agg):
+                        for entry in self.kernel.read_aggregation(hook.loaded, agg):
                             key = _series_key(entry)
                             live = SeriesValue(entry.count, entry.sum, entry.buckets)
                             series[key] = series.get(key, SeriesValue()).add(live)
                         aggregations.append((agg, series))
-                    info = loading.prog_info(hook.loaded.fd)
+                    run_time_ns, run_count = self.kernel.run_stats(hook.loaded)
                     shape = dict(hook.loaded.program.flags)
                     out.append(
                         HookSnapshot(
@@ -464,8 +467,8 @@ class Engine:
                             aggregations=tuple(aggregations),
                             event_size=hook.event_size,
                             report=_running(hook),
-                            run_time_ns=int(info.run_time_ns),
-                            run_count=int(info.run_cnt),
+                            run_time_ns=run_time_ns,
+                            run_count=run_count,
                             clocks=bool(shape.get("USE_STARTS")),
                             marks=bool(shape.get("USE_MARKS")),
                         )
@@ -496,7 +499,7 @@ class Engine:
     def binary_paths(self) -> dict[int, str]:
         return self.exec_tracker.paths() if self.exec_tracker is not None else {}
 
-    def correlation(self) -> dict[str, loading.CorrelationMap]:
+    def correlation(self) -> dict[str, handles.CorrelationMap]:
         """The shared marks and clocks maps: size, entries, and what LRU evicted."""
         return self.exec_tracker.correlation() if self.exec_tracker is not None else {}
 
@@ -562,7 +565,7 @@ def _forget_changed(hook: HookState, before: Program, after: Program) -> None:
         del hook.carried_series[key]
 
 
-def _series_key(entry: loading.AggEntry) -> SeriesKey:
+def _series_key(entry: reading.AggEntry) -> SeriesKey:
     return (entry.cgroup, entry.binary, entry.arg0, entry.arg1, entry.aclass, entry.overflow)
 
 
@@ -582,7 +585,7 @@ def _running(hook: HookState) -> ProgramReport:
 
 
 def _failure(
-    hook: str, error: loading.LoadError, loaded: loading.Loaded | None = None
+    hook: str, error: handles.LoadError, loaded: handles.Loaded | None = None
 ) -> ProgramReport:
     report = ProgramReport(
         hook=hook,

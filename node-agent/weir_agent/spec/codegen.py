@@ -145,6 +145,11 @@ class AggSlot:
         """What a series means: entries carry across versions while this is unchanged."""
         return (self.value, self.group_by, self.key_fields, self.bounds, self.seconds)
 
+    @property
+    def table(self) -> bytes:
+        """The map that holds this rule's series: histograms apart from counts and sums."""
+        return b"hist" if self.value >= ValueKind.HIST_EXP2 else b"agg"
+
 
 @dataclasses.dataclass(frozen=True)
 class Seeds:

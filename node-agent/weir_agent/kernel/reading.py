@@ -1,0 +1,57 @@
+"""Read a loaded program's counters and series out of its maps, decoded to plain values."""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+
+from weir_agent.kernel.handles import Loaded
+from weir_agent.spec import abi, codegen
+
+
+def read_stats(loaded: Loaded) -> dict[abi.Stat, int]:
+    table = loaded.module[b"stats"]
+    return {
+        stat: int(table.sum(ctypes.c_int(int(stat))).value)
+        for stat in abi.Stat
+        if stat != abi.Stat.COUNT
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class AggEntry:
+    """One key of an aggregation map, decoded to plain values."""
+
+    cgroup: int
+    binary: int
+    arg0: int
+    arg1: int
+    aclass: int
+    overflow: bool
+    count: int
+    sum: int
+    buckets: tuple[int, ...]
+
+
+def read_aggregation(loaded: Loaded, agg: codegen.AggSlot) -> list[AggEntry]:
+    table = loaded.module[agg.table]
+    sid = loaded.series_id(agg)
+    entries = []
+    for key, leaf in table.items():
+        if key.slot != sid:
+            continue
+        buckets = tuple(int(b) for b in leaf.buckets) if hasattr(leaf, "buckets") else ()
+        entries.append(
+            AggEntry(
+                cgroup=int(key.cgroup),
+                binary=int(key.binary),
+                arg0=int(key.arg0),
+                arg1=int(key.arg1),
+                aclass=int(key.aclass),
+                overflow=bool(key.overflow),
+                count=int(leaf.count),
+                sum=int(leaf.sum),
+                buckets=buckets,
+            )
+        )
+    return entries

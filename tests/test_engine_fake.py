@@ -1,0 +1,184 @@
+"""The engine's reconcile through a kernel in memory (tests/fakekernel.py): what is
+loaded, flipped, swapped, retired, adopted and detached, and that counts carry across
+every one of them. No root, no bpf(); the kernel tests run the same paths for real."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agenthelpers import apply, policy_yaml, rule_yaml
+from fakekernel import FakeKernel
+from weir_agent.runtime import engine
+from weir_agent.spec import abi
+from weir_agent.spec.formats import Field, parse_format
+
+CLOSE = "tracepoint:syscalls:sys_enter_close"
+DUP = "tracepoint:syscalls:sys_enter_dup"
+FORMATS = {
+    "sys_enter_close": parse_format("field:unsigned int fd;\toffset:16;\tsize:8;\tsigned:0;\n"),
+    "sys_enter_dup": parse_format("field:unsigned int fildes;\toffset:16;\tsize:8;\tsigned:0;\n"),
+}
+
+
+BINARIES = '\n                matchBinaries: [{operator: In, values: ["/bin/true"]}]'
+
+
+def layouts(_subsystem: str, event: str) -> list[Field] | None:
+    return FORMATS.get(event)
+
+
+def closes(fd: int = 3, *, generation: int = 1, binaries: bool = False) -> str:
+    """A policy counting close(fd) per container; ``binaries`` (a matchBinaries) makes it
+    another shape."""
+    more = BINARIES if binaries else ""
+    hook = f"""
+        tracepoints:
+          - subsystem: syscalls
+            event: sys_enter_close
+            args: [{{field: fd, type: int, label: fd}}]
+            selectors:
+              - matchArgs: [{{label: fd, operator: Equal, values: ["{fd}"]}}]{more}
+                matchActions: [{{action: NoPost}}]
+        """
+    rule = rule_yaml("closes", "closes", "weir_closes", group_by="[container]")
+    text = policy_yaml("closes", hook, rules=rule)
+    return text.replace("name: closes\nspec", f"name: closes\n  generation: {generation}\nspec")
+
+
+def dups(*, generation: int = 1, binaries: bool = False) -> str:
+    """A policy on dup(); ``binaries`` (a matchBinaries) makes it another shape."""
+    more = BINARIES if binaries else ""
+    hook = f"""
+        tracepoints:
+          - subsystem: syscalls
+            event: sys_enter_dup
+            args: [{{field: fildes, type: int, label: fd}}]
+            selectors:
+              - matchArgs: [{{label: fd, operator: Equal, values: ["1"]}}]{more}
+                matchActions: [{{action: NoPost}}]
+        """
+    text = policy_yaml("dups", hook)
+    return text.replace("name: dups\nspec", f"name: dups\n  generation: {generation}\nspec")
+
+
+def calls_since(kernel: FakeKernel, mark: int) -> list[tuple[str, str]]:
+    return [(c[0], c[1]) for c in kernel.calls[mark:]]
+
+
+def counted(core: engine.Engine, hook: str) -> tuple[int, dict[int, int]]:
+    """(observed, series by cgroup) of one hook, as a scrape would read them."""
+    (snap,) = [s for s in core.snapshot() if s.hook == hook]
+    series = {
+        key[0]: value.count for _, values in snap.aggregations for key, value in values.items()
+    }
+    return snap.stats[abi.Stat.OBSERVED], series
+
+
+def test_a_new_policy_is_loaded_configured_and_attached() -> None:
+    kernel = FakeKernel()
+    core = engine.Engine(node_name="n1", layouts=layouts, kernel=kernel)
+    apply(core, closes())
+    assert calls_since(kernel, 0) == [("load", CLOSE), ("configure", CLOSE), ("attach", CLOSE)]
+    kernel.fire(CLOSE, 5)
+    assert counted(core, CLOSE) == (5, {7: 5})
+    assert core.policies["closes"].running_generation == 1
+
+
+def test_an_edit_inside_the_shape_is_a_flip_retired_after_the_grace_period() -> None:
+    kernel = FakeKernel()
+    core = engine.Engine(node_name="n1", layouts=layouts, kernel=kernel)
+    apply(core, closes(3))
+    kernel.fire(CLOSE, 5)
+    mark = len(kernel.calls)
+    apply(core, closes(4, generation=2))
+    assert calls_since(kernel, mark) == [("configure", CLOSE), ("retire", CLOSE)]
+    flipped, retired = kernel.calls[mark][2], kernel.calls[mark + 1][2]
+    assert retired - flipped >= kernel.grace_seconds
+    kernel.fire(CLOSE, 3)
+    assert counted(core, CLOSE) == (8, {7: 8})  # same program, same maps: counts go on
+    assert core.policies["closes"].running_generation == 2
+
+
+def test_a_new_shape_is_swapped_in_and_the_old_counts_carry_over() -> None:
+    kernel = FakeKernel()
+    core = engine.Engine(node_name="n1", layouts=layouts, kernel=kernel)
+    apply(core, closes())
+    kernel.fire(CLOSE, 5)
+    old = kernel.hooks[CLOSE].slot
+    mark = len(kernel.calls)
+    apply(core, closes(generation=2, binaries=True))
+    assert calls_since(kernel, mark) == [("load", CLOSE), ("configure", CLOSE), ("swap", CLOSE)]
+    assert kernel.hooks[CLOSE].slot is not old and old.module.closed
+    kernel.fire(CLOSE, 2)
+    # The hook's counters and its unchanged rule's series carry across the swap.
+    assert counted(core, CLOSE) == (7, {7: 7})
+
+
+def test_a_deleted_policy_is_detached() -> None:
+    kernel = FakeKernel()
+    core = engine.Engine(node_name="n1", layouts=layouts, kernel=kernel)
+    apply(core, closes(), dups())
+    mark = len(kernel.calls)
+    apply(core, dups())
+    assert calls_since(kernel, mark) == [("detach", CLOSE)]
+    assert list(kernel.hooks) == [DUP] and "closes" not in core.policies
+
+
+def test_a_refused_program_keeps_its_policy_running_and_the_others_move_on() -> None:
+    kernel = FakeKernel()
+    core = engine.Engine(node_name="n1", layouts=layouts, kernel=kernel)
+    apply(core, closes(), dups())
+    kernel.fire(DUP, 2)
+    kernel.refuse[DUP] = "R1 invalid mem access 'scalar'"
+    mark = len(kernel.calls)
+    apply(core, closes(4, generation=2), dups(generation=2, binaries=True))
+    steps = calls_since(kernel, mark)
+    assert ("configure", CLOSE) in steps and ("swap", DUP) not in steps
+    failed = core.failures()["dups"][DUP]
+    assert (failed.failure_phase, failed.message) == ("verify", "R1 invalid mem access 'scalar'")
+    assert failed.verifier_log == "; the verifier's log"
+    dups_state, closes_state = core.policies["dups"], core.policies["closes"]
+    assert (dups_state.generation, dups_state.running_generation) == (2, 1)
+    assert (closes_state.generation, closes_state.running_generation) == (2, 2)
+    kernel.fire(DUP, 3)  # the previous version still counts
+    assert counted(core, DUP)[0] == 5
+    del kernel.refuse[DUP]
+    apply(core, closes(4, generation=2), dups(generation=3, binaries=True))
+    assert "dups" not in core.failures() and core.policies["dups"].running_generation == 3
+    assert counted(core, DUP)[0] == 5
+
+
+def test_a_restart_adopts_the_pinned_hooks_with_their_counts(tmp_path: Path) -> None:
+    kernel, pins = FakeKernel(), tmp_path / "weir"
+    first = engine.Engine(node_name="n1", layouts=layouts, kernel=kernel, pin_root=pins)
+    apply(first, closes())
+    kernel.fire(CLOSE, 4)
+    first.close(detach=False)
+    assert ("detach", CLOSE) not in kernel.calls and CLOSE in kernel.hooks
+    kernel.fire(CLOSE, 2)  # the hook runs on while no agent does
+    mark = len(kernel.calls)
+    second = engine.Engine(node_name="n1", layouts=layouts, kernel=kernel, pin_root=pins)
+    apply(second, closes())
+    assert calls_since(kernel, mark) == [("adopt", CLOSE), ("adopt stub", CLOSE)]
+    kernel.fire(CLOSE, 1)
+    assert counted(second, CLOSE) == (7, {7: 7})  # nothing lost, nothing counted twice
+    assert second.prune_pins() == []
+    second.close()
+    assert ("detach", CLOSE) in kernel.calls and not any(pins.iterdir())
+
+
+def test_a_restart_with_an_edited_policy_adopts_then_reconfigures(tmp_path: Path) -> None:
+    kernel, pins = FakeKernel(), tmp_path / "weir"
+    first = engine.Engine(node_name="n1", layouts=layouts, kernel=kernel, pin_root=pins)
+    apply(first, closes(3))
+    kernel.fire(CLOSE, 4)
+    first.close(detach=False)
+    mark = len(kernel.calls)
+    second = engine.Engine(node_name="n1", layouts=layouts, kernel=kernel, pin_root=pins)
+    apply(second, closes(4, generation=2))  # same shape, another configuration
+    assert calls_since(kernel, mark) == [
+        ("adopt", CLOSE),
+        ("configure", CLOSE),
+        ("adopt stub", CLOSE),
+    ]
+    assert counted(second, CLOSE)[0] == 4
