@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from weir_agent.spec import abi, btf, codegen
+from weir_agent.spec import abi, btf, codegen, configs
 from weir_agent.spec.formats import Field, parse_format
 from weir_api import documents
 from weir_api.aggregations import AggregationRule
@@ -151,15 +151,17 @@ def test_operators_become_ops_and_seeds(
     match: dict[str, Any], op: abi.Op, neg: int, seeds: dict[str, Any]
 ) -> None:
     generated = make(openat(match))
-    values = flags(generated)
-    assert (values["S0_M0_OP"], values["S0_M0_NEG"]) == (op, neg)
+    matcher = generated.programs[0].config.S[0].M[0]
+    assert (op, neg) == (matcher.OP, matcher.NEG)
     for name, expected in seeds.items():
         assert getattr(generated.programs[0].seeds, name) == expected
 
 
 def test_single_value_operators_become_flags() -> None:
-    values = flags(make(openat({"label": "flags", "operator": "GT", "values": ["-2"]})))
-    assert (values["S0_M0_OP"], values["S0_M0_VAL"]) == (abi.Op.GT, "0xfffffffffffffffeULL")
+    program = make(openat({"label": "flags", "operator": "GT", "values": ["-2"]})).programs[0]
+    assert dict(program.flags)["S0_M0_VAL"] == "0xfffffffffffffffeULL"  # a specialised build's
+    matcher = program.config.S[0].M[0]
+    assert (matcher.OP, matcher.VAL) == (abi.Op.GT, -2)
 
 
 def test_addresses_are_ipv4_mapped_with_prefix_bits() -> None:
@@ -186,7 +188,8 @@ def test_addresses_are_ipv4_mapped_with_prefix_bits() -> None:
     }
     generated = make(spec)
     values = flags(generated)
-    assert (values["S0_M0_OP"], values["S0_M0_NEG"], values["USE_SOCK"]) == (abi.Op.DADDR, 1, 1)
+    matcher = generated.programs[0].config.S[0].M[0]
+    assert (matcher.OP, matcher.NEG, values["USE_SOCK"]) == (abi.Op.DADDR, 1, 1)
     assert generated.programs[0].seeds.addresses == (
         (0, bytes(10) + b"\xff\xff\x0a\x00\x00\x00", 32 + 104),
         (0, b"\xfd" + bytes(15), 32 + 8),
@@ -237,13 +240,9 @@ def test_aggregations_fill_slots_and_size_the_maps() -> None:
         ],
     )
     values = flags(generated)
-    assert (
-        values["AGG0_ON"],
-        values["AGG0_CGROUP"],
-        values["AGG0_KARG0"],
-        values["AGG0_VALUE"],
-    ) == (1, 1, 1, abi.ValueKind.COUNT)
-    assert (values["AGG1_VALUE"], values["AGG1_VARG"]) == (abi.ValueKind.HIST_EXP2, 1)
+    first, second = generated.programs[0].config.AGG[:2]
+    assert (first.ON, first.CGROUP, first.KARG0, first.VALUE) == (1, 1, 1, abi.ValueKind.COUNT)
+    assert (second.VALUE, second.VARG) == (abi.ValueKind.HIST_EXP2, 1)
     # Capacities hold two configurations' entries, rounded to a power of two; aggregation
     # maps hold at least one default maxSeries, so adding or dropping a rule keeps the shape.
     assert (values["AGG_PLAIN_MAX"], values["AGG_HIST_MAX"]) == (32768, 32768)
@@ -272,9 +271,10 @@ def test_shape_apart_from_configuration() -> None:
     assert pa.digest() != pb.digest()
     assert pa.shape_digest() == pb.shape_digest()
     assert ("CONFIGURED", 1) in pa.shape_flags()
-    assert not any(codegen.CONFIG_FLAG.match(name) for name, _ in pa.shape_flags())
-    assert pb.config()["S0_M0_OP"] == abi.Op.STR_POSTFIX
-    assert pa.config()["NUM_SELECTORS"] == 1
+    assert not any(configs.CONFIG_FLAG.match(name) for name, _ in pa.shape_flags())
+    assert pb.config.S[0].M[0].OP == abi.Op.STR_POSTFIX
+    assert pa.config.NUM_SELECTORS == 1
+    assert configs.from_flags(pa.config.flags()) == pa.config  # the names both ways
     assert "-DCONFIGURED=0" in pa.cflags(configured=False)
     assert "-DS0_M0_OP=6" in pa.cflags(configured=False)
     assert not any(f.startswith("-DS0_") for f in pa.cflags())
@@ -400,17 +400,12 @@ def test_task_selectors_are_matchers_after_the_arg_matchers() -> None:
     )
     values = flags(generated)
     # matchArgs[0] is matcher 0; then matchPIDs, matchNamespaces, matchCapabilities.
-    assert (values["S0_M1_OP"], values["S0_M1_NEG"]) == (int(abi.Op.PID), 1)
-    assert codegen._flag_int(values["S0_M1_VAL"]) == 3  # namespace numbering | followForks
-    assert (values["S0_M2_OP"], codegen._flag_int(values["S0_M2_VAL"])) == (
-        int(abi.Op.NS),
-        int(abi.Namespace.Net),
-    )
-    assert (values["S0_M3_OP"], values["S0_M3_ARG"]) == (
-        int(abi.Op.CAPS),
-        int(abi.CapSet.Permitted),
-    )
-    assert codegen._flag_int(values["S0_M3_VAL"]) == (1 << 21) | (1 << 13)
+    _, pids, namespaces, capabilities = generated.programs[0].config.S[0].M[:4]
+    assert (int(abi.Op.PID), 1) == (pids.OP, pids.NEG)
+    assert pids.VAL == 3  # namespace numbering | followForks
+    assert (int(abi.Op.NS), int(abi.Namespace.Net)) == (namespaces.OP, namespaces.VAL)
+    assert (int(abi.Op.CAPS), int(abi.CapSet.Permitted)) == (capabilities.OP, capabilities.ARG)
+    assert capabilities.VAL == (1 << 21) | (1 << 13)
     assert set(generated.programs[0].seeds.integers) >= {(1, 1), (1, 7), (2, 42), (2, 99)}
     assert (values["USE_TASK"], values["USE_PID_TREE"]) == (1, 1)
     assert values["TASK_CRED"] == SOCK_LAYOUT["TASK_CRED"]
@@ -509,26 +504,27 @@ def test_a_duration_starts_a_clock_on_one_hook_and_folds_it_on_another() -> None
     )
     assert not generated.problems, generated.problems
     starter, ender = (dict(p.flags) for p in generated.programs)
+    starts = generated.programs[0].config.MK
+    latency_cfg, total_cfg = generated.programs[1].config.AGG[:2]
     pair = codegen.clock_pair("p", start["hook"], start["key"])
     # The start hook records under the pair, keyed by its flags argument (slot 0).
-    assert (starter["MK0_KEY"], starter["MK0_ARG"]) == (abi.Clock.ARG, 0)
-    assert codegen._flag_int(starter["MK0_ID"]) == pair
-    assert (starter["MK1_KEY"], starter["USE_STARTS"]) == (abi.Clock.NONE, 1)
-    assert (ender["AGG0_DARG"], ender["AGG1_DARG"]) == (abi.KEY_THREAD, abi.KEY_PROCESS)
+    assert (abi.Clock.ARG, 0, pair) == (starts[0].KEY, starts[0].ARG, starts[0].ID)
+    assert (starts[1].KEY, starter["USE_STARTS"]) == (abi.Clock.NONE, 1)
+    assert (latency_cfg.DARG, total_cfg.DARG) == (abi.KEY_THREAD, abi.KEY_PROCESS)
     # The end hook looks the same pair up by thread (default) or process, and folds the
     # nanoseconds: a histogram with bounds in ns, or a sum exported as seconds.
-    assert (ender["AGG0_DUR"], ender["AGG1_DUR"]) == (abi.Clock.THREAD, abi.Clock.PROCESS)
-    assert {codegen._flag_int(ender[f"AGG{n}_DID"]) for n in (0, 1)} == {pair}
-    assert (ender["AGG0_VALUE"], ender["AGG1_VALUE"]) == (
+    assert (latency_cfg.DUR, total_cfg.DUR) == (abi.Clock.THREAD, abi.Clock.PROCESS)
+    assert {latency_cfg.DID, total_cfg.DID} == {pair}
+    assert (latency_cfg.VALUE, total_cfg.VALUE) == (
         abi.ValueKind.HIST_EXPLICIT,
         abi.ValueKind.SUM,
     )
     latency, total = generated.programs[1].aggregations
     assert latency.bounds == (1_000_000, 2_000_000_000)
     assert (latency.seconds, total.seconds) == (True, True)
-    assert (ender["MK0_KEY"], ender["USE_STARTS"]) == (abi.Clock.NONE, 1)
+    assert (generated.programs[1].config.MK[0].KEY, ender["USE_STARTS"]) == (abi.Clock.NONE, 1)
     # Durations are configuration: the pair, key and value are config fields.
-    assert all(codegen.CONFIG_FLAG.match(n) for n in ("MK0_ID", "AGG0_DID", "AGG1_DUR"))
+    assert all(configs.CONFIG_FLAG.match(n) for n in ("MK0_ID", "AGG0_DID", "AGG1_DUR"))
 
 
 def test_marks_are_set_by_one_hook_and_tested_by_another() -> None:
@@ -568,22 +564,20 @@ def test_marks_are_set_by_one_hook_and_tested_by_another() -> None:
     )
     assert not generated.problems, generated.problems
     connect, send = (dict(p.flags) for p in generated.programs)
+    mark_sock, mark_talkers = generated.programs[0].config.S[0].A[:2]
+    is_marked, is_not_talker = generated.programs[1].config.S[0].M[:2]
     sock, talkers = codegen.mark_id("p", "sock"), codegen.mark_id("p", "talkers")
-    assert (connect["S0_A0_OP"], connect["S0_A0_KEY"], connect["S0_A0_ARG"]) == (
-        abi.MarkOp.SET,
-        abi.Clock.ARG,
-        0,
-    )
-    assert codegen._flag_int(connect["S0_A0_ID"]) == sock
-    assert (connect["S0_A1_KEY"], connect["S0_A1_ARG"]) == (abi.Clock.PROCESS, abi.KEY_PROCESS)
-    assert codegen._flag_int(connect["S0_A1_ID"]) == talkers
+    assert (mark_sock.OP, mark_sock.KEY, mark_sock.ARG) == (abi.MarkOp.SET, abi.Clock.ARG, 0)
+    assert sock == mark_sock.ID
+    assert (mark_talkers.KEY, mark_talkers.ARG) == (abi.Clock.PROCESS, abi.KEY_PROCESS)
+    assert talkers == mark_talkers.ID
     assert (connect["USE_MARKS"], send["USE_MARKS"]) == (1, 1)
-    assert (send["S0_M0_OP"], send["S0_M0_NEG"], send["S0_M1_NEG"]) == (abi.Op.MARK, 0, 1)
+    assert (is_marked.OP, is_marked.NEG, is_not_talker.NEG) == (abi.Op.MARK, 0, 1)
     # A matcher's value carries the mark's id and, on top, where its key is (arg slot 0,
     # the process id).
-    assert codegen._flag_int(send["S0_M0_VAL"]) == sock
-    assert codegen._flag_int(send["S0_M1_VAL"]) & (2**64 - 1) == (abi.KEY_PROCESS << 60) | talkers
-    assert all(codegen.CONFIG_FLAG.match(n) for n in ("S0_A0_OP", "S0_A1_ID"))
+    assert sock == is_marked.VAL
+    assert (abi.KEY_PROCESS << 60) | talkers == is_not_talker.VAL & (2**64 - 1)
+    assert all(configs.CONFIG_FLAG.match(n) for n in ("S0_A0_OP", "S0_A1_ID"))
 
 
 def test_file_type_reads_the_inode_and_the_path_only_when_needed() -> None:

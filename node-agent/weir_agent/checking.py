@@ -164,7 +164,7 @@ def render(*, file: Path) -> int:
                 if name not in enums:
                     print(f" *   -D{name}={value}")
             print(" * configuration: the config map (an edit to these is a map write):")
-            for name, number in program.config().items():
+            for name, number in sorted(program.config.flags().items()):
                 if number:
                     print(f" *   {name} = {number}")
             print(" * map seeds (written after load, never part of the program):")

@@ -92,10 +92,8 @@ def configure(loaded: Loaded, program: Program) -> Retirement:
     write_seeds(module, program.seeds, bit)
     table = module[b"config"]
     leaf = table.Leaf()
-    values = program.config()
-    for agg in program.aggregations:
-        values[f"AGG{agg.slot}_SID"] = sids[agg.rule]
-    _fill_config(leaf, values)
+    config = program.config.with_series_ids({a.slot: sids[a.rule] for a in program.aggregations})
+    _fill(leaf, config)
     leaf.GEN = bit
     table[ctypes.c_int(bit)] = leaf
     module[b"active"][ctypes.c_int(0)] = ctypes.c_uint32(bit)  # the flip
@@ -136,29 +134,16 @@ def _wait_grace(loaded: Loaded) -> None:
         time.sleep(left)
 
 
-def _fill_config(leaf: Any, values: dict[str, int]) -> None:
-    """Set struct weir_config's fields from flag names: S0_M1_OP is S[0].M[1].OP."""
-    for name, value in values.items():
-        target: Any = leaf
-        if hasattr(leaf, name):  # NUM_SELECTORS, REV_SLOTS
-            setattr(leaf, name, value)
-            continue
-        parts = name.split("_")
-        head = parts[0]
-        if head.startswith("AGG"):
-            target = leaf.AGG[int(head[3:])]
-            field = "_".join(parts[1:])
-        elif head.startswith("MK"):
-            target = leaf.MK[int(head[2:])]
-            field = "_".join(parts[1:])
+def _fill(target: Any, node: object) -> None:
+    """Write a configuration (spec/configs.py) into struct weir_config, field by field: the
+    dataclasses are the struct's, with its field names and arrays."""
+    for field in dataclasses.fields(node):  # type: ignore[arg-type]
+        value = getattr(node, field.name)
+        if isinstance(value, tuple):
+            for index, item in enumerate(value):
+                _fill(getattr(target, field.name)[index], item)
         else:
-            target = leaf.S[int(head[1:])]
-            rest = parts[1:]
-            if rest[0][0] in "MBA" and rest[0][1:].isdigit():
-                target = getattr(target, rest[0][0])[int(rest[0][1:])]
-                rest = rest[1:]
-            field = "_".join(rest)
-        setattr(target, field, value)
+            setattr(target, field.name, value)
 
 
 def write_seeds(module: Any, seeds: codegen.Seeds, bit: int) -> None:

@@ -22,11 +22,10 @@ import dataclasses
 import functools
 import hashlib
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from weir_agent.spec import abi, btf
+from weir_agent.spec import abi, btf, configs
 from weir_agent.spec.abi import Action, Clock, Deref, Kind, MarkOp, Op, Source, ValueKind
 from weir_agent.spec.formats import Field
 from weir_api import aggregations as agg_api
@@ -106,13 +105,6 @@ STRUCT_READS: dict[str, tuple[Kind, str, Deref, str, dict[str, int]]] = {
     "user_namespace": (Kind.INT, "user_namespace", Deref.LOAD, "USERNS_ARG_INUM", {"SIZE": 4}),
 }
 MIN_ROOM = 64  # smallest capacity of a seed or series map (entries, never preallocated)
-# The flags a configured program reads from its ``config`` map instead (weir.h, struct
-# weir_config): selectors, matchers and aggregations. Every other flag is its shape.
-CONFIG_FLAG = re.compile(
-    r"^(NUM_SELECTORS|S\d+_(ACTION|RATE_NS|USTACK|KSTACK)|S\d+_M\d+_(OP|NEG|ARG|VAL)|REV_SLOTS|SUB_SLOTS"
-    r"|S\d+_B\d+_(OP|NEG)|AGG\d+_(ON|VALUE|CGROUP|BINARY|KARG0|KARG1|ACLASS|VARG|NBOUNDS|MAX|SID"
-    r"|DUR|DARG|DID)|MK\d+_(KEY|ARG|ID)|S\d+_A\d+_(ID|ARG|KEY|OP))$"
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,7 +209,7 @@ class Program:
     def shape_flags(self) -> tuple[tuple[str, int | str], ...]:
         """What a configured program is compiled with: everything but the configuration."""
         return (
-            *((n, v) for n, v in self.flags if not CONFIG_FLAG.match(n)),
+            *((n, v) for n, v in self.flags if not configs.CONFIG_FLAG.match(n)),
             ("CONFIGURED", 1),
         )
 
@@ -226,9 +218,10 @@ class Program:
         text = json.dumps([self.kind, self.target, self.shape_flags()])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def config(self) -> dict[str, int]:
-        """The configuration flags as integers (weir.h's struct weir_config, by name)."""
-        return {name: _flag_int(value) for name, value in self.flags if CONFIG_FLAG.match(name)}
+    @functools.cached_property
+    def config(self) -> configs.Config:
+        """What the program reads from its config map (weir.h's struct weir_config)."""
+        return configs.from_flags(dict(self.flags))
 
     def digest(self) -> str:
         """Identifies what is loaded: same digest, same program and seeds."""
@@ -256,14 +249,6 @@ class Generated:
 def _int_literal(value: int) -> str:
     # Hex with ULL suffix: any 64-bit pattern, negative values as two's complement.
     return f"{value & MASK64:#x}ULL"
-
-
-def _flag_int(value: int | str) -> int:
-    """A flag's value as a signed 64-bit integer (the inverse of ``_int_literal``)."""
-    if isinstance(value, int):
-        return value
-    number = int(value.removesuffix("ULL"), 16)
-    return number - (1 << 64) if number >= 1 << 63 else number
 
 
 def room(entries: int) -> int:
@@ -362,7 +347,7 @@ def entry_half(program: Program) -> Program:
     same target and args, no selectors, aggregations or events of its own."""
     values = dict(program.flags)
     for name in values:
-        if CONFIG_FLAG.match(name):
+        if configs.CONFIG_FLAG.match(name):
             values[name] = 0
     values.update(
         SAVE_ENTRY=1,
