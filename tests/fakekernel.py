@@ -21,7 +21,7 @@ from weir_agent.kernel import configuring
 from weir_agent.kernel.handles import CorrelationMap, Loaded, LoadError
 from weir_agent.kernel.reading import AggEntry
 from weir_agent.spec import abi
-from weir_agent.spec.codegen import AggSlot, Program
+from weir_agent.spec.programs import AggSlot, Program
 
 FOLDED = (abi.Stat.OBSERVED, abi.Stat.MATCHED, abi.Stat.AGGREGATED)
 

@@ -11,8 +11,8 @@ from weir_agent.kernel import headers
 from weir_agent.outputs import series
 from weir_agent.runtime import savings
 from weir_agent.spec import abi, plans
-from weir_agent.spec.codegen import AggSlot, ArgPlan
 from weir_agent.spec.formats import parse_format
+from weir_agent.spec.programs import AggSlot, ArgPlan
 from weir_api import documents, statuses
 from weir_api.policies import TracingPolicy
 

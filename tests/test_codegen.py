@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from weir_agent.spec import abi, btf, codegen, configs
+from weir_agent.spec import abi, btf, codegen, configs, programs, selectors
 from weir_agent.spec.formats import Field, parse_format
 from weir_api import documents
 from weir_api.aggregations import AggregationRule
@@ -27,7 +27,7 @@ SEND = parse_format(
 SOCK_LAYOUT: dict[str, int | str] = {name: 100 + n for n, name in enumerate(btf.ALL_FIELDS)}
 
 
-def make(spec: dict[str, Any], rules: list[dict[str, Any]] | None = None) -> codegen.Generated:
+def make(spec: dict[str, Any], rules: list[dict[str, Any]] | None = None) -> programs.Generated:
     policy = documents.parse_object(
         {
             "apiVersion": "weir.dev/v1alpha1",
@@ -76,7 +76,7 @@ def openat(*matches: dict[str, Any], args: list[dict[str, Any]] | None = None) -
     }
 
 
-def flags(generated: codegen.Generated) -> dict[str, int | str]:
+def flags(generated: programs.Generated) -> dict[str, int | str]:
     assert not generated.problems, generated.problems
     return dict(generated.programs[0].flags)
 
@@ -246,7 +246,7 @@ def test_aggregations_fill_slots_and_size_the_maps() -> None:
     # Capacities hold two configurations' entries, rounded to a power of two; aggregation
     # maps hold at least one default maxSeries, so adding or dropping a rule keeps the shape.
     assert (values["AGG_PLAIN_MAX"], values["AGG_HIST_MAX"]) == (32768, 32768)
-    assert [codegen.room(n) for n in (0, 11, 32, 33, 1000, 1024)] == [64, 64, 64, 128, 2048, 2048]
+    assert [programs.room(n) for n in (0, 11, 32, 33, 1000, 1024)] == [64, 64, 64, 128, 2048, 2048]
     assert generated.programs[0].aggregations[0].key_fields == (
         ("pod", "cgroup"),
         ("arg:flags", "arg0"),
@@ -255,12 +255,12 @@ def test_aggregations_fill_slots_and_size_the_maps() -> None:
 
 def test_range_prefixes_cover_exactly() -> None:
     for low, high in [(0, 0), (1, 5), (443, 443), (8000, 8080), (0, 2**64 - 1), (5, 2**64 - 1)]:
-        prefixes = codegen.range_prefixes(low, high)
+        prefixes = selectors.range_prefixes(low, high)
         covered = [(v, v + (1 << (64 - bits)) - 1) for v, bits in prefixes]
         assert covered[0][0] == low and covered[-1][1] == high
         assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(covered))
         assert len(prefixes) <= 2 * 64
-    assert codegen.range_prefixes(8000, 8080) == [(8000, 58), (8064, 60), (8080, 64)]
+    assert selectors.range_prefixes(8000, 8080) == [(8000, 58), (8064, 60), (8080, 64)]
 
 
 def test_shape_apart_from_configuration() -> None:
@@ -506,7 +506,7 @@ def test_a_duration_starts_a_clock_on_one_hook_and_folds_it_on_another() -> None
     starter, ender = (dict(p.flags) for p in generated.programs)
     starts = generated.programs[0].config.MK
     latency_cfg, total_cfg = generated.programs[1].config.AGG[:2]
-    pair = codegen.clock_pair("p", start["hook"], start["key"])
+    pair = programs.clock_pair("p", start["hook"], start["key"])
     # The start hook records under the pair, keyed by its flags argument (slot 0).
     assert (abi.Clock.ARG, 0, pair) == (starts[0].KEY, starts[0].ARG, starts[0].ID)
     assert (starts[1].KEY, starter["USE_STARTS"]) == (abi.Clock.NONE, 1)
@@ -566,7 +566,7 @@ def test_marks_are_set_by_one_hook_and_tested_by_another() -> None:
     connect, send = (dict(p.flags) for p in generated.programs)
     mark_sock, mark_talkers = generated.programs[0].config.S[0].A[:2]
     is_marked, is_not_talker = generated.programs[1].config.S[0].M[:2]
-    sock, talkers = codegen.mark_id("p", "sock"), codegen.mark_id("p", "talkers")
+    sock, talkers = programs.mark_id("p", "sock"), programs.mark_id("p", "talkers")
     assert (mark_sock.OP, mark_sock.KEY, mark_sock.ARG) == (abi.MarkOp.SET, abi.Clock.ARG, 0)
     assert sock == mark_sock.ID
     assert (mark_talkers.KEY, mark_talkers.ARG) == (abi.Clock.PROCESS, abi.KEY_PROCESS)

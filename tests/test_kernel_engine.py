@@ -20,7 +20,7 @@ from weir_agent.kernel import bpf
 from weir_agent.outputs import reporting
 from weir_agent.runtime import engine
 from weir_agent.sources import directory as sources
-from weir_agent.spec import codegen, formats
+from weir_agent.spec import formats, programs
 from weir_api import documents
 
 BASE = 7_400_000_000
@@ -405,7 +405,7 @@ def test_hostile_strings_never_reach_c_and_match_exactly(core, scratch: Path) ->
     joined = " ".join(program.cflags())
     for value in values:
         assert value not in joined
-    assert codegen.source_text(codegen.HOOK_SOURCE) == (ROOT / "bpf" / "hook.bpf.c").read_text()
+    assert programs.source_text(programs.HOOK_SOURCE) == (ROOT / "bpf" / "hook.bpf.c").read_text()
     samples = scrape(core)
     assert series(samples, "t_hostile_total") == {(): 3.0}
 

@@ -13,7 +13,7 @@ import yaml
 
 from agenthelpers import apply, policy_yaml, rule_yaml, scrape, series, stats
 from weir_agent.kernel import loading
-from weir_agent.spec import abi, btf, codegen
+from weir_agent.spec import abi, btf, codegen, programs
 from weir_api import documents
 from weir_api.policies import TracingPolicy
 
@@ -85,7 +85,7 @@ KPROBES = {
 }
 
 
-def generated_for(name: str, spec: dict[str, Any]) -> codegen.Generated:
+def generated_for(name: str, spec: dict[str, Any]) -> programs.Generated:
     """A policy's programs, generated against this kernel's struct layouts."""
     parsed = documents.parse_object(
         {"apiVersion": "weir.dev/v1alpha1", "kind": "TracingPolicy",
@@ -97,7 +97,7 @@ def generated_for(name: str, spec: dict[str, Any]) -> codegen.Generated:
     return codegen.generate(parsed.obj, [], layouts={}, kernel_layout=btf.kernel_layout())
 
 
-def assert_verified(generated: codegen.Generated) -> None:
+def assert_verified(generated: programs.Generated) -> None:
     """Every program compiles and passes the verifier here (kprobes verify only)."""
     assert not generated.problems
     loading.exec_tracker()  # hooks without selectors post, with the executable

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from weir_agent.identity import namespaces
-from weir_agent.spec import abi, btf, codegen, formats
+from weir_agent.spec import abi, btf, codegen, formats, programs
 from weir_api import checks, documents, limits, problems
 from weir_api.aggregations import AggregationRule
 from weir_api.policies import TracingPolicy
@@ -134,8 +134,8 @@ def render(*, file: Path) -> int:
             print(f"{item.source}: invalid\n{problems.render(item.problems)}", file=sys.stderr)
         return 1
     rules = [p.obj for p in parsed if isinstance(p.obj, AggregationRule)]
-    print(f"/* {codegen.HOOK_SOURCE}: the program every hook runs, configured below */")
-    print(codegen.source_text(codegen.HOOK_SOURCE))
+    print(f"/* {programs.HOOK_SOURCE}: the program every hook runs, configured below */")
+    print(programs.source_text(programs.HOOK_SOURCE))
     status = 0
     enums = set(abi.enum_flags())
     for item in parsed:

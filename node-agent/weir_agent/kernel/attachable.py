@@ -15,7 +15,7 @@ from pathlib import Path
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from weir_agent.spec.codegen import Program
+from weir_agent.spec.programs import Program
 
 PMUS = Path("/sys/bus/event_source/devices")
 TRACEFS = Path("/sys/kernel/tracing")

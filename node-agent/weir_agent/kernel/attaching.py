@@ -16,7 +16,7 @@ from pathlib import Path
 
 from weir_agent.kernel import bpf, loading
 from weir_agent.kernel.handles import Loaded, LoadError
-from weir_agent.spec.codegen import Program
+from weir_agent.spec.programs import Program
 
 
 @dataclasses.dataclass

@@ -18,8 +18,8 @@ import time
 from typing import Any
 
 from weir_agent.kernel.handles import Loaded
-from weir_agent.spec import abi, codegen
-from weir_agent.spec.codegen import Program
+from weir_agent.spec import abi, programs, selectors
+from weir_agent.spec.programs import Program
 
 
 def _be32(value: int) -> int:
@@ -146,7 +146,7 @@ def _fill(target: Any, node: object) -> None:
             setattr(target, field.name, value)
 
 
-def write_seeds(module: Any, seeds: codegen.Seeds, bit: int) -> None:
+def write_seeds(module: Any, seeds: programs.Seeds, bit: int) -> None:
     """Write seeds tagged with configuration copy ``bit`` (maps are only opened when the
     seeds need them: a specialised program has only the maps it uses)."""
     tag = GENERATION_BIT * bit
@@ -175,7 +175,7 @@ def write_seeds(module: Any, seeds: codegen.Seeds, bit: int) -> None:
         integers[key] = ctypes.c_uint8(1)
     for matcher, low, high in seeds.ranges:
         ranges = module[b"range_lpm"]
-        for value, bits in codegen.range_prefixes(low, high):
+        for value, bits in selectors.range_prefixes(low, high):
             key = ranges.Key()
             key.prefixlen, key.matcher = 32 + bits, _be32(matcher + tag)
             ctypes.memmove(ctypes.addressof(key) + 8, value.to_bytes(8, "big"), 8)
@@ -219,7 +219,7 @@ def reset_series(module: Any, sid: int, name: bytes, *, overflow: bool = True) -
         table[key] = table.Leaf()
 
 
-def _agg_table(agg: codegen.AggSlot) -> bytes:
+def _agg_table(agg: programs.AggSlot) -> bytes:
     return b"hist" if agg.value >= abi.ValueKind.HIST_EXP2 else b"agg"
 
 

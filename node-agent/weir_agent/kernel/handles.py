@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from weir_agent.kernel import bpf, ringbuf
-from weir_agent.spec import codegen
-from weir_agent.spec.codegen import Program
+from weir_agent.spec import programs
+from weir_agent.spec.programs import Program
 
 
 class LoadError(Exception):
@@ -44,7 +44,7 @@ class Loaded:
     adopted: bool = False  # its maps, counts and configuration were an earlier agent's
     ring: ringbuf.RingReader | None = None  # a posting program's events, mapped
 
-    def series_id(self, agg: codegen.AggSlot) -> int:
+    def series_id(self, agg: programs.AggSlot) -> int:
         return self.sids.get(agg.rule, agg.slot)
 
     def close(self, *, detach: bool = True) -> None:

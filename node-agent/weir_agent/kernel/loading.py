@@ -37,8 +37,8 @@ from elftools.common.exceptions import ELFError
 
 from weir_agent.kernel import attachable, bpf, configuring, headers, ringbuf
 from weir_agent.kernel.handles import CorrelationMap, Loaded, LoadError
-from weir_agent.spec import abi, btf, codegen
-from weir_agent.spec.codegen import Program
+from weir_agent.spec import abi, btf, programs
+from weir_agent.spec.programs import Program
 from weir_api import limits
 
 _PROCESSED = re.compile(r"processed (\d+) insns")
@@ -171,7 +171,7 @@ def _template(program: Program, configured: bool) -> tuple[_Template, float]:
     """The compiled shape of ``program`` and the milliseconds compiling took (0: cached)."""
     key = (program.shape_digest() if configured else program.digest(), configured)
     flags = program.cflags(configured=configured)
-    return _compiled(key, codegen.HOOK_SOURCE, flags, b"weir_program")
+    return _compiled(key, programs.HOOK_SOURCE, flags, b"weir_program")
 
 
 def _compiled(
@@ -185,7 +185,7 @@ def _compiled(
         if found.state == "missing":
             raise LoadError("compile", found.problem)
         headers.use(found)
-        source = str(codegen.BPF_DIR / source_name)
+        source = str(programs.BPF_DIR / source_name)
         started = time.monotonic()
         with _captured_stderr() as compile_log:
             try:
@@ -343,7 +343,7 @@ def _trim_heap() -> None:
 def load_stub(program: Program) -> tuple[Copy, int, int]:
     """The stub program for ``program``'s kind of hook, loaded with a slot of its own:
     (its copy, its fd, its slot's fd); raises LoadError."""
-    template, _ = _compiled(("stub", True), codegen.STUB_SOURCE, [], b"weir_stub")
+    template, _ = _compiled(("stub", True), programs.STUB_SOURCE, [], b"weir_stub")
     copy = Copy(template)
     fd, (reason, log) = copy._load(_PROG_TYPES[program.kind], b"weir_stub")
     if fd < 0:
@@ -473,7 +473,7 @@ def tracker_cflags(layout: Mapping[str, int | str]) -> list[str]:
     known = all(isinstance(layout.get(name), int) for name in fields)
     flags = {name: layout[name] if known else 0 for name in fields}
     return [
-        *codegen.base_cflags(),
+        *programs.base_cflags(),
         f"-DUSE_TASK={int(known)}",
         *(f"-D{name}={int(value)}" for name, value in flags.items()),
     ]
@@ -500,7 +500,7 @@ def start_exec_tracker(*, proc: Path = Path("/proc")) -> ExecTracker:
     """Load exec.bpf.c (shared table weir_exes) and seed it from /proc: each process's
     executable, and its namespaces and capabilities as they are now (what it had when it
     started is not known). Use ``exec_tracker()``: one per process."""
-    source = str(codegen.BPF_DIR / codegen.EXEC_SOURCE)
+    source = str(programs.BPF_DIR / programs.EXEC_SOURCE)
     failed: str | None = None
     with _captured_stderr() as log:
         try:

@@ -6,7 +6,7 @@ import ctypes
 import dataclasses
 
 from weir_agent.kernel.handles import Loaded
-from weir_agent.spec import abi, codegen
+from weir_agent.spec import abi, programs
 
 
 def read_stats(loaded: Loaded) -> dict[abi.Stat, int]:
@@ -33,7 +33,7 @@ class AggEntry:
     buckets: tuple[int, ...]
 
 
-def read_aggregation(loaded: Loaded, agg: codegen.AggSlot) -> list[AggEntry]:
+def read_aggregation(loaded: Loaded, agg: programs.AggSlot) -> list[AggEntry]:
     table = loaded.module[agg.table]
     sid = loaded.series_id(agg)
     entries = []

@@ -38,7 +38,7 @@ from weir_agent.kernel import ringbuf
 from weir_agent.outputs.symbols import Frame
 from weir_agent.spec import abi
 from weir_agent.spec.abi import Kind
-from weir_agent.spec.codegen import Program
+from weir_agent.spec.programs import Program
 from weir_api import values
 
 FAMILIES = {value: name for name, value in values.FAMILIES.items()}

@@ -36,7 +36,7 @@ from weir_agent.identity.metadata import Resolver
 from weir_agent.outputs import series
 from weir_agent.runtime.engine import Engine, HookSnapshot
 from weir_agent.spec import abi
-from weir_agent.spec.codegen import AggSlot, ArgPlan
+from weir_agent.spec.programs import AggSlot, ArgPlan
 from weir_api import values
 
 STAGES = {

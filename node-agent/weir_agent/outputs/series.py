@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 
 from weir_agent.identity.metadata import Labels
 from weir_agent.spec import abi
-from weir_agent.spec.codegen import AggSlot
+from weir_agent.spec.programs import AggSlot
 
 OVERFLOW = "__overflow__"
 SeriesKey = tuple[int, int, int, int, int, bool]

@@ -32,8 +32,8 @@ from pathlib import Path
 from weir_agent.identity import namespaces
 from weir_agent.kernel import configuring, handles, reading, ringbuf
 from weir_agent.runtime import kernels, savings
-from weir_agent.spec import abi, btf, codegen, formats, plans
-from weir_agent.spec.codegen import AggSlot, Program
+from weir_agent.spec import abi, btf, codegen, formats, plans, programs
+from weir_agent.spec.programs import AggSlot, Program
 from weir_api import documents
 from weir_api.aggregations import AggregationRule
 from weir_api.policies import TracingPolicy
@@ -93,7 +93,7 @@ class PolicyState:
 class HookSnapshot:
     policy: str
     hook: str
-    args: tuple[codegen.ArgPlan, ...]
+    args: tuple[programs.ArgPlan, ...]
     stats: dict[abi.Stat, int]
     aggregations: tuple[tuple[AggSlot, dict[SeriesKey, SeriesValue]], ...]
     event_size: int
@@ -123,7 +123,7 @@ class Engine:
         node_name: str,
         layouts: Layouts = formats.read_format,
         syscall_prefix: str | None = None,
-        ringbuf_pages: int = codegen.RINGBUF_PAGES,
+        ringbuf_pages: int = programs.RINGBUF_PAGES,
         pin_root: Path | None = None,
         kernel: kernels.Kernel | None = None,
     ) -> None:

@@ -16,7 +16,7 @@ from typing import Protocol
 from weir_agent.kernel import attaching, bpf, configuring, loading, reading, ringbuf
 from weir_agent.kernel.handles import CorrelationMap, Loaded
 from weir_agent.spec import abi
-from weir_agent.spec.codegen import AggSlot, Program
+from weir_agent.spec.programs import AggSlot, Program
 
 
 class Attachment(Protocol):

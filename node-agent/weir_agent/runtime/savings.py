@@ -26,7 +26,7 @@ import json
 from collections.abc import Sequence
 
 from weir_agent.spec.abi import Kind
-from weir_agent.spec.codegen import ArgPlan
+from weir_agent.spec.programs import ArgPlan
 
 
 def canonical_event(policy: str, hook: str, args: Sequence[ArgPlan]) -> dict[str, object]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from weir_agent.spec.codegen import Program
+from weir_agent.spec.programs import Program
 
 HookKey = tuple[str, str]  # (policy, hook id)
 
