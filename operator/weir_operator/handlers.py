@@ -28,12 +28,11 @@ from typing import Any
 
 import kopf
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 
 from weir_api import GROUP, VERSION, documents, handoff
 from weir_api.aggregations import AggregationRule
 from weir_api.policies import TracingPolicy
-from weir_operator import metrics, peering, publishing, rendering, summaries, watching
+from weir_operator import metrics, peering, publishing, rendering, requesting, summaries, watching
 from weir_operator.state import OperatorState
 
 log = logging.getLogger("weir.operator")
@@ -62,14 +61,9 @@ def startup(settings: kopf.OperatorSettings, memo: OperatorState, **_: Any) -> N
     settings.posting.level = logging.WARNING
     settings.posting.loggers = True  # handler failures become Events on the object
     settings.watching.server_timeout = 60
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
-        api = k8s.ApiClient()
-    else:
-        api = k8s_config.new_client_from_config(os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
-    memo.core = k8s.CoreV1Api(api)
-    memo.custom = k8s.CustomObjectsApi(api)
     memo.namespace = memo.namespace or os.environ.get("WEIR_NAMESPACE", "weir-system")
+    memo.api = requesting.Api.connect(namespace=memo.namespace)
+    memo.core, memo.custom = memo.api.core, memo.api.custom
     agent_labels = os.environ.get("WEIR_AGENT_SELECTOR", "")
     memo.knows_agents = bool(agent_labels)
     _watch_namespace(memo, agent_labels)
@@ -202,10 +196,7 @@ def _rendered(memo: OperatorState) -> set[str]:
     LIST, then events); until the first list, a LIST."""
     if memo.configmaps_synced.is_set():
         return set(memo.rendered_names)
-    items = memo.core.list_namespaced_config_map(
-        memo.namespace, label_selector=handoff.POLICY_LABEL
-    ).items
-    return {_policy_label(item) for item in items}
+    return {_policy_label(item) for item in memo.api.policy_configmaps()}
 
 
 @kopf.on.cleanup()
@@ -222,20 +213,8 @@ def _rules(memo: OperatorState) -> list[documents.Parsed]:
     if memo.cache.is_seeded("aggregationrules"):
         items = memo.cache.items("aggregationrules")
     else:
-        items = memo.custom.list_cluster_custom_object(GROUP, VERSION, "aggregationrules")["items"]
+        items = memo.api.rules()
     return [publishing.parse(item) for item in items]
-
-
-def _policy(memo: OperatorState, name: str) -> dict[str, Any] | None:
-    try:
-        found: dict[str, Any] = memo.custom.get_cluster_custom_object(
-            GROUP, VERSION, "tracingpolicies", name
-        )
-        return found
-    except k8s.ApiException as error:
-        if error.status == 404:
-            return None
-        raise
 
 
 def render_policy(memo: OperatorState, name: str, logger: Any = log) -> None:
@@ -258,7 +237,7 @@ def render_policy(memo: OperatorState, name: str, logger: Any = log) -> None:
 
 
 def _render_policy(memo: OperatorState, name: str, logger: Any) -> None:
-    body = _policy(memo, name)
+    body = memo.api.policy(name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return
     parsed = publishing.parse(body)
@@ -273,30 +252,11 @@ def _render_policy(memo: OperatorState, name: str, logger: Any) -> None:
     ]
     desired = rendering.render(parsed.obj, rules, namespace=memo.namespace)
     cm_name = desired["metadata"]["name"]
-    try:
-        current = memo.core.read_namespaced_config_map(cm_name, memo.namespace).to_dict()
-        current = {
-            "metadata": {
-                "annotations": current["metadata"]["annotations"],
-                "labels": current["metadata"]["labels"],
-            }
-        }
-    except k8s.ApiException as error:
-        if error.status != 404:
-            raise
-        current = None
+    current = memo.api.configmap_meta(cm_name)
     if rendering.unchanged(current, desired):
         metrics.RENDERS.labels(result="unchanged").inc()
         return
-    if current is None:
-        try:
-            memo.core.create_namespaced_config_map(memo.namespace, desired)
-        except k8s.ApiException as error:
-            if error.status != 409:  # created meanwhile (another operator replica): replace it
-                raise
-            memo.core.replace_namespaced_config_map(cm_name, memo.namespace, desired)
-    else:
-        memo.core.replace_namespaced_config_map(cm_name, memo.namespace, desired)
+    memo.api.write_configmap(desired, exists=current is not None)
     metrics.RENDERS.labels(result="written").inc()
     logger.info(
         "rendered %s/%s for generation %s",
@@ -399,9 +359,7 @@ def _drop_legacy(memo: OperatorState, plural: str, body: Any) -> None:
         patch["finalizers"] = [f for f in finalizers if f != LEGACY_FINALIZER]
         patch["resourceVersion"] = meta.get("resourceVersion")  # a list: no lost update
     try:
-        memo.custom.patch_cluster_custom_object(
-            GROUP, VERSION, plural, meta["name"], {"metadata": patch}
-        )
+        memo.api.patch_metadata(plural, meta["name"], patch)
     except k8s.ApiException as error:  # the next event tries again
         metrics.api_error("drop_legacy_metadata", error)
         log.info("%s/%s: could not drop legacy metadata: %s", plural, meta["name"], error.reason)

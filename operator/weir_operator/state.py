@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from weir_operator import caching
 
 if TYPE_CHECKING:
-    from weir_operator import peering, publishing
+    from weir_operator import peering, publishing, requesting
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -27,9 +27,10 @@ class OperatorState:
     peering_lifetime: int = 60
     identity: str = ""
     priority: int = 0
-    # API clients (kubernetes.client.CoreV1Api and CustomObjectsApi), made at start-up.
-    core: Any = None
-    custom: Any = None
+    # The operator's requests (made at start-up), and its clients for the watches.
+    api: requesting.Api = dataclasses.field(default=None)  # type: ignore[assignment]
+    core: Any = None  # kubernetes.client.CoreV1Api
+    custom: Any = None  # kubernetes.client.CustomObjectsApi
     # Renders: one at a time; what the API refused, by policy; what was last said of it.
     render_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     render_errors: dict[str, str] = dataclasses.field(default_factory=dict)
