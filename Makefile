@@ -10,8 +10,8 @@ help:
 	@echo "make test   - the whole suite: lint, types, layer contracts, generated-file drift, tests"
 	@echo "make images - build the weir image with podman, offline (run by make test)"
 	@echo "make crds   - regenerate crds/, the chart's CRDs and the generated sections from the API models"
-	@echo "make docs   - regenerate the generated sections: docs' limits table, bpf/weir.h's capacities"
-	@echo "make bench  - the cost and data-volume benchmark (root; installs bpftrace, matplotlib)"
+	@echo "make docs   - regenerate the generated sections of README, docs/ and bpf/weir.h (root: runs the agent)"
+	@echo "make bench  - the cost and data-volume benchmark, into the README (root; installs bpftrace, matplotlib)"
 	@echo "make bench-control-plane - the operator against 5,000 simulated nodes (NODES=N)"
 	@echo "make hidden-switches - does this kernel show every context switch to BPF? (root)"
 	@echo "make setup  - install packages, mount tracefs/bpffs, create .venv (run by the others)"
@@ -42,7 +42,7 @@ test: lint typecheck contracts images
 	$(PY) -m pytest
 
 docs: setup
-	$(PY) scripts/generated.py
+	$(PY) scripts/generated.py --capture
 
 # The one image (agent and operator): podman, a base made by mmdebstrap, host-built wheels.
 images: setup
@@ -57,6 +57,7 @@ bench: setup
 	@command -v bpftrace >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bpftrace >/dev/null)
 	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q matplotlib
 	$(PY) bench/bench.py
+	$(PY) scripts/generated.py --bench
 
 # The control plane at scale (a script, never a test): the operator as the chart runs it,
 # kubesim with NODES simulated nodes and agents, 20 policies; writes bench/out/control-plane.md.

@@ -3,6 +3,7 @@ processes, a real /metrics endpoint over HTTP, real files, real signals."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -572,3 +573,22 @@ def test_the_agent_writes_posted_events_to_a_rotated_file(kernel: None, tmp_path
         agent.send_signal(signal.SIGTERM)
         output, _ = agent.communicate(timeout=60)
     assert agent.returncode == 0, output
+
+
+def test_the_readme_shows_what_make_run_shows(kernel: None) -> None:
+    # The README's table is captured from the agent on examples/policies (make docs). Counts
+    # move from run to run; which policies run, their states, hooks, the verifier's
+    # instruction counts and the failures' words must be what the agent shows now.
+    spec = importlib.util.spec_from_file_location("generated", ROOT / "scripts" / "generated.py")
+    assert spec is not None and spec.loader is not None
+    generated = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generated)
+    ((name, begin, end, capture),) = generated.CAPTURED
+
+    def stable(text: str) -> list[list[str]]:
+        lines = text.strip("`\n").splitlines()
+        table = [line.split()[:5] for line in lines if line and not line[0].isspace()]
+        return [row for row in table if row] + [[line] for line in lines if line[:1].isspace()]
+
+    shown = (ROOT / name).read_text().partition(begin)[2].partition(end)[0]
+    assert stable(shown) == stable(capture()), "README's run table is stale: run `make docs`"

@@ -382,43 +382,14 @@ def policy_status(
     totals = Savings(**dict(zip(SAVINGS, sums, strict=True))).completed()
     stalled = bool(problems)
     text = "; ".join(str(p) for p in problems[:5])
-    first = failing[0] if failing else None
-    degraded_message = ""
-    if first is not None:
-        # The verifier's last line says why; a compile failure has only its message.
-        last = (first.verifier_log.strip().splitlines() or [""])[-1]
-        words = f": {last}" if last and last not in first.message else ""
-        degraded_message = (
-            f"{counts.failed} of {counts.targeted} nodes failed; first: node {first.node} "
-            f"{first.hook} {first.phase}: {first.message}{words}"
-        )
+    degraded_message = _degraded(counts, failing)
     if stalled:
         ready_reason, ready_message = "InvalidSpec", text
     elif operator_error:
         ready_reason, ready_message = "OperatorError", operator_error
-    elif counts.targeted == 0:
-        ready_reason, ready_message = "NoNodes", "no node reports this policy yet"
-    elif counts.ready == counts.targeted:
-        ready_reason, ready_message = (
-            "AllNodesReady",
-            f"{counts.ready} node runs generation {generation}"
-            if counts.ready == 1
-            else f"{counts.ready} nodes run generation {generation}",
-        )
-    elif counts.failed:
-        ready_reason, ready_message = "NodesFailed", degraded_message
-    elif counts.unknown:
-        ready_reason, ready_message = (
-            "NodesUnknown",
-            f"{counts.unknown} of {counts.targeted} nodes have not reported for more than "
-            f"{stale_after:.0f}s; is the weir agent running there?",
-        )
-    elif counts.missing:
-        ready_reason, ready_message = "NodesMissing", missing_message(counts, missing)
     else:
-        ready_reason, ready_message = (
-            "NodesPending",
-            f"{counts.pending} of {counts.targeted} nodes pending",
+        ready_reason, ready_message = _readiness(
+            counts, generation, degraded_message, missing, stale_after
         )
     conditions = _conditions(
         counts,
@@ -516,3 +487,43 @@ def rule_status(
         series=series,
         overflow_events=overflow,
     )
+
+
+def _degraded(counts: NodeCounts, failing: Sequence[FailingNode]) -> str:
+    """What the Degraded condition says: how many nodes failed, and the first one's words."""
+    if not failing:
+        return ""
+    first = failing[0]
+    # The verifier's last line says why; a compile failure has only its message.
+    last = (first.verifier_log.strip().splitlines() or [""])[-1]
+    words = f": {last}" if last and last not in first.message else ""
+    return (
+        f"{counts.failed} of {counts.targeted} nodes failed; first: node {first.node} "
+        f"{first.hook} {first.phase}: {first.message}{words}"
+    )
+
+
+def _readiness(
+    counts: NodeCounts,
+    generation: int,
+    degraded_message: str,
+    missing: Sequence[str],
+    stale_after: float | None,
+) -> tuple[str, str]:
+    """The Ready condition's reason and message from the nodes' counts (a valid spec)."""
+    if counts.targeted == 0:
+        return "NoNodes", "no node reports this policy yet"
+    if counts.ready == counts.targeted:
+        runs = "node runs" if counts.ready == 1 else "nodes run"
+        return "AllNodesReady", f"{counts.ready} {runs} generation {generation}"
+    if counts.failed:
+        return "NodesFailed", degraded_message
+    if counts.unknown:
+        return (
+            "NodesUnknown",
+            f"{counts.unknown} of {counts.targeted} nodes have not reported for more than "
+            f"{stale_after:.0f}s; is the weir agent running there?",
+        )
+    if counts.missing:
+        return "NodesMissing", missing_message(counts, missing)
+    return "NodesPending", f"{counts.pending} of {counts.targeted} nodes pending"
