@@ -2,7 +2,8 @@
 markers, from the one source it comes from: the limits table in docs/api.md and the
 capacities in bpf/weir.h from weir_api.limits; the operator's and agent's command lines in
 docs/operator.md from the chart (`helm template`, default values); what `weir check` says of
-a wrong policy, in the README, from running it. Run by `make docs` (and
+a wrong policy, in the README, and the agent's and operator's flags, in docs/, from running
+them. Run by `make docs` (and
 `make crds`); tests/test_crds.py fails when a section and its source disagree.
 
     python scripts/generated.py            # rewrite every section
@@ -14,6 +15,7 @@ a wrong policy, in the README, from running it. Run by `make docs` (and
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import socket
 import subprocess
@@ -120,11 +122,40 @@ def _ready(port: int) -> bool:
         return False
 
 
+def help_text(command: str) -> Callable[[], str]:
+    """`weir COMMAND --help`, as it prints it (100 columns wide)."""
+
+    def text() -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "weir_cli.main", command, "--help"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+            env={**os.environ, "COLUMNS": "100"},
+        )
+        return f"```\n$ weir {command} --help\n{result.stdout}```\n"
+
+    return text
+
+
 # file, begin marker, end marker, what goes between them
 SECTIONS: list[tuple[str, str, str, Callable[[], str]]] = [
     ("docs/api.md", "<!-- limits:begin -->\n", "<!-- limits:end -->\n", limits.markdown),
     ("bpf/weir.h", "/* capacities:begin */\n", "/* capacities:end */\n", limits.c_defines),
     ("README.md", "<!-- check-example:begin -->\n", "<!-- check-example:end -->\n", check_example),
+    (
+        "docs/agent.md",
+        "<!-- agent-help:begin -->\n",
+        "<!-- agent-help:end -->\n",
+        help_text("agent"),
+    ),
+    (
+        "docs/operator.md",
+        "<!-- operator-help:begin -->\n",
+        "<!-- operator-help:end -->\n",
+        help_text("operator"),
+    ),
     (
         "docs/operator.md",
         "<!-- chart-args:begin -->\n",
