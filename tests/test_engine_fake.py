@@ -27,38 +27,38 @@ def layouts(_subsystem: str, event: str) -> list[Field] | None:
     return FORMATS.get(event)
 
 
-def closes(fd: int = 3, *, generation: int = 1, binaries: bool = False) -> str:
-    """A policy counting close(fd) per container; ``binaries`` (a matchBinaries) makes it
-    another shape."""
+def counting(
+    name: str, event: str, field: str, value: int, *, generation: int, binaries: bool, rule: bool
+) -> str:
+    """A policy on one syscall whose ``field`` equals ``value``, counted per container when
+    ``rule``; ``binaries`` (a matchBinaries) makes it another shape."""
     more = BINARIES if binaries else ""
     hook = f"""
         tracepoints:
           - subsystem: syscalls
-            event: sys_enter_close
-            args: [{{field: fd, type: int, label: fd}}]
+            event: {event}
+            args: [{{field: {field}, type: int, label: fd}}]
             selectors:
-              - matchArgs: [{{label: fd, operator: Equal, values: ["{fd}"]}}]{more}
+              - matchArgs: [{{label: fd, operator: Equal, values: ["{value}"]}}]{more}
                 matchActions: [{{action: NoPost}}]
         """
-    rule = rule_yaml("closes", "closes", "weir_closes", group_by="[container]")
-    text = policy_yaml("closes", hook, rules=rule)
-    return text.replace("name: closes\nspec", f"name: closes\n  generation: {generation}\nspec")
+    rules = rule_yaml(name, name, f"weir_{name}", group_by="[container]") if rule else ""
+    text = policy_yaml(name, hook, rules=rules)
+    return text.replace(f"name: {name}\nspec", f"name: {name}\n  generation: {generation}\nspec")
+
+
+def closes(fd: int = 3, *, generation: int = 1, binaries: bool = False) -> str:
+    """close(fd), counted per container."""
+    return counting(
+        "closes", "sys_enter_close", "fd", fd, generation=generation, binaries=binaries, rule=True
+    )
 
 
 def dups(*, generation: int = 1, binaries: bool = False) -> str:
-    """A policy on dup(); ``binaries`` (a matchBinaries) makes it another shape."""
-    more = BINARIES if binaries else ""
-    hook = f"""
-        tracepoints:
-          - subsystem: syscalls
-            event: sys_enter_dup
-            args: [{{field: fildes, type: int, label: fd}}]
-            selectors:
-              - matchArgs: [{{label: fd, operator: Equal, values: ["1"]}}]{more}
-                matchActions: [{{action: NoPost}}]
-        """
-    text = policy_yaml("dups", hook)
-    return text.replace("name: dups\nspec", f"name: dups\n  generation: {generation}\nspec")
+    """dup(1), with no rule."""
+    return counting(
+        "dups", "sys_enter_dup", "fildes", 1, generation=generation, binaries=binaries, rule=False
+    )
 
 
 def calls_since(kernel: FakeKernel, mark: int) -> list[tuple[str, str]]:
