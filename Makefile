@@ -57,6 +57,7 @@ bench: setup
 	@command -v bpftrace >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bpftrace >/dev/null)
 	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q matplotlib
 	$(PY) bench/bench.py
+	$(PY) bench/edit_latency.py
 	$(PY) scripts/generated.py --bench
 
 # The control plane at scale (a script, never a test): the operator as the chart runs it,

@@ -592,3 +592,47 @@ def test_the_readme_shows_what_make_run_shows(kernel: None) -> None:
 
     shown = (ROOT / name).read_text().partition(begin)[2].partition(end)[0]
     assert stable(shown) == stable(capture()), "README's run table is stale: run `make docs`"
+
+
+def test_an_edit_is_applied_when_the_file_changes_not_at_the_next_interval(
+    kernel: None, tmp_path: Path, workdir: Path
+) -> None:
+    # --interval 300: only inotify can explain each edit counting within a minute.
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "opens.yaml").write_text(opens_policy("opens", "/nonexistent/", "t_wake_opens"))
+    port = free_port()
+    agent = subprocess.Popen(
+        [*WEIR, "agent", "--policies", str(policies), "--metrics-addr", f"127.0.0.1:{port}",
+         "--interval", "300", "--no-table"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+
+    def edit(prefix: str) -> None:
+        # Written beside, then renamed into place, as editors and ConfigMap volumes do.
+        staged = tmp_path / "staged.yaml"
+        staged.write_text(opens_policy("opens", prefix, "t_wake_opens"))
+        os.rename(staged, policies / "opens.yaml")
+
+    def opens() -> float:
+        return float(scrape_http(port).get("t_wake_opens_total", {}).get((), 0.0))
+
+    def counts_an_open() -> bool:
+        before = opens()
+        (workdir / "f").read_text()
+        return opens() == before + 1
+
+    try:
+        wait_for(lambda: scrape_http(port)["weir_program_verified"], "program verified")
+        assert not counts_an_open()
+        edit(f"{workdir}/")
+        wait_for(counts_an_open, "the edited prefix counting", timeout=60)
+        edit("/nonexistent/")
+        wait_for(lambda: not counts_an_open(), "the edit back applied", timeout=60)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        output, _ = agent.communicate(timeout=60)
+    assert agent.returncode == 0, output

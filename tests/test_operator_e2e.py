@@ -78,7 +78,10 @@ def opens_policy(
 
 
 @pytest.fixture
-def stack(kernel: None, tmp_path: Path) -> Iterator[dict[str, Any]]:
+def stack(kernel: None, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """kubesim, the operator and a BPF agent on node n1; the agent's ``--interval`` is 0.3 s
+    unless a test asks for another (``indirect`` parametrization)."""
+    interval = getattr(request, "param", 0.3)
     cluster = Cluster(tmp_path)
     cluster.install()
     cluster.core.create_namespace({"metadata": {"name": NS}})
@@ -102,7 +105,7 @@ def stack(kernel: None, tmp_path: Path) -> Iterator[dict[str, Any]]:
             "agent": {
                 "metricsPort": metrics,
                 "reportInterval": 0.3,
-                "extraArgs": [f"--tracefs={tracefs}", "--interval=0.3"],
+                "extraArgs": [f"--tracefs={tracefs}", f"--interval={interval}"],
             },
             "operator": {"rollupSeconds": 0.5, "healthPort": free_port()},
         }
@@ -133,6 +136,37 @@ def stack(kernel: None, tmp_path: Path) -> Iterator[dict[str, Any]]:
     (data / "f").unlink()
     data.rmdir()
     cluster.close()
+
+
+@pytest.mark.parametrize("stack", [300.0], indirect=True)
+def test_an_applied_edit_counts_at_once_not_at_the_agents_next_interval(
+    stack: dict[str, Any],
+) -> None:
+    # --interval 300: only the ConfigMap watch waking the agent explains a policy, then an
+    # edit of it, counting within a minute of `kubectl apply`.
+    cluster: Cluster = stack["cluster"]
+    data: Path = stack["data"]
+    port = stack["metrics"]
+
+    def opens() -> float:
+        return sum(scrape_http(port).get("weir_e2e_wake_opens_total", {}).values())
+
+    def counts_an_open() -> bool:
+        before = opens()
+        (data / "f").read_text()
+        return opens() == before + 1
+
+    metric = "weir_e2e_wake_opens"
+    cluster.kubectl("apply", "-f", "-", stdin=opens_policy("wake", "/nonexistent/", metric=metric))
+    verified = (("hook", "tracepoint:syscalls:sys_enter_openat"), ("policy", "wake"))
+    wait_for(
+        lambda: scrape_http(port)["weir_program_verified"].get(verified) == 1.0,
+        "the policy running on the agent",
+        timeout=60,
+    )
+    assert not counts_an_open()
+    cluster.kubectl("apply", "-f", "-", stdin=opens_policy("wake", f"{data}/", metric=metric))
+    wait_for(counts_an_open, "the edited prefix counting", timeout=60)
 
 
 def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:

@@ -79,7 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="publish the NodeReport at least this often, changed or not (seconds); the "
         "operator counts a node whose report is older than its stale age as Unknown",
     )
-    agent.add_argument("--interval", type=float, default=2.0, help="refresh seconds")
+    agent.add_argument(
+        "--interval",
+        type=float,
+        default=2.0,
+        help="seconds between refreshes of the report and table (a changed policy source "
+        "wakes the agent at once)",
+    )
     agent.add_argument(
         "--stall-seconds",
         type=float,

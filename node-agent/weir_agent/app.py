@@ -18,6 +18,7 @@ import platform
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -82,6 +83,7 @@ class Agent:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.stop = threading.Event()
+        self.wake = threading.Event()  # a policy source changed: look at once
         self.headers = loading.headers_state()
         _log_headers(self.headers)
         self.core = engine.Engine(
@@ -128,6 +130,7 @@ class Agent:
         def on_signal(signum: int, _frame: object) -> None:
             log.info("signal %d: exiting", signum)
             self.stop.set()
+            self.wake.set()
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
@@ -142,6 +145,7 @@ class Agent:
                 report_interval=settings.report_interval,
                 heartbeat=settings.heartbeat,
                 stop=self.stop,
+                wake=self.wake,
             )
             self.source = configmaps.NodePolicies(self.cluster)
             resolver = self.cluster.pod_resolver(self.resolver)
@@ -172,14 +176,29 @@ class Agent:
         return current, self.generations.stamp(directory.read_directory(policies))
 
     def _loop(self) -> None:
+        """Each pass applies what the source changed, at once when a watch or inotify event
+        wakes it; reports and the table go out when something was applied, else at most once
+        per ``--interval``, which also paces the rereads of a source that cannot wake us."""
         pruned = False  # pins of hooks no policy has are removed once the source is complete
+        due = 0.0  # when the next report and table are due
+        if self.source is None:
+            assert self.settings.policies is not None
+            threading.Thread(
+                target=directory.follow,
+                args=(self.settings.policies,),
+                kwargs={"wake": self.wake, "stop": self.stop},
+                name="weir-inotify",
+                daemon=True,
+            ).start()
         while not self.stop.is_set():
+            self.wake.clear()  # before reading the source: a later change wakes the next pass
             self.health.beat()
             # Whether the source was complete before this poll (the watcher may finish its
             # first list while we apply what was there before it).
             complete = self.source is None or self.source.synced()
             current, parsed = self._poll()
-            if current != self.seen:
+            changed = current != self.seen
+            if changed:
                 self.seen = current
                 self._apply(parsed)
                 if complete:
@@ -189,10 +208,13 @@ class Agent:
                         pruned = True
             if self.cluster is not None:
                 self.core.update_scopes(self.cluster.scopes())
-            self._emit(self._report())
-            if self.settings.table:
-                self._draw()
-            self.stop.wait(self.settings.interval)
+            now = time.monotonic()
+            if changed or now >= due:
+                self._emit(self._report())
+                if self.settings.table:
+                    self._draw()
+                due = now + self.settings.interval
+            self.wake.wait(max(0.0, due - time.monotonic()))
 
     def _apply(self, parsed: list[documents.Parsed]) -> None:
         for item in parsed:

@@ -43,8 +43,12 @@ class Cluster:
         report_interval: float,
         heartbeat: float,
         stop: threading.Event,
+        wake: threading.Event | None = None,
     ) -> None:
+        """``wake`` is set when what the agent runs may change: this Node's labels, the
+        policy ConfigMaps (sources/configmaps.py)."""
         self.errors = apierrors.ApiErrors()
+        self.wake = wake if wake is not None else threading.Event()
         self.core = core
         self.apps = apps
         self.namespace = namespace
@@ -77,6 +81,7 @@ class Cluster:
         report_interval: float,
         heartbeat: float,
         stop: threading.Event,
+        wake: threading.Event | None = None,
     ) -> Cluster:
         """In a pod, the service account's credentials; elsewhere, KUBECONFIG."""
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
@@ -93,6 +98,7 @@ class Cluster:
             report_interval=report_interval,
             heartbeat=heartbeat,
             stop=stop,
+            wake=wake,
         )
 
     def node_labels(self) -> dict[str, str]:
@@ -203,10 +209,12 @@ class Cluster:
             with self._lock:
                 self._node_labels = dict(items[0].metadata.labels or {}) if items else {}
             self.node_synced.set()
+            self.wake.set()
 
         def changed(kind: str, item: Any) -> None:
             with self._lock:
                 self._node_labels = {} if kind == "DELETED" else dict(item.metadata.labels or {})
+            self.wake.set()
 
         watching.follow(
             self.core.list_node,

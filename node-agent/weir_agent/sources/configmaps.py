@@ -24,10 +24,16 @@ from weir_api.policies import TracingPolicy
 
 class ConfigMapSource:
     def __init__(
-        self, *, core: k8s.CoreV1Api, namespace: str, errors: ApiErrors | None = None
+        self,
+        *,
+        core: k8s.CoreV1Api,
+        namespace: str,
+        errors: ApiErrors | None = None,
+        wake: threading.Event | None = None,
     ) -> None:
         self.core = core
         self.errors = errors
+        self.wake = wake if wake is not None else threading.Event()  # set on every change
         self.namespace = namespace
         self.lock = threading.Lock()
         self.texts: dict[str, str] = {}
@@ -36,12 +42,15 @@ class ConfigMapSource:
 
     def _set(self, name: str, text: str | None) -> None:
         with self.lock:
+            before = self.version
             if text is None:
                 if self.texts.pop(name, None) is not None:
                     self.version += 1
             elif self.texts.get(name) != text:
                 self.texts[name] = text
                 self.version += 1
+            if self.version != before:
+                self.wake.set()
 
     def snapshot(self) -> tuple[int, list[documents.Parsed]]:
         with self.lock:
@@ -63,6 +72,7 @@ class ConfigMapSource:
             for gone in set(self.texts) - names:
                 self._set(gone, None)
             self.synced.set()
+            self.wake.set()
 
         def changed(kind: str, item: Any) -> None:
             self._set(item.metadata.name, None if kind == "DELETED" else self._text(item))
@@ -85,7 +95,7 @@ class NodePolicies:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.configmaps = ConfigMapSource(
-            core=cluster.core, namespace=cluster.namespace, errors=cluster.errors
+            core=cluster.core, namespace=cluster.namespace, errors=cluster.errors, wake=cluster.wake
         )
         self.labels: dict[str, str] = {}
         threading.Thread(
