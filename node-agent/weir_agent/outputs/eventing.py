@@ -147,7 +147,10 @@ class EventWriter:
         buffer to have records, drain them all, then let the next batch gather for
         ``interval`` s."""
         while not stop.is_set():
-            self.core.wait_events(idle)
-            if self.pump():  # (also after a quiet wait: a wakeup can race a drain)
+            ready = self.core.wait_events(idle)
+            # Pump after a quiet wait too (a wakeup can race a drain). A ring that is ready
+            # with nothing to take holds a record still being written: epoll says ready until
+            # it is committed, so wait ``interval`` rather than spin on it.
+            if self.pump() or ready:
                 stop.wait(interval)
         self.pump()
