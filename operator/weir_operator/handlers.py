@@ -63,7 +63,6 @@ def startup(settings: kopf.OperatorSettings, memo: OperatorState, **_: Any) -> N
     settings.watching.server_timeout = 60
     memo.namespace = memo.namespace or os.environ.get("WEIR_NAMESPACE", "weir-system")
     memo.api = requesting.Api.connect(namespace=memo.namespace)
-    memo.core, memo.custom = memo.api.core, memo.api.custom
     agent_labels = os.environ.get("WEIR_AGENT_SELECTOR", "")
     memo.knows_agents = bool(agent_labels)
     _watch_namespace(memo, agent_labels)
@@ -71,7 +70,7 @@ def startup(settings: kopf.OperatorSettings, memo: OperatorState, **_: Any) -> N
     if memo.peering_name:
         settings.peering.lifetime = int(memo.peering_lifetime)
         memo.peering = peering.Peering(
-            memo.custom, name=memo.peering_name, me=memo.identity, priority=memo.priority
+            memo.api.custom, name=memo.peering_name, me=memo.identity, priority=memo.priority
         )
         memo.peering.ensure()  # before kopf's peering starts (after the startup handlers)
         threading.Thread(
@@ -82,7 +81,7 @@ def startup(settings: kopf.OperatorSettings, memo: OperatorState, **_: Any) -> N
         ).start()
         active = memo.peering.active
     rollup = memo.rollup = publishing.RollUp(
-        custom=memo.custom,
+        custom=memo.api.custom,
         interval=float(os.environ.get("WEIR_ROLLUP_SECONDS", "10")),
         render_errors=memo.render_errors,
         rerender=lambda name: render_policy(memo, name),
@@ -99,7 +98,7 @@ def startup(settings: kopf.OperatorSettings, memo: OperatorState, **_: Any) -> N
     # each report would cost more than the roll-up itself at thousands of nodes).
     threading.Thread(
         target=watching.follow,
-        args=(memo.custom.list_cluster_custom_object, GROUP, VERSION, handoff.NODEREPORTS),
+        args=(memo.api.custom.list_cluster_custom_object, GROUP, VERSION, handoff.NODEREPORTS),
         kwargs={
             "on_list": rollup.reports_listed,
             "on_event": rollup.report_changed,
@@ -155,7 +154,7 @@ def _watch_namespace(memo: OperatorState, agent_labels: str) -> None:
     follows: list[tuple[str, Any, str, Any, Any]] = [
         (
             "policy ConfigMaps",
-            memo.core.list_namespaced_config_map,
+            memo.api.core.list_namespaced_config_map,
             handoff.POLICY_LABEL,
             configmaps_listed,
             configmap_changed,
@@ -163,7 +162,13 @@ def _watch_namespace(memo: OperatorState, agent_labels: str) -> None:
     ]
     if agent_labels:
         follows.append(
-            ("agent pods", memo.core.list_namespaced_pod, agent_labels, pods_listed, pod_changed)
+            (
+                "agent pods",
+                memo.api.core.list_namespaced_pod,
+                agent_labels,
+                pods_listed,
+                pod_changed,
+            )
         )
     for what, call, labels, listed, changed in follows:
         threading.Thread(
@@ -187,7 +192,7 @@ def _policy_label(item: Any) -> str:
 
 def _node_of(memo: OperatorState, pod: Any) -> str:
     """The node of an agent pod: bound, or pinned by the DaemonSet before binding."""
-    spec: dict[str, Any] = memo.core.api_client.sanitize_for_serialization(pod.spec)
+    spec: dict[str, Any] = memo.api.core.api_client.sanitize_for_serialization(pod.spec)
     return str(spec.get("nodeName") or pinned_node(spec))
 
 

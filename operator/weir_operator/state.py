@@ -27,10 +27,8 @@ class OperatorState:
     peering_lifetime: int = 60
     identity: str = ""
     priority: int = 0
-    # The operator's requests (made at start-up), and its clients for the watches.
+    # The operator's requests and its API clients (api.core, api.custom), made at start-up.
     api: requesting.Api = dataclasses.field(default=None)  # type: ignore[assignment]
-    core: Any = None  # kubernetes.client.CoreV1Api
-    custom: Any = None  # kubernetes.client.CustomObjectsApi
     # Renders: one at a time; what the API refused, by policy; what was last said of it.
     render_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     render_errors: dict[str, str] = dataclasses.field(default_factory=dict)

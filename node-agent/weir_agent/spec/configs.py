@@ -107,8 +107,7 @@ class Config:
 
     def with_series_ids(self, sids: Mapping[int, int]) -> Config:
         """The same configuration with aggregation slot -> series id (SID) replaced."""
-        aggs = [*self.AGG, *[AggConfig()] * (max(sids, default=-1) + 1 - len(self.AGG))]
-        aggs = [dataclasses.replace(a, SID=sids.get(n, a.SID)) for n, a in enumerate(aggs)]
+        aggs = [dataclasses.replace(a, SID=sids.get(n, a.SID)) for n, a in enumerate(self.AGG)]
         return dataclasses.replace(self, AGG=tuple(aggs))
 
     def flags(self) -> dict[str, int]:
