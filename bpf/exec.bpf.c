@@ -20,6 +20,33 @@ BPF_TABLE_SHARED("lru_hash", struct weir_corr_key, u64, weir_marks, MARKS);
  * entries present, what LRU eviction took (the agent's weir_agent_correlation_*). */
 BPF_TABLE_SHARED("percpu_array", u32, u64, weir_corr_stats, CORR_COUNT);
 BPF_PERCPU_ARRAY(exe_scratch, struct weir_exe, 1);
+/* cgroup v2 directories as they are made: id -> path (its last WEIR_CGROUP_PATH - 1 bytes,
+ * where a container id and its pod uid are), so that a container that lives for less than
+ * a scan still resolves to its labels after its cgroup is gone. The agent deletes an entry
+ * when it retires the container's series. LRU: the oldest cgroups go first. */
+BPF_TABLE("lru_hash", u64, struct weir_cgroup_path, weir_cgroups, CGROUPS);
+BPF_PERCPU_ARRAY(cgroup_scratch, struct weir_cgroup_path, 1);
+
+TRACEPOINT_PROBE(cgroup, cgroup_mkdir)
+{
+    if (args->root != 0) /* 0: the cgroup v2 hierarchy; the others are v1 controllers' */
+        return 0;
+    u32 zero = 0;
+    struct weir_cgroup_path *entry = cgroup_scratch.lookup(&zero);
+    if (!entry)
+        return 0;
+    u32 loc = args->data_loc_path;
+    u32 offset = loc & 0xffff;
+    u32 length = loc >> 16; /* with its NUL */
+    u32 skip = 0;
+    if (length > WEIR_CGROUP_PATH)
+        skip = length - WEIR_CGROUP_PATH;
+    entry->truncated = skip;
+    bpf_probe_read_kernel_str(entry->path, WEIR_CGROUP_PATH, (void *)args + offset + (skip & 0xffff));
+    u64 id = args->id;
+    weir_cgroups.update(&id, entry);
+    return 0;
+}
 
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {

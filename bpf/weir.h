@@ -111,6 +111,13 @@ struct weir_exe {
 };
 
 
+/* A cgroup's path as cgroup_mkdir gave it (exec.bpf.c): its tail when longer. */
+#define WEIR_CGROUP_PATH 256
+struct weir_cgroup_path {
+    u32 truncated; /* bytes left out at the start */
+    char path[WEIR_CGROUP_PATH];
+};
+
 /* Aggregation key: the fields a rule does not group by stay zero. */
 struct weir_agg_key {
     u32 slot;      /* the rule's series id (AGGn_SID) */

@@ -138,6 +138,12 @@ class FakeKernel:
             if sid == loaded.series_id(agg)
         ]
 
+    def take_series(self, loaded: Loaded, agg: AggSlot, cgroups: frozenset[int]) -> list[AggEntry]:
+        taken = [e for e in self.read_aggregation(loaded, agg) if e.cgroup in cgroups]
+        for entry in taken:
+            del loaded.module.series[(loaded.series_id(agg), entry.cgroup)]
+        return taken
+
     def run_stats(self, loaded: Loaded) -> tuple[int, int]:
         return 0, 0
 
@@ -156,3 +162,9 @@ class Tracker:
 
     def correlation(self) -> dict[str, CorrelationMap]:
         return {}
+
+    def cgroup_path(self, cgroup_id: int) -> str | None:
+        return None
+
+    def forget_cgroups(self, cgroup_ids: Any) -> None:
+        pass

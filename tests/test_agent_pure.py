@@ -274,3 +274,27 @@ def test_host_namespaces_fall_back_to_the_initial_namespaces_fixed_numbers(
     assert found["pid"] == 0xEFFFFFFC and found["user"] == 0xEFFFFFFD
     assert isinstance(found["mnt"], str) and "before Linux 6.18" in found["mnt"]
     assert namespaces.host_namespaces(tmp_path, release="6.18.2")["mnt"] == 0xEFFFFFF8
+
+
+def test_series_retention_in_scrapes_or_time() -> None:
+    import pytest
+
+    from weir_agent.outputs.retention import Departures, Retention
+
+    assert Retention.parse("2scrapes") == Retention(scrapes=2)
+    assert Retention.parse("1scrape") == Retention(scrapes=1)
+    assert Retention.parse("90s") == Retention(seconds=90)
+    assert Retention.parse("5m") == Retention(seconds=300)
+    for bad in ("", "5", "0scrapes", "1.5scrapes", "5d"):
+        with pytest.raises(ValueError, match="2scrapes"):
+            Retention.parse(bad)
+    by_scrapes = Departures(Retention(scrapes=2))
+    assert by_scrapes.due({1, 2}, now=0, scraped=False) == set()  # a look, not a scrape
+    assert by_scrapes.due({1, 2}, now=0, scraped=True) == set()
+    assert by_scrapes.due({1, 2, 3}, now=0, scraped=True) == {1, 2}
+    assert by_scrapes.waiting() == 1
+    by_time = Departures(Retention(seconds=60))
+    assert by_time.due({1}, now=100, scraped=False) == set()
+    assert by_time.due({1, 2}, now=150, scraped=True) == set()
+    assert by_time.due({1, 2}, now=160, scraped=False) == {1}
+    assert by_time.due({2}, now=210, scraped=False) == {2}

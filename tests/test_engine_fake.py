@@ -5,9 +5,13 @@ every one of them. No root, no bpf(); the kernel tests run the same paths for re
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from agenthelpers import apply, policy_yaml, rule_yaml
 from fakekernel import FakeKernel
+from weir_agent.identity.metadata import Labels
+from weir_agent.outputs import exporting
+from weir_agent.outputs.retention import Retention
 from weir_agent.runtime import engine
 from weir_agent.spec import abi
 from weir_agent.spec.formats import Field, parse_format
@@ -182,3 +186,68 @@ def test_a_restart_with_an_edited_policy_adopts_then_reconfigures(tmp_path: Path
         ("adopt stub", CLOSE),
     ]
     assert counted(second, CLOSE)[0] == 4
+
+
+class Index:
+    """Which cgroups are gone (the test says), as identity.cgroups.CgroupIndex answers."""
+
+    def __init__(self) -> None:
+        self.dead: set[int] = set()
+
+    def gone(self, cgroup_ids: Any) -> set[int]:
+        return set(cgroup_ids) & self.dead
+
+
+class Namespaces:
+    """cgroup 7 and 8 run in namespace "a"; forget() records what was dropped."""
+
+    def __init__(self) -> None:
+        self.forgotten: set[int] = set()
+
+    def labels(self, cgroup_id: int) -> Labels:
+        return Labels(namespace="a", container=str(cgroup_id))
+
+    def forget(self, cgroup_ids: Any) -> None:
+        self.forgotten |= set(cgroup_ids)
+
+
+def test_retired_series_leave_the_kernel_and_shared_labels_never_go_backwards() -> None:
+    kernel = FakeKernel()
+    core = engine.Engine(node_name="n1", layouts=layouts, kernel=kernel)
+    namespaced = (
+        counting("ns", "sys_enter_dup", "fildes", 1, generation=1, binaries=False, rule=False)
+        + "---\n"
+        + rule_yaml("ns", "ns", "weir_ns", group_by="[namespace]")
+    )
+    apply(core, closes(), namespaced)
+    index, names = Index(), Namespaces()
+    collector = exporting.WeirCollector(
+        engine=core, resolver=names, node="n1", headers="host", index=index,  # type: ignore[arg-type]
+        retention=Retention.parse("1scrapes"),
+    )  # fmt: skip
+
+    def scrape() -> dict[str, dict[tuple[str, ...], float]]:
+        out: dict[str, dict[tuple[str, ...], float]] = {}
+        for family in collector.collect():
+            for sample in family.samples:
+                out.setdefault(sample.name, {})[tuple(sample.labels.values())] = sample.value
+        return out
+
+    kernel.fire(DUP, 5, cgroup=7)
+    kernel.fire(DUP, 2, cgroup=8)
+    kernel.fire(CLOSE, 3, cgroup=7)
+    assert scrape()["weir_ns_total"] == {("a",): 7}
+    index.dead.add(7)
+    first = scrape()  # sees 7 gone: its final counts, then it is retired
+    assert first["weir_ns_total"] == {("a",): 7}
+    assert first["weir_closes_total"] == {("7",): 3}
+    assert names.forgotten == {7}
+    assert {c for (_, c) in kernel.hooks[DUP].slot.module.series} == {8}  # left the kernel
+    kernel.fire(DUP, 1, cgroup=8)
+    after = scrape()
+    assert after["weir_ns_total"] == {("a",): 8}  # 8's series lives on: 7's counts stay in it
+    assert after.get("weir_closes_total", {}) == {}  # 7's own series stopped
+    assert after["weir_agent_series_retired_total"] == {(): 2}
+    index.dead.add(8)
+    scrape()
+    assert scrape().get("weir_ns_total", {}) == {}  # nothing in "a" lives: the series ends

@@ -80,8 +80,11 @@ def opens_policy(
 @pytest.fixture
 def stack(kernel: None, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     """kubesim, the operator and a BPF agent on node n1; the agent's ``--interval`` is 0.3 s
-    unless a test asks for another (``indirect`` parametrization)."""
-    interval = getattr(request, "param", 0.3)
+    and its series retention the chart's unless a test asks for others (``indirect``
+    parametrization with a dict: interval, seriesRetention)."""
+    asked = getattr(request, "param", {})
+    interval = asked.get("interval", 0.3)
+    retention = {"seriesRetention": asked["seriesRetention"]} if "seriesRetention" in asked else {}
     cluster = Cluster(tmp_path)
     cluster.install()
     cluster.core.create_namespace({"metadata": {"name": NS}})
@@ -106,6 +109,7 @@ def stack(kernel: None, tmp_path: Path, request: pytest.FixtureRequest) -> Itera
                 "metricsPort": metrics,
                 "reportInterval": 0.3,
                 "extraArgs": [f"--tracefs={tracefs}", f"--interval={interval}"],
+                **retention,
             },
             "operator": {"rollupSeconds": 0.5, "healthPort": free_port()},
         }
@@ -138,7 +142,7 @@ def stack(kernel: None, tmp_path: Path, request: pytest.FixtureRequest) -> Itera
     cluster.close()
 
 
-@pytest.mark.parametrize("stack", [300.0], indirect=True)
+@pytest.mark.parametrize("stack", [{"interval": 300.0}], indirect=True)
 def test_an_applied_edit_counts_at_once_not_at_the_agents_next_interval(
     stack: dict[str, Any],
 ) -> None:
@@ -167,6 +171,86 @@ def test_an_applied_edit_counts_at_once_not_at_the_agents_next_interval(
     assert not counts_an_open()
     cluster.kubectl("apply", "-f", "-", stdin=opens_policy("wake", f"{data}/", metric=metric))
     wait_for(counts_an_open, "the edited prefix counting", timeout=60)
+
+
+def churned_pod(cluster: Cluster, name: str, opens: int, data: Path) -> tuple[str, ...]:
+    """A Job's pod on n1 that lives for milliseconds: its object appears (with its container's
+    id), its container opens ``data/f`` ``opens`` times in its own cgroup, the cgroup is
+    removed and the pod deleted. The labels its counts should carry."""
+    container_id = uuid.uuid4().hex + uuid.uuid4().hex
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": "nightly", "uid": "job-1"}
+    cluster.core.create_namespaced_pod(
+        "default",
+        {
+            "metadata": {"name": name, "ownerReferences": [{**owner, "controller": True}]},
+            "spec": {"nodeName": "n1", "containers": [{"name": "task", "image": "busybox"}]},
+            "status": {
+                "containerStatuses": [
+                    {
+                        "name": "task",
+                        "containerID": f"containerd://{container_id}",
+                        "image": "busybox",
+                        "imageID": "busybox@sha256:0",
+                        "ready": False,
+                        "restartCount": 0,
+                    }
+                ]
+            },
+        },
+    )
+    group = cgroup2_root() / f"weir-e2e-{container_id[:8]}" / f"cri-containerd-{container_id}.scope"
+    group.mkdir(parents=True)
+    try:
+        subprocess.run(
+            ["/bin/sh", "-c", f'echo $$ > "{group}/cgroup.procs" && '
+             f'for i in $(seq {opens}); do : < "{data}/f"; done'],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    finally:
+        for _ in range(500):
+            try:
+                group.rmdir()
+                group.parent.rmdir()
+                break
+            except OSError:
+                time.sleep(0.01)
+    cluster.core.delete_namespaced_pod(name, "default")
+    return (("container", "task"), ("namespace", "default"), ("pod", name), ("workload", "nightly"))
+
+
+@pytest.mark.parametrize("stack", [{"seriesRetention": "4scrapes"}], indirect=True)
+def test_pods_that_come_and_go_keep_their_labels_then_their_series_stop(
+    stack: dict[str, Any],
+) -> None:
+    # A Job's pods each live for milliseconds and are deleted at once: every one's opens are
+    # exported under its own namespace, pod, container and workload (its cgroup and its pod
+    # object were gone long before the scrape) for four scrapes (the chart's
+    # agent.seriesRetention), and then its series stop.
+    cluster: Cluster = stack["cluster"]
+    data: Path = stack["data"]
+    port = stack["metrics"]
+    metric = "weir_e2e_churn_opens_total"
+    cluster.kubectl("apply", "-f", "-", stdin=opens_policy("churn", f"{data}/", metric=metric[:-6]))
+    verified = (("hook", "tracepoint:syscalls:sys_enter_openat"), ("policy", "churn"))
+    wait_for(
+        lambda: scrape_http(port)["weir_program_verified"].get(verified) == 1.0,
+        "the policy running on the agent",
+        timeout=60,
+    )
+    expected = {churned_pod(cluster, f"nightly-{i:02d}", 1 + i % 4, data): 1.0 + i % 4
+                for i in range(12)}  # fmt: skip
+    scrapes = []
+    while len(scrapes) < 8:  # the last pod's watch events may still be on their way
+        scrapes.append(scrape_http(port).get(metric, {}))
+        if scrapes[-1] == expected:
+            break
+        time.sleep(0.25)
+    assert scrapes[-1] == expected, scrapes[-1]
+    while scrapes[-1] and len(scrapes) < 12:  # the retention: 4 scrapes, then they stop
+        scrapes.append(scrape_http(port).get(metric, {}))
+    assert scrapes[-1] == {}, scrapes[-1]
+    assert len(scrapes) == 5, [len(s) for s in scrapes]  # gone at the 5th scrape after
+    assert scrape_http(port)["weir_agent_series_retired_total"][()] == len(expected)
 
 
 def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:

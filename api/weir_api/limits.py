@@ -26,6 +26,9 @@ MAX_MARK_ACTIONS = 2  # Mark, Unmark, TrackSock, UntrackSock per selector
 # Marks set at once on a node (Mark, TrackSock), shared by every policy: an LRU map, so
 # the least recently set or tested mark is evicted first when it is full.
 MARKS = 65_536
+# cgroup paths the agent learns as cgroups are made (so that a container that lives for
+# less than a scan still has its labels): an LRU map; entries go when series retire.
+CGROUPS = 65_536
 MAX_VALUES = 1024  # values per matchArgs / matchBinaries (kept in maps, not code)
 MAX_STRING = 247  # bytes of a string value; the kernel reads 248 with the NUL (LPM key bound)
 MAX_NAME = 253  # names and symbols

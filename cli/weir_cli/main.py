@@ -93,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="/healthz fails when the main loop made no progress for this long",
     )
     agent.add_argument(
+        "--series-retention",
+        default="5m",
+        metavar="RETENTION",
+        help="how long a gone container's series stay (its final counts under its own "
+        "labels) before they are deleted from the kernel: a duration (90s, 5m) or a number "
+        "of scrapes (2scrapes)",
+    )
+    agent.add_argument(
         "--no-table", action="store_true", help="log lines instead of the live table"
     )
     agent.add_argument(

@@ -29,7 +29,8 @@ from weir_agent import version
 from weir_agent.identity import cgroups, metadata
 from weir_agent.kernel import bpf, loading
 from weir_agent.kernel import headers as kernel_headers
-from weir_agent.outputs import eventing, exporting, reporting, serving, table
+from weir_agent.outputs import eventing, exporting, reporting, retention, serving, table
+from weir_agent.outputs.retention import Retention
 from weir_agent.runtime import engine
 from weir_agent.sources import directory
 from weir_agent.spec import formats
@@ -65,6 +66,7 @@ class Settings:
     table: bool
     stall_seconds: float = 120.0
     pin_root: Path | None = None
+    series_retention: Retention = retention.DEFAULT
 
 
 def run(settings: Settings) -> int:
@@ -92,10 +94,17 @@ class Agent:
             pin_root=settings.pin_root,
             ringbuf_pages=max(settings.ring_buffer_size // os.sysconf("SC_PAGE_SIZE"), 1),
         )
-        self.resolver = metadata.CgroupResolver(cgroups.CgroupIndex())
+        index = cgroups.CgroupIndex()
+        index.births = self.core.cgroup_path  # cgroups made since the last scan
+        self.resolver = metadata.CgroupResolver(index)
         registry = CollectorRegistry(auto_describe=False)
         self.collector = exporting.WeirCollector(
-            engine=self.core, resolver=self.resolver, node=settings.node, headers=self.headers
+            engine=self.core,
+            resolver=self.resolver,
+            node=settings.node,
+            headers=self.headers,
+            index=index,
+            retention=settings.series_retention,
         )
         registry.register(self.collector)
         self.health = serving.Health(stall_seconds=settings.stall_seconds)
@@ -208,6 +217,8 @@ class Agent:
                         pruned = True
             if self.cluster is not None:
                 self.core.update_scopes(self.cluster.scopes())
+            if self.settings.series_retention.seconds:  # retired whether scraped or not
+                self.collector.sweep(scraped=False)
             now = time.monotonic()
             if changed or now >= due:
                 self._emit(self._report())

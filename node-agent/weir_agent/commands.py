@@ -36,6 +36,13 @@ def run(args: argparse.Namespace) -> int:
             "weir agent: give either --policies DIR (standalone) or --kubernetes", file=sys.stderr
         )
         return 2
+    from weir_agent.outputs.retention import Retention
+
+    try:
+        retention = Retention.parse(args.series_retention)
+    except ValueError as error:
+        print(f"weir agent: --series-retention {error}", file=sys.stderr)
+        return 2
     return app.run(
         app.Settings(
             policies=args.policies,
@@ -55,5 +62,6 @@ def run(args: argparse.Namespace) -> int:
             table=sys.stdout.isatty() and not args.no_table,
             stall_seconds=args.stall_seconds,
             pin_root=args.bpffs if args.keep_attached else None,
+            series_retention=retention,
         )
     )

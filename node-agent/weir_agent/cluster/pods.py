@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 from kubernetes import client as k8s
@@ -72,6 +73,9 @@ class PodResolver:
         self.lock = threading.Lock()
         self.by_pod: dict[tuple[str, str], dict[str, Labels]] = {}
         self.pod_labels: dict[tuple[str, str], dict[str, str]] = {}
+        # Containers of deleted pods, until their series are retired (forget): a pod that
+        # lived for seconds keeps its labels for its final counts.
+        self.departed: dict[str, Labels] = {}
 
     def labels(self, cgroup_id: int) -> Labels:
         path = self.index.path(cgroup_id)
@@ -82,7 +86,24 @@ class PodResolver:
             for pod in self.by_pod.values():
                 if found in pod:
                     return pod[found]
-        return Labels(container=found[:12])
+            departed = self.departed.get(found)
+        return departed or Labels(container=found[:12])
+
+    def forget(self, cgroup_ids: Iterable[int]) -> None:
+        gone = [self.index.path(i) for i in cgroup_ids]
+        with self.lock:
+            for path in gone:
+                found = cgroups.container_id(path) if path else None
+                if found is not None:
+                    self.departed.pop(found, None)
+        self.index.forget(cgroup_ids)
+
+    def _depart(self, key: tuple[str, str]) -> None:
+        """A pod is gone (lock held): keep its containers' labels (bounded, oldest first)."""
+        self.departed.update(self.by_pod.pop(key, {}))
+        self.pod_labels.pop(key, None)
+        while len(self.departed) > cgroups.MAX_REMEMBERED:
+            del self.departed[next(iter(self.departed))]
 
     def selected(
         self,
@@ -114,8 +135,7 @@ class PodResolver:
         key = (meta.get("namespace", ""), meta.get("name", ""))
         with self.lock:
             if deleted:
-                self.by_pod.pop(key, None)
-                self.pod_labels.pop(key, None)
+                self._depart(key)
             else:
                 self.by_pod[key] = containers(pod)
                 self.pod_labels[key] = dict(meta.get("labels") or {})
@@ -124,11 +144,14 @@ class PodResolver:
         api = self.core.api_client
 
         def listed(items: list[Any]) -> None:
+            pods = [api.sanitize_for_serialization(item) for item in items]
+            now = {((p.get("metadata") or {}).get("namespace", ""),
+                    (p.get("metadata") or {}).get("name", "")) for p in pods}  # fmt: skip
             with self.lock:
-                self.by_pod.clear()
-                self.pod_labels.clear()
-            for item in items:
-                self._set(api.sanitize_for_serialization(item))
+                for key in [k for k in self.by_pod if k not in now]:
+                    self._depart(key)  # deleted while the watch was down
+            for pod in pods:
+                self._set(pod)
 
         def changed(kind: str, item: Any) -> None:
             self._set(api.sanitize_for_serialization(item), kind == "DELETED")

@@ -14,6 +14,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 _CONTAINER = re.compile(r"(?:^|[/-])([0-9a-f]{64})(?:\.scope)?(?:/|$)")
@@ -43,24 +44,67 @@ def cgroup2_mount(mounts: str) -> Path | None:
 
 
 class CgroupIndex:
-    """Maps cgroup ids to paths relative to the cgroup2 root."""
+    """Maps cgroup ids to paths relative to the cgroup2 root, including cgroups that are
+    gone (until ``forget``): a container's counts outlive it.
+
+    ``births``, when set, answers for cgroups made since the last scan (the exec tracker
+    records every cgroup v2 directory as it is made), so a container that lived for less
+    than a scan still has its path."""
 
     def __init__(self, *, root: Path | None = None, rescan_seconds: float = 1.0) -> None:
         if root is None:
             root = cgroup2_mount(Path("/proc/mounts").read_text()) or Path("/sys/fs/cgroup")
         self.root = root
         self.rescan_seconds = rescan_seconds
+        self.births: Callable[[int], str | None] | None = None
         self._paths: dict[int, str] = {}
         self._scanned_at = 0.0
+        self._last: set[int] = set()
         self._lock = threading.Lock()
 
     def path(self, cgroup_id: int) -> str | None:
         with self._lock:
-            if cgroup_id not in self._paths and (
-                time.monotonic() - self._scanned_at >= self.rescan_seconds
-            ):
-                self._scan()
-            return self._paths.get(cgroup_id)
+            return self._path(cgroup_id)
+
+    def _path(self, cgroup_id: int) -> str | None:
+        if cgroup_id not in self._paths and self.births is not None:
+            born = self.births(cgroup_id)
+            if born is not None:
+                self._paths[cgroup_id] = born
+        if cgroup_id not in self._paths and (
+            time.monotonic() - self._scanned_at >= self.rescan_seconds
+        ):
+            self._scan()
+        return self._paths.get(cgroup_id)
+
+    def gone(self, cgroup_ids: Iterable[int]) -> set[int]:
+        """Those of these cgroups whose directory no longer exists (ids are never reused:
+        a directory made again under the same path has another id)."""
+        out = set()
+        with self._lock:
+            for cgroup_id in cgroup_ids:
+                path = self._path(cgroup_id)
+                if path is None or path.startswith("..."):
+                    if path is None or cgroup_id not in self._scan_ids():
+                        out.add(cgroup_id)
+                    continue
+                try:
+                    alive = os.stat(self.root / path.lstrip("/")).st_ino == cgroup_id
+                except OSError:
+                    alive = False
+                if not alive:
+                    out.add(cgroup_id)
+        return out
+
+    def forget(self, cgroup_ids: Iterable[int]) -> None:
+        with self._lock:
+            for cgroup_id in cgroup_ids:
+                self._paths.pop(cgroup_id, None)
+
+    def _scan_ids(self) -> set[int]:
+        """The ids a fresh walk finds (a truncated path cannot be looked up by name)."""
+        self._scan()
+        return set(self._last)
 
     def ids_of(self, container_ids: set[str]) -> set[int]:
         """The cgroup ids whose paths name one of these containers (rescanning once if one
@@ -92,6 +136,7 @@ class CgroupIndex:
                 continue
             relative = "/" + os.path.relpath(directory, self.root)
             paths[inode] = "/" if relative == "/." else relative
+        self._last = set(paths)
         # Keep ids seen before: a container that exited still owns its counts until they
         # are scraped. Bounded: the oldest entries go first.
         self._paths.update(paths)

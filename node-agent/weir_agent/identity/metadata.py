@@ -10,6 +10,7 @@ fills the rest (the Kubernetes-mode resolver plugs into the same Protocol).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from typing import Protocol
 
 from weir_agent.identity import cgroups
@@ -27,6 +28,10 @@ class Labels:
 class Resolver(Protocol):
     def labels(self, cgroup_id: int) -> Labels: ...
 
+    def forget(self, cgroup_ids: Iterable[int]) -> None:
+        """These cgroups are gone and their series retired: drop what was kept of them."""
+        ...
+
 
 class CgroupResolver:
     """Standalone: labels from the cgroup path alone."""
@@ -40,3 +45,6 @@ class CgroupResolver:
             return Labels()
         found = cgroups.container_id(path)
         return Labels(container=found[:12] if found else "")
+
+    def forget(self, cgroup_ids: Iterable[int]) -> None:
+        self.index.forget(cgroup_ids)

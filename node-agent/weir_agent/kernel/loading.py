@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -443,6 +443,23 @@ class ExecTracker:
             gone = total(added) - total(deleted) - present
             out[name] = CorrelationMap(capacity=capacity, entries=present, evicted=max(0, gone))
         return out
+
+    def cgroup_path(self, cgroup_id: int) -> str | None:
+        """The path cgroup_mkdir gave for this cgroup v2 id, if the tracker saw it made
+        (its tail, after '...', when longer than the map holds)."""
+        table = self.module[b"weir_cgroups"]
+        try:
+            leaf = table[ctypes.c_uint64(cgroup_id)]
+        except KeyError:
+            return None
+        path = bytes(leaf.path).split(b"\0", 1)[0].decode(errors="replace")
+        return f"...{path}" if leaf.truncated else path
+
+    def forget_cgroups(self, cgroup_ids: Iterable[int]) -> None:
+        table = self.module[b"weir_cgroups"]
+        for cgroup_id in cgroup_ids:
+            with contextlib.suppress(KeyError):
+                del table[ctypes.c_uint64(cgroup_id)]
 
     def close(self) -> None:
         self.module.cleanup()

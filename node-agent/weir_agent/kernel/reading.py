@@ -33,13 +33,25 @@ class AggEntry:
     buckets: tuple[int, ...]
 
 
-def read_aggregation(loaded: Loaded, agg: programs.AggSlot) -> list[AggEntry]:
+def read_aggregation(
+    loaded: Loaded, agg: programs.AggSlot, *, take: frozenset[int] | None = None
+) -> list[AggEntry]:
+    """The rule's entries; with ``take``, only those of these cgroup ids, deleted from the
+    map as they are read (a retired container's series: its cgroup is gone, so nothing can
+    add to them between the read and the delete)."""
     table = loaded.module[agg.table]
     sid = loaded.series_id(agg)
     entries = []
     for key, leaf in table.items():
         if key.slot != sid:
             continue
+        if take is not None:
+            if int(key.cgroup) not in take or key.overflow:
+                continue
+            try:
+                del table[key]
+            except KeyError:
+                continue
         buckets = tuple(int(b) for b in leaf.buckets) if hasattr(leaf, "buckets") else ()
         entries.append(
             AggEntry(
@@ -54,4 +66,11 @@ def read_aggregation(loaded: Loaded, agg: programs.AggSlot) -> list[AggEntry]:
                 buckets=buckets,
             )
         )
+    if take is not None and entries:
+        # The series id's count of claimed series (maxSeries): the deleted ones free their
+        # places. Not atomic against a claim that lands between the read and the write
+        # (it would be lost, letting one more series in): that needs a BPF-side decrement.
+        counts = loaded.module[b"series"]
+        now = int(counts[ctypes.c_int(sid)].value)
+        counts[ctypes.c_int(sid)] = ctypes.c_uint64(max(0, now - len(entries)))
     return entries

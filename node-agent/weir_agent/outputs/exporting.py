@@ -20,6 +20,8 @@ that is what weir actually exported for the policy.
 from __future__ import annotations
 
 import collections
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,8 +34,10 @@ from prometheus_client.core import (
 )
 
 from weir_agent import version
+from weir_agent.identity import cgroups
 from weir_agent.identity.metadata import Resolver
 from weir_agent.outputs import series
+from weir_agent.outputs.retention import DEFAULT, Departures, Retention
 from weir_agent.runtime.engine import Engine, HookSnapshot
 from weir_agent.spec import abi
 from weir_agent.spec.programs import AggSlot, ArgPlan
@@ -68,16 +72,33 @@ def exposition_bytes(families: list[Metric]) -> int:
 
 
 class WeirCollector:
-    def __init__(self, *, engine: Engine, resolver: Resolver, node: str, headers: str) -> None:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        resolver: Resolver,
+        node: str,
+        headers: str,
+        index: cgroups.CgroupIndex | None = None,
+        retention: Retention = DEFAULT,
+    ) -> None:
         self.engine = engine
         self.resolver = resolver
         self.node = node
         self.headers = headers
         self.publisher: Any = None  # in a cluster: its API errors and NodeReport writes
+        self.index = index  # where gone cgroups are found (None: series are never retired)
+        self.departures = Departures(retention)
+        # Retired series' final values, by metric and labels, while series with the same
+        # labels live on (a namespace's count must not drop when one of its pods goes).
+        self.carry: dict[str, dict[tuple[str, ...], list[Any]]] = {}
+        self.retired = 0  # series deleted from the kernel's maps
+        self._sweeping = threading.Lock()
 
     def collect(self) -> Iterator[Metric]:
         snapshots = self.engine.snapshot()
         rule_families = self._rule_families(snapshots)
+        self.sweep(snapshots, scraped=True)  # after the families: this scrape has them all
         for policy, families in rule_families.items():
             self.engine.add_exported(policy, metrics=exposition_bytes(families))
         for families in rule_families.values():
@@ -88,8 +109,61 @@ class WeirCollector:
         )
         info.add_metric([self.node, version.VERSION, self.headers], 1)
         yield info
+        retired = CounterMetricFamily(
+            "weir_agent_series_retired",
+            "Series of gone containers deleted from the kernel's maps after the retention "
+            "(--series-retention).",
+        )
+        retired.add_metric([], self.retired)
+        retiring = GaugeMetricFamily(
+            "weir_agent_series_retiring",
+            "Gone containers whose series are kept until the retention passes.",
+        )
+        retiring.add_metric([], self.departures.waiting())
+        yield from (retired, retiring)
         if self.publisher is not None:
             yield from self._api_families(self.publisher)
+
+    def sweep(self, snapshots: list[HookSnapshot] | None = None, *, scraped: bool) -> None:
+        """Retire the series of containers gone for the retention: delete them from the
+        kernel, keep their values where labels live on, forget their labels."""
+        if self.index is None:
+            return
+        with self._sweeping:
+            if snapshots is None:
+                snapshots = self.engine.snapshot()
+            present = {
+                key[0]
+                for snap in snapshots
+                for agg, entries in snap.aggregations
+                if any(field == "cgroup" for _, field in agg.key_fields)
+                for key in entries
+                if key[0] and not key[-1]
+            }
+            gone = self.index.gone(present)
+            due = self.departures.due(gone, now=time.monotonic(), scraped=scraped)
+            if not due:
+                return
+            retired = self.engine.retire_series(due)
+            binaries = self.engine.binary_paths()
+            for item in retired:
+                context = series.Context(
+                    node=self.node,
+                    labels=self.resolver.labels,
+                    binaries=binaries,
+                    signed_args=_signed_key_args(item.args, item.agg),
+                )
+                labels = series.decode(item.agg, item.key, context)
+                total = self.carry.setdefault(item.agg.metric, {}).setdefault(
+                    labels, [0, 0, collections.Counter()]
+                )
+                total[0] += item.value.count
+                total[1] += item.value.sum
+                for bucket, count in enumerate(item.value.buckets):
+                    if count:
+                        total[2][bucket] += count
+            self.retired += len(retired)
+            self.resolver.forget(due)
 
     def _correlation_families(self) -> Iterator[Metric]:
         maps = self.engine.correlation()
@@ -162,6 +236,21 @@ class WeirCollector:
                     for bucket, count in enumerate(value.buckets):
                         if count:
                             total[2][bucket] += count
+        with self._sweeping:
+            for metric in list(self.carry):
+                carried = self.carry[metric]
+                by_labels = merged[metric][1] if metric in merged else {}
+                for labels in list(carried):
+                    if labels not in by_labels:
+                        del carried[labels]  # nothing with these labels lives: it ends
+                        continue
+                    count, total, buckets = carried[labels]
+                    live = by_labels[labels]
+                    live[0] += count
+                    live[1] += total
+                    live[2].update(buckets)
+                if not carried:
+                    del self.carry[metric]
         out: dict[str, list[Metric]] = collections.defaultdict(list)
         for metric, (agg, by_labels) in sorted(merged.items()):
             names = series.label_names(agg)

@@ -105,6 +105,18 @@ class HookSnapshot:
 
 
 @dataclasses.dataclass(frozen=True)
+class RetiredSeries:
+    """A gone container's series, deleted from the kernel: its final value."""
+
+    policy: str
+    hook: str
+    args: tuple[programs.ArgPlan, ...]
+    agg: AggSlot
+    key: SeriesKey
+    value: SeriesValue
+
+
+@dataclasses.dataclass(frozen=True)
 class PendingEvents:
     """Records one program posted, copied out of its ring buffer (headers included)."""
 
@@ -361,7 +373,7 @@ class Engine:
                         self.kernel.set_scope(hook.loaded, self.scopes.get(state.name, set()))
 
     def _ensure_exec_tracker(self, programs: Sequence[Program]) -> None:
-        needs = any(p.needs_tracker for p in programs)
+        needs = any(p.needs_tracker or p.groups_by_cgroup for p in programs)
         if needs and self.exec_tracker is None:
             self.exec_tracker = self.kernel.exec_tracker()
 
@@ -474,6 +486,42 @@ class Engine:
                         )
                     )
             return out
+
+    def retire_series(self, cgroups: frozenset[int]) -> list[RetiredSeries]:
+        """Delete the series of these (gone) cgroups from every rule's map, and from what
+        swaps carried; returns what they held, for the exporter to fold and forget."""
+        out: list[RetiredSeries] = []
+        if not cgroups:
+            return out
+        with self.lock:
+            for state in self.policies.values():
+                for hook_id, hook in sorted(state.hooks.items()):
+                    for agg in hook.loaded.program.aggregations:
+                        if not any(field == "cgroup" for _, field in agg.key_fields):
+                            continue
+                        taken: dict[SeriesKey, SeriesValue] = {}
+                        for carried in [
+                            k
+                            for k in hook.carried_series
+                            if k[0] == agg.rule and k[1][0] in cgroups
+                        ]:
+                            taken[carried[1]] = hook.carried_series.pop(carried)
+                        for entry in self.kernel.take_series(hook.loaded, agg, cgroups):
+                            key = _series_key(entry)
+                            value = SeriesValue(entry.count, entry.sum, entry.buckets)
+                            taken[key] = taken.get(key, SeriesValue()).add(value)
+                        out.extend(
+                            RetiredSeries(state.name, hook_id, hook.program.args, agg, key, value)
+                            for key, value in taken.items()
+                        )
+            if self.exec_tracker is not None:
+                self.exec_tracker.forget_cgroups(cgroups)
+        return out
+
+    def cgroup_path(self, cgroup_id: int) -> str | None:
+        """The path of a cgroup the exec tracker saw made (it may be gone now)."""
+        tracker = self.exec_tracker
+        return tracker.cgroup_path(cgroup_id) if tracker is not None else None
 
     def add_exported(self, policy: str, *, metrics: int = 0, events: int = 0) -> None:
         """Count bytes user space emitted for a policy (scrapes, event lines)."""

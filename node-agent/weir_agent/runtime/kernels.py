@@ -10,6 +10,7 @@ fake (tests/fakekernel.py) to check reconcile, swaps, adoption and failures with
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -38,6 +39,10 @@ class Tracker(Protocol):
 
     def correlation(self) -> dict[str, CorrelationMap]: ...
 
+    def cgroup_path(self, cgroup_id: int) -> str | None: ...
+
+    def forget_cgroups(self, cgroup_ids: Iterable[int]) -> None: ...
+
 
 class Kernel(Protocol):
     """What the engine needs of the kernel. Failures raise handles.LoadError."""
@@ -62,6 +67,12 @@ class Kernel(Protocol):
     def read_stats(self, loaded: Loaded) -> dict[abi.Stat, int]: ...
 
     def read_aggregation(self, loaded: Loaded, agg: AggSlot) -> list[reading.AggEntry]: ...
+
+    def take_series(
+        self, loaded: Loaded, agg: AggSlot, cgroups: frozenset[int]
+    ) -> list[reading.AggEntry]:
+        """Read and delete the rule's entries of these cgroups."""
+        ...
 
     def run_stats(self, loaded: Loaded) -> tuple[int, int]:
         """bpf_stats: (run time in ns, runs) of the program, 0 when stats are off."""
@@ -100,6 +111,11 @@ class LiveKernel:
 
     def read_aggregation(self, loaded: Loaded, agg: AggSlot) -> list[reading.AggEntry]:
         return reading.read_aggregation(loaded, agg)
+
+    def take_series(
+        self, loaded: Loaded, agg: AggSlot, cgroups: frozenset[int]
+    ) -> list[reading.AggEntry]:
+        return reading.read_aggregation(loaded, agg, take=cgroups)
 
     def run_stats(self, loaded: Loaded) -> tuple[int, int]:
         info = bpf.prog_info(loaded.fd)

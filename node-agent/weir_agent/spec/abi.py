@@ -267,6 +267,7 @@ def enum_flags() -> dict[str, int | str]:
     flags["STACK_NOT_TAKEN"] = STACK_NOT_TAKEN
     flags["DURATION_STARTS"] = limits.DURATION_STARTS
     flags["MARKS"] = limits.MARKS
+    flags["CGROUPS"] = limits.CGROUPS
     flags["KEY_THREAD"] = KEY_THREAD
     flags["LEN_RETURN"] = LEN_RETURN
     flags["RATE_SCOPE_SHIFT"] = RATE_SCOPE_SHIFT

@@ -138,6 +138,12 @@ class Program:
         return any(flags.get(name) for name in names)
 
     @property
+    def groups_by_cgroup(self) -> bool:
+        """A rule's key holds the cgroup id (namespace, pod, container, workload, image):
+        the engine then learns cgroups' paths as they are made (the exec tracker)."""
+        return any(field == "cgroup" for a in self.aggregations for _, field in a.key_fields)
+
+    @property
     def posts(self) -> bool:
         return bool(dict(self.flags).get("ANY_POST"))
 
