@@ -20,7 +20,8 @@ for tool in podman mmdebstrap; do
 done
 
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml)
-packages="python3,python3-venv,python3-bpfcc,binutils,ca-certificates"
+# linux-headers-ARCH: the image's generic headers, for any kernel with BTF (images/weir.Containerfile)
+packages="python3,python3-venv,python3-bpfcc,binutils,ca-certificates,linux-headers-$(dpkg --print-architecture)"
 if [ -n "${WEIR_IMAGE_HEADERS:-}" ]; then
     packages="$packages,$WEIR_IMAGE_HEADERS"
 fi

@@ -176,13 +176,15 @@ def test_headers_are_located_in_order_and_named(tmp_path: Path) -> None:
 
     release = "6.18.0-test"
     modules, baked, kheaders = tmp_path / "modules", tmp_path / "baked", tmp_path / "kh.tar.xz"
+    btf = tmp_path / "vmlinux"  # absent: a kernel without BTF
 
     def where() -> headers.Headers:
-        return headers.locate(release, modules=modules, baked=baked, kheaders=kheaders)
+        return headers.locate(release, modules=modules, baked=baked, kheaders=kheaders, btf=btf)
 
+    (baked / "generic" / "include").mkdir(parents=True)  # the image's, useless without BTF
     missing = where()
     assert missing.state == "missing" and missing.source is None
-    assert missing.problem.startswith("no kernel headers for kernel 6.18.0-test: ")
+    assert missing.problem.startswith("no kernel headers for kernel 6.18.0-test, and no BTF")
     assert "agent.mountHostHeaders" in missing.problem and "CONFIG_IKHEADERS" in missing.problem
     kheaders.write_bytes(b"")
     assert where().state == "kheaders" and where().problem == ""
@@ -192,6 +194,8 @@ def test_headers_are_located_in_order_and_named(tmp_path: Path) -> None:
     assert where() == headers.Headers("host", None, release)
     (modules / release / ".weir-fallback-headers").write_text("/usr/src/linux-headers-6.1\n")
     assert where().state == "fallback"
+    btf.write_bytes(b"")  # with BTF, the image's generic headers serve before the node's
+    assert where() == headers.Headers("btf", baked / "generic", release)
 
 
 def test_probes_answer_from_the_health_state() -> None:

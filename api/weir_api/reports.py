@@ -20,7 +20,7 @@ from weir_api.policies import ObjectMeta
 from weir_api.statuses import FailurePhase, Savings
 
 ProgramState = Literal["pending", "compiled", "verified", "attached", "failed"]
-HeadersState = Literal["host", "kheaders", "baked", "fallback", "missing"]
+HeadersState = Literal["btf", "host", "kheaders", "baked", "fallback", "missing"]
 
 
 class ProgramReport(Model):
@@ -120,9 +120,11 @@ class NodeReportStatus(Model):
     kernel: str = Field(default="", max_length=256, description="uname -r of the node.")
     headers: HeadersState | None = Field(
         default=None,
-        description="Kernel headers bcc compiles against: host (the node's), kheaders "
-        "(CONFIG_IKHEADERS), baked (in the image), fallback (another version's; kprobe struct "
-        "layouts may differ) or missing (nothing compiles).",
+        description="Kernel headers bcc compiles against (programs take only uapi definitions "
+        "from them; every kernel struct is read at offsets from the kernel's BTF): btf (the "
+        "image's generic headers, on a kernel with BTF), host (the node's), kheaders "
+        "(CONFIG_IKHEADERS), baked (in the image for this release), fallback (another "
+        "release's, linked by make setup) or missing (nothing compiles).",
     )
     policies: list[PolicyReport] = Field(
         default_factory=list,

@@ -1,8 +1,14 @@
 """Which kernel headers bcc compiles against, and how to say so.
 
 bcc compiles every program (tracepoints and uprobes included) against kernel
-headers. On a node they come, in this order of preference, from:
+headers, but weir's programs take only uapi definitions from them (pt_regs,
+socket address structs): every kernel struct they read (sockets, tasks, paths)
+is read at offsets from the running kernel's BTF, and tracepoint layouts come
+from tracefs. So on a node they come, in this order of preference, from:
 
+- ``btf``: the kernel has BTF (``/sys/kernel/btf/vmlinux``) and the image carries
+  its one generic header set (``/opt/weir/kernel-headers/generic``): nothing
+  from the node is needed (COS, Bottlerocket, Flatcar);
 - ``host``: the node's own ``/lib/modules/$(uname -r)/build`` (the chart mounts
   the node's /lib/modules and /usr/src);
 - ``fallback``: another kernel version's headers linked there by ``make setup``
@@ -24,8 +30,10 @@ import os
 from pathlib import Path
 
 BAKED = Path("/opt/weir/kernel-headers")
+GENERIC = "generic"  # the image's header set, for any kernel with BTF
 MISSING_HELP = (
-    "no kernel headers for kernel {release}: bcc compiles every program against them. "
+    "no kernel headers for kernel {release}, and no BTF with the image's generic headers: "
+    "bcc compiles every program against headers. "
     "Mount the node's /lib/modules and /usr/src (chart value agent.mountHostHeaders: true) "
     "and install the node's linux-headers package, enable CONFIG_IKHEADERS "
     "(/sys/kernel/kheaders.tar.xz), or build the image with "
@@ -35,7 +43,7 @@ MISSING_HELP = (
 
 @dataclasses.dataclass(frozen=True)
 class Headers:
-    state: str  # host | kheaders | baked | fallback | missing
+    state: str  # btf | host | kheaders | baked | fallback | missing
     source: Path | None  # what bcc is pointed at (BCC_KERNEL_SOURCE), when not its default
     release: str
 
@@ -50,8 +58,11 @@ def locate(
     modules: Path = Path("/lib/modules"),
     baked: Path = BAKED,
     kheaders: Path = Path("/sys/kernel/kheaders.tar.xz"),
+    btf: Path = Path("/sys/kernel/btf/vmlinux"),
 ) -> Headers:
     """Find the headers for ``release``; looks at the file system only."""
+    if btf.exists() and (baked / GENERIC / "include").exists():
+        return Headers("btf", baked / GENERIC, release)
     build = modules / release / "build"
     if (build / "include").exists():
         fallback = (modules / release / ".weir-fallback-headers").exists()
