@@ -167,10 +167,11 @@ SECTIONS: list[tuple[str, str, str, Callable[[], str]]] = [
 
 def bench_results() -> str:
     """The tables of the last `make bench` (bench/out/results.md without its title, then
-    bench/out/edits.md)."""
+    bench/out/edits.md and bench/out/startup.md)."""
     text = (ROOT / "bench" / "out" / "results.md").read_text().partition("\n")[2]
     edits = (ROOT / "bench" / "out" / "edits.md").read_text()
-    return text.strip("\n") + "\n\n" + edits.strip("\n") + "\n"
+    startup = (ROOT / "bench" / "out" / "startup.md").read_text()
+    return "\n\n".join(part.strip("\n") for part in (text, edits, startup)) + "\n"
 
 
 BENCH = [("README.md", "<!-- bench:begin -->\n", "<!-- bench:end -->\n", bench_results)]

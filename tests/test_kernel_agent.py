@@ -408,6 +408,13 @@ def test_keep_attached_leaves_hooks_counting_and_cleanup_detaches_them(
         stub = policy["programs"][0]["programIds"][0]  # the stub, then its program
         output = stop(agent)
         assert "hooks left running, pinned under" in output
+        # The report left behind says the policy runs on, with its programs, and where.
+        left = json.loads(report_file.read_text())["status"]
+        assert [(p["name"], p["state"]) for p in left["policies"]] == [("kept", "Ready")]
+        assert left["policies"][0]["programs"][0]["programIds"][0] == stub
+        ready = next(c for c in left["conditions"] if c["type"] == "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "AgentStoppedHooksAttached")
+        assert f"1 hooks stay attached and counting, pinned under {bpffs}" in ready["message"]
         for _ in range(3):  # no agent runs: the pinned hook counts
             (workdir / "f").read_text()
         agent, port = start("--log-format", "json")

@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -400,6 +401,16 @@ def test_chart_pods_count_exactly_and_report_ready(pods: PodCluster, security: l
         # count; the next pod adopts them, so opens made while no agent ran are counted.
         assert len([p for p in PINS.iterdir() if p.is_dir()]) == 3  # one per hook
         pods.stop(agent)
+        # The stopped agent's NodeReport says its hooks run on: the operator still shows the
+        # node running the policy, not Pending.
+        left = json.loads(pods.kubectl("get", "nodereport", "n1", "-o", "json"))["status"]
+        ready = next(c for c in left["conditions"] if c["type"] == "Ready")
+        assert ready["reason"] == "AgentStoppedHooksAttached", ready
+        for _ in range(4):  # over several roll-ups (operator.rollupSeconds=1)
+            time.sleep(1)
+            table = pods.kubectl("get", "tracingpolicies")
+            row = next(x.split() for x in table.splitlines() if x.startswith("pod-opens"))
+            assert row[1:3] == ["True", "1/1"], table
         for _ in range(4):
             (data / "f").read_text()
         agent = pods.play("agent", fields={"spec.nodeName": "n1"})

@@ -287,12 +287,13 @@ class Agent:
         self.writer.pump()
         if self.sink is not None and self.sink is not sys.stdout:
             self.sink.close()
-        # Every program is detached now: the report left behind claims none.
-        gone = reporting.stopped(final)
+        # Detached, the report left behind claims no program; left pinned, it says which
+        # hooks run on (the operator keeps counting the node as running them).
+        gone = reporting.stopped(final, pinned=None if detach else str(self.settings.pin_root))
         if self.settings.report_file is not None:
             _write_atomically(self.settings.report_file, json.dumps(gone.to_wire(), indent=2))
         if cluster is not None:
-            cluster.publisher.publish(gone)
+            cluster.publisher.publish(gone, last=True)
         self.server.shutdown()
         self.server_thread.join(timeout=5)
         return detach

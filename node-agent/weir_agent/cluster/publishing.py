@@ -82,12 +82,13 @@ class NodeReportPublisher:
                 raise
         self.created = True
 
-    def publish(self, report: NodeReport) -> bool:
-        """Write the report if it changed and the interval allows; True when written."""
+    def publish(self, report: NodeReport, *, last: bool = False) -> bool:
+        """Write the report if it changed and the interval allows; True when written.
+        ``last``: the stopping agent's final report, written whatever the interval."""
         since = time.monotonic() - self.published_at
         if report == self.published and since < self.heartbeat:
             return False
-        urgent = states(report) != states(self.published) or since >= self.heartbeat
+        urgent = last or states(report) != states(self.published) or since >= self.heartbeat
         if not urgent and since < self.min_interval:
             return False
         try:

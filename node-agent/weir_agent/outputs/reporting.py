@@ -199,31 +199,38 @@ def with_pending(report: NodeReport, policies: Mapping[str, int]) -> NodeReport:
     return report.model_copy(update={"status": status})
 
 
-def stopped(report: NodeReport, *, timestamp: str | None = None) -> NodeReport:
-    """The report an exiting agent leaves behind: every program is detached, so no policy
-    runs and no program id is claimed; counters stay as last read."""
+def stopped(
+    report: NodeReport, *, timestamp: str | None = None, pinned: str | None = None
+) -> NodeReport:
+    """The report an exiting agent leaves behind. Detached (``pinned`` None): no policy
+    runs and no program id is claimed. Left attached (``pinned``: where the hooks are
+    pinned): every policy runs on as it did, with its programs, until the next agent adopts
+    them, and the operator goes on counting the node as running them. Counters stay as
+    last read either way."""
     assert report.status is not None
-    policies = [
-        p.model_copy(update={"state": "Pending", "running_generation": 0, "programs": []})
-        if p.state != "NotTargeted"
-        else p
-        for p in report.status.policies
-    ]
     at = timestamp or now()
+    if pinned is None:
+        policies = [
+            p.model_copy(update={"state": "Pending", "running_generation": 0, "programs": []})
+            if p.state != "NotTargeted"
+            else p
+            for p in report.status.policies
+        ]
+        reason, message = "AgentStopped", "the agent exited; every program is detached"
+    else:
+        policies = list(report.status.policies)
+        hooks = sum(len(p.programs) for p in policies if p.state != "NotTargeted")
+        reason = "AgentStoppedHooksAttached"
+        message = (
+            f"the agent exited; its {hooks} hooks stay attached and counting, pinned under "
+            f"{pinned}, until the next agent adopts them"
+        )
     conditions = [
         Condition(
-            type="Ready",
-            status="False",
-            last_transition_time=at,
-            reason="AgentStopped",
-            message="the agent exited; every program is detached",
+            type="Ready", status="False", last_transition_time=at, reason=reason, message=message
         ),
         Condition(
-            type="Degraded",
-            status="False",
-            last_transition_time=at,
-            reason="AgentStopped",
-            message="",
+            type="Degraded", status="False", last_transition_time=at, reason=reason, message=""
         ),
     ]
     status = report.status.model_copy(update={"policies": policies, "conditions": conditions})

@@ -1,0 +1,170 @@
+"""Start-up: from exec of the agent process to every policy Ready, cold and warm.
+
+Measured from outside, on the process as `make run` starts it (`weir agent --policies DIR
+--no-table`): the script execs the agent and polls /readyz, which answers 200 once every
+policy of the directory has been applied (compiled, verified, attached or refused). Cold: no
+pins. Warm: the same directory again after an agent with `--keep-attached` stopped, leaving
+its hooks pinned (the DaemonSet's rollout case). Beside it, the peer: bpftrace counting the
+same first hook, from exec to its "Attaching" line. Also the agent's peak RSS (VmHWM).
+
+Run as root: `make bench` runs it; it writes bench/out/startup.md.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+RUNS = 3
+TARGETS = {"1 policy, cold": 2.0, "10 policies, cold": 3.0, "10 policies, warm (pinned)": 1.0}
+# Ten hooks, each a policy of its own: different syscalls, so different programs.
+SYSCALLS = ["openat", "read", "write", "close", "getpid", "dup", "lseek", "fstat", "mmap", "pipe2"]
+
+
+def policy(name: str, syscall: str) -> str:
+    return f"""\
+apiVersion: weir.dev/v1alpha1
+kind: TracingPolicy
+metadata: {{name: {name}}}
+spec:
+  tracepoints:
+    - subsystem: syscalls
+      event: sys_enter_{syscall}
+      selectors:
+        - matchActions: [{{action: NoPost}}]
+---
+apiVersion: weir.dev/v1alpha1
+kind: AggregationRule
+metadata: {{name: {name}}}
+spec:
+  policyRef: {{name: {name}}}
+  groupBy: [container]
+  metric: {{name: bench_start_{syscall}, help: calls}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start(policies: Path, extra: list[str]) -> tuple[float, int, subprocess.Popen[bytes]]:
+    """Seconds from exec to /readyz 200, the peak RSS then (KiB), and the process."""
+    port = free_port()
+    began = time.monotonic()
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "weir_cli.main", "agent", "--policies", str(policies),
+         "--no-table", f"--metrics-addr=127.0.0.1:{port}", *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).close()
+            break
+        except OSError:
+            if agent.poll() is not None or time.monotonic() - began > 300:
+                raise SystemExit("the agent did not become ready") from None
+            time.sleep(0.01)
+    took = time.monotonic() - began
+    status = Path(f"/proc/{agent.pid}/status").read_text()
+    rss = int(next(x for x in status.splitlines() if x.startswith("VmHWM")).split()[1])
+    return took, rss, agent
+
+
+def stop(agent: subprocess.Popen[bytes]) -> None:
+    agent.terminate()
+    agent.wait(timeout=120)
+
+
+def agent_starts(count: int, *, warm: bool) -> tuple[list[float], list[int]]:
+    times, peaks = [], []
+    for _ in range(RUNS):
+        with tempfile.TemporaryDirectory(prefix="weir-start-") as directory:
+            policies = Path(directory) / "policies"
+            policies.mkdir()
+            for index, syscall in enumerate(SYSCALLS[:count]):
+                (policies / f"p{index}.yaml").write_text(policy(f"p{index}", syscall))
+            pins = Path("/sys/fs/bpf") / f"weir-bench-{Path(directory).name}"
+            extra = ["--keep-attached", f"--bpffs={pins}"] if warm else []
+            try:
+                if warm:  # the agent before the restart, leaving its hooks pinned
+                    stop(start(policies, extra)[2])
+                took, rss, agent = start(policies, extra)
+                stop(agent)
+            finally:
+                if pins.exists():
+                    subprocess.run(
+                        [sys.executable, "-m", "weir_cli.main", "agent", "--cleanup",
+                         f"--bpffs={pins}"], capture_output=True, check=False,
+                    )  # fmt: skip
+            times.append(took)
+            peaks.append(rss)
+    return times, peaks
+
+
+def bpftrace_starts() -> list[float]:
+    out = []
+    for _ in range(RUNS):
+        began = time.monotonic()
+        peer = subprocess.Popen(
+            ["bpftrace", "-e", "tracepoint:syscalls:sys_enter_openat { @[cgroup] = count(); }"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        assert peer.stdout is not None
+        for line in peer.stdout:
+            if line.startswith("Attaching"):
+                break
+        out.append(time.monotonic() - began)
+        peer.terminate()
+        peer.wait(timeout=60)
+    return out
+
+
+def main() -> int:
+    rows = {
+        "1 policy, cold": agent_starts(1, warm=False),
+        "10 policies, cold": agent_starts(10, warm=False),
+        "10 policies, warm (pinned)": agent_starts(10, warm=True),
+    }
+    peer = bpftrace_starts() if shutil.which("bpftrace") else []
+    peer_p50 = statistics.median(peer) if peer else 0.0
+    lines = [
+        "### Start-up",
+        "",
+        f"From exec of `weir agent --policies DIR` to /readyz (every policy applied), median of "
+        f"{RUNS} starts; warm: again after an agent with `--keep-attached` stopped. Each policy "
+        "is one syscall tracepoint counted per container. Peer: bpftrace counting openat per "
+        "cgroup, from exec to its `Attaching` line.",
+        "",
+        "| start | agent | x bpftrace | peak RSS | target |",
+        "|---|---|---|---|---|",
+    ]
+    for name, (times, peaks) in rows.items():
+        median = statistics.median(times)
+        ratio = f"{median / peer_p50:.1f}x" if peer_p50 else "-"
+        lines.append(
+            f"| {name} | {median:.2f} s | {ratio} | {max(peaks) / 1024:.0f} MiB "
+            f"| <= {TARGETS[name]:.0f} s |"
+        )
+    if peer:
+        lines.append(f"| bpftrace, 1 probe | {peer_p50:.2f} s | 1.0x | | |")
+    lines.append("")
+    report = "\n".join(lines)
+    OUT.mkdir(exist_ok=True)
+    (OUT / "startup.md").write_text(report)
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
