@@ -90,7 +90,14 @@ class Symbolizer:
         self._seen: dict[str, float] = {}
         self._lock = threading.Lock()
         self._addr2line = shutil.which("addr2line")
-        self.learn_process(os.getpid())  # libc and friends, shared by most processes
+        self._warmed = False
+
+    def _warm(self) -> None:
+        """Index the agent's own libraries (libc and friends, shared by many processes) when
+        the first stack arrives: about 2 s of ELF parsing, kept off the path to Ready."""
+        if not self._warmed:
+            self._warmed = True
+            self.learn_process(os.getpid())
 
     def learn(self, path: str) -> None:
         """Index a file (an executable or library) so its build id is known."""
@@ -119,10 +126,12 @@ class Symbolizer:
                 self.learn(parts[5])
 
     def knows(self, build_id: str) -> bool:
+        self._warm()
         with self._lock:
             return build_id in self._by_build_id
 
     def frame(self, build_id: str, offset: int) -> Frame:
+        self._warm()
         with self._lock:
             binary = self._by_build_id.get(build_id)
         if binary is None:
