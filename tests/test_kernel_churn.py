@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agenthelpers import policy_yaml, scrape_http
+from agenthelpers import openat_policy, scrape_http
 from conftest import free_port
 from test_kernel_agent import WEIR, wait_for
 from test_kernel_engine import cgroup2_root
@@ -89,23 +89,6 @@ def test_short_lived_containers_keep_their_labels_then_retire(
     data.mkdir()
     target = data / "f"
     target.write_text("x")
-    spec = {
-        "tracepoints": [
-            {
-                "subsystem": "syscalls",
-                "event": "sys_enter_openat",
-                "args": [{"field": "filename", "type": "filename", "label": "path"}],
-                "selectors": [
-                    {
-                        "matchArgs": [
-                            {"label": "path", "operator": "Prefix", "values": [f"{data}/"]}
-                        ],
-                        "matchActions": [{"action": "NoPost"}],
-                    }
-                ],
-            }
-        ]
-    }
     rule = {
         "apiVersion": "weir.dev/v1alpha1",
         "kind": "AggregationRule",
@@ -120,7 +103,7 @@ def test_short_lived_containers_keep_their_labels_then_retire(
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "churn.yaml").write_text(
-        policy_yaml("churn", yaml.safe_dump(spec)) + "---\n" + yaml.safe_dump(rule)
+        yaml.safe_dump_all([openat_policy("churn", f"{data}/"), rule])
     )
     before = {int(str(m["id"])) for m in bpf_maps()}
     port = free_port()
