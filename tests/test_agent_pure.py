@@ -302,3 +302,19 @@ def test_series_retention_in_scrapes_or_time() -> None:
     assert by_time.due({1, 2}, now=150, scraped=True) == set()
     assert by_time.due({1, 2}, now=160, scraped=False) == {1}
     assert by_time.due({2}, now=210, scraped=False) == {2}
+
+
+def test_the_cgroup_index_tells_gone_cgroups_by_id(tmp_path: Path) -> None:
+    from weir_agent.identity import cgroups
+
+    (tmp_path / "pod" / "c1").mkdir(parents=True)
+    (tmp_path / "pod" / "c2").mkdir()
+    c1, c2 = ((tmp_path / "pod" / n).stat().st_ino for n in ("c1", "c2"))
+    index = cgroups.CgroupIndex(root=tmp_path, rescan_seconds=0)
+    index.births = {424242: "...a-path-too-long-to-keep"}.get  # made and gone between scans
+    assert index.path(c2) == "/pod/c2"
+    (tmp_path / "pod" / "c2").rmdir()
+    assert index.gone({c1, c2, 424242}) == {c2, 424242}
+    assert index.path(c2) == "/pod/c2"  # remembered: its counts outlive it
+    index.forget({c2})  # its series retired: a rescan does not find it again
+    assert index.path(c2) is None

@@ -81,11 +81,18 @@ class CgroupIndex:
         """Those of these cgroups whose directory no longer exists (ids are never reused:
         a directory made again under the same path has another id)."""
         out = set()
+        walked: set[int] | None = None  # one fresh walk serves every truncated path
         with self._lock:
             for cgroup_id in cgroup_ids:
                 path = self._path(cgroup_id)
-                if path is None or path.startswith("..."):
-                    if path is None or cgroup_id not in self._scan_ids():
+                if path is None:
+                    out.add(cgroup_id)
+                    continue
+                if path.startswith("..."):  # too long to look up by name
+                    if walked is None:
+                        self._scan()
+                        walked = set(self._last)
+                    if cgroup_id not in walked:
                         out.add(cgroup_id)
                     continue
                 try:
@@ -100,11 +107,6 @@ class CgroupIndex:
         with self._lock:
             for cgroup_id in cgroup_ids:
                 self._paths.pop(cgroup_id, None)
-
-    def _scan_ids(self) -> set[int]:
-        """The ids a fresh walk finds (a truncated path cannot be looked up by name)."""
-        self._scan()
-        return set(self._last)
 
     def ids_of(self, container_ids: set[str]) -> set[int]:
         """The cgroup ids whose paths name one of these containers (rescanning once if one
