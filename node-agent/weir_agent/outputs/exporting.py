@@ -38,7 +38,7 @@ from weir_agent.identity import cgroups
 from weir_agent.identity.metadata import Resolver
 from weir_agent.outputs import series
 from weir_agent.outputs.retention import DEFAULT, Departures, Retention
-from weir_agent.runtime.engine import Engine, HookSnapshot
+from weir_agent.runtime.engine import Engine, HookSnapshot, SeriesValue
 from weir_agent.spec import abi
 from weir_agent.spec.programs import AggSlot, ArgPlan
 from weir_api import values
@@ -91,7 +91,7 @@ class WeirCollector:
         self.departures = Departures(retention)
         # Retired series' final values, by metric and labels, while series with the same
         # labels live on (a namespace's count must not drop when one of its pods goes).
-        self.carry: dict[str, dict[tuple[str, ...], list[Any]]] = {}
+        self.carry: dict[str, dict[tuple[str, ...], SeriesValue]] = {}
         self.retired = 0  # series deleted from the kernel's maps
         self._sweeping = threading.Lock()
 
@@ -154,14 +154,8 @@ class WeirCollector:
                     signed_args=_signed_key_args(item.args, item.agg),
                 )
                 labels = series.decode(item.agg, item.key, context)
-                total = self.carry.setdefault(item.agg.metric, {}).setdefault(
-                    labels, [0, 0, collections.Counter()]
-                )
-                total[0] += item.value.count
-                total[1] += item.value.sum
-                for bucket, count in enumerate(item.value.buckets):
-                    if count:
-                        total[2][bucket] += count
+                carried = self.carry.setdefault(item.agg.metric, {})
+                carried[labels] = carried.get(labels, SeriesValue()).add(item.value)
             self.retired += len(retired)
             self.resolver.forget(due)
 
@@ -230,12 +224,7 @@ class WeirCollector:
                     if key[-1] and not value.count:
                         continue  # the overflow series appears once something overflowed
                     labels = series.decode(agg, key, context)
-                    total = by_labels.setdefault(labels, [0, 0, collections.Counter()])
-                    total[0] += value.count
-                    total[1] += value.sum
-                    for bucket, count in enumerate(value.buckets):
-                        if count:
-                            total[2][bucket] += count
+                    _add(by_labels.setdefault(labels, [0, 0, collections.Counter()]), value)
         with self._sweeping:
             for metric in list(self.carry):
                 carried = self.carry[metric]
@@ -244,11 +233,7 @@ class WeirCollector:
                     if labels not in by_labels:
                         del carried[labels]  # nothing with these labels lives: it ends
                         continue
-                    count, total, buckets = carried[labels]
-                    live = by_labels[labels]
-                    live[0] += count
-                    live[1] += total
-                    live[2].update(buckets)
+                    _add(by_labels[labels], carried[labels])
                 if not carried:
                     del self.carry[metric]
         out: dict[str, list[Metric]] = collections.defaultdict(list)
@@ -374,6 +359,15 @@ def _signed_key_args(args: tuple[ArgPlan, ...], agg: AggSlot) -> dict[str, bool]
         if arg is not None and field in {"arg0", "arg1"}:
             out[field] = values.INTEGER_TYPES.get(arg.type, (64, True))[1]
     return out
+
+
+def _add(total: list[Any], value: SeriesValue) -> None:
+    """Fold a series' value into a [count, sum, Counter of bucket -> count] total."""
+    total[0] += value.count
+    total[1] += value.sum
+    for bucket, count in enumerate(value.buckets):
+        if count:
+            total[2][bucket] += count
 
 
 def _le(bound: float) -> str:
