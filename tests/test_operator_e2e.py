@@ -173,33 +173,36 @@ def test_an_applied_edit_counts_at_once_not_at_the_agents_next_interval(
     wait_for(counts_an_open, "the edited prefix counting", timeout=60)
 
 
-def churned_pod(cluster: Cluster, name: str, opens: int, data: Path) -> tuple[str, ...]:
-    """A Job's pod on n1 that lives for milliseconds: its object appears (with its container's
-    id), its container opens ``data/f`` ``opens`` times in its own cgroup, the cgroup is
-    removed and the pod deleted. The labels its counts should carry."""
+def pod_in_cgroup(
+    cluster: Cluster, metadata: dict[str, Any], *, container: str, ready: bool
+) -> Path:
+    """A pod in namespace default on n1 with one container, whose id its status gives, and
+    that container's cgroup (named as containerd names it), made here: the test runs
+    processes in it."""
     container_id = uuid.uuid4().hex + uuid.uuid4().hex
-    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": "nightly", "uid": "job-1"}
+    status = {"name": container, "containerID": f"containerd://{container_id}",
+              "image": "busybox", "imageID": "busybox@sha256:0", "ready": ready,
+              "restartCount": 0}  # fmt: skip
     cluster.core.create_namespaced_pod(
         "default",
         {
-            "metadata": {"name": name, "ownerReferences": [{**owner, "controller": True}]},
-            "spec": {"nodeName": "n1", "containers": [{"name": "task", "image": "busybox"}]},
-            "status": {
-                "containerStatuses": [
-                    {
-                        "name": "task",
-                        "containerID": f"containerd://{container_id}",
-                        "image": "busybox",
-                        "imageID": "busybox@sha256:0",
-                        "ready": False,
-                        "restartCount": 0,
-                    }
-                ]
-            },
+            "metadata": metadata,
+            "spec": {"nodeName": "n1", "containers": [{"name": container, "image": "busybox"}]},
+            "status": {"containerStatuses": [status]},
         },
     )
     group = cgroup2_root() / f"weir-e2e-{container_id[:8]}" / f"cri-containerd-{container_id}.scope"
     group.mkdir(parents=True)
+    return group
+
+
+def churned_pod(cluster: Cluster, name: str, opens: int, data: Path) -> tuple[str, ...]:
+    """A Job's pod on n1 that lives for milliseconds: its object appears (with its container's
+    id), its container opens ``data/f`` ``opens`` times in its own cgroup, the cgroup is
+    removed and the pod deleted. The labels its counts should carry."""
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": "nightly", "uid": "job-1"}
+    meta = {"name": name, "ownerReferences": [{**owner, "controller": True}]}
+    group = pod_in_cgroup(cluster, meta, container="task", ready=False)
     try:
         subprocess.run(
             ["/bin/sh", "-c", f'echo $$ > "{group}/cgroup.procs" && '
@@ -286,40 +289,13 @@ def test_policy_lifecycle_end_to_end(stack: dict[str, Any]) -> None:
     for _ in range(7):
         (data / "f").read_text()
     # A pod on n1 whose container runs in a cgroup the test creates: its opens carry its labels.
-    container_id = uuid.uuid4().hex + uuid.uuid4().hex
-    cluster.core.create_namespaced_pod(
-        "default",
-        {
-            "metadata": {
-                "name": "web-5d4f8-x2x9q",
-                "labels": {"pod-template-hash": "5d4f8", "app": "web"},
-                "ownerReferences": [
-                    {
-                        "apiVersion": "apps/v1",
-                        "kind": "ReplicaSet",
-                        "name": "web-5d4f8",
-                        "uid": "rs-1",
-                        "controller": True,
-                    }
-                ],
-            },
-            "spec": {"nodeName": "n1", "containers": [{"name": "app", "image": "busybox"}]},
-            "status": {
-                "containerStatuses": [
-                    {
-                        "name": "app",
-                        "containerID": f"containerd://{container_id}",
-                        "image": "busybox",
-                        "imageID": "busybox@sha256:0",
-                        "ready": True,
-                        "restartCount": 0,
-                    }
-                ]
-            },
-        },
-    )
-    group = cgroup2_root() / f"weir-e2e-{container_id[:8]}" / f"cri-containerd-{container_id}.scope"
-    group.mkdir(parents=True)
+    owner = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d4f8", "uid": "rs-1"}
+    meta = {
+        "name": "web-5d4f8-x2x9q",
+        "labels": {"pod-template-hash": "5d4f8", "app": "web"},
+        "ownerReferences": [{**owner, "controller": True}],
+    }
+    group = pod_in_cgroup(cluster, meta, container="app", ready=True)
     pod_labels = (
         ("container", "app"),
         ("namespace", "default"),
