@@ -136,7 +136,7 @@ class WeirCollector:
                 key[0]
                 for snap in snapshots
                 for agg, entries in snap.aggregations
-                if any(field == "cgroup" for _, field in agg.key_fields)
+                if agg.by_cgroup
                 for key in entries
                 if key[0] and not key[-1]
             }

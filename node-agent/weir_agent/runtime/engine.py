@@ -497,7 +497,7 @@ class Engine:
             for state in self.policies.values():
                 for hook_id, hook in sorted(state.hooks.items()):
                     for agg in hook.loaded.program.aggregations:
-                        if not any(field == "cgroup" for _, field in agg.key_fields):
+                        if not agg.by_cgroup:
                             continue
                         taken: dict[SeriesKey, SeriesValue] = {}
                         for carried in [

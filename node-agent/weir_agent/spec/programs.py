@@ -83,6 +83,12 @@ class AggSlot:
         return (self.value, self.group_by, self.key_fields, self.bounds, self.seconds)
 
     @property
+    def by_cgroup(self) -> bool:
+        """Its key holds the cgroup id (namespace, pod, container, workload, image): its
+        series belong to containers, and retire with them."""
+        return any(field == "cgroup" for _, field in self.key_fields)
+
+    @property
     def table(self) -> bytes:
         """The map that holds this rule's series: histograms apart from counts and sums."""
         return b"hist" if self.value >= ValueKind.HIST_EXP2 else b"agg"
@@ -141,7 +147,7 @@ class Program:
     def groups_by_cgroup(self) -> bool:
         """A rule's key holds the cgroup id (namespace, pod, container, workload, image):
         the engine then learns cgroups' paths as they are made (the exec tracker)."""
-        return any(field == "cgroup" for a in self.aggregations for _, field in a.key_fields)
+        return any(a.by_cgroup for a in self.aggregations)
 
     @property
     def posts(self) -> bool:
