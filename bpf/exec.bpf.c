@@ -1,24 +1,25 @@
 /* exec.bpf.c: records each process's executable at exec, for matchBinaries and
- * groupBy binary. Loaded once per agent; policy programs read weir_exes through
- * an extern declaration. The agent seeds it from /proc/PID/exe at start, so
- * processes that began before the agent are known too. */
+ * groupBy binary. Loaded once per agent; policy programs declare the same maps
+ * (hook.bpf.c) and the agent gives them these by name when it loads them. The agent
+ * seeds weir_exes from /proc/PID/exe at start, so processes that began before the
+ * agent are known too. */
 #include "weir.h"
 #include "task.h"
 
-BPF_TABLE_SHARED("lru_hash", u32, struct weir_exe, weir_exes, 65536);
+BPF_TABLE("lru_hash", u32, struct weir_exe, weir_exes, 65536);
 /* Return probes' arguments, saved at entry per thread and hook (hook.bpf.c, SAVE_ENTRY):
  * shared so the entry and return halves of a hook, and their next versions, meet. */
-BPF_TABLE_SHARED("lru_hash", struct weir_entry_key, struct weir_entry, weir_entries, 65536);
+BPF_TABLE("lru_hash", struct weir_entry_key, struct weir_entry, weir_entries, 65536);
 /* Durations' clocks (hook.bpf.c, USE_STARTS), keyed by rule pair and thread, process or
  * argument value: shared by the start and end hooks of every policy. LRU: a clock whose
  * end never comes (the thread died) is the first to go when the map is full. */
-BPF_TABLE_SHARED("lru_hash", struct weir_corr_key, u64, weir_starts, DURATION_STARTS);
+BPF_TABLE("lru_hash", struct weir_corr_key, u64, weir_starts, DURATION_STARTS);
 /* Marks (hook.bpf.c, USE_MARKS): set by a selector's Mark or TrackSock, tested by
  * matchMarks; the value is when it was set. LRU: the least recently used mark goes first. */
-BPF_TABLE_SHARED("lru_hash", struct weir_corr_key, u64, weir_marks, MARKS);
+BPF_TABLE("lru_hash", struct weir_corr_key, u64, weir_marks, MARKS);
 /* Entries added to and deleted from those maps by every program (CORR_*): with the
  * entries present, what LRU eviction took (the agent's weir_agent_correlation_*). */
-BPF_TABLE_SHARED("percpu_array", u32, u64, weir_corr_stats, CORR_COUNT);
+BPF_TABLE("percpu_array", u32, u64, weir_corr_stats, CORR_COUNT);
 BPF_PERCPU_ARRAY(exe_scratch, struct weir_exe, 1);
 /* cgroup v2 directories as they are made: id -> path (its last WEIR_CGROUP_PATH - 1 bytes,
  * where a container id and its pod uid are), so that a container that lives for less than

@@ -65,8 +65,10 @@ BPF_ARRAY(active, u32, 1);
 #define C_MK(n, f) MK##n##_##f
 #define C_A(s, a, f) S##s##_A##a##_##f
 #endif
+/* The exec tracker's maps (exec.bpf.c), declared as it declares them: the agent loads
+ * this program with the tracker's maps in their place (loading.py, by name). */
 #if USE_EXE
-BPF_TABLE("extern", u32, struct weir_exe, weir_exes, 65536);
+BPF_TABLE("lru_hash", u32, struct weir_exe, weir_exes, 65536);
 
 static __always_inline struct weir_exe *current_exe(void)
 {
@@ -75,16 +77,16 @@ static __always_inline struct weir_exe *current_exe(void)
 }
 #endif
 #if SAVE_ENTRY || USE_ENTRY
-BPF_TABLE("extern", struct weir_entry_key, struct weir_entry, weir_entries, 65536);
+BPF_TABLE("lru_hash", struct weir_entry_key, struct weir_entry, weir_entries, 65536);
 #endif
 #if USE_STARTS
-BPF_TABLE("extern", struct weir_corr_key, u64, weir_starts, DURATION_STARTS);
+BPF_TABLE("lru_hash", struct weir_corr_key, u64, weir_starts, DURATION_STARTS);
 #endif
 #if USE_MARKS
-BPF_TABLE("extern", struct weir_corr_key, u64, weir_marks, MARKS);
+BPF_TABLE("lru_hash", struct weir_corr_key, u64, weir_marks, MARKS);
 #endif
 #if USE_STARTS || USE_MARKS
-BPF_TABLE("extern", u32, u64, weir_corr_stats, CORR_COUNT);
+BPF_TABLE("percpu_array", u32, u64, weir_corr_stats, CORR_COUNT);
 #endif
 #if USE_SCOPE
 /* podSelector / namespaceSelector: the cgroup ids of the selected pods' containers,

@@ -152,7 +152,7 @@ class FakeKernel:
             del self.pinned[pinned]
         shutil.rmtree(path, ignore_errors=True)
 
-    def exec_tracker(self) -> Any:
+    def exec_tracker(self, *, pin: Any) -> Any:
         return Tracker()
 
 
@@ -167,4 +167,7 @@ class Tracker:
         return None
 
     def forget_cgroups(self, cgroup_ids: Any) -> None:
+        pass
+
+    def unpin(self) -> None:
         pass

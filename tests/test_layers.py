@@ -7,7 +7,7 @@ import ast
 
 from conftest import ROOT
 
-BCC_MODULE = "kernel/loading.py"
+BCC_MODULE = "kernel/compiler.py"
 
 
 def imports_of(path: str) -> set[str]:
@@ -21,7 +21,7 @@ def imports_of(path: str) -> set[str]:
     return names
 
 
-def test_only_the_loading_module_imports_bcc() -> None:
+def test_only_the_compiler_module_imports_bcc() -> None:
     importers = sorted(
         str(p.relative_to(ROOT))
         for root in ("api", "operator", "node-agent", "cli")

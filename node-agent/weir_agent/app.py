@@ -304,7 +304,7 @@ def cleanup(*, bpffs: Path) -> int:
     if not bpffs.exists():
         print(f"weir agent --cleanup: nothing pinned under {bpffs}")
         return 0
-    hooks = [p for p in bpffs.iterdir() if p.is_dir()]
+    hooks = [p for p in bpffs.iterdir() if p.is_dir() and p.name != engine.TRACKER_PIN]
     bpf.remove_pins(bpffs)
     print(f"weir agent --cleanup: detached {len(hooks)} hooks and removed {bpffs}")
     return 0

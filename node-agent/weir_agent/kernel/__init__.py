@@ -1,2 +1,3 @@
-"""The agent's kernel I/O: compiling and loading programs (the only bcc user), configuring
-and attaching them, ring buffers, attachability and kernel headers."""
+"""The agent's kernel I/O: compiling (compiler.py, the only bcc user, run as a child
+process) and loading programs through bpf() (objects.py, loading.py), configuring and
+attaching them, ring buffers, attachability and kernel headers."""

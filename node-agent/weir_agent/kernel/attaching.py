@@ -14,7 +14,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from weir_agent.kernel import bpf, loading
+from weir_agent.kernel import bpf, loading, objects
 from weir_agent.kernel.handles import Loaded, LoadError
 from weir_agent.spec.programs import Program
 
@@ -28,7 +28,7 @@ class Stub:
     slot_fd: int
     link_fd: int
     pin: Path | None
-    copy: loading.Copy | None = None  # the stub program this agent loaded (None: adopted)
+    copy: objects.Instance | None = None  # the stub program this agent loaded (None: adopted)
     adopted: bool = False
 
     def swap(self, loaded: Loaded) -> None:

@@ -1,16 +1,15 @@
-"""Compile and load through the verifier: the only module that imports bcc.
+"""Compile (in a child process, cached) and load through the verifier.
 
-Each shape of bpf/hook.bpf.c is compiled once, and every program of that shape is a
-copy of its instructions with maps of its own (``Copy``), loaded through the verifier
-and given its first configuration (configuring.py). The stub each hook runs
-(attaching.py) and the exec tracker are compiled here too, and so are the perf events
-whose uprobe targets bcc resolves. With a pin directory a copy's maps are pinned in
-bpffs, and the next agent adopts them.
+Each shape of bpf/hook.bpf.c is compiled once, by compiler.py in a child process, into a
+``Compiled`` (objects.py): instructions and map definitions, kept in memory and, with
+``CACHE_DIR``, on disk, keyed by the sources, the flags, the kernel, the headers and bcc.
+Every program of that shape is a ``Copy``: the instructions with maps of its own, loaded
+through the verifier and given its first configuration (configuring.py). The stub each
+hook runs (attaching.py) and the exec tracker come the same way. With a pin directory a
+copy's maps are pinned in bpffs, and the next agent adopts them.
 
-bcc writes compiler diagnostics to file descriptor 2; ``_captured_stderr``
-redirects it to a temporary file during a compile, so the agent can report the
-compiler's words. Loads ask for the verifier's log into their own buffer, and
-only when they fail.
+The compiler's diagnostics are the child's stderr; loads ask for the verifier's log into
+their own buffer, and only when they fail.
 """
 
 from __future__ import annotations
@@ -18,49 +17,36 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import functools
+import hashlib
+import importlib.util
+import json
+import logging
 import os
 import platform
 import re
-import struct
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from bcc import BPF
-from bcc import table as bcc_table
-from bcc.libbcc import lib as bcc_lib
 from elftools.common.exceptions import ELFError
 
-from weir_agent.kernel import attachable, bpf, configuring, headers, ringbuf
+from weir_agent.kernel import attachable, bpf, configuring, headers, objects, ringbuf
 from weir_agent.kernel.handles import CorrelationMap, Loaded, LoadError
 from weir_agent.spec import abi, btf, programs
 from weir_agent.spec.programs import Program
 from weir_api import limits
 
+log = logging.getLogger(__name__)
+
 _PROCESSED = re.compile(r"processed (\d+) insns")
 LOG_TAIL_LINES = 40
 LOG_TAIL_BYTES = 4000
-
-
-@contextlib.contextmanager
-def _captured_stderr() -> Iterator[list[str]]:
-    """Collect what C code writes to fd 2 while the block runs."""
-    sys.stderr.flush()
-    out: list[str] = []
-    with tempfile.TemporaryFile() as sink:
-        saved = os.dup(2)
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield out
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            out.append(sink.read().decode(errors="replace"))
 
 
 def log_tail(text: str) -> str:
@@ -71,19 +57,22 @@ def log_tail(text: str) -> str:
 
 
 def headers_state() -> str:
-    """host, kheaders, baked, fallback or missing (see headers.py); points bcc at them."""
+    """btf, host, kheaders, baked, fallback or missing (see headers.py); points the
+    compiler at them."""
     found = headers.locate(platform.release())
     headers.use(found)
     return found.state
 
 
+# Program types (the kernel's enum bpf_prog_type).
+PROG_KPROBE, PROG_TRACEPOINT, PROG_RAW_TRACEPOINT = 2, 5, 17
 _PROG_TYPES = {
-    "tracepoint": BPF.TRACEPOINT,
-    "kprobe": BPF.KPROBE,
-    "kretprobe": BPF.KPROBE,
-    "uprobe": BPF.KPROBE,
-    "uretprobe": BPF.KPROBE,
-    "raw_tracepoint": BPF.RAW_TRACEPOINT,
+    "tracepoint": PROG_TRACEPOINT,
+    "kprobe": PROG_KPROBE,
+    "kretprobe": PROG_KPROBE,
+    "uprobe": PROG_KPROBE,
+    "uretprobe": PROG_KPROBE,
+    "raw_tracepoint": PROG_RAW_TRACEPOINT,
 }
 
 
@@ -94,16 +83,19 @@ def compile_and_load(
 
     Compiled with its shape flags (or, ``configured=False``, every flag: the
     specialised build the benchmark compares) once per shape: later programs of the
-    same shape load the cached instructions with fresh maps, with no compile. With
+    same shape load the same instructions with fresh maps, with no compile. With
     ``pin``, the maps live there: an earlier agent's maps of this shape are adopted,
     with their counts and their configuration."""
-    template, compile_ms = _template(program, configured)
+    compiled, compile_ms = compile_source(
+        programs.HOOK_SOURCE, program.cflags(configured=configured)
+    )
     started = time.monotonic()
+    shared = _shared_maps(compiled, HOOK_FUNCTION)
     try:
-        module = Copy(template, pin)
+        module = Copy(compiled, pin, shared)
     except OSError as error:
         raise LoadError("verify", f"creating maps failed: {error}") from error
-    fd, (reason, verifier_log) = module.load(_PROG_TYPES[program.kind])
+    fd, reason, verifier_log = module.load(HOOK_FUNCTION, _PROG_TYPES[program.kind])
     loaded = time.monotonic()
     if fd < 0:
         module.cleanup()
@@ -146,155 +138,173 @@ def compile_and_load(
     return result
 
 
-# --- one compile per shape ---------------------------------------------------------------
-TEMPLATES_KEPT = 16  # compiled shapes kept (each holds its instructions and unused maps)
-VERIFIER_LOG_BYTES = 1 << 20  # the kernel keeps the log's end when it is longer
-# Maps every program uses as they are (the exec tracker's module owns them).
-SHARED_MAPS = (b"weir_exes", b"weir_entries", b"weir_starts", b"weir_marks", b"weir_corr_stats")
+# --- one compile per shape, in a child, cached -------------------------------------------
+HOOK_FUNCTION = "weir_program"
+STUB_FUNCTION = "weir_stub"
+# Maps every program uses as they are: the exec tracker's, given to programs by name.
+SHARED_MAPS = ("weir_exes", "weir_entries", "weir_starts", "weir_marks", "weir_corr_stats")
+COMPILE_TIMEOUT = 600.0  # seconds; a compile that takes longer is killed
+KEPT_IN_MEMORY = 64  # compiled shapes kept in memory (a few hundred KiB each)
+CACHE_DIR: Path | None = None  # compiled shapes kept on disk (set by the agent)
+
+_compiled: dict[str, objects.Compiled] = {}
+_compiling: dict[str, threading.Lock] = {}  # one compile per key at a time
+_compiled_lock = threading.Lock()
 
 
-@dataclasses.dataclass
-class _Template:
-    """A compiled shape: bcc's module (whose maps are never used) and its instructions."""
-
-    module: Any  # bcc.BPF
-    insns: bytes
-    map_fds: tuple[int, ...]  # the module's maps the instructions name, in order
-    function: bytes = b"weir_program"
+def forget_compiled() -> None:
+    """Drop the compiled shapes kept in memory (the benchmark measures a compile)."""
+    with _compiled_lock:
+        _compiled.clear()
 
 
-_templates: dict[tuple[str, bool], _Template] = {}
-_templates_lock = threading.Lock()
+@functools.cache
+def _sources_digest() -> str:
+    """The C sources' contents, and what compiles them (bcc's package, the kernel)."""
+    digest = hashlib.sha256()
+    for path in sorted(programs.BPF_DIR.iterdir()):
+        if path.suffix in (".c", ".h"):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    spec = importlib.util.find_spec("bcc")
+    if spec is not None and spec.origin is not None:
+        stat = os.stat(spec.origin)
+        digest.update(f"bcc {stat.st_size} {stat.st_mtime_ns}".encode())
+    digest.update(platform.release().encode() + platform.version().encode())
+    with contextlib.suppress(OSError):
+        stat = os.stat("/sys/kernel/btf/vmlinux")
+        digest.update(f"btf {stat.st_size}".encode())
+    return digest.hexdigest()
 
 
-def _template(program: Program, configured: bool) -> tuple[_Template, float]:
-    """The compiled shape of ``program`` and the milliseconds compiling took (0: cached)."""
-    key = (program.shape_digest() if configured else program.digest(), configured)
-    flags = program.cflags(configured=configured)
-    return _compiled(key, programs.HOOK_SOURCE, flags, b"weir_program")
+def _cache_key(source_name: str, cflags: list[str]) -> str:
+    text = json.dumps(
+        [_sources_digest(), source_name, cflags, os.environ.get("BCC_KERNEL_SOURCE", "")]
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _compiled(
-    key: tuple[str, bool], source_name: str, cflags: list[str], function: bytes
-) -> tuple[_Template, float]:
-    with _templates_lock:
-        if key in _templates:
-            _templates[key] = _templates.pop(key)  # most recently used last
-            return _templates[key], 0.0
-        found = headers.locate(platform.release())
-        if found.state == "missing":
-            raise LoadError("compile", found.problem)
-        headers.use(found)
-        source = str(programs.BPF_DIR / source_name)
-        started = time.monotonic()
-        with _captured_stderr() as compile_log:
-            try:
-                module = BPF(src_file=source.encode(), cflags=cflags, debug=0)
-            except Exception as error:  # bcc raises bare Exception
-                failure: Exception | None = error
-            else:
-                failure = None
-        _trim_heap()  # clang's working memory is freed by now; give it back to the system
-        if failure is not None:
-            raise LoadError("compile", str(failure).splitlines()[0][:500], log_tail(compile_log[0]))
-        insns = module.dump_func(function)
-        fds = tuple(dict.fromkeys(fd for _, fd in _map_loads(insns)))
-        _templates[key] = _Template(module=module, insns=insns, map_fds=fds, function=function)
-        while len(_templates) > TEMPLATES_KEPT:
-            _templates.pop(next(iter(_templates))).module.cleanup()
-        return _templates[key], (time.monotonic() - started) * 1000
+def _cache_dir() -> Path | None:
+    """CACHE_DIR when only this user can write it (what it holds gets loaded as root)."""
+    if CACHE_DIR is None:
+        return None
+    try:
+        CACHE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+        stat = CACHE_DIR.stat()
+    except OSError as error:
+        log.warning("compile cache %s unusable: %s", CACHE_DIR, error)
+        return None
+    if stat.st_uid != os.geteuid() or stat.st_mode & 0o022:
+        log.warning("compile cache %s is not this user's alone; not using it", CACHE_DIR)
+        return None
+    return CACHE_DIR
 
 
-def _map_loads(insns: bytes) -> Iterator[tuple[int, int]]:
-    """(instruction index, map fd) of each ld_imm64 that loads a map by fd."""
-    index = 0
-    while index * 8 < len(insns):
-        opcode, regs, _off, imm = struct.unpack_from("<BBhi", insns, index * 8)
-        if opcode == 0x18:  # ld_imm64 takes two instructions
-            if regs >> 4 == bpf.BPF_PSEUDO_MAP_FD:
-                yield index, imm
-            index += 2
-        else:
-            index += 1
+def compile_source(source_name: str, cflags: list[str]) -> tuple[objects.Compiled, float]:
+    """The compiled source and the milliseconds compiling took (0: from memory or disk);
+    raises LoadError."""
+    key = _cache_key(source_name, cflags)
+    with _compiled_lock:
+        if key in _compiled:
+            _compiled[key] = _compiled.pop(key)  # most recently used last
+            return _compiled[key], 0.0
+        lock = _compiling.setdefault(key, threading.Lock())
+    with lock:  # another thread may be compiling this very shape
+        with _compiled_lock:
+            if key in _compiled:
+                return _compiled[key], 0.0
+        cache = _cache_dir()
+        compiled, took = None, 0.0
+        if cache is not None:
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                compiled = objects.Compiled.from_json((cache / f"{key}.json").read_text())
+        if compiled is None:
+            started = time.monotonic()
+            compiled = _compile_in_child(source_name, cflags)
+            took = (time.monotonic() - started) * 1000
+            if cache is not None:
+                _store(cache / f"{key}.json", compiled.to_json())
+        with _compiled_lock:
+            _compiled[key] = compiled
+            while len(_compiled) > KEPT_IN_MEMORY:
+                _compiled.pop(next(iter(_compiled)))
+            _compiling.pop(key, None)
+        return compiled, took
 
 
-class Copy:
-    """A program of a compiled shape with maps of its own, used as bcc's BPF is: tables
-    by name (bcc's table classes over this copy's map fds), ring buffers, cleanup."""
+def _store(path: Path, text: str) -> None:
+    try:
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as out:
+            out.write(text)
+        os.replace(out.name, path)  # whole or not at all, for agents reading meanwhile
+    except OSError as error:
+        log.warning("compile cache: cannot write %s: %s", path, error)
 
-    def __init__(self, template: _Template, pin: Path | None = None) -> None:
-        """With ``pin``, maps pinned there by an earlier agent are used as they are (their
-        counts go on) and new ones are pinned there; ``adopted`` says all were found."""
-        self.template = template
-        self.module = template.module.module  # what bcc's tables read key/leaf types from
-        shared = {template.module.get_table(n).map_fd for n in SHARED_MAPS if _has(template, n)}
-        self.fds: dict[int, int] = {}  # the template's map fd -> this copy's
-        self.adopted = pin is not None
-        self.meta_fd = -1
-        try:
-            for fd in template.map_fds:
-                if fd in shared:
-                    self.fds[fd] = fd
-                    continue
-                path = pin / bpf.map_info(fd).name.decode() if pin is not None else None
-                if path is not None and path.exists():
-                    self.fds[fd] = bpf.obj_get(path)
-                    if not bpf.same_map(fd, self.fds[fd]):  # a pin from another layout
-                        os.close(self.fds.pop(fd))
-                        path.unlink()
-                if fd not in self.fds:
-                    self.adopted = False
-                    self.fds[fd] = bpf.clone_map(fd)
-                    if path is not None:
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        bpf.obj_pin(self.fds[fd], path)
-            if pin is not None:  # what the maps were configured for, for the next agent
-                meta = pin / "weir_meta"
-                if meta.exists():
-                    self.meta_fd = bpf.obj_get(meta)
-                else:
-                    self.meta_fd = bpf.call(bpf.BPF_MAP_CREATE, bpf.MapCreate(
-                        map_type=bpf.BPF_MAP_TYPE_ARRAY, key_size=4, value_size=32,
-                        max_entries=1, map_name=b"weir_meta"))  # fmt: skip
-                    pin.mkdir(parents=True, exist_ok=True)
-                    bpf.obj_pin(self.meta_fd, meta)
-        except OSError:
-            self._close_maps()
-            raise
-        self.prog_fd = -1
-        self.tables: dict[bytes, Any] = {}
 
-    def load(self, prog_type: int) -> tuple[int, tuple[str, str]]:
-        return self._load(prog_type, self.template.function)
-
-    def _load(self, prog_type: int, function: bytes) -> tuple[int, tuple[str, str]]:
-        """Load through the verifier: (fd or -1, (errno text, verifier log)). The log is
-        asked for only when the load fails (bcc loads again with it into our buffer), so
-        loads need no stderr capture and can run in parallel."""
-        insns = bytearray(self.template.insns)
-        for index, fd in _map_loads(bytes(insns)):
-            struct.pack_into("<i", insns, index * 8 + 4, self.fds[fd])
-        buffer = ctypes.create_string_buffer(bytes(insns), len(insns))
-        log = ctypes.create_string_buffer(VERIFIER_LOG_BYTES)
-        module = self.template.module.module
-        self.prog_fd = bcc_lib.bcc_func_load(
-            module, prog_type, function, buffer, len(insns),
-            bcc_lib.bpf_module_license(module), bcc_lib.bpf_module_kern_version(module),
-            0, log, len(log), None, -1,
+def _compile_in_child(source_name: str, cflags: list[str]) -> objects.Compiled:
+    found = headers.locate(platform.release())
+    if found.state == "missing":
+        raise LoadError("compile", found.problem)
+    headers.use(found)
+    request = json.dumps({"source": str(programs.BPF_DIR / source_name), "cflags": cflags})
+    try:
+        child = subprocess.run(
+            [sys.executable, "-m", "weir_agent.kernel.compiler"],
+            input=request, capture_output=True, text=True, timeout=COMPILE_TIMEOUT,
+            check=False, cwd="/",
         )  # fmt: skip
-        reason = os.strerror(ctypes.get_errno()) if self.prog_fd < 0 else ""
-        return int(self.prog_fd), (reason, log.value.decode(errors="replace"))
+    except subprocess.TimeoutExpired:
+        raise LoadError("compile", f"the compiler took more than {COMPILE_TIMEOUT:.0f} s") from None
+    except OSError as error:
+        raise LoadError("compile", f"cannot run the compiler: {error}") from None
+    if child.returncode == 0:
+        try:
+            return objects.Compiled.from_json(child.stdout)
+        except (ValueError, KeyError, TypeError) as error:
+            raise LoadError("compile", f"the compiler's output is unreadable: {error}") from None
+    try:
+        message = str(json.loads(child.stdout)["error"])
+    except (ValueError, KeyError, TypeError):
+        status = child.returncode
+        message = (
+            f"the compiler was killed by signal {-status}" if status < 0
+            else f"the compiler exited with status {status}"
+        )  # fmt: skip
+    raise LoadError("compile", message, log_tail(child.stderr))
 
-    def __getitem__(self, name: bytes) -> Any:
-        if name not in self.tables:
-            original = self.template.module.get_table(name)
-            if original.map_fd not in self.fds:
-                raise KeyError(name)
-            leaf = getattr(original, "sLeaf", original.Leaf)  # per-CPU tables: one CPU's
-            self.tables[name] = bcc_table.Table(
-                self, original.map_id, self.fds[original.map_fd], original.Key, leaf, name
-            )
-        return self.tables[name]
+
+def _shared_maps(compiled: objects.Compiled, function: str) -> dict[str, int]:
+    """The exec tracker's maps, by name, when ``function`` uses any of them."""
+    names = {compiled.maps[i].name for i in compiled.used(function)}
+    if not names & set(SHARED_MAPS):
+        return {}
+    tracker = exec_tracker()
+    return {name: tracker.module.fd(name) for name in SHARED_MAPS}
+
+
+class Copy(objects.Instance):
+    """A hook's program of a compiled shape with maps of its own (objects.Instance), and,
+    pinned, ``weir_meta``: what its maps were configured for, for the next agent."""
+
+    def __init__(
+        self, compiled: objects.Compiled, pin: Path | None, shared: Mapping[str, int]
+    ) -> None:
+        super().__init__(compiled, (HOOK_FUNCTION,), pin=pin, shared=shared)
+        self.meta_fd = -1
+        if pin is None:
+            return
+        try:
+            meta = pin / "weir_meta"
+            if meta.exists():
+                self.meta_fd = bpf.obj_get(meta)
+            else:
+                self.meta_fd = bpf.call(bpf.BPF_MAP_CREATE, bpf.MapCreate(
+                    map_type=bpf.BPF_MAP_TYPE_ARRAY, key_size=4, value_size=32,
+                    max_entries=1, map_name=b"weir_meta"))  # fmt: skip
+                pin.mkdir(parents=True, exist_ok=True)
+                bpf.obj_pin(self.meta_fd, meta)
+        except OSError:
+            self.close()
+            raise
 
     def write_meta(self, digest: str) -> None:
         if self.meta_fd >= 0:
@@ -314,42 +324,25 @@ class Copy:
         bpf.call(bpf.BPF_MAP_LOOKUP_ELEM, attr)
         return value.value.decode(errors="replace")
 
-    def _close_maps(self) -> None:
-        for original, fd in self.fds.items():
-            if fd != original:
-                os.close(fd)
-        self.fds = {}
+    def close(self) -> None:
+        super().close()
         if self.meta_fd >= 0:
             os.close(self.meta_fd)
             self.meta_fd = -1
 
-    def cleanup(self) -> None:
-        if self.prog_fd >= 0:
-            os.close(self.prog_fd)
-            self.prog_fd = -1
-        self._close_maps()
+    cleanup = close
 
 
-def _has(template: _Template, name: bytes) -> bool:
-    return bool(bcc_lib.bpf_table_fd(template.module.module, name) >= 0)
-
-
-def _trim_heap() -> None:
-    trim = getattr(bpf.libc, "malloc_trim", None)
-    if trim is not None:
-        trim(0)
-
-
-def load_stub(program: Program) -> tuple[Copy, int, int]:
+def load_stub(program: Program) -> tuple[objects.Instance, int, int]:
     """The stub program for ``program``'s kind of hook, loaded with a slot of its own:
-    (its copy, its fd, its slot's fd); raises LoadError."""
-    template, _ = _compiled(("stub", True), programs.STUB_SOURCE, [], b"weir_stub")
-    copy = Copy(template)
-    fd, (reason, log) = copy._load(_PROG_TYPES[program.kind], b"weir_stub")
+    (its instance, its fd, its slot's fd); raises LoadError."""
+    compiled, _ = compile_source(programs.STUB_SOURCE, [])
+    instance = objects.Instance(compiled, (STUB_FUNCTION,))
+    fd, reason, verifier_log = instance.load(STUB_FUNCTION, _PROG_TYPES[program.kind])
     if fd < 0:
-        copy.cleanup()
-        raise LoadError("verify", f"stub: {reason}", log_tail(log))
-    return copy, fd, copy.fds[template.map_fds[0]]
+        instance.close()
+        raise LoadError("verify", f"stub: {reason}", log_tail(verifier_log))
+    return instance, fd, instance.fd("slot")
 
 
 # --- perf events and links -------------------------------------------------------------
@@ -359,9 +352,14 @@ TRACEFS_EVENTS = Path("/sys/kernel/tracing/events")
 
 def perf_event(program: Program) -> int:
     """A perf event on the program's hook, for a BPF link; raises OSError or LoadError."""
+    return perf_event_on(program.kind, program.target)
+
+
+def perf_event_on(kind: str, target: tuple[str, ...]) -> int:
+    """A perf event on a hook (a tracepoint "sub:event", a kprobe's symbol, a uprobe's
+    path and symbol or offset), for a BPF link; raises OSError or LoadError."""
     attr = bpf.PerfAttr(size=112, sample_period=1, wakeup_events=1)
     name: Any = None  # a string the kernel reads through config1, alive until the call
-    kind, target = program.kind, program.target
     if kind == "tracepoint":
         subsystem, event = target[0].split(":", 1)
         attr.type = bpf.PERF_TYPE_TRACEPOINT
@@ -390,14 +388,14 @@ def perf_event(program: Program) -> int:
             name = ctypes.create_string_buffer(path.encode())
             attr.config1, attr.config2 = ctypes.addressof(name), offset
         else:
+            from weir_agent.kernel import compiler  # bcc resolves symbols (imported when needed)
+
             try:
-                path, offset = BPF._check_path_symbol(
-                    target[0].encode(), target[1].encode(), None, -1
-                )
+                path, offset = compiler.resolve_symbol(target[0], target[1])
             except Exception as error:  # bcc raises bare Exception
                 raise LoadError("attach", str(error)) from None
-            name = ctypes.create_string_buffer(path if isinstance(path, bytes) else path.encode())
-            attr.config1, attr.config2 = ctypes.addressof(name), int(offset)
+            name = ctypes.create_string_buffer(path.encode())
+            attr.config1, attr.config2 = ctypes.addressof(name), offset
     flags = bpf.PERF_FLAG_FD_CLOEXEC
     fd = int(bpf.libc.syscall(bpf.SYS_PERF_EVENT_OPEN, ctypes.byref(attr), -1, 0, -1, flags))
     del name
@@ -410,7 +408,14 @@ def perf_event(program: Program) -> int:
 # --- executables (matchBinaries, groupBy binary) ---------------------------------------
 @dataclasses.dataclass
 class ExecTracker:
-    module: Any
+    """bpf/exec.bpf.c loaded and attached: its maps (``module``) are the ones every
+    program shares by name. Pinned (``pin``), its maps and links outlive the agent: it
+    keeps recording executables and cgroups, and marks and clocks keep their entries,
+    while no agent runs; the next agent adopts the maps."""
+
+    module: objects.Instance
+    links: list[int]
+    pin: Path | None = None
 
     def paths(self) -> dict[int, str]:
         """binary hash → path, for the processes the kernel has seen exec."""
@@ -461,24 +466,31 @@ class ExecTracker:
             with contextlib.suppress(KeyError):
                 del table[ctypes.c_uint64(cgroup_id)]
 
-    def close(self) -> None:
-        self.module.cleanup()
+    def unpin(self) -> None:
+        if self.pin is not None:
+            bpf.remove_pins(self.pin)
+
+    def close(self, *, detach: bool = True) -> None:
+        """Close this agent's handles; with ``detach``, remove the pins too."""
+        if detach:
+            self.unpin()
+        for fd in self.links:
+            os.close(fd)
+        self.links = []
+        self.module.close()
 
 
 _tracker: ExecTracker | None = None
 _tracker_lock = threading.Lock()
 
 
-def exec_tracker() -> ExecTracker:
-    """The process's one exec tracker, started on first use and kept for its lifetime.
-
-    bcc registers shared tables (weir_exes) by name for the whole process; closing
-    the module that owns one leaves later ``extern`` users pointing at a dead map,
-    so the tracker is never closed while the process lives."""
+def exec_tracker(*, pin: Path | None = None) -> ExecTracker:
+    """The process's one exec tracker, started on first use and kept for its lifetime
+    (every program's shared maps are its); ``pin`` counts at the first call."""
     global _tracker
     with _tracker_lock:
         if _tracker is None:
-            _tracker = start_exec_tracker()
+            _tracker = start_exec_tracker(pin=pin)
         return _tracker
 
 
@@ -513,20 +525,62 @@ def _started_state(entry: Path) -> tuple[list[int], list[int]] | None:
         return None
 
 
-def start_exec_tracker(*, proc: Path = Path("/proc")) -> ExecTracker:
-    """Load exec.bpf.c (shared table weir_exes) and seed it from /proc: each process's
+def _tracker_hook(function: str) -> tuple[str, tuple[str, ...]]:
+    """Where one of exec.bpf.c's functions attaches, from its name (bcc's convention)."""
+    if function.startswith("tracepoint__"):
+        return "tracepoint", (function.removeprefix("tracepoint__").replace("__", ":"),)
+    if function.startswith("raw_tracepoint__"):
+        return "raw_tracepoint", (function.removeprefix("raw_tracepoint__"),)
+    raise LoadError("attach", f"exec tracker: no hook for {function}")
+
+
+def start_exec_tracker(*, proc: Path = Path("/proc"), pin: Path | None = None) -> ExecTracker:
+    """Load and attach exec.bpf.c, then seed weir_exes from /proc: each process's
     executable, and its namespaces and capabilities as they are now (what it had when it
-    started is not known). Use ``exec_tracker()``: one per process."""
-    source = str(programs.BPF_DIR / programs.EXEC_SOURCE)
-    failed: str | None = None
-    with _captured_stderr() as log:
-        try:
-            module = BPF(src_file=source.encode(), cflags=tracker_cflags(btf.kernel_layout()))
-        except Exception as error:  # bcc raises bare Exception
-            failed = str(error)
-    if failed is not None:  # the compiler's words are in the log once the block is left
-        raise LoadError("compile", f"exec tracker: {failed}", log_tail(log[0]))
-    table = module[b"weir_exes"]
+    started is not known). With ``pin``, its maps are adopted from there (marks, clocks
+    and what it recorded while no agent ran go on) or pinned there, and its links are
+    pinned in place of an earlier agent's. Use ``exec_tracker()``: one per process."""
+    compiled, _ = compile_source(programs.EXEC_SOURCE, tracker_cflags(btf.kernel_layout()))
+    functions = tuple(sorted(compiled.functions))
+    try:
+        module = objects.Instance(compiled, functions, pin=pin, every=True)
+    except OSError as error:
+        raise LoadError("verify", f"exec tracker: creating maps failed: {error}") from error
+    tracker = ExecTracker(module=module, links=[], pin=pin)
+    try:
+        for function in functions:
+            kind, target = _tracker_hook(function)
+            fd, reason, verifier_log = module.load(function, _PROG_TYPES[kind])
+            if fd < 0:
+                raise LoadError(
+                    "verify", f"exec tracker {function}: {reason}", log_tail(verifier_log)
+                )
+            if kind == "raw_tracepoint":
+                link = bpf.raw_tracepoint_open(fd, target[0])
+            else:
+                event = perf_event_on(kind, target)
+                try:
+                    link = bpf.link_create(fd, event)
+                finally:
+                    os.close(event)
+            tracker.links.append(link)
+            if pin is not None:  # the new link first, then the old one goes: no gap
+                path = pin / "links" / function
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                bpf.obj_pin(link, path)
+    except OSError as error:
+        tracker.close(detach=False)
+        raise LoadError("attach", f"exec tracker: {error}") from error
+    except LoadError:
+        tracker.close(detach=False)
+        raise
+    _seed(module[b"weir_exes"], proc)
+    return tracker
+
+
+def _seed(table: objects.Table, proc: Path) -> None:
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
@@ -547,7 +601,6 @@ def start_exec_tracker(*, proc: Path = Path("/proc")) -> ExecTracker:
                 leaf.ns[i] = value
             leaf.started = 1
         table[ctypes.c_uint32(int(entry.name))] = leaf
-    return ExecTracker(module=module)
 
 
 # --- posted events and stacks ------------------------------------------------------------
@@ -568,4 +621,6 @@ def open_ring(loaded: Loaded) -> ringbuf.RingReader:
 
 def ksym(address: int) -> str:
     """A kernel address as symbol+offset (from /proc/kallsyms, through bcc's cache)."""
-    return str(BPF.ksym(address, show_offset=True).decode(errors="replace"))
+    from weir_agent.kernel import compiler  # bcc's symbol cache (imported when needed)
+
+    return compiler.ksym(address)

@@ -42,7 +42,9 @@ from weir_api.reports import ProgramReport
 from weir_api.statuses import Savings
 
 log = logging.getLogger("weir.agent")
-LOAD_WORKERS = max(2, os.cpu_count() or 1)  # verifier runs in parallel (compiles take turns)
+# Loads run in parallel: compiles (child processes, one per shape) and verifier runs.
+LOAD_WORKERS = max(2, os.cpu_count() or 1)
+TRACKER_PIN = "tracker"  # under the pin root: the exec tracker's maps and links
 SeriesKey = tuple[int, int, int, int, int, bool]  # cgroup, binary, arg0, arg1, aclass, overflow
 
 
@@ -375,7 +377,8 @@ class Engine:
     def _ensure_exec_tracker(self, programs: Sequence[Program]) -> None:
         needs = any(p.needs_tracker or p.groups_by_cgroup for p in programs)
         if needs and self.exec_tracker is None:
-            self.exec_tracker = self.kernel.exec_tracker()
+            pin = self.pin_root / TRACKER_PIN if self.pin_root is not None else None
+            self.exec_tracker = self.kernel.exec_tracker(pin=pin)
 
     def wait_events(self, timeout: float) -> bool:
         """Block until a posting program's ring buffer has records, or ``timeout`` s."""
@@ -431,6 +434,8 @@ class Engine:
         with self.lock:
             for name in list(self.policies):
                 self._unload_policy(name, detach=detach or self.pin_root is None)
+            if self.exec_tracker is not None and detach:
+                self.exec_tracker.unpin()  # it stops with the process
             self.exec_tracker = None  # shared by the process; see kernel/loading.exec_tracker
 
     def prune_pins(self) -> list[str]:
@@ -440,6 +445,7 @@ class Engine:
             return []
         with self.lock:
             keep = {h.program.pin_id for s in self.policies.values() for h in s.hooks.values()}
+            keep.add(TRACKER_PIN)
             gone = sorted(d.name for d in self.pin_root.iterdir() if d.name not in keep)
             for name in gone:
                 self.kernel.remove_pins(self.pin_root / name)

@@ -43,6 +43,10 @@ class Tracker(Protocol):
 
     def forget_cgroups(self, cgroup_ids: Iterable[int]) -> None: ...
 
+    def unpin(self) -> None:
+        """Remove its pins: it stops when the process ends (nothing else holds it)."""
+        ...
+
 
 class Kernel(Protocol):
     """What the engine needs of the kernel. Failures raise handles.LoadError."""
@@ -80,7 +84,10 @@ class Kernel(Protocol):
 
     def remove_pins(self, path: Path) -> None: ...
 
-    def exec_tracker(self) -> Tracker: ...
+    def exec_tracker(self, *, pin: Path | None) -> Tracker:
+        """The process's exec tracker; with ``pin``, its maps and links live there (the
+        first call decides)."""
+        ...
 
 
 class LiveKernel:
@@ -124,5 +131,5 @@ class LiveKernel:
     def remove_pins(self, path: Path) -> None:
         bpf.remove_pins(path)
 
-    def exec_tracker(self) -> Tracker:
-        return loading.exec_tracker()
+    def exec_tracker(self, *, pin: Path | None) -> Tracker:
+        return loading.exec_tracker(pin=pin)
