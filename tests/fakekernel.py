@@ -152,6 +152,9 @@ class FakeKernel:
             del self.pinned[pinned]
         shutil.rmtree(path, ignore_errors=True)
 
+    def prepare(self) -> None:
+        pass
+
     def exec_tracker(self, *, pin: Any) -> Any:
         return Tracker()
 

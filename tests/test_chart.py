@@ -72,6 +72,7 @@ def test_default_render() -> None:
         "/sys/fs/cgroup",
         "/lib/modules",
         "/usr/src",
+        "/var/cache/weir",  # compiled programs, kept across restarts
     }
     assert container["resources"]["limits"]["memory"] == "512Mi"
     # The chart's args mean what it intends, read by the CLI's own parser.
@@ -235,6 +236,8 @@ def test_non_default_values() -> None:
         "image.tag=1.2.3",
         "--set",
         "serviceMonitor.labels.release=kube-prometheus",
+        "--set",
+        "agent.compileCache=",
     )
     monitor = by_kind(docs, "ServiceMonitor", "weir-agent")
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus"
@@ -246,6 +249,9 @@ def test_non_default_values() -> None:
         "/sys/fs/bpf",
         "/sys/fs/cgroup",
     }
+    args = agent["containers"][0]["args"]
+    parsed = main.build_parser().parse_args([a.replace("$(NODE_NAME)", "n1") for a in args])
+    assert parsed.compile_cache == ""  # kept in memory only
 
 
 @pytest.mark.parametrize(

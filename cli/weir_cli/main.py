@@ -101,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
         "of scrapes (2scrapes)",
     )
     agent.add_argument(
+        "--compile-cache",
+        default="/var/cache/weir",
+        metavar="DIR",
+        help="keep compiled programs here, by sources, flags, kernel, headers and bcc, so "
+        "that a restart compiles nothing (created mode 0700; one not this user's alone is "
+        'not used; "" turns it off)',
+    )
+    agent.add_argument(
         "--no-table", action="store_true", help="log lines instead of the live table"
     )
     agent.add_argument(

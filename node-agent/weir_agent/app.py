@@ -67,6 +67,7 @@ class Settings:
     stall_seconds: float = 120.0
     pin_root: Path | None = None
     series_retention: Retention = retention.DEFAULT
+    compile_cache: Path | None = None  # compiled programs kept on disk (kernel/loading.py)
 
 
 def run(settings: Settings) -> int:
@@ -86,6 +87,7 @@ class Agent:
         self.settings = settings
         self.stop = threading.Event()
         self.wake = threading.Event()  # a policy source changed: look at once
+        loading.CACHE_DIR = settings.compile_cache
         self.headers = loading.headers_state()
         _log_headers(self.headers)
         self.core = engine.Engine(

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import sys
+from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,5 +64,6 @@ def run(args: argparse.Namespace) -> int:
             stall_seconds=args.stall_seconds,
             pin_root=args.bpffs if args.keep_attached else None,
             series_retention=retention,
+            compile_cache=Path(args.compile_cache) if args.compile_cache else None,
         )
     )

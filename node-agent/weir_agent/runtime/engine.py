@@ -192,9 +192,18 @@ class Engine:
             # Phase 1, without the lock: compile (once per shape) and verify every new
             # program of every policy before touching what runs; loads run in parallel.
             jobs = [p for ready in prepared if ready for p in ready.plan.load + ready.plan.replace]
-            self._ensure_exec_tracker(jobs)
-            with concurrent.futures.ThreadPoolExecutor(LOAD_WORKERS) as pool:
-                results = dict(zip(map(id, jobs), pool.map(self._load, jobs), strict=True))
+            with concurrent.futures.ThreadPoolExecutor(2) as aside:
+                # Compiled beside the programs: the stub every new hook attaches with, and
+                # the exec tracker when only cgroup paths are wanted of it. Programs that
+                # use its maps wait for it, so it comes first then.
+                if jobs:
+                    aside.submit(self.kernel.prepare)
+                if any(p.needs_tracker for p in jobs):
+                    self._ensure_exec_tracker(jobs)
+                tracker = aside.submit(self._ensure_exec_tracker, jobs)
+                with concurrent.futures.ThreadPoolExecutor(LOAD_WORKERS) as pool:
+                    results = dict(zip(map(id, jobs), pool.map(self._load, jobs), strict=True))
+                tracker.result()
             retirements = []
             for ready in prepared:
                 if ready is not None:

@@ -10,13 +10,14 @@ fake (tests/fakekernel.py) to check reconcile, swaps, adoption and failures with
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
 from weir_agent.kernel import attaching, bpf, configuring, loading, reading, ringbuf
-from weir_agent.kernel.handles import CorrelationMap, Loaded
-from weir_agent.spec import abi
+from weir_agent.kernel.handles import CorrelationMap, Loaded, LoadError
+from weir_agent.spec import abi, programs
 from weir_agent.spec.programs import AggSlot, Program
 
 
@@ -58,6 +59,10 @@ class Kernel(Protocol):
         for ``program``; with ``pin``, adopt the maps an earlier agent pinned there."""
         ...
 
+    def prepare(self) -> None:
+        """Compile ahead what every new hook needs (its stub); failures wait for attach."""
+        ...
+
     def open_ring(self, loaded: Loaded) -> ringbuf.RingReader: ...
 
     def configure(self, loaded: Loaded, program: Program) -> configuring.Retirement: ...
@@ -97,6 +102,10 @@ class LiveKernel:
 
     def load(self, program: Program, *, pin: Path | None) -> Loaded:
         return loading.compile_and_load(program, pin=pin)
+
+    def prepare(self) -> None:
+        with contextlib.suppress(LoadError):  # attach says it, for the hook that needs it
+            loading.compile_source(programs.STUB_SOURCE, [])
 
     def open_ring(self, loaded: Loaded) -> ringbuf.RingReader:
         return loading.open_ring(loaded)

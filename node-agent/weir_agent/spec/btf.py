@@ -177,53 +177,71 @@ class Types:
         type_off, type_len, str_off, str_len = struct.unpack_from("<IIII", data, 8)
         strings = data[hdr_len + str_off : hdr_len + str_off + str_len]
 
-        def name(offset: int) -> str:
-            end = strings.index(b"\0", offset)
-            return strings[offset:end].decode()
-
-        self.by_id: dict[int, Type] = {}
+        self._data, self._strings = data, strings
+        # One pass over the records finds each kept type's place and the names weir looks
+        # up; a type itself (its members) is decoded when it is first asked for.
+        self._records: dict[int, int] = {}  # type id -> offset of its record
+        self._built: dict[int, Type] = {}
         self.structs: dict[str, int] = {}
         self.functions: dict[str, int] = {}  # FUNC name -> its prototype's id
         self.typedefs: dict[str, int] = {}
+        self.pointers: dict[int, int] = {}  # type id -> the first pointer type to it
         pos, end, type_id = hdr_len + type_off, hdr_len + type_off + type_len, 1
         keep = {STRUCT, UNION, TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG, INT, PTR, ENUM}
         keep |= {ARRAY, FUNC, FUNC_PROTO, ENUM64}
+        unpack = struct.unpack_from
         while pos < end:
-            name_off, info, size_or_type = struct.unpack_from("<III", data, pos)
-            kind, vlen, kflag = (info >> 24) & 0x1F, info & 0xFFFF, info >> 31
-            fixed, per_item = _EXTRA.get(kind, (0, 0))
-            body = pos + 12
+            name_off, info, size_or_type = unpack("<III", data, pos)
+            kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
             if kind in keep:
-                members: tuple[Member, ...] = ()
-                if kind in (STRUCT, UNION):
-                    items = []
-                    for i in range(vlen):
-                        m_name, m_type, m_offset = struct.unpack_from("<III", data, body + 12 * i)
-                        bits = m_offset & 0xFFFFFF if kflag else m_offset
-                        items.append(Member(name(m_name), m_type, bits))
-                    members = tuple(items)
-                    if name_off:  # a struct, or a named union (bpf_attr)
-                        self.structs.setdefault(name(name_off), type_id)
-                size = 0
-                if kind == FUNC_PROTO:
-                    members = tuple(
-                        Member("", struct.unpack_from("<II", data, body + 8 * i)[1], 0)
-                        for i in range(vlen)
-                    )
-                elif kind == ARRAY:
-                    element, _index, count = struct.unpack_from("<III", data, body)
-                    size_or_type, size = element, count
-                elif kind in (INT, ENUM, ENUM64):
-                    size, size_or_type = size_or_type, 0
-                ref = 0 if kind in (STRUCT, UNION) else size_or_type
-                type_name = name(name_off) if name_off else ""
-                self.by_id[type_id] = Type(kind, type_name, ref, members, size)
-                if kind == FUNC and type_name:
-                    self.functions.setdefault(type_name, size_or_type)
-                elif kind == TYPEDEF and type_name:
-                    self.typedefs.setdefault(type_name, type_id)
-            pos = body + fixed + per_item * vlen
+                self._records[type_id] = pos
+                if kind == PTR:
+                    self.pointers.setdefault(size_or_type, type_id)
+                elif name_off and kind in (STRUCT, UNION):  # a struct, or a named union
+                    self.structs.setdefault(self._string(name_off), type_id)
+                elif name_off and kind == FUNC:
+                    self.functions.setdefault(self._string(name_off), size_or_type)
+                elif name_off and kind == TYPEDEF:
+                    self.typedefs.setdefault(self._string(name_off), type_id)
+            fixed, per_item = _EXTRA.get(kind, (0, 0))
+            pos += 12 + fixed + per_item * vlen
             type_id += 1
+
+    def _string(self, offset: int) -> str:
+        end = self._strings.index(b"\0", offset)
+        return self._strings[offset:end].decode()
+
+    def get(self, type_id: int) -> Type | None:
+        """The type of this id (None: void, or a kind weir does not keep)."""
+        found = self._built.get(type_id)
+        if found is not None or type_id not in self._records:
+            return found
+        data, pos = self._data, self._records[type_id]
+        name_off, info, size_or_type = struct.unpack_from("<III", data, pos)
+        kind, vlen, kflag = (info >> 24) & 0x1F, info & 0xFFFF, info >> 31
+        body = pos + 12
+        members: tuple[Member, ...] = ()
+        size = 0
+        if kind in (STRUCT, UNION):
+            items = []
+            for i in range(vlen):
+                m_name, m_type, m_offset = struct.unpack_from("<III", data, body + 12 * i)
+                bits = m_offset & 0xFFFFFF if kflag else m_offset
+                items.append(Member(self._string(m_name), m_type, bits))
+            members = tuple(items)
+        elif kind == FUNC_PROTO:
+            members = tuple(
+                Member("", struct.unpack_from("<II", data, body + 8 * i)[1], 0) for i in range(vlen)
+            )
+        elif kind == ARRAY:
+            element, _index, count = struct.unpack_from("<III", data, body)
+            size_or_type, size = element, count
+        elif kind in (INT, ENUM, ENUM64):
+            size, size_or_type = size_or_type, 0
+        ref = 0 if kind in (STRUCT, UNION) else size_or_type
+        found = Type(kind, self._string(name_off) if name_off else "", ref, members, size)
+        self._built[type_id] = found
+        return found
 
     def _resolve(self, type_id: int) -> Type | None:
         """Through typedefs and qualifiers to the struct or union, if it is one."""
@@ -233,7 +251,7 @@ class Types:
     def bare(self, type_id: int) -> Type | None:
         """The type without its typedefs and qualifiers (None: void, or not kept)."""
         for _ in range(32):
-            found = self.by_id.get(type_id)
+            found = self.get(type_id)
             if found is None or found.kind not in {TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG}:
                 return found
             type_id = found.ref
@@ -264,9 +282,7 @@ class Types:
         target = self.structs.get(struct_name)
         if target is None:
             raise BTFError(f"no struct {struct_name} in the kernel's BTF")
-        pointer = next(
-            (i for i, t in self.by_id.items() if t.kind == PTR and t.ref == target), None
-        )
+        pointer = self.pointers.get(target)
         if pointer is None:
             raise BTFError(f"no pointer to struct {struct_name} in the kernel's BTF")
         return pointer
@@ -381,7 +397,10 @@ def offsets(data: bytes, fields: Mapping[str, tuple[str, str]] = SOCK_FIELDS) ->
 def layout(data: bytes) -> Layout:
     """Every flag of ALL_FIELDS: its offset, or why this BTF does not have it (a field
     another kernel version lacks fails only the programs that read it)."""
-    types = Types(data)
+    return _layout(Types(data))
+
+
+def _layout(types: Types) -> Layout:
     found: Layout = {}
     for flag, (name, path) in ALL_FIELDS.items():
         try:
@@ -409,7 +428,8 @@ def kernel_types(path: Path = VMLINUX) -> Types | None:
 def kernel_layout(path: Path = VMLINUX) -> Layout:
     """The running kernel's offsets of what weir's programs read, or why each is unknown."""
     try:
-        return layout(path.read_bytes())
+        types = kernel_types(path)
+        return _layout(types) if types is not None else layout(path.read_bytes())
     except OSError as error:
         reason = f"cannot read {path} ({error.strerror}); this needs a kernel with BTF"
     except BTFError as error:
