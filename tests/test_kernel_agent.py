@@ -438,6 +438,94 @@ def test_keep_attached_leaves_hooks_counting_and_cleanup_detaches_them(
             bpf.remove_pins(bpffs)
 
 
+MARKER = """
+import os, sys
+null = os.open("/dev/null", os.O_RDONLY)
+for line in sys.stdin:
+    kind, _, value = line.strip().partition(" ")
+    if kind == "open":
+        os.close(os.open(value, os.O_RDONLY))
+    else:
+        for _ in range(int(value)):
+            os.lseek(null, {offset}, 0)
+    print("done", flush=True)
+"""
+
+
+def test_a_mark_set_before_a_restart_matches_after_it(kernel: None, tmp_path: Path) -> None:
+    """The exec tracker's maps (marks, clocks, executables, cgroups) are pinned with the
+    hooks: a process marked while one agent ran is matched by the next agent's program."""
+    from test_kernel_marks import OFFSET, readers
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    for name in ("secret", "forget"):
+        (scratch / name).write_text("x")
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "readers.yaml").write_text(readers(scratch))
+    bpffs = Path("/sys/fs/bpf") / f"weir-test-{uuid.uuid4().hex[:12]}"
+    cache = tmp_path / "cache"
+
+    def start() -> tuple[subprocess.Popen[str], int]:
+        port = free_port()
+        agent = subprocess.Popen(
+            [*WEIR, "agent", "--policies", str(policies), "--metrics-addr", f"127.0.0.1:{port}",
+             "--interval", "0.3", "--node-name", "n1", "--keep-attached", "--bpffs", str(bpffs),
+             f"--compile-cache={cache}"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz").status == 200,
+                 "the agent ready")  # fmt: skip
+        return agent, port
+
+    def stop(agent: subprocess.Popen[str]) -> None:
+        agent.send_signal(signal.SIGTERM)
+        output, _ = agent.communicate(timeout=60)
+        assert agent.returncode == 0, output
+
+    marker = subprocess.Popen(
+        [sys.executable, "-c", MARKER.format(offset=OFFSET)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert marker.stdin is not None and marker.stdout is not None
+
+    def step(line: str) -> None:
+        marker.stdin.write(line + "\n")  # type: ignore[union-attr]
+        marker.stdin.flush()  # type: ignore[union-attr]
+        assert marker.stdout.readline().strip() == "done"  # type: ignore[union-attr]
+
+    try:
+        agent, port = start()
+        step("seek 2")  # not marked yet
+        step(f"open {scratch / 'secret'}")  # marked
+        step("seek 3")
+        assert scrape_http(port)["weir_test_reader_seeks_total"] == {(): 3.0}
+        stop(agent)
+        assert (bpffs / "tracker" / "weir_marks").exists()
+        agent, port = start()
+        entries = scrape_http(port)["weir_agent_correlation_entries"][(("map", "marks"),)]
+        assert entries >= 1.0  # the mark set before the restart is there
+        step("seek 4")  # the new agent's program finds the old mark
+        step(f"open {scratch / 'forget'}")
+        step("seek 5")  # unmarked: none count
+        assert scrape_http(port)["weir_test_reader_seeks_total"] == {(): 7.0}
+        stop(agent)
+        cleanup = subprocess.run(
+            [*WEIR, "agent", "--cleanup", "--bpffs", str(bpffs)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert "detached 2 hooks" in cleanup.stdout, cleanup.stdout  # not the tracker
+        assert not bpffs.exists()
+    finally:
+        marker.kill()
+        marker.wait(timeout=30)
+        if bpffs.exists():
+            from weir_agent.kernel import bpf
+
+            bpf.remove_pins(bpffs)
+
+
 TETRAGON = ROOT / "tests" / "tetragon"
 
 

@@ -57,9 +57,11 @@ def scratch() -> Path:
     subprocess.run(["rm", "-rf", str(path)], check=True)
 
 
-def test_processes_that_opened_a_file_are_matched_on_a_later_call(core, scratch: Path) -> None:
-    # "Processes that opened a file under X, later matched on another call": openat of
-    # the secret marks the process, openat of forget unmarks it, lseek tests the mark.
+def readers(scratch: Path) -> str:
+    """Policy "readers" and rule "reader-seeks" (weir_test_reader_seeks): openat of
+    scratch/secret marks the process, of scratch/forget unmarks it, and lseek to OFFSET
+    counts when the process is marked."""
+
     def opened(path: Path, action: dict[str, str]) -> dict[str, object]:
         return {
             "matchArgs": [{"label": "path", "operator": "Equal", "values": [str(path)]}],
@@ -112,7 +114,13 @@ def test_processes_that_opened_a_file_are_matched_on_a_later_call(core, scratch:
             "metric": {"name": "weir_test_reader_seeks"},
         },
     )
-    apply(core, yaml.safe_dump_all([policy, rule]))
+    return yaml.safe_dump_all([policy, rule])
+
+
+def test_processes_that_opened_a_file_are_matched_on_a_later_call(core, scratch: Path) -> None:
+    # "Processes that opened a file under X, later matched on another call": openat of
+    # the secret marks the process, openat of forget unmarks it, lseek tests the mark.
+    apply(core, readers(scratch))
     secret, forget = f"open:{scratch / 'secret'}", f"open:{scratch / 'forget'}"
     run("seek:2", secret, "seek:5")  # marked after 2 seeks: 5 count
     run("seek:7")  # never opened the secret: none count

@@ -74,6 +74,18 @@ BPF_OBJ_GET_INFO_BY_FD = 15
 libc = ctypes.CDLL(None, use_errno=True)
 
 
+def prog_map_ids(fd: int) -> set[int]:
+    """The ids of the maps a loaded program uses."""
+    count = prog_info(fd).nr_map_ids
+    ids = (ctypes.c_uint32 * max(count, 1))()
+    info = ProgInfo(nr_map_ids=count, map_ids=ctypes.addressof(ids))
+    call(
+        BPF_OBJ_GET_INFO_BY_FD,
+        InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info)),
+    )
+    return set(ids[: info.nr_map_ids])
+
+
 def prog_info(fd: int) -> ProgInfo:
     info = ProgInfo()
     attr = InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))

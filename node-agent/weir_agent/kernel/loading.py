@@ -95,7 +95,12 @@ def compile_and_load(
         module = Copy(compiled, pin, shared)
     except OSError as error:
         raise LoadError("verify", f"creating maps failed: {error}") from error
-    fd, reason, verifier_log = module.load(HOOK_FUNCTION, _PROG_TYPES[program.kind])
+    key = _cache_key(programs.HOOK_SOURCE, program.cflags(configured=configured))
+    fd, reason, verifier_log = module.adopt_program(key), "", ""
+    if fd < 0:
+        fd, reason, verifier_log = module.load(HOOK_FUNCTION, _PROG_TYPES[program.kind])
+        if fd >= 0:
+            module.pin_program(key)
     loaded = time.monotonic()
     if fd < 0:
         module.cleanup()
@@ -289,6 +294,7 @@ class Copy(objects.Instance):
         self, compiled: objects.Compiled, pin: Path | None, shared: Mapping[str, int]
     ) -> None:
         super().__init__(compiled, (HOOK_FUNCTION,), pin=pin, shared=shared)
+        self.pin = pin
         self.meta_fd = -1
         if pin is None:
             return
@@ -305,6 +311,35 @@ class Copy(objects.Instance):
         except OSError:
             self.close()
             raise
+
+    def adopt_program(self, key: str) -> int:
+        """The program an earlier agent pinned here, when it was compiled from the same
+        key and uses exactly these maps (no verifier run); -1 when there is none."""
+        path = self.pin / f"prog_{key[:16]}" if self.pin is not None else None
+        if path is None or not self.adopted or not path.exists():
+            return -1
+        try:
+            fd = bpf.obj_get(path)
+        except OSError:
+            return -1
+        try:
+            mine = {int(bpf.map_info(f).id) for f in self.fds.values()}
+            if bpf.prog_map_ids(fd) == mine:
+                self.prog_fds[HOOK_FUNCTION] = fd
+                return fd
+        except OSError:
+            pass
+        os.close(fd)
+        return -1
+
+    def pin_program(self, key: str) -> None:
+        """Pin the loaded program (in place of any other) for the next agent to adopt."""
+        if self.pin is None:
+            return
+        for old in self.pin.glob("prog_*"):
+            old.unlink()
+        with contextlib.suppress(OSError):  # a later agent then verifies it again
+            bpf.obj_pin(self.prog_fds[HOOK_FUNCTION], self.pin / f"prog_{key[:16]}")
 
     def write_meta(self, digest: str) -> None:
         if self.meta_fd >= 0:

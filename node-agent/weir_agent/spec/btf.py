@@ -415,18 +415,26 @@ def zero_layout() -> Layout:
     return dict.fromkeys(ALL_FIELDS, 0)
 
 
-@functools.cache
 def kernel_types(path: Path = VMLINUX) -> Types | None:
-    """The running kernel's types, for resolve paths (None without BTF)."""
+    """The running kernel's types, for resolve paths (None without BTF); read once."""
+    return _types_at(path)
+
+
+@functools.cache
+def _types_at(path: Path) -> Types | None:
     try:
         return Types(path.read_bytes())
     except (OSError, BTFError):
         return None
 
 
-@functools.cache
 def kernel_layout(path: Path = VMLINUX) -> Layout:
     """The running kernel's offsets of what weir's programs read, or why each is unknown."""
+    return _layout_at(path)
+
+
+@functools.cache
+def _layout_at(path: Path) -> Layout:
     try:
         types = kernel_types(path)
         return _layout(types) if types is not None else layout(path.read_bytes())
