@@ -58,6 +58,7 @@ bench: setup
 	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q matplotlib
 	$(PY) bench/bench.py
 	$(PY) bench/edit_latency.py
+	$(PY) bench/kube_edits.py
 	$(PY) bench/startup.py
 	$(PY) scripts/generated.py --bench
 

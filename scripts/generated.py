@@ -167,11 +167,11 @@ SECTIONS: list[tuple[str, str, str, Callable[[], str]]] = [
 
 def bench_results() -> str:
     """The tables of the last `make bench` (bench/out/results.md without its title, then
-    bench/out/edits.md and bench/out/startup.md)."""
-    text = (ROOT / "bench" / "out" / "results.md").read_text().partition("\n")[2]
-    edits = (ROOT / "bench" / "out" / "edits.md").read_text()
-    startup = (ROOT / "bench" / "out" / "startup.md").read_text()
-    return "\n\n".join(part.strip("\n") for part in (text, edits, startup)) + "\n"
+    bench/out/edits.md, kube_edits.md and startup.md)."""
+    out = ROOT / "bench" / "out"
+    text = (out / "results.md").read_text().partition("\n")[2]
+    parts = [text, *((out / n).read_text() for n in ("edits.md", "kube_edits.md", "startup.md"))]
+    return "\n\n".join(part.strip("\n") for part in parts) + "\n"
 
 
 BENCH = [("README.md", "<!-- bench:begin -->\n", "<!-- bench:end -->\n", bench_results)]
