@@ -612,7 +612,7 @@ def main() -> int:
     def measure_weir(core: engine.Engine, label: str) -> None:
         rows[label] = measure(loop, n, reps)
         stubs = [
-            h.stub.copy.prog_fd
+            h.stub.copy.prog_fds[loading.STUB_FUNCTION]
             for s in core.policies.values()
             for h in s.hooks.values()
             if h.stub.copy is not None

@@ -125,7 +125,7 @@ def test_short_lived_containers_keep_their_labels_then_retire(
             for m in bpf_maps()
             if m["id"] not in before and m.get("name") == "agg"
         ]
-        assert agg  # the compiled template's and the running copy's
+        assert agg  # the running copy's (a compile's own maps go with its process)
 
         def present() -> int:
             return sum(entries(map_id) for map_id in agg)
