@@ -66,14 +66,8 @@ def measure(loop: Path, n: int, reps: int) -> list[float]:
     return [run_loop(loop, n) for _ in range(reps)]
 
 
-def policy(
-    name: str,
-    *,
-    filtered: bool,
-    post: bool,
-    values: tuple[str, ...] = ("-1",),
-    extra_arg: bool = False,
-) -> str:
+def policy(name: str, *, filtered: bool, post: bool, values: tuple[str, ...] = ("-1",),
+           extra_arg: bool = False) -> str:
     selector: dict[str, object] = {"matchActions": [{"action": "Post" if post else "NoPost"}]}
     args = []
     if filtered:
@@ -81,37 +75,16 @@ def policy(
         selector["matchArgs"] = [{"label": "fd", "operator": "Equal", "values": list(values)}]
     if extra_arg:  # another argument read: a new shape
         args.append({"field": "__syscall_nr", "type": "int", "label": "nr"})
-    spec = {
-        "tracepoints": [
-            {
-                "subsystem": "syscalls",
-                "event": "sys_enter_close",
-                "args": args,
-                "selectors": [selector],
-            }
-        ]
-    }
-    text = json.dumps(
-        {
-            "apiVersion": "weir.dev/v1alpha1",
-            "kind": "TracingPolicy",
-            "metadata": {"name": name},
-            "spec": spec,
-        }
-    )
+    spec = {"tracepoints": [{"subsystem": "syscalls", "event": "sys_enter_close", "args": args,
+                             "selectors": [selector]}]}
+    text = json.dumps({"apiVersion": "weir.dev/v1alpha1", "kind": "TracingPolicy",
+                       "metadata": {"name": name}, "spec": spec})
     if not post:
-        text += "\n---\n" + json.dumps(
-            {
-                "apiVersion": "weir.dev/v1alpha1",
-                "kind": "AggregationRule",
-                "metadata": {"name": name},
-                "spec": {
-                    "policyRef": {"name": name},
-                    "groupBy": ["namespace", "pod", "container"],
-                    "metric": {"name": f"bench_{name.replace('-', '_')}_calls"},
-                },
-            }
-        )
+        text += "\n---\n" + json.dumps({
+            "apiVersion": "weir.dev/v1alpha1", "kind": "AggregationRule", "metadata": {"name": name},
+            "spec": {"policyRef": {"name": name}, "groupBy": ["namespace", "pod", "container"],
+                     "metric": {"name": f"bench_{name.replace('-', '_')}_calls"}},
+        })
     return text
 
 
@@ -142,12 +115,8 @@ def empty_program() -> Iterator[object]:
 
 @contextmanager
 def bpftrace() -> Iterator[None]:
-    proc = subprocess.Popen(
-        ["bpftrace", "-e", "tracepoint:syscalls:sys_enter_close { @[cgroup] = count(); }"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = subprocess.Popen(["bpftrace", "-e", "tracepoint:syscalls:sys_enter_close { @[cgroup] = count(); }"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     seen = []
     while not any("Attaching" in line for line in seen):  # it may warn about RLIMIT_MEMLOCK first
@@ -256,9 +225,8 @@ def start_with_policies(count: int) -> tuple[float, float, float]:
         "print(took, rss, int(status.split('VmHWM:')[1].split()[0]) / 1024)\n"
         "core.close()\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script], cwd=HERE.parent, check=True, capture_output=True, text=True
-    ).stdout.split()
+    out = subprocess.run([sys.executable, "-c", script], cwd=HERE.parent, check=True,
+                         capture_output=True, text=True).stdout.split()
     return float(out[0]), float(out[1]), float(out[2])
 
 
@@ -309,23 +277,17 @@ def post_rows(loop: Path, n: int, reps: int, ring_pages: int | None = None) -> P
     with weir(policy("post", filtered=True, post=True), **options) as core:
         out.ring_bytes = core.ringbuf_pages * 4096
         sink = CountingSink()
-        writer = eventing.EventWriter(
-            core=core,
-            resolver=metadata.CgroupResolver(cgroups.CgroupIndex()),
-            node="bench",
-            out=sink,
-        )  # type: ignore[arg-type]
+        writer = eventing.EventWriter(core=core, resolver=metadata.CgroupResolver(cgroups.CgroupIndex()),
+                                      node="bench", out=sink)  # type: ignore[arg-type]
         with Consumer(writer.run, lambda: writer.written) as consumer:
             out.rows[name] = measure(loop, n, reps)
         counts = core.snapshot()[0].stats
         posted, dropped = counts[abi.Stat.POSTED], counts[abi.Stat.RINGBUF_FULL]
         out.user_cpu[name] = consumer.cpu / max(consumer.events, 1) * 1e9
         out.line_bytes = sink.bytes / max(sink.lines, 1)
-        out.notes["weir post"] = (
-            f"{posted} posted, {dropped} dropped (ring buffer full) of "
-            f"{counts[abi.Stat.MATCHED]} at full speed; "
-            f"{sink.lines} lines written"
-        )
+        out.notes["weir post"] = (f"{posted} posted, {dropped} dropped (ring buffer full) of "
+                                  f"{counts[abi.Stat.MATCHED]} at full speed; "
+                                  f"{sink.lines} lines written")
         for rate in PACED_RATES:
             before = dict(core.snapshot()[0].stats)
             with Consumer(writer.run, lambda: writer.written) as consumer:
@@ -344,22 +306,12 @@ def post_rows(loop: Path, n: int, reps: int, ring_pages: int | None = None) -> P
 
     def on_perf(_cpu: int, data: object, _size: int) -> None:
         e = perf["events"].event(data)
-        json.dumps(
-            {
-                "time": e.time_ns,
-                "cgroup": e.cgroup,
-                "pid": e.pid,
-                "tid": e.tid,
-                "comm": bytes(e.comm).decode(),
-                "args": {"fd": -1},
-            }
-        )
+        json.dumps({"time": e.time_ns, "cgroup": e.cgroup, "pid": e.pid, "tid": e.tid,
+                    "comm": bytes(e.comm).decode(), "args": {"fd": -1}})
         perf_events[0] += 1
 
     lost_perf = [0]
-    perf["events"].open_perf_buffer(
-        on_perf, lost_cb=lambda lost: lost_perf.__setitem__(0, lost_perf[0] + lost)
-    )
+    perf["events"].open_perf_buffer(on_perf, lost_cb=lambda lost: lost_perf.__setitem__(0, lost_perf[0] + lost))
 
     def drain_perf() -> int:
         before = perf_events[0]
@@ -376,12 +328,8 @@ def post_rows(loop: Path, n: int, reps: int, ring_pages: int | None = None) -> P
         with Consumer(draining(drain_perf), lambda: perf_events[0]) as consumer:
             run_loop(loop, rate * PACED_SECONDS, rate)
         ours = out.paced[rate][:3]
-        out.paced[rate] = (
-            *ours,
-            perf_events[0] - received,
-            lost_perf[0] - lost_before,
-            consumer.cpu / max(consumer.events, 1) * 1e9,
-        )
+        out.paced[rate] = (*ours, perf_events[0] - received, lost_perf[0] - lost_before,
+                           consumer.cpu / max(consumer.events, 1) * 1e9)
     perf.cleanup()
     return out
 
@@ -545,10 +493,8 @@ def render_post(post: PostResults, base: float, floor: float) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for rate, (got, lost, cpu, perf_got, perf_lost, perf_cpu) in post.paced.items():
-        lines.append(
-            f"| {rate // 1000}k/s | {got:,} | {lost:,} | {cpu:.0f} | {perf_got:,} | "
-            f"{perf_lost:,} | {perf_cpu:.0f} |"
-        )
+        lines.append(f"| {rate // 1000}k/s | {got:,} | {lost:,} | {cpu:.0f} | {perf_got:,} | "
+                     f"{perf_lost:,} | {perf_cpu:.0f} |")
     lost_to_500k = sum(v[1] for r, v in post.paced.items() if r <= 500_000)
     worst = max(v[2] for r, v in post.paced.items() if r <= 500_000)
     lines += [
@@ -595,9 +541,7 @@ def main() -> int:
     with empty_program() as b:
         rows["empty program (floor)"] = measure(loop, n, reps)
         if args.only == "post":
-            floor = statistics.median(rows["empty program (floor)"]) - statistics.median(
-                rows["no program"]
-            )
+            floor = statistics.median(rows["empty program (floor)"]) - statistics.median(rows["no program"])
             post = post_rows(loop, n, reps, args.ring_pages)
             print("\n".join(render_post(post, statistics.median(rows["no program"]), floor)))
             for key, value in post.notes.items():
@@ -608,15 +552,10 @@ def main() -> int:
         bpf_ns["empty program (floor)"] = bpf_ns_per_event([f.fd for f in b.funcs.values()])  # type: ignore[attr-defined]
         stats_cost = statistics.median(before) - statistics.median(rows["empty program (floor)"])
         stats_enabled(False)
-
     def measure_weir(core: engine.Engine, label: str) -> None:
         rows[label] = measure(loop, n, reps)
-        stubs = [
-            h.stub.copy.prog_fds[loading.STUB_FUNCTION]
-            for s in core.policies.values()
-            for h in s.hooks.values()
-            if h.stub.copy is not None
-        ]
+        stubs = [h.stub.copy.prog_fds[loading.STUB_FUNCTION] for s in core.policies.values()
+                 for h in s.hooks.values() if h.stub.copy is not None]
         stats_enabled(True)
         measure(loop, n, 1)
         bpf_ns[label] = bpf_ns_per_event(stubs)  # the stub's run time includes the tail call
@@ -643,9 +582,7 @@ def main() -> int:
         matched = sum(s.stats.get(abi.Stat.MATCHED, 0) for s in snap)
         expected = (n // 10 + n * reps) + (n // 10 + n)  # measured runs + the bpf_stats run
         resolver = metadata.CgroupResolver(cgroups.CgroupIndex())
-        collector = exporting.WeirCollector(
-            engine=core, resolver=resolver, node="bench", headers="matching"
-        )
+        collector = exporting.WeirCollector(engine=core, resolver=resolver, node="bench", headers="matching")
         families = list(collector._rule_families(snap).values())[0]
         exposition = exporting.exposition_bytes(families)
         list(collector.collect())  # one scrape: what the policy actually exported
@@ -671,9 +608,7 @@ def main() -> int:
         hook = next(h for s in core.policies.values() for h in s.hooks.values())
         ids = core.program_ids()
         for version in range(5):
-            changed = policy(
-                "filter", filtered=True, post=False, values=("-1", str(1000 + version))
-            )
+            changed = policy("filter", filtered=True, post=False, values=("-1", str(1000 + version)))
             started = time.monotonic()
             core.apply(documents.parse_text(changed, source="edit"))
             flips.append(hook.loaded.flipped - started)
@@ -692,29 +627,9 @@ def main() -> int:
     start, rss, peak = start_with_policies(10)
     lost, restart_calls = restart_under_load(loop, filter_text)
 
-    report = render(
-        rows,
-        bpf_ns,
-        user_cpu,
-        stats_cost,
-        line_bytes,
-        exposition,
-        count_error,
-        totals,
-        flips,
-        shapes,
-        known,
-        start,
-        rss,
-        peak,
-        lost,
-        restart_calls,
-        notes,
-        n,
-        reps,
-        post,
-        pack,
-    )
+    report = render(rows, bpf_ns, user_cpu, stats_cost, line_bytes, exposition, count_error, totals,
+                    flips, shapes, known, start, rss, peak, lost, restart_calls, notes, n, reps, post,
+                    pack)
     report += "\n".join(render_substring(substring)) + "\n"
     (OUT / "results.md").write_text(report)
     print(report)
@@ -722,29 +637,8 @@ def main() -> int:
     return 0
 
 
-def render(
-    rows,
-    bpf_ns,
-    user_cpu,
-    stats_cost,
-    line_bytes,
-    exposition,
-    count_error,
-    totals,
-    flips,
-    shapes,
-    known,
-    start,
-    rss,
-    peak,
-    lost,
-    restart_calls,
-    notes,
-    n,
-    reps,
-    post,
-    pack,
-) -> str:  # type: ignore[no-untyped-def]
+def render(rows, bpf_ns, user_cpu, stats_cost, line_bytes, exposition, count_error, totals, flips, shapes,
+           known, start, rss, peak, lost, restart_calls, notes, n, reps, post, pack) -> str:  # type: ignore[no-untyped-def]
     base = statistics.median(rows["no program"])
     floor = statistics.median(rows["empty program (floor)"]) - base
     lines = [
@@ -765,9 +659,7 @@ def render(
             f"{added:.1f} | {ratio} | {bpf_ns.get(name, float('nan')):.1f} | "
             f"{user_cpu.get(name, float('nan')):.0f} |"
         )
-    bpftrace_added = (
-        statistics.median(rows.get("bpftrace @[cgroup] = count()", [float("nan")])) - base
-    )
+    bpftrace_added = statistics.median(rows.get("bpftrace @[cgroup] = count()", [float("nan")])) - base
 
     def added(name: str) -> float:
         return statistics.median(rows[name]) - base

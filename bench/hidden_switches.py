@@ -39,7 +39,9 @@ def switches() -> dict[int, tuple[str, int]]:
             )
         except OSError:
             continue  # the thread ended
-        counted = int(fields["voluntary_ctxt_switches"]) + int(fields["nonvoluntary_ctxt_switches"])
+        counted = int(fields["voluntary_ctxt_switches"]) + int(
+            fields["nonvoluntary_ctxt_switches"]
+        )
         out[int(status.parent.name)] = (fields["Name"].strip(), counted)
     return out
 

@@ -5,8 +5,8 @@ Measured from outside, on the process as `make run` starts it (`weir agent --pol
 policy of the directory has been applied (compiled, verified, attached or refused). Cold: no
 pins and an empty compile cache (`--compile-cache`, as the chart sets it). Warm: the same
 directory again after an agent with `--keep-attached` stopped, leaving its hooks pinned and
-its compiled programs in the cache (the DaemonSet's rollout case). Beside it, the peer: bpftrace counting the
-same first hook, from exec to its "Attaching" line. Also the agent's peak RSS (VmHWM).
+its compiled programs in the cache (the DaemonSet's rollout case). Beside it, the peer:
+bpftrace counting the same first hook, from exec to its "Attaching" line. Also the agent's peak RSS (VmHWM).
 
 Run as root: `make bench` runs it; it writes bench/out/startup.md.
 """
