@@ -194,6 +194,38 @@ def test_policies_of_one_shape_compile_once_and_count_apart(core) -> None:
     assert (stats(core, "shape-a")["matched"], stats(core, "shape-b")["matched"]) == (2, 3)
 
 
+def test_a_failed_compile_is_the_childs_and_the_compiled_are_kept_only_in_a_private_cache(
+    kernel: None, tmp_path: Path
+) -> None:
+    # The compiler runs in a child: clang's error comes back as a compile failure with its
+    # own words, and this process goes on.
+    from weir_agent.kernel import handles, loading
+
+    with pytest.raises(handles.LoadError) as failed:
+        loading.compile_source(programs.STUB_SOURCE, ["-include", "/nonexistent/weir.h"])
+    assert failed.value.phase == "compile"
+    assert "/nonexistent/weir.h" in failed.value.log and "file not found" in failed.value.log
+    # A compile cache only this user can write is used: the next compile of the same key
+    # reads it; one that others can write is never read.
+    cache = tmp_path / "cache"
+    saved = loading.CACHE_DIR
+    try:
+        loading.CACHE_DIR = cache
+        loading.forget_compiled()
+        compiled, took = loading.compile_source(programs.STUB_SOURCE, [])
+        assert took > 0 and len(list(cache.iterdir())) == 1
+        assert oct(cache.stat().st_mode & 0o777) == "0o700"
+        loading.forget_compiled()
+        again, took = loading.compile_source(programs.STUB_SOURCE, [])
+        assert (again, took) == (compiled, 0.0)  # from disk
+        cache.chmod(0o777)
+        loading.forget_compiled()
+        assert loading.compile_source(programs.STUB_SOURCE, [])[1] > 0  # compiled again
+    finally:
+        loading.CACHE_DIR = saved
+        loading.forget_compiled()
+
+
 def test_an_edit_that_keeps_the_shape_is_map_writes_and_keeps_the_counts(core) -> None:
     by_offset = rule_yaml("edit-a", "edit", "t_edit_a", group_by="[arg:offset]")
     total = rule_yaml("edit-b", "edit", "t_edit_b")
