@@ -72,13 +72,6 @@ def compile_source(source: str, cflags: list[str]) -> objects.Compiled:
         module.cleanup()
 
 
-def version() -> str:
-    """bcc's version (part of the compile cache's key)."""
-    import bcc
-
-    return str(getattr(bcc, "__version__", "unknown"))
-
-
 def resolve_symbol(path: str, symbol: str) -> tuple[str, int]:
     """A binary's (or library's, by name) symbol as (resolved path, file offset)."""
     found, offset = BPF._check_path_symbol(path.encode(), symbol.encode(), None, -1)

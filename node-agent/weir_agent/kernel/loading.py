@@ -86,16 +86,15 @@ def compile_and_load(
     same shape load the same instructions with fresh maps, with no compile. With
     ``pin``, the maps live there: an earlier agent's maps of this shape are adopted,
     with their counts and their configuration."""
-    compiled, compile_ms = compile_source(
-        programs.HOOK_SOURCE, program.cflags(configured=configured)
-    )
+    cflags = program.cflags(configured=configured)
+    compiled, compile_ms = compile_source(programs.HOOK_SOURCE, cflags)
     started = time.monotonic()
     shared = _shared_maps(compiled, HOOK_FUNCTION)
     try:
         module = Copy(compiled, pin, shared)
     except OSError as error:
         raise LoadError("verify", f"creating maps failed: {error}") from error
-    key = _cache_key(programs.HOOK_SOURCE, program.cflags(configured=configured))
+    key = _cache_key(programs.HOOK_SOURCE, cflags)
     fd, reason, verifier_log = module.adopt_program(key), "", ""
     if fd < 0:
         fd, reason, verifier_log = module.load(HOOK_FUNCTION, _PROG_TYPES[program.kind])

@@ -396,18 +396,19 @@ class Instance:
             self.prog_fds[function] = fd
         return fd, reason, log
 
-    def fd(self, name: str) -> int:
-        for index, fd in self.fds.items():
+    def _index(self, name: str) -> int:
+        """The index of this instance's map called ``name``; KeyError when it has none."""
+        for index in self.fds:
             if self.compiled.maps[index].name == name:
-                return fd
+                return index
         raise KeyError(name)
+
+    def fd(self, name: str) -> int:
+        return self.fds[self._index(name)]
 
     def __getitem__(self, name: bytes) -> Table:
         if name not in self.tables:
-            text = name.decode()
-            index = next((i for i in self.fds if self.compiled.maps[i].name == text), None)
-            if index is None:
-                raise KeyError(name)
+            index = self._index(name.decode())
             self.tables[name] = Table(self.fds[index], self.compiled.maps[index])
         return self.tables[name]
 
