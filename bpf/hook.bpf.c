@@ -27,7 +27,11 @@
 #include "task.h"
 
 BPF_PERCPU_ARRAY(weir_scratch, struct weir_scratch, 1);
-BPF_PERCPU_ARRAY(stats, u64, STAT_COUNT);
+/* The counters, one struct per CPU: one lookup serves every counter of a run. */
+struct weir_stats {
+    u64 s[STAT_COUNT];
+};
+BPF_PERCPU_ARRAY(stats, struct weir_stats, 1);
 BPF_LPM_TRIE(str_lpm, struct weir_strkey, u8, STR_LPM_MAX);
 BPF_LPM_TRIE(addr_lpm, struct weir_addrkey, u8, ADDR_LPM_MAX);
 BPF_LPM_TRIE(class_lpm, struct weir_classkey, u32, 64);
@@ -100,17 +104,36 @@ BPF_TABLE("lru_hash", struct weir_rate_key, u64, rate_limits, RATE_LIMIT_ENTRIES
 
 /* All aggregations of this program share one map per value shape; the key's
  * slot says which AggregationRule an entry belongs to. series[slot] counts the
- * keys of each slot so maxSeries holds exactly (the map is sized to the sum). */
+ * keys of each slot so maxSeries holds exactly (the map is sized to the sum).
+ * A histogram's count is the sum of its buckets (the agent adds them up): one add
+ * fewer per event. */
 struct weir_hist_val {
     u64 count;
     u64 sum;
     u64 buckets[WEIR_MAX_BOUNDS + 2];
 };
-/* Not preallocated: memory follows the series that exist, not maxSeries. */
+/* Not preallocated: memory follows the series that exist, not maxSeries. With
+ * AGG_PERCPU (HIST_PERCPU) each CPU adds to its own copy of a value, with no atomic
+ * instruction; the agent chooses it when a copy per CPU of every series still fits the
+ * policy's memory budget on this node (codegen.py), and adds the copies up. */
+#if AGG_PERCPU
+BPF_F_TABLE("percpu_hash", struct weir_agg_key, struct weir_agg_val, agg, AGG_PLAIN_MAX,
+            BPF_F_NO_PREALLOC);
+#define ADD_PLAIN(field, n) ((field) += (n))
+#else
 BPF_F_TABLE("hash", struct weir_agg_key, struct weir_agg_val, agg, AGG_PLAIN_MAX,
             BPF_F_NO_PREALLOC);
+#define ADD_PLAIN(field, n) __sync_fetch_and_add(&(field), (n))
+#endif
+#if HIST_PERCPU
+BPF_F_TABLE("percpu_hash", struct weir_agg_key, struct weir_hist_val, hist, AGG_HIST_MAX,
+            BPF_F_NO_PREALLOC);
+#define ADD_HIST(field, n) ((field) += (n))
+#else
 BPF_F_TABLE("hash", struct weir_agg_key, struct weir_hist_val, hist, AGG_HIST_MAX,
             BPF_F_NO_PREALLOC);
+#define ADD_HIST(field, n) __sync_fetch_and_add(&(field), (n))
+#endif
 BPF_ARRAY(series, u64, WEIR_MAX_SERIES_IDS);
 BPF_PERCPU_ARRAY(hist_zero, struct weir_hist_val, 1);
 
@@ -126,9 +149,10 @@ BPF_PERCPU_ARRAY(hist_zero, struct weir_hist_val, 1);
 
 static __always_inline void stat_add(u32 index)
 {
-    u64 *value = stats.lookup(&index);
-    if (value)
-        *value += 1;
+    u32 zero = 0;
+    struct weir_stats *st = stats.lookup(&zero);
+    if (st && index < STAT_COUNT)
+        st->s[index] += 1;
 }
 
 /* A register's or argument's low bytes as the declared integer type. */
@@ -867,9 +891,22 @@ static __always_inline u32 explicit_bucket(u32 slot, s64 value, int nbounds)
 /* Claim a new series for the key's series id, or say the id is full. Keys live in
  * the per-CPU scratch: a configured program inlines these four times, and stack
  * copies would pass the 512-byte BPF stack. */
+#if AGG_PACKED
+static __always_inline u32 key_slot(struct weir_agg_key *key)
+{
+    return key->packed >> WEIR_KEY_SLOT_SHIFT;
+}
+#else
+static __always_inline u32 key_slot(struct weir_agg_key *key)
+{
+    return key->slot;
+}
+#endif
+
 static __always_inline int claim_series(struct weir_agg_key *key, u64 max_series)
 {
-    u64 *count = series.lookup(&key->slot);
+    u32 slot = key_slot(key);
+    u64 *count = series.lookup(&slot);
     if (!count)
         return 0;
     if (__sync_fetch_and_add(count, 1) >= max_series) {
@@ -881,28 +918,34 @@ static __always_inline int claim_series(struct weir_agg_key *key, u64 max_series
 
 static __always_inline void release_series(struct weir_agg_key *key)
 {
-    u64 *count = series.lookup(&key->slot);
+    u32 slot = key_slot(key);
+    u64 *count = series.lookup(&slot);
     if (count)
         __sync_fetch_and_add(count, -1);
 }
 
-/* Returns 1 when the event went to the slot's overflow entry. */
+/* The key of the slot's overflow entry. */
 static __always_inline void overflow_key(struct weir_agg_key *key)
 {
-    u32 slot = key->slot;
+    u32 slot = key_slot(key);
+#if AGG_PACKED
+    key->packed = ((u64)slot << WEIR_KEY_SLOT_SHIFT) | WEIR_KEY_OVERFLOW;
+#else
     __builtin_memset(key, 0, sizeof(*key));
     key->slot = slot;
     key->overflow = 1;
+#endif
 }
 
-static __always_inline int fold_plain(struct weir_scratch *sc, u64 v, u64 max_series)
+/* key and zero: in the scratch (the general path) or on the stack (the lean path). */
+static __always_inline int fold_plain(struct weir_agg_key *key, struct weir_agg_val *zero, u64 v,
+                                      u64 max_series)
 {
-    struct weir_agg_key *key = &sc->key;
     int overflowed = 0;
     struct weir_agg_val *val = agg.lookup(key);
     if (!val) {
         if (claim_series(key, max_series)) {
-            if (agg.insert(key, &sc->zero) != 0)
+            if (agg.insert(key, zero) != 0)
                 release_series(key); /* another CPU inserted it first */
             val = agg.lookup(key);
         }
@@ -913,16 +956,14 @@ static __always_inline int fold_plain(struct weir_scratch *sc, u64 v, u64 max_se
         }
     }
     if (val) {
-        __sync_fetch_and_add(&val->count, 1);
-        __sync_fetch_and_add(&val->sum, v);
+        ADD_PLAIN(val->count, 1);
+        ADD_PLAIN(val->sum, v);
     }
     return overflowed;
 }
 
-static __always_inline int fold_hist(struct weir_scratch *sc, u64 v, u32 bucket,
-                                     u64 max_series)
+static __always_inline int fold_hist(struct weir_agg_key *key, u64 v, u32 bucket, u64 max_series)
 {
-    struct weir_agg_key *key = &sc->key;
     int overflowed = 0;
     struct weir_hist_val *val = hist.lookup(key);
     if (!val) {
@@ -940,10 +981,9 @@ static __always_inline int fold_hist(struct weir_scratch *sc, u64 v, u32 bucket,
         }
     }
     if (val) {
-        __sync_fetch_and_add(&val->count, 1);
-        __sync_fetch_and_add(&val->sum, v);
+        ADD_HIST(val->sum, v);
         if (bucket < WEIR_MAX_BOUNDS + 2)
-            __sync_fetch_and_add(&val->buckets[bucket], 1);
+            ADD_HIST(val->buckets[bucket], 1);
     }
     return overflowed;
 }
@@ -956,6 +996,10 @@ static __always_inline int fold(struct weir_scratch *sc, int value, int cgroup, 
                                 u64 max_series, u32 sid, u32 bslot)
 {
     struct weir_agg_key *key = &sc->key;
+#if AGG_PACKED
+    key->packed = ((u64)(sid & 7) << WEIR_KEY_SLOT_SHIFT) |
+                  (cgroup ? bpf_get_current_cgroup_id() & WEIR_KEY_CGROUP_MASK : 0);
+#else
     __builtin_memset(key, 0, sizeof(*key));
     key->slot = sid & 7;
     if (cgroup) key->cgroup = bpf_get_current_cgroup_id();
@@ -963,11 +1007,12 @@ static __always_inline int fold(struct weir_scratch *sc, int value, int cgroup, 
     if (karg0 >= 0) key->arg0 = sc->ints[karg0 & 7];
     if (karg1 >= 0) key->arg1 = sc->ints[karg1 & 7];
     if (aclass >= 0) key->aclass = address_class(sc, aclass);
+#endif
     if (value == VAL_HIST_EXP2)
-        return fold_hist(sc, v, v ? bpf_log2l(v) : 0, max_series);
+        return fold_hist(key, v, v ? bpf_log2l(v) : 0, max_series);
     if (value == VAL_HIST_EXPLICIT)
-        return fold_hist(sc, v, explicit_bucket(bslot, (s64)v, nbounds), max_series);
-    return fold_plain(sc, v, max_series);
+        return fold_hist(key, v, explicit_bucket(bslot, (s64)v, nbounds), max_series);
+    return fold_plain(key, &sc->zero, v, max_series);
 }
 
 #if USE_STARTS && USE_CPU
@@ -1166,8 +1211,129 @@ static __always_inline void post(void *ctx, struct weir_scratch *sc, int selecto
 #define post(ctx, sc, selector, rate_ns, ustack, kstack)
 #endif
 
+#if LEAN && !AGG_PACKED
+#error "the lean path keys by the cgroup alone: it needs AGG_PACKED"
+#endif
+#if LEAN && CONFIGURED
+/* One integer matcher of the lean path: a compare, or one lookup with a key on the stack. */
+static __always_inline int lean_match(int op, int neg, int arg, u64 v, s64 value, u32 matcher)
+{
+    int hit = 0;
+    if (op == OP_EQ) {
+        hit = v == (u64)value;
+    } else if (op == OP_GT) {
+        hit = ARG_SIGNED(arg) ? (s64)v > value : v > (u64)value;
+    } else if (op == OP_LT) {
+        hit = ARG_SIGNED(arg) ? (s64)v < value : v < (u64)value;
+    } else if (op == OP_MASK) {
+        hit = (v & (u64)value) != 0;
+    } else if (op == OP_INT_SET) {
+        struct weir_intkey key = {.matcher = matcher, .value = v};
+        hit = int_set.lookup(&key) != NULL;
+    } else if (op == OP_RANGE) {
+        struct weir_rangekey key = {.prefixlen = 32 + 64, .matcher = bpf_htonl(matcher)};
+        u64 ordered = __builtin_bswap64(ARG_SIGNED(arg) ? v ^ (1ULL << 63) : v);
+        __builtin_memcpy(key.value, &ordered, 8);
+        hit = range_lpm.lookup(&key) != NULL;
+    }
+    return neg ? !hit : hit;
+}
+
+/* Whether the program reads any argument (folded to a constant from the shape). */
+#define LEAN_ARGS (ARG0_KIND || ARG1_KIND || ARG2_KIND || ARG3_KIND ||            \
+                   ARG4_KIND || ARG5_KIND || ARG6_KIND || ARG7_KIND)
+#define LEAN_READ(i)                                                            \
+    if (ARG##i##_KIND == KIND_INT)                                              \
+        ints[i] = read_source(ctx, 0, ARG##i##_FROM, ARG##i##_SRC, ARG##i##_SIZE, \
+                              ARG##i##_SIGNED);
+
+/* The common case, on its own (LEAN, codegen.py): integer arguments read straight from
+ * the context, integer matchers, and rules that count, sum or bucket by the cgroup or by
+ * nothing; no strings, addresses, task, executable, clocks, marks or posts. Everything
+ * lives on the stack: no scratch, one packed key per rule, and the counters of a run in
+ * one lookup. It keeps the general path's counters and semantics exactly. */
+static __always_inline int lean(void *ctx)
+{
+    u32 zero = 0;
+    struct weir_stats *st = stats.lookup(&zero);
+    if (!st)
+        return 0;
+    u64 cgroup = bpf_get_current_cgroup_id();
+#if USE_SCOPE
+    if (!scope.lookup(&cgroup))
+        return 0; /* outside the policy's pods: not this policy's event */
+#endif
+    st->s[STAT_OBSERVED] += 1;
+    u32 *which = active.lookup(&zero);
+    if (!which)
+        return 0;
+    u32 gen = *which & 1;
+    struct weir_config *cfg = config.lookup(&gen);
+    if (!cfg)
+        return 0;
+    u64 ints[WEIR_MAX_ARGS] = {};
+    LEAN_READ(0) LEAN_READ(1) LEAN_READ(2) LEAN_READ(3)
+    LEAN_READ(4) LEAN_READ(5) LEAN_READ(6) LEAN_READ(7)
+    int matched = 0;
+#pragma clang loop unroll(disable)
+    for (u32 s = 0; s < WEIR_MAX_SELECTORS; s++) {
+        if (s >= cfg->NUM_SELECTORS)
+            break;
+        struct weir_selector_cfg *sel = &cfg->S[s & (WEIR_MAX_SELECTORS - 1)];
+        int ok = 1;
+#pragma clang loop unroll(disable)
+        for (u32 m = 0; m < WEIR_MAX_MATCHERS; m++) {
+            struct weir_match_cfg *mc = &sel->M[m & (WEIR_MAX_MATCHERS - 1)];
+            if (mc->OP == OP_NONE)
+                break; /* matchers are packed from 0 */
+            ok = LEAN_ARGS && lean_match(mc->OP, mc->NEG, mc->ARG & 7, ints[mc->ARG & 7],
+                                         mc->VAL, s * WEIR_MAX_MATCHERS + m + (gen << 7));
+            if (!ok)
+                break;
+        }
+        if (ok) {
+            matched = 1;
+            break;
+        }
+    }
+    if (!matched)
+        return 0;
+    st->s[STAT_MATCHED] += 1;
+    cgroup &= WEIR_KEY_CGROUP_MASK;
+    int overflowed = 0, aggregated = 0;
+#pragma clang loop unroll(disable)
+    for (u32 n = 0; n < WEIR_MAX_AGGS; n++) {
+        struct weir_agg_cfg *a = &cfg->AGG[n & (WEIR_MAX_AGGS - 1)];
+        if (!a->ON)
+            break; /* rules are packed from 0 */
+        aggregated = 1;
+        u64 v = LEAN_ARGS && a->VARG >= 0 ? ints[a->VARG & 7] : 1;
+        struct weir_agg_key key = {
+            .packed = ((u64)(a->SID & 7) << WEIR_KEY_SLOT_SHIFT) | (a->CGROUP ? cgroup : 0),
+        };
+        if (a->VALUE == VAL_HIST_EXP2) {
+            overflowed |= fold_hist(&key, v, v ? bpf_log2l(v) : 0, a->MAX);
+        } else if (a->VALUE == VAL_HIST_EXPLICIT) {
+            u32 bucket = explicit_bucket(n + (gen << 2), (s64)v, a->NBOUNDS);
+            overflowed |= fold_hist(&key, v, bucket, a->MAX);
+        } else {
+            struct weir_agg_val first = {};
+            overflowed |= fold_plain(&key, &first, v, a->MAX);
+        }
+    }
+    if (aggregated)
+        st->s[STAT_AGGREGATED] += 1;
+    if (overflowed)
+        st->s[STAT_OVERFLOW] += 1;
+    return 0;
+}
+#endif
+
 int weir_program(void *ctx)
 {
+#if LEAN && CONFIGURED
+    return lean(ctx);
+#endif
     u32 zero = 0;
     struct weir_scratch *sc = weir_scratch.lookup(&zero);
     if (!sc)
@@ -1262,7 +1428,7 @@ int weir_program(void *ctx)
         for (u32 m = 0; m < WEIR_MAX_MATCHERS; m++) {
             struct weir_match_cfg *mc = &sel->M[m & (WEIR_MAX_MATCHERS - 1)];
             if (mc->OP == OP_NONE)
-                continue;
+                break; /* matchers are packed from 0: the first unused one ends them */
             ok = match_arg(sc, mc->OP, mc->NEG, mc->ARG & 7, mc->VAL,
                            s * WEIR_MAX_MATCHERS + m + (C_GEN << 7));
             if (!ok)
@@ -1271,9 +1437,9 @@ int weir_program(void *ctx)
 #pragma clang loop unroll(disable)
         for (u32 b = 0; ok && b < WEIR_MAX_BINARIES; b++) {
             struct weir_binary_cfg *bc = &sel->B[b & (WEIR_MAX_BINARIES - 1)];
-            if (bc->OP != OP_NONE)
-                ok = match_binary(sc, bc->OP, bc->NEG,
-                                  64 + s * WEIR_MAX_BINARIES + b + (C_GEN << 7));
+            if (bc->OP == OP_NONE)
+                break;
+            ok = match_binary(sc, bc->OP, bc->NEG, 64 + s * WEIR_MAX_BINARIES + b + (C_GEN << 7));
         }
         if (ok) {
             action = sel->ACTION;
@@ -1303,7 +1469,7 @@ int weir_program(void *ctx)
     for (u32 n = 0; n < WEIR_MAX_AGGS; n++) {
         struct weir_agg_cfg *a = &cfg->AGG[n & (WEIR_MAX_AGGS - 1)];
         if (!a->ON)
-            continue;
+            break; /* rules are packed from 0 */
         aggregated = 1;
         if (agg_value(sc, a->VARG, a->DUR, a->DARG, a->DID, now, &v))
             overflowed |= fold(sc, a->VALUE, a->CGROUP, a->BINARY, a->KARG0, a->KARG1,

@@ -119,6 +119,19 @@ struct weir_cgroup_path {
 };
 
 /* Aggregation key: the fields a rule does not group by stay zero. */
+#if AGG_PACKED
+/* Every rule of the hook groups by the cgroup alone (namespace, pod, container and
+ * workload all come from it) or by nothing: one 64-bit key, hashed and compared as
+ * cheaply as a hand-written program's cgroup id. The series id sits in the top byte, the
+ * overflow flag below it, the cgroup id in the rest (kernfs ids count a 32-bit inode
+ * number and the times it wrapped: they never reach bit 55). */
+#define WEIR_KEY_SLOT_SHIFT 56
+#define WEIR_KEY_OVERFLOW (1ULL << 55)
+#define WEIR_KEY_CGROUP_MASK (WEIR_KEY_OVERFLOW - 1)
+struct weir_agg_key {
+    u64 packed;
+};
+#else
 struct weir_agg_key {
     u32 slot;      /* the rule's series id (AGGn_SID) */
     u32 overflow;  /* 1: the slot's overflow entry */
@@ -129,6 +142,7 @@ struct weir_agg_key {
     u32 aclass;
     u32 pad;
 };
+#endif
 
 struct weir_agg_val {
     u64 count;

@@ -67,6 +67,7 @@ class Stub:
 
 class FakeKernel:
     grace_seconds = 0.05
+    cpus = 2
 
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []

@@ -27,7 +27,9 @@ SEND = parse_format(
 SOCK_LAYOUT: dict[str, int | str] = {name: 100 + n for n, name in enumerate(btf.ALL_FIELDS)}
 
 
-def make(spec: dict[str, Any], rules: list[dict[str, Any]] | None = None) -> programs.Generated:
+def make(
+    spec: dict[str, Any], rules: list[dict[str, Any]] | None = None, *, cpus: int = 1
+) -> programs.Generated:
     policy = documents.parse_object(
         {
             "apiVersion": "weir.dev/v1alpha1",
@@ -56,7 +58,9 @@ def make(spec: dict[str, Any], rules: list[dict[str, Any]] | None = None) -> pro
         "tracepoint:syscalls:sys_enter_openat": OPENAT,
         "tracepoint:sock:sock_send_length": SEND,
     }
-    return codegen.generate(policy.obj, parsed_rules, layouts=layouts, kernel_layout=SOCK_LAYOUT)
+    return codegen.generate(
+        policy.obj, parsed_rules, layouts=layouts, kernel_layout=SOCK_LAYOUT, cpus=cpus
+    )
 
 
 def openat(*matches: dict[str, Any], args: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -651,3 +655,38 @@ def test_a_selectors_tracksock_and_the_return_values_are_keyed_apart() -> None:
     )
     assert (values["S0_A0_ARG"], values["S0_A1_ARG"]) == (0, 1)
     assert values["S0_A0_ID"] == values["S0_A1_ID"]  # both the mark named sock
+
+
+def test_the_lean_path_packed_keys_and_per_cpu_values_are_chosen_from_the_policy() -> None:
+    flags_of = ("LEAN", "AGG_PACKED", "AGG_PERCPU", "HIST_PERCPU")
+
+    def chosen(matches: list[dict[str, Any]], rules: list[dict[str, Any]], cpus: int = 2) -> tuple:
+        spec = openat(*matches, args=[{"field": "flags", "type": "int", "label": "flags"}])
+        spec["tracepoints"][0]["selectors"][0]["matchActions"] = [{"action": "NoPost"}]
+        generated = make(spec, rules, cpus=cpus)
+        assert not generated.problems, generated.problems
+        flags = dict(generated.programs[0].flags)
+        return tuple(flags[name] for name in flags_of)
+
+    by_pod = {"policyRef": {"name": "p"}, "groupBy": ["pod"], "metric": {"name": "m"}}
+    flagged = {"label": "flags", "operator": "Mask", "values": ["64"]}
+    # Integer matchers and rules by the cgroup: the lean path, packed keys, values per CPU.
+    assert chosen([flagged], [by_pod]) == (1, 1, 1, 1)
+    # A rule by an argument needs the wide key, and so the general path.
+    by_arg = {**by_pod, "groupBy": ["arg:flags"]}
+    assert chosen([flagged], [by_pod, by_arg]) == (0, 0, 1, 1)
+    # A string matcher is the general path's; the key stays packed.
+    spec = openat({"label": "path", "operator": "Prefix", "values": ["/etc/"]})
+    spec["tracepoints"][0]["selectors"][0]["matchActions"] = [{"action": "NoPost"}]
+    flags = dict(make(spec, [by_pod], cpus=2).programs[0].flags)
+    assert (flags["LEAN"], flags["AGG_PACKED"]) == (0, 1)
+    # No selectors: every call is posted, which only the general path does.
+    bare = openat(args=[{"field": "flags", "type": "int", "label": "flags"}])
+    del bare["tracepoints"][0]["selectors"]
+    assert dict(make(bare, [by_pod]).programs[0].flags)["LEAN"] == 0
+    # A copy per CPU is taken only while the worst case fits the policy's memory budget.
+    many = {**by_pod, "maxSeries": 1_000_000}
+    assert chosen([flagged], [many], cpus=2)[2:] == (1, 1)
+    assert chosen([flagged], [many], cpus=64)[2:] == (0, 0)
+    hist = {**by_pod, "value": {"type": "histogram", "arg": "flags"}}
+    assert chosen([flagged], [hist], cpus=64)[2:] == (1, 0)

@@ -226,6 +226,61 @@ def test_a_failed_compile_is_the_childs_and_the_compiled_are_kept_only_in_a_priv
         loading.forget_compiled()
 
 
+def test_the_lean_path_counts_sums_and_buckets_exactly_as_the_general_path(core) -> None:
+    # The same policy twice: "lean" runs hook.bpf.c's lean path (integer args and matchers,
+    # rules by the cgroup: packed keys, values per CPU); "general" adds a matchBinaries
+    # that every call passes, which takes the general path. Both see the same calls.
+    def rules(policy: str) -> str:
+        return "---\n".join(
+            [
+                rule_yaml(f"{policy}-n", policy, f"t_{policy}_n", group_by="[container]"),
+                rule_yaml(f"{policy}-s", policy, f"t_{policy}_s", value="{type: sum, arg: offset}"),
+                rule_yaml(
+                    f"{policy}-h",
+                    policy,
+                    f"t_{policy}_h",
+                    value="{type: histogram, arg: offset, buckets: {type: explicit, bounds: [7400000030, 7400000040]}}",
+                ),
+                rule_yaml(f"{policy}-o", policy, f"t_{policy}_o", group_by="[pod]", max_series=1),
+            ]
+        )
+
+    values = [f"{BASE + 31}:{BASE + 33}", f"{BASE + 41}:{BASE + 41}"]
+    lean = lseek_policy("lean", values, rules("lean"), operator="InRange")
+    general = yaml.safe_load_all(
+        lseek_policy("general", values, rules("general"), operator="InRange")
+    )
+    docs = list(general)
+    docs[0]["spec"]["tracepoints"][0]["selectors"][0]["matchBinaries"] = [
+        {"operator": "NotIn", "values": ["/no/such/binary"]}
+    ]
+    apply(core, lean, yaml.safe_dump_all(docs))
+    flags = {
+        name: dict(next(iter(core.policies[name].hooks.values())).program.flags)
+        for name in ("lean", "general")
+    }
+    assert (flags["lean"]["LEAN"], flags["lean"]["AGG_PACKED"]) == (1, 1)
+    assert flags["general"]["LEAN"] == 0
+
+    calls = [BASE + 30, BASE + 31, BASE + 31, BASE + 32, BASE + 33, BASE + 34, BASE + 41]
+    lseeks(*calls)
+    matched = [c for c in calls if BASE + 31 <= c <= BASE + 33 or c == BASE + 41]
+    samples = scrape(core)
+    for name in ("lean", "general"):
+        counters = stats(core, name)
+        assert (counters["matched"], counters["aggregated"]) == (len(matched), len(matched))
+        assert sum(series(samples, f"t_{name}_n_total").values()) == len(matched)
+        assert series(samples, f"t_{name}_s_total") == {(): float(sum(matched))}
+        buckets = series(samples, f"t_{name}_h_bucket")
+        assert buckets == {
+            (("le", "7400000030"),): 0.0,
+            (("le", "7400000040"),): 4.0,
+            (("le", "+Inf"),): 5.0,
+        }
+        assert series(samples, f"t_{name}_h_count") == {(): 5.0}
+        assert sum(series(samples, f"t_{name}_o_total").values()) == len(matched)
+
+
 def test_an_edit_that_keeps_the_shape_is_map_writes_and_keeps_the_counts(core) -> None:
     by_offset = rule_yaml("edit-a", "edit", "t_edit_a", group_by="[arg:offset]")
     total = rule_yaml("edit-b", "edit", "t_edit_b")

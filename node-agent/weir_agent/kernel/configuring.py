@@ -17,6 +17,7 @@ import sys
 import time
 from typing import Any
 
+from weir_agent.kernel import reading
 from weir_agent.kernel.handles import Loaded
 from weir_agent.spec import abi, programs, selectors
 from weir_agent.spec.programs import Program
@@ -195,28 +196,28 @@ def write_seeds(module: Any, seeds: programs.Seeds, bit: int) -> None:
 def _clear_generation(module: Any, bit: int) -> None:
     """Remove one configuration copy's seeds (bounds are overwritten)."""
     tag = GENERATION_BIT * bit
-    for name in (b"str_lpm", b"addr_lpm", b"range_lpm", b"sub_lpm"):
+    for name in (b"str_lpm", b"addr_lpm", b"range_lpm", b"sub_lpm", b"int_set"):
         try:
             table = module[name]
-        except KeyError:  # sub_lpm: only in programs with SubString matchers
+        except KeyError:  # a program without matchers of that kind has no such map
             continue
-        for key in [k for k in table if (_be32(k.matcher) & GENERATION_BIT) == tag]:
+        big_endian = name != b"int_set"
+        for key in [
+            k
+            for k in table
+            if ((_be32(k.matcher) if big_endian else k.matcher) & GENERATION_BIT) == tag
+        ]:
             del table[key]
-    integers = module[b"int_set"]
-    for key in [k for k in integers if (k.matcher & GENERATION_BIT) == tag]:
-        del integers[key]
 
 
 def reset_series(module: Any, sid: int, name: bytes, *, overflow: bool = True) -> None:
     """Empty series id ``sid`` (entries and count); with ``overflow``, seed its overflow entry."""
     table = module[name]
-    for key in [k for k in table if k.slot == sid]:
+    for key in [k for k in table if reading.key_slot(k) == sid]:
         del table[key]
     module[b"series"][ctypes.c_int(sid)] = ctypes.c_uint64(0)
     if overflow:
-        key = table.Key()
-        key.slot, key.overflow = sid, 1
-        table[key] = table.Leaf()
+        table[reading.overflow_key(table, sid)] = table.Leaf()
 
 
 def _agg_table(agg: programs.AggSlot) -> bytes:

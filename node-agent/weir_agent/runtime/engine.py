@@ -247,6 +247,7 @@ class Engine:
             kernel_layout=btf.kernel_layout(),
             host_namespaces=self.host_namespaces,
             kernel_types=btf.kernel_types(),
+            cpus=self.kernel.cpus,
         )
         if generated.problems:
             with self.lock:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
-from weir_agent.kernel import attaching, bpf, configuring, loading, reading, ringbuf
+from weir_agent.kernel import attaching, bpf, configuring, loading, objects, reading, ringbuf
 from weir_agent.kernel.handles import CorrelationMap, Loaded, LoadError
 from weir_agent.spec import abi, programs
 from weir_agent.spec.programs import AggSlot, Program
@@ -53,6 +53,11 @@ class Kernel(Protocol):
     """What the engine needs of the kernel. Failures raise handles.LoadError."""
 
     grace_seconds: float  # runs of a replaced program or configuration copy end within this
+
+    @property
+    def cpus(self) -> int:
+        """Possible CPUs: a per-CPU map holds a value for each."""
+        ...
 
     def load(self, program: Program, *, pin: Path | None) -> Loaded:
         """Compile (once per shape) and verify a copy with maps of its own, configured
@@ -99,6 +104,10 @@ class LiveKernel:
     """The kernel itself, through bcc and bpf()."""
 
     grace_seconds = configuring.GRACE_SECONDS
+
+    @property
+    def cpus(self) -> int:
+        return objects.possible_cpus()
 
     def load(self, program: Program, *, pin: Path | None) -> Loaded:
         return loading.compile_and_load(program, pin=pin)

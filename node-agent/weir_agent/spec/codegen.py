@@ -17,6 +17,7 @@ field paths.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 from weir_agent.spec import abi, aggregations, arguments, btf, programs, selectors
@@ -46,13 +47,15 @@ def generate(
     kernel_layout: Mapping[str, int | str] | None = None,
     host_namespaces: Mapping[str, int | str] | None = None,
     kernel_types: btf.Types | None = None,
+    cpus: int = 1,
 ) -> programs.Generated:
     """All programs of a policy. ``layouts`` maps tracepoint hook ids to their fields
     (None: no such tracepoint on this kernel); ``kernel_layout`` the running kernel's
     struct offsets (btf.kernel_layout: an offset, or why it is unknown, per flag);
     ``host_namespaces`` the node's own namespace inodes for host_ns, by /proc/1/ns name
     (or why each is unknown); ``kernel_types`` the running kernel's BTF, for args'
-    resolve paths (None: the paths are not followed, e.g. checking without a kernel)."""
+    resolve paths (None: the paths are not followed, e.g. checking without a kernel);
+    ``cpus`` the node's possible CPUs (a per-CPU map holds a value for each)."""
     kernel_layout = kernel_layout if kernel_layout is not None else {}
     host_namespaces = host_namespaces if host_namespaces is not None else {}
     made: list[programs.Program] = []
@@ -64,6 +67,7 @@ def generate(
         if start is not None:
             pair = programs.clock_pair(policy.name, start.hook, start.key)
             starts.setdefault(start.hook, {})[start.key] = pair
+    percpu = percpu_values(policy, rules, cpus)
     for where, hook in policy.spec.hooks_with_paths():
         path: tuple[PathPart, ...] = ("spec", *where)
         hook_rules = [r for r in rules if r.spec.hook in (None, hook.hook_id())]
@@ -80,6 +84,7 @@ def generate(
             kernel_layout,
             host_namespaces,
             kernel_types,
+            percpu,
         )
         problems.extend(found)
         if program is not None and not found:
@@ -102,6 +107,7 @@ def _program(
     kernel_layout: Mapping[str, int | str],
     host_namespaces: Mapping[str, int | str],
     kernel_types: btf.Types | None,
+    percpu: tuple[bool, bool] = (False, False),
 ) -> tuple[programs.Program | None, list[Problem]]:
     """One hook's program, built stage by stage (each stage sets its own flags)."""
     target = _target(hook, fields, path, syscall_prefix)
@@ -117,7 +123,39 @@ def _program(
     posts = build.events(ringbuf_pages)
     build.string_reads(posts)
     build.layouts(rules, kernel_layout)
+    build.flags.set("AGG_PERCPU", int(percpu[0]))
+    build.flags.set("HIST_PERCPU", int(percpu[1]))
     return build.program(target), build.problems
+
+
+# A series' value: a count and a sum; a histogram's count, sum and buckets.
+PLAIN_VALUE_BYTES = 16
+HIST_VALUE_BYTES = 8 * (2 + limits.MAX_BUCKETS + 2)
+
+
+def percpu_values(
+    policy: TracingPolicy, rules: Sequence[AggregationRule], cpus: int
+) -> tuple[bool, bool]:
+    """Whether counts and sums (then histograms) take a value per CPU: each CPU adds to its
+    own copy with no atomic instruction, at the price of a copy per CPU of every series. Taken
+    while the policy's maps, at their worst (every rule at maxSeries), still fit its memory
+    budget on a node of ``cpus`` CPUs; otherwise the values are shared, added atomically."""
+    mine = [(r.name, r.spec) for r in rules]
+    total, _ = checks.memory(policy.spec, mine)
+    hooks = [h.hook_id() for h in policy.spec.hooks()]
+
+    def extra(histogram: bool) -> int:
+        width = HIST_VALUE_BYTES if histogram else PLAIN_VALUE_BYTES
+        return sum(
+            sum(1 for h in hooks if spec.hook in (None, h)) * (spec.max_series + 1)
+            * (cpus - 1) * width
+            for _, spec in mine
+            if spec.value.histogram() == histogram
+        )  # fmt: skip
+
+    plain = total + extra(False) <= limits.POLICY_MEMORY_BUDGET
+    hist = plain and total + extra(False) + extra(True) <= limits.POLICY_MEMORY_BUDGET
+    return plain, hist
 
 
 Hook = KProbe | Tracepoint | UProbe | RawTracepoint
@@ -150,6 +188,11 @@ def _target(
     # with its USDT semaphore's offset when it has one)
     return (hook.path, hook.where(), *(f"{c:#x}" for c in hook.ref_ctr_offsets))
 
+
+# The matchers the lean path runs: compares, and integer sets and ranges.
+_LEAN_OPS = {Op.NONE, Op.EQ, Op.GT, Op.LT, Op.MASK, Op.INT_SET, Op.RANGE}
+_MATCHER_OP = re.compile(r"^S\d+_M\d+_OP$")
+_BINARY_OP = re.compile(r"^S\d+_B\d+_OP$")
 
 ARG_FIELDS = ("KIND", "FROM", "SRC", "SIZE", "SIGNED", "SLOT", "USER", "LEN_ARG", "PATH", "DEREF",
               "OFF", "RESOLVE", "R0", "R1", "R2", "R3", "R4", "R5")  # fmt: skip
@@ -557,6 +600,29 @@ class _Build:
                 flags.set(f"ARG{arg_plan.slot}_OFF", offset if isinstance(offset, int) else 0)
         flags.set("USE_PID_TREE", int(self.uses_pid_tree))
 
+    def _lean(self) -> bool:
+        """Whether hook.bpf.c's lean path runs this program (LEAN): integer arguments read
+        straight from the context, integer matchers only, and rules that count, sum or bucket
+        by the cgroup or by nothing; nothing posted, no strings, addresses, task, executable,
+        clocks or marks."""
+        flags = self.flags.items
+        general = ("ANY_POST", "USE_ENTRY", "SAVE_ENTRY", "USE_TASK", "USE_EXE", "USE_MARKS",
+                   "USE_STARTS", "USE_SUBSTR", "REV_SLOTS", "SUB_SLOTS")  # fmt: skip
+        if any(flags.get(name) for name in general):
+            return False
+        for plan in self.arg_plans:
+            i = plan.slot
+            if plan.kind != Kind.INT or flags.get(f"ARG{i}_RESOLVE") or flags.get(f"ARG{i}_DEREF"):
+                return False
+            if flags.get(f"ARG{i}_FROM") == Source.SAVED:
+                return False
+        for name, value in flags.items():
+            if _MATCHER_OP.match(name) and value not in _LEAN_OPS:
+                return False
+            if _BINARY_OP.match(name) and value:
+                return False
+        return not any(a.seconds for a in self.agg_slots)
+
     # --- map capacities, and the program
     def program(self, target: tuple[str, ...]) -> programs.Program:
         flags, agg_slots = self.flags, self.agg_slots
@@ -569,6 +635,10 @@ class _Build:
         floor = limits.MAX_SERIES_DEFAULT + 1
         flags.set("AGG_PLAIN_MAX", programs.room(max(sum(plain), floor)))
         flags.set("AGG_HIST_MAX", programs.room(max(sum(hists), floor)))
+        # Keys by the cgroup alone (or nothing): one packed 64-bit key (bpf/weir.h).
+        packed = all(field in {"cgroup", "node"} for a in agg_slots for _, field in a.key_fields)
+        flags.set("AGG_PACKED", int(packed))
+        flags.set("LEAN", int(packed and self._lean()))
         built = self.seeds.build()
         flags.set("STR_LPM_MAX", programs.room(len(built.strings)))
         flags.set("SUB_LPM_MAX", programs.room(len(built.substrings)))
