@@ -239,7 +239,8 @@ def test_the_lean_path_counts_sums_and_buckets_exactly_as_the_general_path(core)
                     f"{policy}-h",
                     policy,
                     f"t_{policy}_h",
-                    value="{type: histogram, arg: offset, buckets: {type: explicit, bounds: [7400000030, 7400000040]}}",
+                    value="{type: histogram, arg: offset, buckets: {type: explicit, "
+                    "bounds: [7400000030, 7400000040]}}",
                 ),
                 rule_yaml(f"{policy}-o", policy, f"t_{policy}_o", group_by="[pod]", max_series=1),
             ]
