@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -170,7 +171,7 @@ def agent_policy(name: str, *, selectors: str = "filter", value: str = "count") 
          "spec": {"tracepoints": [hook]}},
         {"apiVersion": "weir.dev/v1alpha1", "kind": "AggregationRule", "metadata": {"name": name},
          "spec": {"policyRef": {"name": name}, "groupBy": ["container"], "value": rule_value,
-                  "metric": {"name": f"bench_{name.replace('-', '_')}"}}},
+                  "metric": {"name": f"bench_{name.replace('-', '_')}_calls"}}},
     ))  # fmt: skip
 
 
@@ -204,6 +205,12 @@ def agent(text: str) -> Iterator[list[int]]:
         process = startup.start(policies, [f"--compile-cache={Path(directory) / 'cache'}"])[2]
         try:
             yield sorted(stub_ids() - before)
+            # A row measures what it says only if the policy and its rule were taken.
+            port = startup.PORTS[process.pid]
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+            stages = {line.split('stage="')[1].split('"')[0]: float(line.split()[-1])
+                      for line in text.splitlines() if line.startswith("weir_policy_events_total")}  # fmt: skip
+            assert stages.get("matched", 0) > 0 and stages.get("aggregated") == stages["matched"], stages
         finally:
             startup.stop(process)
 
